@@ -1,0 +1,14 @@
+"""The one exception type users see: a message that names the file, line or key and what to do."""
+
+from __future__ import annotations
+
+
+class DoodleError(Exception):
+    """A user-facing failure. The CLI prints `str(err)` on one line and exits with `exit_code`."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, exit_code: int | None = None):
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
