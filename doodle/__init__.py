@@ -6,6 +6,13 @@ Data flows download -> strokes -> raster -> dataset (cache) -> nn + optim -> tra
 
 __version__ = "0.1.0"
 
-from doodle.raster import rasterize, rasterize_batch  # noqa: E402
-
 __all__ = ["__version__", "rasterize", "rasterize_batch"]
+
+
+def __getattr__(name):
+    # Lazy, so `doodle --help` and `doodle predict` do not pay for modules they do not use.
+    if name in ("rasterize", "rasterize_batch"):
+        from doodle import raster
+
+        return getattr(raster, name)
+    raise AttributeError(f"module 'doodle' has no attribute {name!r}")
