@@ -1,0 +1,288 @@
+"""Picture reports for an evaluation: a confusion heat map, a grid of mistakes, and the summary as JSON (Pillow only)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import re
+import uuid
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from doodle.errors import DoodleError
+from doodle.fsutil import atomic_path, write_text
+from doodle.metrics import confusion_matrix
+
+# Sequential colour scale (matplotlib's "Blues" anchors): 0 = near white, 1 = dark blue, so the
+# eye reads "darker = more drawings" and an empty cell looks empty.
+_BLUES = np.array(
+    [
+        (247, 251, 255), (222, 235, 247), (198, 219, 239), (158, 202, 225), (107, 174, 214),
+        (66, 146, 198), (33, 113, 181), (8, 81, 156), (8, 48, 107),
+    ],
+    dtype=np.float64,
+)
+_LUT = np.stack(
+    [np.interp(np.linspace(0, 1, 256), np.linspace(0, 1, len(_BLUES)), _BLUES[:, ch]) for ch in range(3)], axis=1
+).round().astype(np.uint8)  # (256, 3) fraction*255 -> RGB
+
+WHITE = (255, 255, 255)
+INK = (30, 30, 30)
+MUTED = (110, 110, 110)
+GRID = (225, 225, 225)
+
+# Heat-map cell size in pixels: about 720 px of matrix, but never so small that a label is unreadable.
+_CELL_MIN, _CELL_MAX, _MATRIX_PX = 10, 44, 720
+_MIN_TINT = 24  # LUT index of the lightest nonzero cell
+_TILE_SCALE = 4  # a 28x28 drawing shown at 112x112
+_TILE_PAD = 10
+_CAPTION_LINES = 3
+
+
+@functools.lru_cache(maxsize=None)
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    """Pillow's bundled font at `size` px (cached: loading it is not free and we ask often)."""
+    return ImageFont.load_default(size=size)
+
+
+def _text_width(text: str, font) -> int:
+    return math.ceil(font.getlength(text))
+
+
+def _text_height(font) -> int:
+    left, top, right, bottom = font.getbbox("Hg")
+    return bottom
+
+
+def _save_png(image: Image.Image, path: Path) -> Path:
+    # The temporary name ends in .tmp, so Pillow cannot infer the format from it.
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")  # optimize=True doubles the time for ~2% smaller files
+    return path
+
+
+def _rotated_labels(labels: list[str], pitch: int, font, width: int, align_right: bool) -> Image.Image:
+    """Labels stacked one per `pitch` px, then turned 90 degrees so they read upwards."""
+    strip = Image.new("RGB", (width, pitch * len(labels)), WHITE)
+    draw = ImageDraw.Draw(strip)
+    for i, label in enumerate(labels):
+        x = width - _text_width(label, font) if align_right else 0
+        draw.text((x, i * pitch + pitch / 2), label, fill=INK, font=font, anchor="lm")
+    return strip.rotate(90, expand=True)
+
+
+def render_confusion(confusion: np.ndarray, class_names: list[str], title: str) -> Image.Image:
+    """Heat map of the row-normalised (C, C) confusion matrix, names on both axes, counts when they fit."""
+    confusion = np.asarray(confusion, dtype=np.int64)
+    c = len(class_names)
+    cell = int(np.clip(_MATRIX_PX // c, _CELL_MIN, _CELL_MAX))
+    label_font = _font(int(np.clip(cell - 2, 8, 14)))
+    count_font = _font(int(np.clip(cell // 3, 8, 13)))
+    title_font, axis_font = _font(18), _font(14)
+
+    support = confusion.sum(axis=1, keepdims=True)  # (C, 1)
+    frac = np.divide(confusion, support, out=np.zeros(confusion.shape), where=support > 0)  # (C, C)
+    # A share of 1 in 300 would be indistinguishable from nothing, so every nonzero cell gets at least a
+    # light tint, and an empty cell is pure white.
+    shade = np.where(confusion > 0, np.maximum(np.round(frac * 255), _MIN_TINT), 0).astype(np.intp)  # (C, C)
+    colours = _LUT[shade]  # (C, C, 3)
+    colours[confusion == 0] = WHITE
+    block = np.repeat(np.repeat(colours, cell, axis=0), cell, axis=1)  # (C*cell, C*cell, 3)
+    if cell >= 14:  # grid lines help read a small matrix; on a large one they would be all there is
+        block[cell - 1 :: cell, :] = GRID
+        block[:, cell - 1 :: cell] = GRID
+    side = c * cell
+
+    label_w = max(_text_width(name, label_font) for name in class_names)
+    pad = 12
+    title_h = _text_height(title_font) + 2 * _text_height(axis_font) + 3 * pad
+    left = pad + _text_height(axis_font) + pad + label_w + 6
+    top = title_h
+    bar_w = 16
+    right = pad + bar_w + 6 + _text_width("100%", axis_font) + pad
+    bottom = 6 + label_w + pad + _text_height(axis_font) + pad
+    width = max(left + side + right, pad + _text_width(title, title_font) + pad)
+    image = Image.new("RGB", (width, top + side + bottom), WHITE)
+    image.paste(Image.fromarray(block), (left, top))
+    draw = ImageDraw.Draw(image)
+
+    # Titles.
+    draw.text((pad, pad), title, fill=INK, font=title_font)
+    note = "rows: true class, columns: predicted class; colour: share of the row"
+    if cell >= 28:
+        note += "; numbers: drawings"
+    draw.text((pad, pad + _text_height(title_font) + pad // 2), note, fill=MUTED, font=axis_font)
+
+    # Row labels (true class) right-aligned against the matrix; column labels (predicted) read upwards below it.
+    for i, name in enumerate(class_names):
+        y = top + i * cell + cell / 2
+        draw.text((left - 6, y), name, fill=INK, font=label_font, anchor="rm")
+    image.paste(_rotated_labels(class_names, cell, label_font, label_w, align_right=True), (left, top + side + 6))
+    axis_true = _rotated_labels(["true class"], _text_height(axis_font) + 4, axis_font, _text_width("true class", axis_font), False)
+    image.paste(axis_true, (pad, top + max(0, side // 2 - axis_true.height // 2)))
+    draw.text((left + side / 2, top + side + 6 + label_w + pad), "predicted class", fill=INK, font=axis_font, anchor="mt")
+
+    # Counts in cells, only when the largest one fits with a margin.
+    widest = _text_width(str(int(confusion.max(initial=0))), count_font)
+    if cell >= 28 and widest <= cell - 6:
+        for i, j in zip(*np.nonzero(confusion)):
+            fill = WHITE if frac[i, j] > 0.5 else INK
+            xy = (left + j * cell + (cell - 1) / 2, top + i * cell + (cell - 1) / 2)
+            draw.text(xy, str(int(confusion[i, j])), fill=fill, font=count_font, anchor="mm")
+
+    # Colour bar: what a shade means, 0% at the bottom.
+    bar_x, bar_h = left + side + pad, min(side, 240)
+    ramp = _LUT[np.linspace(255, 0, bar_h).round().astype(np.intp)]  # (bar_h, 3)
+    image.paste(Image.fromarray(np.repeat(ramp[:, None, :], bar_w, axis=1)), (bar_x, top))
+    draw.rectangle((bar_x, top, bar_x + bar_w - 1, top + bar_h - 1), outline=MUTED)
+    for value, y in (("100%", top), ("50%", top + bar_h / 2), ("0%", top + bar_h - 1)):
+        draw.text((bar_x + bar_w + 6, y), value, fill=INK, font=axis_font, anchor="lm")
+    return image
+
+
+def _wrap(text: str, font, width: int, max_lines: int) -> list[str]:
+    """Greedy word wrap to `width` px; words longer than a line are cut; the last line gets an ellipsis."""
+    lines: list[str] = []
+    current = ""
+    for word in text.split():
+        candidate = f"{current} {word}" if current else word
+        if _text_width(candidate, font) <= width:
+            current = candidate
+            continue
+        if current:
+            lines.append(current)
+        while _text_width(word, font) > width:  # a single over-long word: hard-cut it
+            cut = max(1, next(n for n in range(len(word), 0, -1) if _text_width(word[:n], font) <= width))
+            lines.append(word[:cut])
+            word = word[cut:]
+        current = word
+    if current:
+        lines.append(current)
+    if len(lines) > max_lines:
+        last = lines[max_lines - 1]
+        while last and _text_width(last + "...", font) > width:
+            last = last[:-1]
+        lines = lines[: max_lines - 1] + [last + "..."]
+    return lines
+
+
+def _as_images(images, n: int) -> np.ndarray:
+    """(N, S, S) uint8 white-on-black from (N, S, S) or flat (N, S*S), uint8 or floats in 0..1."""
+    images = np.asarray(images)
+    if images.ndim == 2:
+        side = math.isqrt(images.shape[1])
+        if side * side != images.shape[1]:
+            raise DoodleError(f"images must be (N, 28, 28) or (N, 784), got shape {images.shape}")
+        images = images.reshape(len(images), side, side)
+    if images.ndim != 3 or images.shape[1] != images.shape[2] or len(images) != n:
+        raise DoodleError(f"images must be {n} square drawings, (N, 28, 28) or (N, 784), got shape {images.shape}")
+    if images.dtype != np.uint8:
+        scale = 255.0 if images.size and float(images.max()) <= 1.0 else 1.0
+        images = np.clip(images * scale, 0, 255).round().astype(np.uint8)
+    return images
+
+
+def render_misclassified(
+    images: np.ndarray, y_true, y_pred, class_names: list[str], probs=None, max_examples: int = 64
+) -> Image.Image:
+    """Grid of the wrongly predicted drawings (most confident mistakes first), dark on white, captioned."""
+    images = _as_images(images, len(y_true))
+    wrong = np.flatnonzero(y_true != y_pred)  # (M,)
+    conf = None
+    if probs is not None:
+        conf = np.asarray(probs)[wrong, y_pred[wrong]]  # (M,) probability given to the wrong class
+        wrong = wrong[np.argsort(-conf, kind="stable")]  # most confident first: the most telling mistakes
+        conf = np.asarray(probs)[wrong, y_pred[wrong]]
+    shown = wrong[: max(int(max_examples), 0)]
+
+    header_font, caption_font = _font(18), _font(12)
+    pad = _TILE_PAD
+    side = images.shape[1] * _TILE_SCALE
+    tile_w = max(side, 150)
+    line_h = _text_height(caption_font) + 3
+    tile_h = side + 6 + _CAPTION_LINES * line_h
+    header_h = _text_height(header_font) + 2 * pad
+
+    if len(shown) == 0:
+        message = f"No misclassified drawings: all {len(y_true)} predictions are correct."
+        image = Image.new("RGB", (max(480, _text_width(message, header_font) + 2 * pad), 2 * header_h), WHITE)
+        ImageDraw.Draw(image).text((pad, pad), message, fill=INK, font=header_font)
+        return image
+
+    cols = min(8, len(shown))
+    rows = math.ceil(len(shown) / cols)
+    header = f"Misclassified drawings: {len(shown)} of {len(wrong)} shown"
+    header += ", most confident first" if probs is not None else ""
+    width = max(pad + cols * (tile_w + pad), _text_width(header, header_font) + 2 * pad)
+    image = Image.new("RGB", (width, header_h + rows * (tile_h + pad) + pad), WHITE)
+    draw = ImageDraw.Draw(image)
+    draw.text((pad, pad), header, fill=INK, font=header_font)
+
+    # Dark ink on white, enlarged by whole pixels (NEAREST) so one sees exactly what the model saw.
+    ink = 255 - images[shown]  # (K, S, S)
+    big = np.repeat(np.repeat(ink, _TILE_SCALE, axis=1), _TILE_SCALE, axis=2)  # (K, side, side)
+    for slot, (index, drawing) in enumerate(zip(shown, big)):
+        row, col = divmod(slot, cols)
+        x0 = pad + col * (tile_w + pad)
+        y0 = header_h + row * (tile_h + pad)
+        xi = x0 + (tile_w - side) // 2
+        image.paste(Image.fromarray(drawing, mode="L").convert("RGB"), (xi, y0))
+        draw.rectangle((xi - 1, y0 - 1, xi + side, y0 + side), outline=GRID)
+        caption = f"{class_names[y_true[index]]} -> {class_names[y_pred[index]]}"
+        if conf is not None:
+            caption += f" (p={conf[slot]:.2f})"
+        for line_no, line in enumerate(_wrap(caption, caption_font, tile_w, _CAPTION_LINES)):
+            draw.text((x0 + tile_w / 2, y0 + side + 6 + line_no * line_h), line, fill=INK, font=caption_font, anchor="mt")
+    return image
+
+
+def _summary_json(summary: dict) -> str:
+    """Indented JSON with each confusion-matrix row on one line (345 x 345 counts one per line is unreadable)."""
+    matrix = summary.get("confusion", {}).get("matrix") if isinstance(summary.get("confusion"), dict) else None
+    if not matrix:
+        return json.dumps(summary, indent=2) + "\n"
+    token = uuid.uuid4().hex  # a placeholder no class name can collide with
+    doc = {**summary, "confusion": {**summary["confusion"], "matrix": [f"{token}{i}" for i in range(len(matrix))]}}
+    text = json.dumps(doc, indent=2)
+    text = re.sub(f'"{token}(\\d+)"', lambda m: json.dumps(matrix[int(m[1])]), text)
+    return text + "\n"
+
+
+def write_report(
+    out_dir: str | os.PathLike,
+    summary: dict,
+    images: np.ndarray | None,
+    y_true,
+    y_pred,
+    class_names,
+    probs=None,
+    max_examples: int = 64,
+) -> list[Path]:
+    """Write confusion.png, misclassified.png (when images are given) and summary.json into out_dir; return the paths."""
+    names = [str(name) for name in class_names]
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    if y_true.shape != y_pred.shape or y_true.ndim != 1:
+        raise DoodleError(f"true and predicted labels must be 1-D of equal length, got {y_true.shape} and {y_pred.shape}")
+    if probs is not None:
+        probs = np.asarray(probs)
+        if probs.shape != (len(y_true), len(names)):
+            raise DoodleError(f"probabilities must have shape {(len(y_true), len(names))}, got {probs.shape}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    confusion = confusion_matrix(y_true, y_pred, len(names))  # (C, C) also validates the labels
+    n = len(y_true)
+    accuracy = summary.get("accuracy", np.trace(confusion) / n if n else 0.0)
+    title = f"Confusion matrix (row-normalised): {n} drawings, {len(names)} classes, accuracy {100 * accuracy:.1f}%"
+    written = [_save_png(render_confusion(confusion, names, title), out / "confusion.png")]
+    if images is not None:
+        grid = render_misclassified(images, y_true, y_pred, names, probs, max_examples)
+        written.append(_save_png(grid, out / "misclassified.png"))
+    write_text(out / "summary.json", _summary_json(summary))
+    written.append(out / "summary.json")
+    return written
