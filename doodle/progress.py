@@ -27,5 +27,8 @@ class Reporter:
     def log(self, message: str) -> None:
         """A line worth showing above the bars (a warning, a skipped file)."""
 
+    def epoch(self, row: dict) -> None:
+        """One finished training epoch: epoch, train_loss, train_accuracy, val_loss, val_accuracy, lr, seconds."""
+
 
 NULL_REPORTER = Reporter()

@@ -1,0 +1,5 @@
+"""`python -m doodle` runs the CLI."""
+
+from doodle.cli import app
+
+app()

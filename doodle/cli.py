@@ -1,0 +1,432 @@
+"""The `doodle` command line: parse options, call one library function, show its progress and results.
+
+Progress bars and logs go to stderr; results (tables, or JSON with --json) go to stdout, so scripts
+can pipe them. A user mistake prints one line `error: ...` and exits non-zero, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, ProgressColumn, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from doodle.errors import DoodleError
+from doodle.progress import Reporter
+
+app = typer.Typer(help="Learn to recognise Google Quick, Draw! doodles with a hand-written numpy MLP.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+out = Console(soft_wrap=True)  # results
+err = Console(stderr=True)  # progress, logs, errors
+
+DataDir = Annotated[Path, typer.Option("--data-dir", help="Where downloads and caches live.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+class _AmountColumn(ProgressColumn):
+    """Bytes with speed for downloads, 'done/total unit' for everything else."""
+
+    def render(self, task) -> Text:
+        unit = task.fields.get("unit", "")
+        if unit == "bytes":
+            total = _human_bytes(task.total) if task.total else "?"
+            speed = f" {_human_bytes(task.speed)}/s" if task.speed else ""
+            return Text(f"{_human_bytes(task.completed)}/{total}{speed}")
+        total = f"{task.total:.0f}" if task.total is not None else "?"
+        return Text(f"{task.completed:.0f}/{total} {unit}")
+
+
+class RichReporter(Reporter):
+    """Draws the library's progress callbacks as rich progress bars on stderr."""
+
+    def __init__(self, show_epochs: bool = True):
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                                 _AmountColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                                 console=err, transient=True)
+        self.tasks: dict[str, int] = {}
+        self.show_epochs = show_epochs
+        self.header_shown = False
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+    def start(self, key, description, total=None, unit=""):
+        self.tasks[key] = self.progress.add_task(description, total=total, unit=unit, info="")
+
+    def update(self, key, advance=0, completed=None, total=None, **fields):
+        if key not in self.tasks:
+            return
+        info = "  ".join(_fmt_field(k, v) for k, v in fields.items())
+        kwargs = {"advance": advance, "info": info}
+        if completed is not None:
+            kwargs["completed"] = completed
+        if total is not None:
+            kwargs["total"] = total
+        self.progress.update(self.tasks[key], **kwargs)
+
+    def end(self, key):
+        task = self.tasks.pop(key, None)
+        if task is not None:
+            self.progress.remove_task(task)
+
+    def log(self, message):
+        self.progress.console.print(Text(message, style="yellow"))
+
+    def epoch(self, row):
+        if not self.show_epochs:
+            return
+        if not self.header_shown:
+            self.progress.console.print(Text(_EPOCH_FMT.format("epoch", "train loss", "train acc", "val loss",
+                                                               "val acc", "lr", "time"), style="bold"))
+            self.header_shown = True
+        self.progress.console.print(_EPOCH_FMT.format(
+            row["epoch"], f"{row['train_loss']:.4f}", f"{row['train_accuracy']:.2%}", _opt(row["val_loss"], "{:.4f}"),
+            _opt(row["val_accuracy"], "{:.2%}"), f"{row['lr']:.2e}", f"{row['seconds']:.1f}s"))
+
+
+_EPOCH_FMT = "{:>5}  {:>10}  {:>9}  {:>9}  {:>8}  {:>9}  {:>7}"
+
+
+def _opt(v, fmt: str) -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def _fmt_field(k: str, v) -> str:
+    if k == "sps":
+        return f"{v:,.0f} samples/s"
+    if k == "acc":
+        return f"acc {v:.1%}"
+    return f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+
+
+def handle_errors(fn):
+    """One line on stderr and a non-zero exit for user mistakes; 130 on Ctrl-C."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except DoodleError as exc:
+            err.print(Text(f"error: {exc}", style="red"))
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print(Text("interrupted", style="red"))
+            raise typer.Exit(130) from None
+    return wrapper
+
+
+def _print_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+@app.command()
+@handle_errors
+def categories(as_json: JsonOpt = False):
+    """Print the 345 Quick, Draw! category names."""
+    from doodle.categories import CATEGORIES
+
+    if as_json:
+        _print_json(list(CATEGORIES))
+    else:
+        sys.stdout.write("\n".join(CATEGORIES) + "\n")
+
+
+@app.command()
+@handle_errors
+def download(
+    words: Annotated[Optional[list[str]], typer.Argument(help="Category names, e.g. cat \"alarm clock\".")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="simplified, raw or numpy_bitmap.")] = "simplified",
+    max_drawings: Annotated[Optional[int], typer.Option(help="Stop after N drawings per file (no full download).",
+                                                        min=1)] = None,
+    data_dir: DataDir = Path("data"),
+    base_url: Annotated[Optional[str], typer.Option(help="Mirror base URL (default $DOODLE_BASE_URL or Google's "
+                                                         "bucket); file:// works.")] = None,
+    force: Annotated[bool, typer.Option(help="Download again even if the file is complete.")] = False,
+    all_: Annotated[bool, typer.Option("--all", help="All 345 categories.")] = False,
+    synthetic: Annotated[bool, typer.Option(help="Write the built-in synthetic shapes instead (no network).")] = False,
+    as_json: JsonOpt = False,
+):
+    """Download Quick, Draw! files into DATA_DIR/FORMAT/WORD.EXT (resumable; complete files are skipped)."""
+    if synthetic:
+        _download_synthetic(words, max_drawings, data_dir, as_json)
+        return
+    from doodle.categories import CATEGORIES
+    from doodle.download import download as run_download
+
+    if all_:
+        words = list(CATEGORIES)
+    if not words:
+        raise DoodleError("name at least one category (see `doodle categories`), or use --all or --synthetic")
+    with RichReporter() as rep:
+        results = run_download(words, fmt=fmt, data_dir=data_dir, base_url=base_url, max_drawings=max_drawings,
+                               force=force, reporter=rep)
+    failed = [r for r in results if r.status == "failed"]
+    if as_json:
+        _print_json([{"word": r.word, "format": r.format, "path": str(r.path), "status": r.status,
+                      "bytes": r.bytes, "drawings": r.drawings, "seconds": r.seconds, "error": r.error}
+                     for r in results])
+    else:
+        table = Table(title=f"doodle download ({fmt})")
+        for col in ("category", "status", "drawings", "size", "time", "file"):
+            table.add_column(col, justify="right" if col in ("drawings", "size", "time") else "left")
+        for r in results:
+            style = {"failed": "red", "skipped": "dim"}.get(r.status, "")
+            table.add_row(r.word, r.status, "-" if r.drawings is None else f"{r.drawings:,}", _human_bytes(r.bytes),
+                          f"{r.seconds:.1f}s", str(r.path), style=style)
+        out.print(table)
+        for r in failed:
+            err.print(Text(f"error: {r.error}", style="red"))
+    if failed:
+        raise typer.Exit(1)
+
+
+def _download_synthetic(words, max_drawings, data_dir, as_json):
+    from doodle.synthetic import SHAPES, write_synthetic
+
+    words = list(words or SHAPES)
+    n = max_drawings or 1000
+    with RichReporter() as rep:
+        paths = write_synthetic(data_dir, words=words, n=n, seed=0, reporter=rep)
+    if as_json:
+        _print_json([{"word": w, "format": "synthetic", "path": str(p), "drawings": n} for w, p in zip(words, paths)])
+    else:
+        table = Table(title="doodle download --synthetic (procedurally drawn shapes, not Google data)")
+        for col in ("category", "drawings", "file"):
+            table.add_column(col)
+        for w, p in zip(words, paths):
+            table.add_row(w, f"{n:,}", str(p))
+        out.print(table)
+
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (see configs/).")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a key, e.g. --set train.lr=0.01 "
+                                                                   "(repeatable).")]
+
+
+@app.command()
+@handle_errors
+def train(
+    config: ConfigOpt = Path("configs/default.yaml"),
+    set_: SetOpt = None,
+    data_dir: DataDir = Path("data"),
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default runs/CONFIG-TIMESTAMP).")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder.")] = None,
+    check_gradients: Annotated[bool, typer.Option(help="First check backprop against finite differences.")] = False,
+    workers: Annotated[int, typer.Option(help="Processes for rasterising (0 = all cores).", min=0)] = 0,
+    as_json: JsonOpt = False,
+):
+    """Train an MLP: fetch missing data, rasterise (cached), split, train, keep the best epoch."""
+    from doodle.train import train as run_train
+
+    overrides = tuple(set_ or ())
+    if check_gradients:
+        _gradcheck(config if resume is None else resume / "config.yaml", overrides, max_entries=20, as_json=False)
+    with RichReporter(show_epochs=True) as rep:
+        result = run_train(None if resume else config, overrides, data_dir=data_dir, out=out_dir, resume=resume,
+                           reporter=rep, workers=workers)
+    if as_json:
+        _print_json(result.to_json())
+    else:
+        table = Table(title=f"doodle train: {result.run}")
+        table.add_column("figure")
+        table.add_column("value", justify="right")
+        rows = [("classes", str(len(result.classes))), ("layers", " -> ".join(map(str, result.layer_sizes))),
+                ("epochs run", str(result.epochs)), ("best epoch", str(result.best_epoch)),
+                ("val accuracy", _opt(result.val_accuracy, "{:.2%}")),
+                ("test accuracy", _opt(result.test_accuracy, "{:.2%}")),
+                ("training speed", f"{result.samples_per_second:,.0f} samples/s")]
+        for k, v in rows:
+            table.add_row(k, v)
+        out.print(table)
+    if result.interrupted:
+        err.print(f"interrupted: best epoch ({result.best_epoch}) saved in {result.run}")
+        raise typer.Exit(130)
+
+
+def _gradcheck(config, overrides, max_entries, as_json):
+    from doodle.config import load_config
+    from doodle.gradcheck import check_gradients
+
+    cfg = load_config(config, overrides)
+    m, d = cfg["model"], cfg["data"]
+    from doodle.config import class_names
+
+    sizes = [d["image_size"] ** 2, *m["hidden"], len(class_names(cfg))]
+    errors = check_gradients(sizes, activation=m["activation"], loss=cfg["train"]["loss"], dropout=m["dropout"],
+                             seed=cfg["train"]["seed"], max_entries=max_entries)
+    worst = max(errors.values())
+    if as_json:
+        _print_json({"layer_sizes": sizes, "max_relative_error": errors, "worst": worst, "passed": worst < 1e-6})
+    else:
+        table = Table(title=f"gradient check {' -> '.join(map(str, sizes))} ({m['activation']}, "
+                            f"{cfg['train']['loss']}, float64, central differences)")
+        table.add_column("parameter")
+        table.add_column("worst relative error", justify="right")
+        for name, e in errors.items():
+            table.add_row(name, f"{e:.2e}", style="" if e < 1e-6 else "red")
+        out.print(table)
+    if worst >= 1e-6:
+        raise DoodleError(f"gradient check failed: worst relative error {worst:.2e} >= 1e-6", exit_code=1)
+
+
+@app.command()
+@handle_errors
+def gradcheck(
+    config: ConfigOpt = Path("configs/default.yaml"),
+    set_: SetOpt = None,
+    max_entries: Annotated[int, typer.Option(help="Entries checked per parameter tensor.", min=1)] = 20,
+    as_json: JsonOpt = False,
+):
+    """Check backprop on the configured network against central finite differences (float64)."""
+    _gradcheck(config, tuple(set_ or ()), max_entries, as_json)
+
+
+@app.command()
+@handle_errors
+def evaluate(
+    data: Annotated[Optional[list[Path]], typer.Argument(help="ndjson or .npy files, or folders of category "
+                                                              "sub-folders of images (default: the run's test "
+                                                              "split).")] = None,
+    model: Annotated[Optional[list[Path]], typer.Option("--model", "-m", help="Run folder (repeat to compare; "
+                                                                               "default: the newest in runs/).")] = None,
+    data_dir: DataDir = Path("data"),
+    min_accuracy: Annotated[Optional[float], typer.Option(help="Exit 1 if top-1 accuracy is below this (0-1).",
+                                                          min=0, max=1)] = None,
+    report: Annotated[Optional[Path], typer.Option(help="Write confusion.png, misclassified.png and "
+                                                        "summary.json here.")] = None,
+    as_json: JsonOpt = False,
+):
+    """Measure models: top-1/top-3 accuracy, MAP@3, per-class precision/recall/F1, confusions."""
+    from doodle.evaluate import evaluate as run_evaluate
+
+    models = list(model or [None])
+    summaries = []
+    with RichReporter() as rep:
+        for i, m in enumerate(models):
+            rdir = None if report is None else (report if len(models) == 1 else report / f"model{i + 1}")
+            summaries.append(run_evaluate(m, list(data or ()), data_dir=data_dir, report_dir=rdir, reporter=rep))
+    if as_json:
+        _print_json(summaries[0] if len(summaries) == 1 else {"models": summaries})
+    elif len(summaries) == 1:
+        _show_summary(summaries[0])
+    else:
+        _show_comparison(summaries)
+    for s in summaries:
+        for p in s["problems"][:10]:
+            err.print(Text(f"warning: {p}", style="yellow"))
+    if min_accuracy is not None:
+        low = [s for s in summaries if s["accuracy"] < min_accuracy]
+        for s in low:
+            err.print(Text(f"error: {s['model']}: accuracy {s['accuracy']:.4f} is below --min-accuracy "
+                           f"{min_accuracy}", style="red"))
+        if low:
+            raise typer.Exit(1)
+
+
+def _show_summary(s: dict) -> None:
+    head = Table(title=f"doodle evaluate: {s['model']}")
+    head.add_column("metric")
+    head.add_column("value", justify="right")
+    for k, v in (("drawings", f"{s['n']:,}"), ("top-1 accuracy", f"{s['accuracy']:.2%}"),
+                 ("top-3 accuracy", f"{s['top3_accuracy']:.2%}"), ("MAP@3", f"{s['map3']:.4f}"),
+                 ("macro F1", f"{s['macro_f1']:.4f}")):
+        head.add_row(k, v)
+    out.print(head)
+    per = Table(title="per class")
+    for col in ("category", "precision", "recall", "F1", "support"):
+        per.add_column(col, justify="left" if col == "category" else "right")
+    for name, m in s["per_class"].items():
+        per.add_row(name, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
+    out.print(per)
+    if s["most_confused"]:
+        conf = Table(title="most confused (true -> predicted)")
+        for col in ("true", "predicted", "count"):
+            conf.add_column(col, justify="right" if col == "count" else "left")
+        for c in s["most_confused"]:
+            conf.add_row(c["true"], c["predicted"], str(c["count"]))
+        out.print(conf)
+    labels, matrix = s["confusion"]["labels"], s["confusion"]["matrix"]
+    if len(labels) <= 20:
+        cm = Table(title="confusion matrix (rows: true, columns: predicted)")
+        cm.add_column("")
+        for lab in labels:
+            cm.add_column(lab[:6], justify="right")
+        for i, (lab, row) in enumerate(zip(labels, matrix)):
+            cm.add_row(lab, *[f"[bold]{v}[/]" if i == j else (str(v) if v else ".") for j, v in enumerate(row)])
+        out.print(cm)
+    else:
+        out.print(f"({len(labels)} classes: the confusion matrix is in --json and --report)")
+    if s["unknown_categories"]:
+        out.print(Text("not in the model, not scored: " + ", ".join(f"{k} ({v})" for k, v in
+                                                                     s["unknown_categories"].items()), style="yellow"))
+    if s.get("report"):
+        out.print("report: " + ", ".join(s["report"]))
+
+
+def _show_comparison(summaries: list[dict]) -> None:
+    table = Table(title="doodle evaluate: model comparison")
+    for col in ("model", "drawings", "top-1", "top-3", "MAP@3", "macro F1"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for s in summaries:
+        table.add_row(s["model"], f"{s['n']:,}", f"{s['accuracy']:.2%}", f"{s['top3_accuracy']:.2%}",
+                      f"{s['map3']:.4f}", f"{s['macro_f1']:.4f}")
+    out.print(table)
+
+
+@app.command()
+@handle_errors
+def predict(
+    inputs: Annotated[list[str], typer.Argument(help="Images (png, jpg, gif, bmp, webp), .ndjson files, or - for "
+                                                     "ndjson on stdin.")],
+    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="Run folder (default: the newest in "
+                                                                        "runs/).")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many categories to show.", min=1)] = 3,
+    as_json: JsonOpt = False,
+):
+    """Predict the categories of sketches: one result per image, one per ndjson line."""
+    from doodle.predict import predict as run_predict
+
+    results, meta = run_predict(inputs, model_path=model, top_k=top_k)
+    failures = [r for r in results if "error" in r and r["error"]]
+    if as_json:
+        for r in results:
+            _print_json(r if r.get("error") else {"input": r["input"], "top": r["top"]})
+    else:
+        err.print(f"model: {meta['run']} ({len(meta['classes'])} classes)", style="dim")
+        for r in results:
+            if r.get("error"):
+                continue
+            table = Table(title=r["input"], title_justify="left")
+            table.add_column("category")
+            table.add_column("probability", justify="right")
+            for t in r["top"]:
+                table.add_row(t["category"], f"{t['probability']:.1%}")
+            out.print(table)
+    for r in failures:
+        err.print(Text(f"error: {r['error']}", style="red"))
+    if failures:
+        raise typer.Exit(1)
+
+
+def main():  # pragma: no cover - entry point for `python -m doodle`
+    app()

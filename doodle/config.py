@@ -1,0 +1,277 @@
+"""Strict YAML configs: every key is declared once here, with its type, allowed values and default.
+
+An unknown key, a wrong type or an out-of-range value is a one-line `DoodleError` naming the file,
+the key and what is allowed (with a did-you-mean). `--set section.key=value` overrides are parsed
+as YAML scalars and checked by the same rules.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from doodle.errors import DoodleError
+
+SOURCES = ("simplified", "raw", "numpy_bitmap", "synthetic")
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key: its default, a checker returning an error string (or None) and a help line."""
+
+    default: Any
+    check: Callable[[Any], str | None]
+    help: str
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def int_in(lo, hi=None, nullable=False):
+    def check(v):
+        if v is None and nullable:
+            return None
+        if not _is_int(v) or v < lo or (hi is not None and v > hi):
+            rng = f">= {lo}" if hi is None else f"from {lo} to {hi}"
+            return f"must be a whole number {rng}" + (" or null" if nullable else "")
+        return None
+    return check
+
+
+def num_in(lo, hi=None, nullable=False, lo_open=False):
+    def check(v):
+        if v is None and nullable:
+            return None
+        bad = not _is_num(v) or (v <= lo if lo_open else v < lo) or (hi is not None and v > hi)
+        if bad:
+            low = f"> {lo}" if lo_open else f">= {lo}"
+            rng = low if hi is None else f"{low} and <= {hi}"
+            return f"must be a number {rng}" + (" or null" if nullable else "")
+        return None
+    return check
+
+
+def one_of(*choices):
+    def check(v):
+        if v not in choices:
+            hint = difflib.get_close_matches(str(v), [str(c) for c in choices], n=1)
+            dym = f" (did you mean '{hint[0]}'?)" if hint else ""
+            return f"must be one of {', '.join(map(str, choices))}{dym}"
+        return None
+    return check
+
+
+def boolean(v):
+    return None if isinstance(v, bool) else "must be true or false"
+
+
+def categories_check(v):
+    from doodle.categories import is_category, suggest
+
+    if v == "all":
+        return None
+    if not isinstance(v, list) or not v or not all(isinstance(c, str) for c in v):
+        return "must be a non-empty list of category names, or 'all'"
+    for c in v:
+        if not is_category(c):
+            close = suggest(c)
+            hint = f" (did you mean {', '.join(repr(x) for x in close)}?)" if close else ""
+            return f"has unknown category '{c}'{hint}; `doodle categories` lists the 345 names"
+    if len(set(v)) != len(v):
+        return "lists a category twice"
+    return None
+
+
+def hidden_check(v):
+    if not isinstance(v, list) or not all(_is_int(h) and h > 0 for h in v):
+        return "must be a list of positive whole numbers, e.g. [256, 128] (or [] for softmax regression)"
+    return None
+
+
+def countrycodes_check(v):
+    if v is None:
+        return None
+    if not isinstance(v, list) or not all(isinstance(c, str) and len(c) == 2 for c in v):
+        return "must be null or a list of two-letter country codes, e.g. [US, GB]"
+    return None
+
+
+def optional_str(v):
+    return None if v is None or isinstance(v, str) else "must be a string or null"
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "data": {
+        "source": Key("simplified", one_of(*SOURCES), "which files to train from"),
+        "categories": Key(["apple", "banana", "cat", "house", "bicycle", "fish", "flower", "tree", "car", "star"],
+                          categories_check, "class names in order, or 'all' for the 345"),
+        "per_category": Key(2000, int_in(1, nullable=True), "drawings kept per category (null = whole file)"),
+        "image_size": Key(28, int_in(8, 256), "raster side in pixels (numpy_bitmap is always 28)"),
+        "line_width": Key(16.0, num_in(0, 128, lo_open=True), "pen diameter in the 256-unit drawing box"),
+        "recognized_only": Key(False, boolean, "keep only drawings Google's game recognised"),
+        "countrycodes": Key(None, countrycodes_check, "keep only these countries (null = all)"),
+        "val_fraction": Key(0.1, num_in(0, 0.5), "share of each category held out for validation"),
+        "test_fraction": Key(0.1, num_in(0, 0.5), "share of each category held out for testing"),
+        "test_split": Key("random", one_of("random", "tail"), "random per category, or the last rows of each file"),
+        "seed": Key(0, int_in(0), "seed of the split"),
+        "base_url": Key(None, optional_str, "download mirror (null = $DOODLE_BASE_URL or Google's bucket)"),
+    },
+    "model": {
+        "hidden": Key([256, 128], hidden_check, "hidden layer sizes"),
+        "activation": Key("relu", one_of("relu", "leaky_relu", "tanh", "sigmoid"), "non-linearity"),
+        "dropout": Key(0.0, num_in(0, 0.95), "dropout after each hidden layer"),
+        "init": Key("he", one_of("he", "xavier", "glorot"), "weight initialisation"),
+    },
+    "train": {
+        "epochs": Key(10, int_in(1, 10000), "passes over the training split"),
+        "batch_size": Key(256, int_in(1, 65536), "samples per gradient step"),
+        "optimizer": Key("adam", one_of("sgd", "momentum", "nesterov", "adam"), "update rule"),
+        "lr": Key(0.001, num_in(0, 10, lo_open=True), "peak learning rate"),
+        "momentum": Key(0.9, num_in(0, 0.999), "momentum for momentum/nesterov"),
+        "beta1": Key(0.9, num_in(0, 0.9999), "Adam first-moment decay"),
+        "beta2": Key(0.999, num_in(0, 0.99999), "Adam second-moment decay"),
+        "weight_decay": Key(0.0, num_in(0, 1), "L2 (SGD) or decoupled (Adam) weight decay; biases are not decayed"),
+        "schedule": Key("constant", one_of("constant", "step", "cosine"), "learning-rate schedule"),
+        "warmup_epochs": Key(0.0, num_in(0, 1000), "linear warm-up length in epochs"),
+        "step_epochs": Key(10, int_in(1), "step schedule: epochs between decays"),
+        "gamma": Key(0.1, num_in(0, 1, lo_open=True), "step schedule: decay factor"),
+        "min_lr": Key(0.0, num_in(0, 10), "cosine schedule: final learning rate"),
+        "loss": Key("cross_entropy", one_of("cross_entropy", "mse"), "training loss"),
+        "clip_norm": Key(None, num_in(0, nullable=True, lo_open=True), "clip the global gradient norm (null = off)"),
+        "patience": Key(None, int_in(1, nullable=True), "early stopping: epochs without val improvement (null = off)"),
+        "seed": Key(0, int_in(0), "seed of initialisation, shuffling, dropout and augmentation"),
+    },
+    "augment": {
+        "shift": Key(0.0, num_in(0, 0.5), "random translation, as a fraction of the image side"),
+        "rotate": Key(0.0, num_in(0, 180), "random rotation, in degrees either way"),
+        "scale": Key(0.0, num_in(0, 0.9), "random zoom, +- this fraction"),
+        "probability": Key(1.0, num_in(0, 1), "share of training samples that are augmented"),
+    },
+}
+
+
+def defaults() -> dict:
+    """The full config with every default filled in."""
+    return {sec: {k: copy.deepcopy(key.default) for k, key in keys.items()} for sec, keys in SCHEMA.items()}
+
+
+def _unknown(where: str, name: str, known) -> DoodleError:
+    hint = difflib.get_close_matches(name, list(known), n=1)
+    dym = f" (did you mean '{hint[0]}'?)" if hint else ""
+    return DoodleError(f"{where}: unknown key '{name}'{dym}; allowed: {', '.join(known)}")
+
+
+def _merge(cfg: dict, data: Any, where: str) -> None:
+    if data is None:
+        return
+    if not isinstance(data, dict):
+        raise DoodleError(f"{where}: expected a mapping of sections ({', '.join(SCHEMA)})")
+    for sec, body in data.items():
+        if sec not in SCHEMA:
+            raise _unknown(where, str(sec), SCHEMA)
+        if body is None:
+            continue
+        if not isinstance(body, dict):
+            raise DoodleError(f"{where}: section '{sec}' must be a mapping of keys")
+        for key, value in body.items():
+            if key not in SCHEMA[sec]:
+                raise _unknown(f"{where}: {sec}", str(key), SCHEMA[sec])
+            _set(cfg, sec, key, value, where)
+
+
+def _set(cfg: dict, sec: str, key: str, value: Any, where: str) -> None:
+    spec = SCHEMA[sec][key]
+    if isinstance(spec.default, float) and _is_int(value):
+        value = float(value)  # `lr: 1` means 1.0
+    problem = spec.check(value)
+    if problem:
+        raise DoodleError(f"{where}: {sec}.{key} {problem} (got {value!r})")
+    cfg[sec][key] = value
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """'train.lr=0.01' -> ('train', 'lr', 0.01); values are YAML scalars or lists."""
+    if "=" not in text:
+        raise DoodleError(f"--set {text}: expected section.key=value, e.g. --set train.lr=0.01")
+    dotted, raw = text.split("=", 1)
+    if dotted.count(".") != 1:
+        raise DoodleError(f"--set {text}: expected section.key=value, e.g. --set train.lr=0.01")
+    sec, key = dotted.strip().split(".")
+    if sec not in SCHEMA:
+        raise _unknown(f"--set {text}", sec, SCHEMA)
+    if key not in SCHEMA[sec]:
+        raise _unknown(f"--set {text}: {sec}", key, SCHEMA[sec])
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return sec, key, value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Defaults, then the YAML file (if any), then `--set` overrides; validated throughout."""
+    cfg = defaults()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise DoodleError(f"{path}: config file not found; see configs/ for examples")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark is not None else ""
+            reason = getattr(exc, "problem", None) or "invalid YAML"
+            raise DoodleError(f"{path}{line}: {reason}; fix the YAML syntax") from None
+        except UnicodeDecodeError:
+            raise DoodleError(f"{path}: not a UTF-8 text file; give a YAML config") from None
+        _merge(cfg, data, str(path))
+    for text in overrides:
+        sec, key, value = parse_override(text)
+        _set(cfg, sec, key, value, f"--set {text}")
+    check_consistency(cfg, str(path) if path else "config")
+    return cfg
+
+
+def check_consistency(cfg: dict, where: str) -> None:
+    """Rules that involve more than one key."""
+    data = cfg["data"]
+    if data["val_fraction"] + data["test_fraction"] >= 0.9:
+        raise DoodleError(f"{where}: data.val_fraction + data.test_fraction must leave at least 10% for training")
+    if data["source"] == "numpy_bitmap" and data["image_size"] != 28:
+        raise DoodleError(f"{where}: data.image_size must be 28 with source numpy_bitmap (Google's renders are 28x28)")
+    from doodle.synthetic import SHAPES
+
+    cats = data["categories"]
+    if data["source"] == "synthetic":
+        if cats == "all":
+            cats = list(SHAPES)
+            data["categories"] = cats
+        bad = [c for c in cats if c not in SHAPES]
+        if bad:
+            raise DoodleError(f"{where}: data.categories: '{bad[0]}' has no synthetic generator; "
+                              f"synthetic shapes are {', '.join(SHAPES)}")
+    if cats != "all" and len(cats) < 2:
+        raise DoodleError(f"{where}: data.categories needs at least two classes to learn from")
+
+
+def class_names(cfg: dict) -> list[str]:
+    """The configured classes in order."""
+    from doodle.categories import CATEGORIES
+
+    cats = cfg["data"]["categories"]
+    return list(CATEGORIES) if cats == "all" else list(cats)
+
+
+def dump(cfg: dict) -> str:
+    """The resolved config as YAML (what a run folder keeps)."""
+    return yaml.safe_dump(cfg, sort_keys=False)

@@ -1,0 +1,181 @@
+"""From a config's data section to uint8 bitmaps and labels: fetch what is missing, rasterise once
+into a cache under the data directory, and split by a fixed seed.
+
+Cache files are `<data_dir>/cache/<source>/<word>.<key>.npy` (uint8 (N, S, S)) with a JSON sidecar;
+`<key>` hashes the source file's identity (size, mtime) and every setting that changes the pixels,
+so editing either rebuilds the cache and nothing stale is ever reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from doodle import fsutil
+from doodle.errors import DoodleError
+from doodle.progress import NULL_REPORTER, Reporter
+
+CACHE_VERSION = 1  # bump when the rasteriser's output changes
+PADDING = 16.0  # Google's padding around the 256-unit box, in drawing units
+
+
+@dataclass
+class Dataset:
+    """Bitmaps (uint8, white ink on black) with integer labels, classes in config order."""
+
+    x: np.ndarray  # (N, S, S) uint8
+    y: np.ndarray  # (N,) int32
+    classes: list[str]
+    counts: list[int]  # rows per class, in file order; rows of class c are contiguous
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def source_path(data_dir: str | Path, source: str, word: str) -> Path:
+    """Where a category's file for `source` lives under the data directory."""
+    ext = "npy" if source == "numpy_bitmap" else "ndjson"
+    return Path(data_dir) / source / f"{word}.{ext}"
+
+
+def _download_limit(data: dict) -> int | None:
+    """Lines to fetch per category: filters drop some, so ask for more than we keep."""
+    n = data["per_category"]
+    if n is None:
+        return None
+    filtered = data["recognized_only"] or data["countrycodes"]
+    return math.ceil(n * 1.5) + 50 if filtered and data["source"] != "numpy_bitmap" else n
+
+
+def fetch_sources(cfg: dict, data_dir: str | Path, reporter: Reporter = NULL_REPORTER) -> list[Path]:
+    """Make sure every category's source file is on disk (downloading or generating what is missing)."""
+    from doodle.config import class_names
+
+    data = cfg["data"]
+    words = class_names(cfg)
+    if data["source"] == "synthetic":
+        from doodle.synthetic import write_synthetic
+
+        n = data["per_category"] or 1000
+        paths = [source_path(data_dir, "synthetic", w) for w in words]
+        missing = [w for w, p in zip(words, paths) if not p.is_file() or _count_lines(p) < n]
+        if missing:
+            write_synthetic(data_dir, words=missing, n=n, seed=0, reporter=reporter)
+        return paths
+    from doodle.download import ensure_downloaded
+
+    return ensure_downloaded(words, fmt=data["source"], data_dir=data_dir, base_url=data["base_url"],
+                             max_drawings=_download_limit(data), reporter=reporter)
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+def cache_key(path: Path, data: dict) -> str:
+    """Hash of the source file's identity and every setting that changes the pixels."""
+    st = path.stat()
+    ident = {
+        "version": CACHE_VERSION, "file": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+        "image_size": data["image_size"], "line_width": float(data["line_width"]), "padding": PADDING,
+        "recognized_only": data["recognized_only"], "countrycodes": data["countrycodes"],
+        "per_category": data["per_category"],
+    }
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def rasterize_file(path: Path, data: dict, cache_dir: Path, reporter: Reporter = NULL_REPORTER,
+                   workers: int = 0) -> np.ndarray:
+    """One category's ndjson file -> cached (N, S, S) uint8 bitmaps (memory-mapped when reused)."""
+    from doodle.raster import rasterize_batch
+    from doodle.strokes import LoadStats, iter_drawings
+
+    key = cache_key(path, data)
+    out = cache_dir / f"{path.stem}.{key}.npy"
+    if out.is_file():
+        try:
+            return np.load(out, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError):
+            reporter.log(f"{out}: unreadable cache, rebuilding")
+    stats = LoadStats(str(path))
+    drawings = [d["drawing"] for d in iter_drawings(
+        path, recognized_only=data["recognized_only"], countrycodes=data["countrycodes"],
+        limit=data["per_category"], stats=stats)]
+    if stats.skipped:
+        reporter.log(stats.summary())
+    if not drawings:
+        raise DoodleError(f"{path}: no usable drawings (after filters: {stats.summary()}); "
+                          "check the file or relax data.recognized_only / data.countrycodes")
+    if data["per_category"] and len(drawings) < data["per_category"]:
+        reporter.log(f"{path.name}: {len(drawings)} drawings kept, fewer than data.per_category="
+                     f"{data['per_category']}")
+    images = rasterize_batch(drawings, size=data["image_size"], line_width=data["line_width"],
+                             padding=PADDING, workers=workers, reporter=reporter)
+    fsutil.save_npy(out, images)
+    fsutil.write_json(out.with_suffix(".json"), {"source": str(path), "key": key, "rows": len(images),
+                                                  "problems": stats.summary()})
+    return np.load(out, mmap_mode="r", allow_pickle=False)
+
+
+def load_dataset(cfg: dict, data_dir: str | Path, reporter: Reporter = NULL_REPORTER,
+                 workers: int = 0) -> Dataset:
+    """Fetch, rasterise (cached) and stack every category of the config into one uint8 array."""
+    from doodle.config import class_names
+
+    data = cfg["data"]
+    classes = class_names(cfg)
+    paths = fetch_sources(cfg, data_dir, reporter)
+    parts = []
+    reporter.start("prepare", "Preparing bitmaps", total=len(classes), unit="categories")
+    try:
+        for word, path in zip(classes, paths):
+            if data["source"] == "numpy_bitmap":
+                from doodle.strokes import load_bitmaps
+
+                arr = load_bitmaps(path, limit=data["per_category"])
+            else:
+                arr = rasterize_file(path, data, Path(data_dir) / "cache" / data["source"], reporter, workers)
+            if len(arr) == 0:
+                raise DoodleError(f"{path}: no drawings; delete it and download again")
+            parts.append(arr)
+            reporter.update("prepare", advance=1)
+    finally:
+        reporter.end("prepare")
+    counts = [len(p) for p in parts]
+    size = data["image_size"]
+    x = np.empty((sum(counts), size, size), dtype=np.uint8)  # one copy; the caches stay memory-mapped
+    y = np.empty(sum(counts), dtype=np.int32)
+    start = 0
+    for c, part in enumerate(parts):
+        x[start:start + len(part)] = part
+        y[start:start + len(part)] = c
+        start += len(part)
+    return Dataset(x=x, y=y, classes=classes, counts=counts)
+
+
+def split_indices(counts: list[int], val_fraction: float, test_fraction: float, mode: str,
+                  seed: int) -> dict[str, np.ndarray]:
+    """Stratified train/val/test row indices. 'tail' tests on the last rows of each file."""
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
+    start = 0
+    for n in counts:
+        rows = np.arange(start, start + n)
+        n_test = int(round(n * test_fraction))
+        n_val = int(round(n * val_fraction))
+        if mode == "tail":
+            test, rest = rows[n - n_test:], rng.permutation(rows[:n - n_test])
+        else:
+            perm = rng.permutation(rows)
+            test, rest = perm[:n_test], perm[n_test:]
+        parts["test"].append(np.sort(test))
+        parts["val"].append(np.sort(rest[:n_val]))
+        parts["train"].append(np.sort(rest[n_val:]))
+        start += n
+    return {k: np.concatenate(v).astype(np.int64) for k, v in parts.items()}

@@ -1,0 +1,167 @@
+"""Measuring a trained model: on its own held-out test split, or on data a user brings (ndjson files,
+Google `numpy_bitmap` .npy files, or folders of images laid out one sub-folder per category).
+
+Inputs are prepared exactly as training prepared them (the model's raster settings); labels the
+model does not know are counted and reported, never silently dropped.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from doodle.errors import DoodleError
+from doodle.progress import NULL_REPORTER, Reporter
+
+
+@dataclass
+class LabelledBitmaps:
+    """Bitmaps with their label names, plus what could not be read."""
+
+    x: np.ndarray  # (N, S, S) uint8
+    labels: list[str]
+    problems: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+
+
+def _image_files(folder: Path) -> list[Path]:
+    from doodle.images import IMAGE_SUFFIXES
+
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def read_inputs(inputs: list[str | Path], raster: dict, reporter: Reporter = NULL_REPORTER) -> LabelledBitmaps:
+    """DATA arguments -> labelled bitmaps in the model's raster form."""
+    size, lw, pad = raster["size"], raster["line_width"], raster["padding"]
+    chunks: list[np.ndarray] = []
+    labels: list[str] = []
+    problems: list[str] = []
+    sources: list[str] = []
+
+    def add(arr, names):
+        chunks.append(np.asarray(arr, dtype=np.uint8).reshape(-1, size, size))
+        labels.extend(names)
+
+    for item in inputs:
+        path = Path(item)
+        if not path.exists():
+            raise DoodleError(f"{path}: no such file or folder; give ndjson/.npy files or a folder of category "
+                              "sub-folders of images")
+        sources.append(str(path))
+        if path.is_dir():
+            subdirs = sorted(p for p in path.iterdir() if p.is_dir())
+            files = [p for p in sorted(path.iterdir()) if p.suffix in (".ndjson", ".npy")]
+            if not subdirs and not files:
+                raise DoodleError(f"{path}: expected one sub-folder of images per category (e.g. {path}/cat/1.png)")
+            for f in files:
+                sub = read_inputs([f], raster, reporter)
+                add(sub.x, sub.labels)
+                problems += sub.problems
+            for sub in subdirs:
+                _read_image_folder(sub, raster, add, problems, reporter)
+        elif path.suffix == ".npy":
+            from doodle.strokes import load_bitmaps
+
+            if size != 28:
+                raise DoodleError(f"{path}: numpy_bitmap files are 28x28 but the model expects {size}x{size}; "
+                                  "evaluate on ndjson strokes instead")
+            arr = load_bitmaps(path)
+            add(arr, [path.stem] * len(arr))
+        elif path.suffix == ".ndjson":
+            from doodle.raster import rasterize_batch
+            from doodle.strokes import LoadStats, iter_drawings
+
+            stats = LoadStats(str(path))
+            drawings, names = [], []
+            for rec in iter_drawings(path, stats=stats):
+                if not rec.get("word"):
+                    problems.append(f"{path}:{rec['line']}: no 'word' label")
+                    continue
+                drawings.append(rec["drawing"])
+                names.append(rec["word"])
+            if stats.skipped:
+                problems.append(stats.summary())
+            if drawings:
+                add(rasterize_batch(drawings, size=size, line_width=lw, padding=pad, reporter=reporter), names)
+        else:
+            raise DoodleError(f"{path}: unsupported data file; give .ndjson, .npy or a folder of image folders")
+    x = np.concatenate(chunks) if chunks else np.zeros((0, size, size), np.uint8)
+    return LabelledBitmaps(x=x, labels=labels, problems=problems, sources=sources)
+
+
+def _read_image_folder(folder: Path, raster: dict, add, problems: list[str], reporter: Reporter) -> None:
+    from doodle.images import image_to_bitmap
+
+    files = _image_files(folder)
+    key = f"images:{folder}"
+    reporter.start(key, folder.name, total=len(files), unit="images")
+    bitmaps = []
+    for f in files:
+        try:
+            bitmaps.append(image_to_bitmap(f, size=raster["size"], line_width=raster["line_width"],
+                                           padding=raster["padding"]))
+        except DoodleError as exc:
+            problems.append(str(exc))
+        reporter.update(key, advance=1)
+    reporter.end(key)
+    if bitmaps:
+        add(np.stack(bitmaps), [folder.name] * len(bitmaps))
+
+
+def test_split_bitmaps(run_dir: Path, meta: dict, data_dir: str | Path,
+                       reporter: Reporter = NULL_REPORTER) -> LabelledBitmaps:
+    """Rebuild the run's held-out test split exactly (same data, same seed, saved indices)."""
+    from doodle.config import check_consistency
+    from doodle.dataset import load_dataset
+    from doodle.train import load_split
+
+    cfg = meta["config"]
+    check_consistency(cfg, str(run_dir / "model.json"))
+    split = load_split(run_dir)
+    ds = load_dataset(cfg, data_dir, reporter)
+    if list(split["counts"]) != ds.counts:
+        raise DoodleError(f"{run_dir}: the data under {data_dir} changed since training (rows per class differ), "
+                          "so the test split cannot be reproduced; pass DATA files instead")
+    idx = split["test"]
+    if len(idx) == 0:
+        raise DoodleError(f"{run_dir}: the run held out no test split (data.test_fraction = 0); pass DATA files")
+    return LabelledBitmaps(x=ds.x[idx], labels=[ds.classes[c] for c in ds.y[idx]],
+                           sources=[f"{run_dir} test split"])
+
+
+def evaluate(model_path: str | Path | None = None, inputs: list[str | Path] = (), data_dir: str | Path = "data",
+             report_dir: str | Path | None = None, reporter: Reporter = NULL_REPORTER) -> dict:
+    """Evaluate one model; returns the metrics summary (the `--json` document)."""
+    from doodle.checkpoint import load_model, resolve_model_path
+    from doodle.metrics import summarize
+    from doodle.train import predict_bitmaps
+
+    run_dir = resolve_model_path(model_path)
+    model, meta = load_model(run_dir)
+    classes = meta["classes"]
+    data = read_inputs(list(inputs), meta["raster"], reporter) if inputs else \
+        test_split_bitmaps(run_dir, meta, data_dir, reporter)
+    index = {c: i for i, c in enumerate(classes)}
+    known = np.array([lab in index for lab in data.labels], dtype=bool)
+    unknown = Counter(lab for lab in data.labels if lab not in index)
+    if not known.any():
+        raise DoodleError(f"none of the {len(data.labels)} inputs has a category this model knows "
+                          f"(it knows {', '.join(classes[:5])}{'...' if len(classes) > 5 else ''}; "
+                          f"inputs are {', '.join(sorted(unknown)[:5])})")
+    x = data.x[known]
+    y = np.array([index[lab] for lab, k in zip(data.labels, known) if k], dtype=np.int64)
+    probs = predict_bitmaps(model, x)
+    summary = summarize(probs, y, classes)
+    summary["model"] = str(run_dir)
+    summary["data"] = data.sources
+    summary["unknown_categories"] = dict(sorted(unknown.items()))
+    summary["problems"] = data.problems
+    if report_dir is not None:
+        from doodle.report import write_report
+
+        summary["report"] = [str(p) for p in write_report(report_dir, summary, x, y, probs.argmax(axis=1),
+                                                          classes, probs=probs)]
+    return summary

@@ -1,0 +1,107 @@
+"""Predictions for people's own drawings: sketch images (PNG, JPEG, GIF, BMP, WebP) and ndjson
+drawings (a file, or '-' for standard input), prepared the way the model's training data was.
+
+One result per input (per line for ndjson): `{"input", "top": [{"category", "probability"}]}` or
+`{"input", "error"}`; a failure never stops the other inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import IO, Iterator
+
+import numpy as np
+
+from doodle.errors import DoodleError
+
+
+def _ndjson_items(name: str, stream: IO[str]) -> Iterator[tuple[str, dict | None, str | None]]:
+    """(input name, drawing record or None, error or None) for each non-blank line."""
+    from doodle.strokes import parse_drawing
+
+    for lineno, line in enumerate(stream, 1):
+        if not line.strip():
+            continue
+        where = f"{name}:{lineno}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield where, None, f"{where}: malformed JSON ({exc.msg}); each line must be one drawing object"
+            continue
+        try:
+            yield where, parse_drawing(obj, where), None
+        except DoodleError as exc:
+            yield where, None, str(exc)
+
+
+def _bitmaps(inputs: list[str], raster: dict, stdin: IO[str] | None) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
+    """(input name, (S, S) uint8 bitmap or None, error or None) for every input."""
+    from doodle.images import IMAGE_SUFFIXES
+
+    size, lw, pad = raster["size"], raster["line_width"], raster["padding"]
+    for item in inputs:
+        if item == "-" or item.endswith(".ndjson"):
+            from doodle.raster import rasterize
+
+            if item == "-":
+                stream, name, close = (stdin or sys.stdin), "<stdin>", False
+            else:
+                try:
+                    stream, name, close = open(item, encoding="utf-8"), item, True
+                except OSError as exc:
+                    yield item, None, f"{item}: cannot read ({exc.strerror or exc}); check the path"
+                    continue
+            try:
+                for where, rec, err in _ndjson_items(name, stream):
+                    if err:
+                        yield where, None, err
+                    else:
+                        yield where, rasterize(rec["drawing"], size=size, line_width=lw, padding=pad), None
+            except UnicodeDecodeError:
+                yield name, None, f"{name}: not UTF-8 text; give an ndjson file of drawings"
+            finally:
+                if close:
+                    stream.close()
+            continue
+        path = Path(item)
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            yield item, None, (f"{item}: unsupported input; give an image ({', '.join(IMAGE_SUFFIXES)}), "
+                               "an .ndjson file or '-' for ndjson on standard input")
+            continue
+        from doodle.images import image_to_bitmap
+
+        try:
+            yield item, image_to_bitmap(path, size=size, line_width=lw, padding=pad), None
+        except DoodleError as exc:
+            yield item, None, str(exc)
+
+
+def predict(inputs: list[str], model_path: str | Path | None = None, top_k: int = 3,
+            stdin: IO[str] | None = None) -> tuple[list[dict], dict]:
+    """Top-k categories for every input; returns (results, model metadata)."""
+    from doodle.checkpoint import load_model, resolve_model_path
+    from doodle.nn import softmax, to_float
+
+    if top_k < 1:
+        raise DoodleError(f"--top-k must be at least 1 (got {top_k})")
+    if not inputs:
+        raise DoodleError("no inputs; give image files, .ndjson files or '-' for standard input")
+    run_dir = resolve_model_path(model_path)
+    model, meta = load_model(run_dir)
+    classes = meta["classes"]
+    k = min(top_k, len(classes))
+    results: list[dict] = []
+    pending: list[tuple[int, np.ndarray]] = []
+    for name, bitmap, err in _bitmaps(list(inputs), meta["raster"], stdin):
+        results.append({"input": name, "error": err} if err else {"input": name})
+        if bitmap is not None:
+            pending.append((len(results) - 1, bitmap))
+    if pending:
+        probs = softmax(model.forward(to_float(np.stack([b for _, b in pending])), train=False))
+        for (i, _), p in zip(pending, probs):
+            best = np.argsort(-p, kind="stable")[:k]
+            results[i]["top"] = [{"category": classes[j], "probability": float(p[j])} for j in best]
+    meta = dict(meta, run=str(run_dir))
+    return results, meta
