@@ -76,7 +76,10 @@ def _rotated_labels(labels: list[str], pitch: int, font, width: int, align_right
 
 
 def render_confusion(confusion: np.ndarray, class_names: list[str], title: str) -> Image.Image:
-    """Heat map of the row-normalised (C, C) confusion matrix, names on both axes, counts when they fit."""
+    """Heat map of the row-normalised (C, C) confusion matrix, names on both axes, counts when they fit.
+
+    `image.info["matrix_box"]` is (left, top, cell): where the matrix starts and each cell's size in px.
+    """
     confusion = np.asarray(confusion, dtype=np.int64)
     c = len(class_names)
     cell = int(np.clip(_MATRIX_PX // c, _CELL_MIN, _CELL_MAX))
@@ -141,6 +144,7 @@ def render_confusion(confusion: np.ndarray, class_names: list[str], title: str) 
     draw.rectangle((bar_x, top, bar_x + bar_w - 1, top + bar_h - 1), outline=MUTED)
     for value, y in (("100%", top), ("50%", top + bar_h / 2), ("0%", top + bar_h - 1)):
         draw.text((bar_x + bar_w + 6, y), value, fill=INK, font=axis_font, anchor="lm")
+    image.info["matrix_box"] = (left, top, cell)
     return image
 
 
@@ -186,17 +190,23 @@ def _as_images(images, n: int) -> np.ndarray:
     return images
 
 
+def misclassified_order(y_true, y_pred, probs=None) -> np.ndarray:
+    """Indices of the wrong predictions, most confident first when probs are given (the most telling mistakes)."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    wrong = np.flatnonzero(y_true != y_pred)  # (M,) in data order
+    if probs is None:
+        return wrong
+    conf = np.asarray(probs)[wrong, y_pred[wrong]]  # (M,) probability given to the wrong class
+    return wrong[np.argsort(-conf, kind="stable")]
+
+
 def render_misclassified(
     images: np.ndarray, y_true, y_pred, class_names: list[str], probs=None, max_examples: int = 64
 ) -> Image.Image:
     """Grid of the wrongly predicted drawings (most confident mistakes first), dark on white, captioned."""
     images = _as_images(images, len(y_true))
-    wrong = np.flatnonzero(y_true != y_pred)  # (M,)
-    conf = None
-    if probs is not None:
-        conf = np.asarray(probs)[wrong, y_pred[wrong]]  # (M,) probability given to the wrong class
-        wrong = wrong[np.argsort(-conf, kind="stable")]  # most confident first: the most telling mistakes
-        conf = np.asarray(probs)[wrong, y_pred[wrong]]
+    wrong = misclassified_order(y_true, y_pred, probs)  # (M,)
+    conf = None if probs is None else np.asarray(probs)[wrong, y_pred[wrong]]  # (M,) p of the wrong class
     shown = wrong[: max(int(max_examples), 0)]
 
     header_font, caption_font = _font(18), _font(12)
