@@ -42,7 +42,9 @@ def _check_probs(probs) -> np.ndarray:
     if not np.issubdtype(probs.dtype, np.floating):
         probs = probs.astype(np.float64)
     if not np.isfinite(probs).all():
-        raise DoodleError("probabilities contain NaN or infinity: the model diverged; retrain with a lower learning rate")
+        raise DoodleError(
+            "probabilities contain NaN or infinity: the model diverged; retrain with a lower learning rate"
+        )
     return probs
 
 

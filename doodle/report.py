@@ -125,9 +125,11 @@ def render_confusion(confusion: np.ndarray, class_names: list[str], title: str) 
         y = top + i * cell + cell / 2
         draw.text((left - 6, y), name, fill=INK, font=label_font, anchor="rm")
     image.paste(_rotated_labels(class_names, cell, label_font, label_w, align_right=True), (left, top + side + 6))
-    axis_true = _rotated_labels(["true class"], _text_height(axis_font) + 4, axis_font, _text_width("true class", axis_font), False)
+    axis_w = _text_width("true class", axis_font)
+    axis_true = _rotated_labels(["true class"], _text_height(axis_font) + 4, axis_font, axis_w, align_right=False)
     image.paste(axis_true, (pad, top + max(0, side // 2 - axis_true.height // 2)))
-    draw.text((left + side / 2, top + side + 6 + label_w + pad), "predicted class", fill=INK, font=axis_font, anchor="mt")
+    x_title = (left + side / 2, top + side + 6 + label_w + pad)
+    draw.text(x_title, "predicted class", fill=INK, font=axis_font, anchor="mt")
 
     # Counts in cells, only when the largest one fits with a margin.
     widest = _text_width(str(int(confusion.max(initial=0))), count_font)
@@ -246,7 +248,8 @@ def render_misclassified(
         if conf is not None:
             caption += f" (p={conf[slot]:.2f})"
         for line_no, line in enumerate(_wrap(caption, caption_font, tile_w, _CAPTION_LINES)):
-            draw.text((x0 + tile_w / 2, y0 + side + 6 + line_no * line_h), line, fill=INK, font=caption_font, anchor="mt")
+            xy = (x0 + tile_w / 2, y0 + side + 6 + line_no * line_h)
+            draw.text(xy, line, fill=INK, font=caption_font, anchor="mt")
     return image
 
 
@@ -272,12 +275,14 @@ def write_report(
     probs=None,
     max_examples: int = 64,
 ) -> list[Path]:
-    """Write confusion.png, misclassified.png (when images are given) and summary.json into out_dir; return the paths."""
+    """Write confusion.png, misclassified.png (if images are given) and summary.json into out_dir; return paths."""
     names = [str(name) for name in class_names]
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = np.asarray(y_pred, dtype=np.int64)
     if y_true.shape != y_pred.shape or y_true.ndim != 1:
-        raise DoodleError(f"true and predicted labels must be 1-D of equal length, got {y_true.shape} and {y_pred.shape}")
+        raise DoodleError(
+            f"true and predicted labels must be 1-D of equal length, got {y_true.shape} and {y_pred.shape}"
+        )
     if probs is not None:
         probs = np.asarray(probs)
         if probs.shape != (len(y_true), len(names)):
