@@ -1,0 +1,166 @@
+"""The training loop on small in-memory data: it learns, keeps the best epoch, is deterministic,
+resumes, survives Ctrl-C and refuses to go on after a NaN loss."""
+
+import json
+
+import numpy as np
+import pytest
+
+from doodle.checkpoint import load_model
+from doodle.config import load_config
+from doodle.dataset import Dataset, split_indices
+from doodle.errors import DoodleError
+from doodle.progress import Reporter
+from doodle.train import fit, predict_bitmaps
+
+CLASSES = ["circle", "square", "triangle"]
+
+
+def blobs(n_per=120, size=8, seed=0) -> Dataset:
+    """Each class lights a different quadrant pattern, plus noise: learnable but not trivial."""
+    rng = np.random.default_rng(seed)
+    xs, ys = [], []
+    for c in range(len(CLASSES)):
+        base = np.zeros((size, size))
+        base[(c * size) // 3:(c * size) // 3 + 3, :] = 200
+        noise = rng.normal(0, 60, (n_per, size, size))
+        xs.append(np.clip(base + noise, 0, 255).astype(np.uint8))
+        ys.append(np.full(n_per, c, np.int32))
+    return Dataset(np.concatenate(xs), np.concatenate(ys), list(CLASSES), [n_per] * len(CLASSES))
+
+
+def config(*extra):
+    return load_config(None, ["data.categories=[circle, square, triangle]", "data.image_size=8",
+                              "model.hidden=[16]", "train.epochs=4", "train.batch_size=32", "train.lr=0.01",
+                              "model.dropout=0.0", *extra])
+
+
+def test_learns_and_writes_a_complete_run(tmp_path):
+    res = fit(config(), blobs(), tmp_path / "run")
+    assert res.test_accuracy > 0.9 and res.val_accuracy > 0.9
+    run = tmp_path / "run"
+    for name in ("model.npz", "model.json", "config.yaml", "split.npz", "metrics.jsonl", "state.json"):
+        assert (run / name).is_file(), name
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["classes"] == CLASSES and meta["layer_sizes"] == [64, 16, 3]
+    assert meta["metrics"]["test_accuracy"] == res.test_accuracy
+    assert meta["raster"]["size"] == 8
+    # the saved model is the best epoch and predicts like the in-memory one did
+    model, _ = load_model(run)
+    ds = blobs()
+    test = split_indices(ds.counts, 0.1, 0.1, "random", 0)["test"]
+    acc = np.mean(predict_bitmaps(model, ds.x[test]).argmax(1) == ds.y[test])
+    assert acc == pytest.approx(res.test_accuracy)
+
+
+def test_best_epoch_is_kept(tmp_path):
+    res = fit(config(), blobs(), tmp_path / "run")
+    best = max(res.history, key=lambda h: h["val_accuracy"])
+    assert res.best_epoch == best["epoch"]
+    meta = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert meta["metrics"]["best_epoch"] == best["epoch"]
+
+
+def test_deterministic(tmp_path):
+    a = fit(config("augment.shift=0.1"), blobs(), tmp_path / "a")
+    b = fit(config("augment.shift=0.1"), blobs(), tmp_path / "b")
+    strip = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]  # noqa: E731
+    assert strip(a.history) == strip(b.history)
+    c = fit(config("train.seed=1"), blobs(), tmp_path / "c")
+    assert strip(c.history) != strip(a.history)
+
+
+def test_nan_loss_stops_with_advice(tmp_path, monkeypatch):
+    import doodle.nn
+
+    real = doodle.nn.train_step
+    calls = []
+
+    def exploding(*args, **kwargs):
+        loss, ok = real(*args, **kwargs)
+        calls.append(loss)
+        return (float("nan") if len(calls) > 15 else loss), ok
+
+    monkeypatch.setattr(doodle.nn, "train_step", exploding)
+    with pytest.raises(DoodleError, match=r"loss became nan at epoch 2, batch 7.*lower train.lr \(now 0.01\)"):
+        fit(config(), blobs(), tmp_path / "run")
+    # the best epoch before the blow-up is still on disk
+    assert load_model(tmp_path / "run")[1]["metrics"]["best_epoch"] == 1
+
+
+def test_resume_continues(tmp_path):
+    run = tmp_path / "run"
+    fit(config("train.epochs=2"), blobs(), run)
+    res = fit(load_config(run / "config.yaml", ["train.epochs=4"]), blobs(), run, resume=True)
+    assert [h["epoch"] for h in res.history] == [1, 2, 3, 4]
+    with pytest.raises(DoodleError, match="already trained 4 epochs"):
+        fit(load_config(run / "config.yaml", ["train.epochs=4"]), blobs(), run, resume=True)
+
+
+def test_resume_refuses_changed_data(tmp_path):
+    run = tmp_path / "run"
+    fit(config("train.epochs=1"), blobs(), run)
+    with pytest.raises(DoodleError, match="data changed"):
+        fit(load_config(run / "config.yaml", ["train.epochs=3"]), blobs(n_per=100), run, resume=True)
+
+
+class InterruptAt(Reporter):
+    def __init__(self, epoch):
+        self.at = epoch
+
+    def epoch(self, row):
+        if row["epoch"] == self.at:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_keeps_best_so_far(tmp_path):
+    res = fit(config("train.epochs=10"), blobs(), tmp_path / "run", reporter=InterruptAt(2))
+    assert res.interrupted and res.epochs == 2
+    model, meta = load_model(tmp_path / "run")
+    assert meta["metrics"]["best_epoch"] in (1, 2)
+
+
+def test_early_stopping(tmp_path):
+    res = fit(config("train.epochs=30", "train.patience=2", "train.lr=0.05"), blobs(), tmp_path / "run")
+    assert res.epochs < 30
+
+
+def test_split_is_stratified_and_tail_holds_out_last_rows():
+    s = split_indices([100, 40], 0.1, 0.25, "tail", 0)
+    assert list(s["test"]) == list(range(75, 100)) + list(range(130, 140))
+    assert len(s["val"]) == 10 + 4
+    allidx = np.concatenate([s["train"], s["val"], s["test"]])
+    assert sorted(allidx) == list(range(140))
+    r1, r2 = split_indices([100, 40], 0.1, 0.1, "random", 3), split_indices([100, 40], 0.1, 0.1, "random", 3)
+    assert all((r1[k] == r2[k]).all() for k in r1)
+
+
+def test_corrupted_and_foreign_models_are_refused(tmp_path):
+    run = tmp_path / "run"
+    fit(config("train.epochs=1"), blobs(), run)
+    (run / "model.npz").write_bytes(b"not a zip")
+    with pytest.raises(DoodleError, match="corrupted model weights"):
+        load_model(run)
+    meta = json.loads((run / "model.json").read_text())
+    meta["format_version"] = 99
+    (run / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(DoodleError, match="format version 99"):
+        load_model(run)
+    (run / "model.json").write_text("{")
+    with pytest.raises(DoodleError, match="corrupted model metadata"):
+        load_model(run)
+    with pytest.raises(DoodleError, match="no such model"):
+        load_model(tmp_path / "nothing")
+
+
+def test_pickled_arrays_are_never_loaded(tmp_path):
+    run = tmp_path / "run"
+    fit(config("train.epochs=1"), blobs(), run)
+    state = dict(np.load(run / "model.npz"))
+    state["dense0.W"] = np.array([object()], dtype=object)
+    with open(run / "model.npz", "wb") as fh:
+        np.savez(fh, **state)
+    with pytest.raises(DoodleError):
+        load_model(run)
