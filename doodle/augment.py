@@ -9,12 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def to_float(xb: np.ndarray) -> np.ndarray:
-    """uint8 (B, S, S) -> float32 (B, S*S) in [0, 1]."""
-    out = xb.reshape(len(xb), -1).astype(np.float32)
-    out *= np.float32(1.0 / 255.0)
-    return out
+from doodle.nn import to_float
 
 
 def _integer_shift(xb: np.ndarray, rng: np.random.Generator, max_px: int, mask: np.ndarray) -> np.ndarray:

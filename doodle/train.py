@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from doodle import __version__, fsutil
-from doodle.augment import augment_batch, to_float
+from doodle.augment import augment_batch
 from doodle.checkpoint import read_meta, save_model
 from doodle.config import dump, load_config
 from doodle.dataset import PADDING, Dataset, load_dataset, split_indices
@@ -53,7 +53,7 @@ class TrainResult:
 
 def predict_bitmaps(model, x: np.ndarray, batch_size: int = EVAL_BATCH) -> np.ndarray:
     """uint8 (N, S, S) -> float32 class probabilities (N, C), converting one batch at a time."""
-    from doodle.nn import softmax
+    from doodle.nn import softmax, to_float
 
     out = np.empty((len(x), model.layer_sizes[-1]), dtype=np.float32)
     for i in range(0, len(x), batch_size):
@@ -177,7 +177,7 @@ def fit(cfg: dict, ds: Dataset, run_dir: Path, reporter: Reporter = NULL_REPORTE
                 np.savez(fh, **split, counts=np.asarray(ds.counts))
         fsutil.write_text(run_dir / "metrics.jsonl", "")
 
-    best_state = model.state_dict() if resume and best["epoch"] else None
+    best_state = None
     if resume and best["epoch"]:
         from doodle.checkpoint import load_model
 
