@@ -23,34 +23,42 @@ def _integer_shift(xb: np.ndarray, rng: np.random.Generator, max_px: int, mask: 
     return padded[np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
-def _affine(xb: np.ndarray, rng: np.random.Generator, shift: float, rotate: float, scale: float,
-            mask: np.ndarray) -> np.ndarray:
-    """Random rotation/zoom/translation about the centre with bilinear sampling; float32 (B, S*S)."""
+def affine_batch(xb: np.ndarray, theta: np.ndarray, zoom: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Rotate by theta (radians), zoom, then translate by t (pixels, (B, 2) as x, y) about the centre,
+    with bilinear sampling and zero fill: uint8 (B, S, S) -> float32 (B, S*S) in [0, 1]."""
+    b, s, _ = xb.shape
+    c = np.float32((s - 1) / 2.0)
+    grid = np.arange(s, dtype=np.float32) - c
+    gy, gx = np.meshgrid(grid, grid, indexing="ij")
+    gy, gx = gy.ravel()[None, :], gx.ravel()[None, :]  # (1, S*S)
+    cos = (np.cos(theta) / zoom).astype(np.float32)[:, None]  # inverse map: output pixel -> source point
+    sin = (np.sin(theta) / zoom).astype(np.float32)[:, None]
+    ox, oy = gx - t[:, :1].astype(np.float32), gy - t[:, 1:].astype(np.float32)
+    sx = cos * ox + sin * oy + (c + 1)  # +1: the image is padded by one pixel of zeros
+    sy = -sin * ox + cos * oy + (c + 1)
+    np.clip(sx, 0.0, s + 0.999, out=sx)
+    np.clip(sy, 0.0, s + 0.999, out=sy)
+    x0f, y0f = np.floor(sx), np.floor(sy)
+    fx, fy = sx - x0f, sy - y0f  # float32 weights (int32 - float32 would promote to float64)
+    x0, y0 = x0f.astype(np.int32), y0f.astype(np.int32)
+    w = s + 2
+    img = np.pad(xb, ((0, 0), (1, 1), (1, 1))).reshape(b, -1)  # (B, (S+2)^2) uint8
+    rows = np.arange(b)[:, None]
+    idx = y0 * w + x0
+    top = img[rows, idx] * (1 - fx) + img[rows, idx + 1] * fx
+    bot = img[rows, idx + w] * (1 - fx) + img[rows, idx + w + 1] * fx
+    out = top * (1 - fy) + bot * fy
+    out *= np.float32(1.0 / 255.0)
+    return out
+
+
+def _random_affine(xb, rng, shift, rotate, scale, mask) -> np.ndarray:
     b, s, _ = xb.shape
     theta = np.deg2rad(rng.uniform(-rotate, rotate, size=b)).astype(np.float32)
     zoom = rng.uniform(1.0 - scale, 1.0 + scale, size=b).astype(np.float32)
     t = rng.uniform(-shift * s, shift * s, size=(b, 2)).astype(np.float32)
     theta[~mask], zoom[~mask], t[~mask] = 0.0, 1.0, 0.0
-    c = np.float32((s - 1) / 2.0)
-    grid = np.arange(s, dtype=np.float32) - c
-    gy, gx = np.meshgrid(grid, grid, indexing="ij")
-    gy, gx = gy.ravel()[None, :], gx.ravel()[None, :]  # (1, S*S)
-    cos, sin = (np.cos(theta) / zoom)[:, None], (np.sin(theta) / zoom)[:, None]  # inverse map
-    ox, oy = gx - t[:, :1], gy - t[:, 1:]
-    sx = cos * ox + sin * oy + c + 1.0  # +1: the image is padded by one pixel of zeros
-    sy = -sin * ox + cos * oy + c + 1.0
-    np.clip(sx, 0.0, s + 0.999, out=sx)
-    np.clip(sy, 0.0, s + 0.999, out=sy)
-    x0, y0 = sx.astype(np.int32), sy.astype(np.int32)
-    fx, fy = sx - x0, sy - y0
-    img = np.pad(xb, ((0, 0), (1, 1), (1, 1))).astype(np.float32).reshape(b, -1)
-    w = s + 2
-    idx = y0 * w + x0
-    top = img[np.arange(b)[:, None], idx] * (1 - fx) + img[np.arange(b)[:, None], idx + 1] * fx
-    bot = img[np.arange(b)[:, None], idx + w] * (1 - fx) + img[np.arange(b)[:, None], idx + w + 1] * fx
-    out = top * (1 - fy) + bot * fy
-    out *= np.float32(1.0 / 255.0)
-    return out
+    return affine_batch(xb, theta, zoom, t)
 
 
 def augment_batch(xb: np.ndarray, rng: np.random.Generator, shift: float = 0.0, rotate: float = 0.0,
@@ -63,4 +71,4 @@ def augment_batch(xb: np.ndarray, rng: np.random.Generator, shift: float = 0.0, 
     if rotate == 0 and scale == 0:
         max_px = int(round(shift * s))
         return to_float(_integer_shift(xb, rng, max_px, mask)) if max_px else to_float(xb)
-    return _affine(xb, rng, shift, rotate, scale, mask)
+    return _random_affine(xb, rng, shift, rotate, scale, mask)
