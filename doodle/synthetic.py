@@ -24,7 +24,7 @@ from doodle.progress import NULL_REPORTER, Reporter
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "hexagon", "octagon", "star", "line", "zigzag")
 
 EPSILON = 2.0  # Google's Ramer-Douglas-Peucker tolerance, in 0..255 units
-_STEP = 2.0  # spacing of the dense pen path before simplification (Google resamples at 1; RDP at 2 hardly notices)
+_STEP = 3.0  # spacing of the dense pen path before simplification (Google resamples at 1; RDP at 2 hardly notices)
 _R = 100.0  # drawings are made about 2 * _R units wide, close to the final 0..255 scale
 _CHUNK = 512  # drawings simplified together: one vectorised RDP pass per chunk
 _EPOCH = np.datetime64("2017-01-01T00:00:00", "us")  # Quick, Draw!'s data was collected in 2017
@@ -59,25 +59,33 @@ def _smooth(path: np.ndarray, width: int) -> np.ndarray:
     return out
 
 
-def _warp(strokes: Strokes, rng: np.random.Generator, amp: float) -> Strokes:
-    """Bend the whole drawing with a smooth random displacement field (low-frequency wobble, not jitter).
+def _wobble_params(rng: np.random.Generator, warp: float, tremor: float) -> np.ndarray:
+    """Random wobble of one drawing, as a (21,) row for `_wobble` (which applies many drawings' rows at once).
 
-    A field of position, not of time, so separate strokes of one drawing bend together and still meet.
+    warp: three plane waves of displacement over the page (wavelength 150-500 units), so sides bow and
+    wobble together and separate strokes still meet; tremor: a small wiggle along the pen's path
+    (wavelength 40-100 units) that makes RDP keep a few extra points, as it does for real hands.
     """
     k = rng.normal(size=(3, 2))
-    k *= (2 * np.pi / rng.uniform(150.0, 500.0, size=3) / np.hypot(k[:, 0], k[:, 1]))[:, None]  # (3, 2) waves
-    phase = rng.uniform(0, 2 * np.pi, size=3)
-    a = rng.normal(0.0, amp, size=(3, 2))  # (3, 2) displacement of each wave
-    return [p + np.sin(p @ k.T + phase) @ a for p in strokes]
+    k *= (2 * np.pi / rng.uniform(150.0, 500.0, size=3) / np.hypot(k[:, 0], k[:, 1]))[:, None]  # (3, 2)
+    return np.concatenate([
+        k.ravel(),  # [0:6] wave vectors
+        rng.uniform(0, 2 * np.pi, size=3),  # [6:9] their phases
+        rng.normal(0.0, warp, size=6),  # [9:15] displacement (x, y) of each wave
+        rng.uniform(2 * np.pi / 100, 2 * np.pi / 40, size=2),  # [15:17] tremor frequency in x, y
+        rng.uniform(0, 2 * np.pi, size=2),  # [17:19] tremor phase
+        rng.normal(0.0, tremor, size=2),  # [19:21] tremor amplitude
+    ])
 
 
-def _tremor(path: np.ndarray, rng: np.random.Generator, amp: float) -> np.ndarray:
-    """Small wiggle along the pen's own path (wavelength 40-100 units): RDP keeps a few extra points for it."""
-    s = np.arange(len(path)) * _STEP
-    f = rng.uniform(2 * np.pi / 100, 2 * np.pi / 40, size=2)
-    ph = rng.uniform(0, 2 * np.pi, size=2)
-    a = rng.normal(0.0, amp, size=2)
-    return path + np.stack([a[0] * np.sin(f[0] * s + ph[0]), a[1] * np.sin(f[1] * s + ph[1])], 1)
+def _wobble(pts: np.ndarray, did: np.ndarray, pos: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """Apply each drawing's wobble to its points: pts (P, 2), did (P,) drawing, pos (P,) index along it."""
+    p = params[did]  # (P, 21)
+    k = p[:, 0:6].reshape(-1, 3, 2)
+    waves = np.sin(np.einsum("pj,pij->pi", pts, k) + p[:, 6:9])  # (P, 3)
+    out = pts + np.einsum("pi,pij->pj", waves, p[:, 9:15].reshape(-1, 3, 2))
+    out += p[:, 19:21] * np.sin(p[:, 15:17] * (pos * _STEP)[:, None] + p[:, 17:19])
+    return out
 
 
 def _affine(strokes: Strokes, rng: np.random.Generator, log_aspect: float, aspect_sd: float, rot_deg_sd: float,
@@ -92,9 +100,12 @@ def _affine(strokes: Strokes, rng: np.random.Generator, log_aspect: float, aspec
 
 def _choice(rng: np.random.Generator, table: dict):
     """One key of `table`, drawn with the table's values as (unnormalised) weights."""
-    keys = list(table)
-    w = np.array(list(table.values()), dtype=float)
-    return keys[rng.choice(len(keys), p=w / w.sum())]
+    u = rng.random() * sum(table.values())
+    for key, weight in table.items():
+        u -= weight
+        if u < 0:
+            break
+    return key
 
 
 def _outline(rng: np.random.Generator, verts: np.ndarray, *, n_strokes: int, drop: int = 0,
@@ -313,14 +324,13 @@ _DRAWERS: dict[str, tuple[Callable[[np.random.Generator], Strokes], float, float
 }
 
 
-def _draw(word: str, rng: np.random.Generator) -> Strokes:
-    """Dense pen strokes for one drawing of `word` (unnormalised)."""
+def _draw(word: str, rng: np.random.Generator) -> tuple[Strokes, np.ndarray]:
+    """Dense pen strokes for one drawing of `word` (unnormalised, not yet wobbled) and its wobble row."""
     drawer, log_aspect, aspect_sd, rot_sd, warp, tremor = _DRAWERS[word]
     strokes = drawer(rng)
     if aspect_sd or rot_sd:
         strokes = _affine(strokes, rng, log_aspect, aspect_sd, rot_sd)
-    strokes = _warp(strokes, rng, warp)
-    return [_tremor(p, rng, tremor) for p in strokes]
+    return strokes, _wobble_params(rng, warp, tremor)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,57 +341,82 @@ def _rdp_keep(pts: np.ndarray, first: np.ndarray, eps: float) -> np.ndarray:
     """Ramer-Douglas-Peucker on many polylines at once -> bool mask (P,) of the points kept.
 
     pts (P, 2) holds all polylines end to end, first (S,) the index where each begins. Breadth-first:
-    every round splits each segment at its farthest point if that lies beyond eps; that keeps exactly
-    the points the usual recursion keeps (same first-maximum tie-break), in ~log(P) numpy passes.
+    every round splits each open segment at its farthest point if that lies beyond eps and settles the
+    others; that keeps exactly what the usual recursion keeps (same first-maximum tie-break).
     """
     n = len(pts)
-    idx = np.arange(n)
+    last = np.r_[first[1:], n] - 1
     keep = np.zeros(n, dtype=bool)
-    keep[first] = True
-    keep[np.r_[first[1:], n] - 1] = True
-    while True:
-        a = np.maximum.accumulate(np.where(keep, idx, 0))  # (P,) kept point at or before
-        b = np.minimum.accumulate(np.where(keep, idx, n - 1)[::-1])[::-1]  # (P,) kept point at or after
-        ab = pts[b] - pts[a]
-        ap = pts - pts[a]
+    keep[first] = keep[last] = True
+    ix = np.flatnonzero(~keep)  # undecided points, each between kept points a and b
+    stroke = np.searchsorted(first, ix, side="right") - 1
+    a, b = first[stroke], last[stroke]
+    while len(ix):
+        pa = pts[a]
+        ab = pts[b] - pa
+        ap = pts[ix] - pa
         norm = np.hypot(ab[:, 0], ab[:, 1])
         cross = np.abs(ab[:, 0] * ap[:, 1] - ab[:, 1] * ap[:, 0])
-        # distance to the line through a and b, or to a itself when the segment closes on itself
+        # distance to the line through a and b, or to a itself when the stroke closes on itself
         d = np.where(norm > 1e-9, cross / np.maximum(norm, 1e-9), np.hypot(ap[:, 0], ap[:, 1]))
-        starts = np.flatnonzero(keep)
-        seg = np.cumsum(keep) - 1  # (P,) segment of each point (a kept point opens its segment, d = 0)
-        split = (d > eps) & (d == np.maximum.reduceat(d, starts)[seg])
-        if not split.any():
-            return keep
-        at = np.flatnonzero(split)
-        s = seg[at]
-        keep[at[np.r_[True, s[1:] != s[:-1]]]] = True  # first maximum of each segment
+        opens = np.r_[True, a[1:] != a[:-1]]  # segments are runs of equal a
+        seg = np.cumsum(opens) - 1
+        hit = np.flatnonzero((d > eps) & (d == np.maximum.reduceat(d, np.flatnonzero(opens))[seg]))
+        if not len(hit):
+            break  # every segment is within eps
+        hit = hit[np.r_[True, seg[hit][1:] != seg[hit][:-1]]]  # first farthest point of each segment
+        keep[ix[hit]] = True
+        split = np.full(seg[-1] + 1, -1)
+        split[seg[hit]] = ix[hit]
+        m = split[seg]  # (len(ix),) where this point's segment splits, -1: settled
+        live = (m >= 0) & (ix != m)
+        ix, a, b, m = ix[live], a[live], b[live], m[live]
+        a = np.where(ix > m, m, a)
+        b = np.where(ix < m, m, b)
+    return keep
 
 
-def _normalise(strokes: Strokes) -> Strokes:
-    """Align to the top-left corner and scale uniformly so the larger side spans 0..255."""
-    allp = np.vstack(strokes)
-    lo = allp.min(axis=0)
-    extent = (allp.max(axis=0) - lo).max()
-    scale = 255.0 / extent if extent > 0 else 1.0
-    return [(p - lo) * scale for p in strokes]
+def _normalise(pts: np.ndarray, starts: np.ndarray, did: np.ndarray) -> np.ndarray:
+    """Align each drawing to the top-left corner and scale it uniformly so its larger side spans 0..255.
+
+    pts (P, 2) all drawings end to end, starts (D,) where each begins, did (P,) drawing of each point.
+    """
+    lo = np.minimum.reduceat(pts, starts, axis=0)  # (D, 2)
+    extent = (np.maximum.reduceat(pts, starts, axis=0) - lo).max(axis=1)  # (D,)
+    scale = 255.0 / np.where(extent > 0, extent, 255.0)
+    return (pts - lo[did]) * scale[did][:, None]
 
 
-def _simplify(drawings: list[Strokes]) -> list[list[list[list[int]]]]:
-    """Dense float drawings -> Google's simplified strokes [[xs], [ys]] of python ints, 0..255."""
-    drawings = [_normalise(d) for d in drawings]
-    flat = [p for d in drawings for p in d]
-    lengths = np.array([len(p) for p in flat])
-    first = np.cumsum(lengths) - lengths
-    keep = _rdp_keep(np.vstack(flat), first, EPSILON)
-    out, i = [], 0
-    for d in drawings:
-        kept = [p[keep[first[j]:first[j] + len(p)]] for j, p in enumerate(d, start=i)]
-        i += len(d)
-        # RDP may drop an extreme point: re-align and re-scale so every record spans exactly 0..255
-        kept = _normalise(kept)
-        out.append([[np.rint(p[:, 0]).astype(np.int64).tolist(), np.rint(p[:, 1]).astype(np.int64).tolist()]
-                    for p in kept])
+def _simplify(drawings: list[Strokes], wobble: np.ndarray | None = None) -> list[list[list[list[int]]]]:
+    """Dense float drawings (and their wobble rows, (D, 21)) -> Google's simplified strokes [[xs], [ys]], ints 0..255.
+
+    Everything runs on all drawings at once: the points of every stroke of every drawing end to end.
+    """
+    strokes = [p for d in drawings for p in d]
+    n_strokes = np.array([len(d) for d in drawings])  # (D,)
+    lengths = np.array([len(p) for p in strokes])  # (S,)
+    first = np.cumsum(lengths) - lengths  # (S,) where each stroke begins
+    d_first = first[np.cumsum(n_strokes) - n_strokes]  # (D,) where each drawing begins
+    did = np.repeat(np.arange(len(drawings)), np.add.reduceat(lengths, np.cumsum(n_strokes) - n_strokes))  # (P,)
+    pts = np.vstack(strokes)  # (P, 2)
+    if wobble is not None:
+        pts = _wobble(pts, did, np.arange(len(pts)) - d_first[did], wobble)
+    pts = _normalise(pts, d_first, did)
+    keep = _rdp_keep(pts, first, EPSILON)
+    # RDP may drop an extreme point: re-align and re-scale the kept points so every record spans 0..255
+    kept_did = did[keep]
+    kept_len = np.add.reduceat(keep, first)  # (S,) points left in each stroke
+    kept_starts = np.searchsorted(kept_did, np.arange(len(drawings)))
+    q = np.rint(_normalise(pts[keep], kept_starts, kept_did)).astype(np.int64)
+    xs, ys = q[:, 0].tolist(), q[:, 1].tolist()
+    out, i, s = [], 0, 0
+    for count in n_strokes.tolist():
+        drawing = []
+        for length in kept_len[s:s + count].tolist():
+            drawing.append([xs[i:i + length], ys[i:i + length]])
+            i += length
+        s += count
+        out.append(drawing)
     return out
 
 
@@ -420,7 +455,8 @@ def _records(word: str, lo: int, hi: int, seed: int) -> list[dict]:
     rngs = [_rng(seed, word, i) for i in range(lo, hi)]
     # the first draw of each generator dates the drawing
     stamps = [_EPOCH + np.timedelta64(int(r.integers(0, 180 * 86400 * 10**6)), "us") for r in rngs]
-    drawings = _simplify([_draw(word, r) for r in rngs])
+    drawn = [_draw(word, r) for r in rngs]
+    drawings = _simplify([d[0] for d in drawn], np.stack([d[1] for d in drawn])) if drawn else []
     return [{
         "word": word,
         "countrycode": "ZZ",
