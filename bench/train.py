@@ -1,0 +1,115 @@
+"""Training speed against this machine's matrix-multiply limit.
+
+Times epochs of a 784-256-128-10 MLP at batch 256 on synthetic 28x28 uint8 images, exactly as the
+trainer runs them (shuffled indices, `to_float` per batch, `train_step` with Adam), and in the same
+process times only the matmuls one training step cannot avoid, for the same batch shapes:
+forward x @ W per layer, dW = x.T @ dout per layer, and dX = dout @ W.T for every layer but the first
+(the pixels need no gradient, so the trainer skips it). Everything else (bias, ReLU, softmax, Adam,
+uint8 -> float) is overhead on top of that limit.
+
+Epochs and matmul loops alternate, so a neighbour hogging the CPU hurts both alike; the best of each
+is reported, and the median of the per-round ratios as a check. BLAS threads: numpy's defaults.
+
+    python bench/train.py [--samples 20000] [--batch 256] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import _common  # noqa: F401  (puts the repo on sys.path)
+import numpy as np
+
+from doodle.nn import MLP, to_float, train_step
+from doodle.optim import make_optimizer
+
+SIZES = [784, 256, 128, 10]
+
+
+def batch_sizes(n: int, batch: int) -> list[int]:
+    """The minibatch sizes of one epoch, the last one partial."""
+    return [min(batch, n - i) for i in range(0, n, batch)]
+
+
+def train_epoch(model, opt, X, Y, batch, rng) -> float:
+    """Seconds for one epoch, as the trainer does it."""
+    t0 = time.perf_counter()
+    order = rng.permutation(len(X))  # shuffle indices, not arrays
+    for i in range(0, len(X), batch):
+        idx = order[i:i + batch]
+        train_step(model, opt, "cross_entropy", to_float(X[idx]), Y[idx])
+    return time.perf_counter() - t0
+
+
+def make_matmul_loop(sizes: list[int], bsizes: list[int], include_first_dx: bool):
+    """A function timing just the unavoidable float32 matmuls of one epoch, on preallocated arrays."""
+    rng = np.random.default_rng(1)
+    f32 = np.float32
+    Ws = [rng.standard_normal((a, b), dtype=f32) for a, b in zip(sizes[:-1], sizes[1:])]
+    dWs = [np.empty_like(W) for W in Ws]
+    per_batch = {}
+    for B in set(bsizes):
+        acts = [rng.standard_normal((B, n), dtype=f32) for n in sizes]  # layer inputs and logits
+        douts = [rng.standard_normal((B, n), dtype=f32) for n in sizes]
+        per_batch[B] = (acts, douts)
+
+    def run() -> float:
+        t0 = time.perf_counter()
+        for B in bsizes:
+            acts, douts = per_batch[B]
+            for k, W in enumerate(Ws):  # forward
+                np.matmul(acts[k], W, out=acts[k + 1])
+            for k in reversed(range(len(Ws))):  # backward
+                np.matmul(acts[k].T, douts[k + 1], out=dWs[k])
+                if k > 0 or include_first_dx:
+                    np.matmul(douts[k + 1], Ws[k].T, out=douts[k])
+        return time.perf_counter() - t0
+
+    return run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--samples", type=int, default=20_000)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, size=(args.samples, 28, 28), dtype=np.uint8)
+    Y = rng.integers(0, SIZES[-1], size=args.samples)
+    model = MLP(SIZES, seed=0)
+    opt = make_optimizer("adam", model.parameters(), lr=1e-3)
+    bsizes = batch_sizes(args.samples, args.batch)
+    limit_loop = make_matmul_loop(SIZES, bsizes, include_first_dx=False)
+    naive_loop = make_matmul_loop(SIZES, bsizes, include_first_dx=True)
+
+    train_epoch(model, opt, X, Y, args.batch, rng)  # warm-up: page faults, BLAS threads
+    limit_loop()
+    epochs, limits, naives = [], [], []
+    for r in range(args.rounds):
+        epochs.append(train_epoch(model, opt, X, Y, args.batch, rng))
+        limits.append(limit_loop())
+        naives.append(naive_loop())
+        print(f"round {r + 1}: train {args.samples / epochs[-1]:9,.0f} samples/s   "
+              f"matmul limit {args.samples / limits[-1]:9,.0f} samples/s   "
+              f"fraction {limits[-1] / epochs[-1]:.1%}")
+
+    train_sps = args.samples / min(epochs)
+    limit_sps = args.samples / min(limits)
+    naive_sps = args.samples / min(naives)
+    ratios = [lim / ep for ep, lim in zip(epochs, limits)]
+    flops = 2 * sum(a * b for a, b in zip(SIZES[:-1], SIZES[1:])) * 3 - 2 * SIZES[0] * SIZES[1]
+    print(f"\n{SIZES} MLP, batch {args.batch}, {args.samples:,} uint8 samples, Adam, best of {args.rounds}:")
+    print(f"  training            {train_sps:10,.0f} samples/s  ({min(epochs):.3f} s/epoch)")
+    print(f"  matmul-bound limit  {limit_sps:10,.0f} samples/s  "
+          f"({flops * limit_sps / 1e9:.1f} GFLOP/s float32; without first-layer dX)")
+    print(f"  fraction            {train_sps / limit_sps:10.1%}  (median of rounds {statistics.median(ratios):.1%})")
+    print(f"  (a limit that also counted the first layer's dX would be {naive_sps:,.0f} samples/s, "
+          f"fraction {train_sps / naive_sps:.1%})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,346 @@
+"""A multilayer perceptron with hand-written backpropagation, in numpy.
+
+Each layer keeps what its backward pass needs in an explicit cache, and its `backward` sits right
+beside its `forward`. `backward` only computes gradients (into `grads`, the same arrays every time);
+updating the parameters is the optimizer's job (doodle.optim).
+
+Everything stays in the model's dtype: float32 for training, float64 for gradient checks. Scalars
+are python floats, which NumPy 2 never lets widen a float32 array (a np.float64 scalar would).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from doodle.errors import DoodleError
+from doodle.optim import clip_grad_norm
+
+# --- initialisation: name -> fn(rng, n_in, n_out, dtype) -> W (n_in, n_out) ----------------------
+
+
+def _he(rng: np.random.Generator, n_in: int, n_out: int, dtype) -> np.ndarray:
+    """He et al. 2015: normal with variance 2 / n_in, keeps ReLU activations from shrinking."""
+    W = rng.standard_normal((n_in, n_out), dtype=dtype)
+    W *= np.sqrt(2.0 / n_in)
+    return W
+
+
+def _glorot(rng: np.random.Generator, n_in: int, n_out: int, dtype) -> np.ndarray:
+    """Glorot & Bengio 2010: uniform in +-sqrt(6 / (n_in + n_out)), suits tanh and sigmoid."""
+    limit = np.sqrt(6.0 / (n_in + n_out))
+    W = rng.random((n_in, n_out), dtype=dtype)  # [0, 1)
+    W *= 2.0 * limit
+    W -= limit
+    return W
+
+
+# "xavier" and "glorot" are the same scheme (Xavier Glorot); both names are common in configs.
+INITS: dict[str, Callable] = {"he": _he, "xavier": _glorot, "glorot": _glorot}
+
+
+def _lookup(table: dict, name: str, what: str):
+    """table[name], or a DoodleError listing the valid names."""
+    try:
+        return table[name]
+    except (KeyError, TypeError):
+        raise DoodleError(f"unknown {what} {name!r}: use one of {', '.join(sorted(table))}") from None
+
+
+# --- layers ------------------------------------------------------------------------------------
+
+
+class Layer:
+    """A differentiable step. `params` and `grads` share keys; layers without weights leave them empty."""
+
+    def __init__(self):
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        """Output for input `x`; caches what `backward` needs."""
+        raise NotImplementedError
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        """Gradient w.r.t. the last forward's input, given the gradient w.r.t. its output."""
+        raise NotImplementedError
+
+
+class Dense(Layer):
+    """Affine map x @ W + b."""
+
+    def __init__(self, n_in: int, n_out: int, init: str = "he", rng: np.random.Generator | None = None,
+                 dtype=np.float32):
+        super().__init__()
+        rng = np.random.default_rng() if rng is None else rng
+        self.params["W"] = np.ascontiguousarray(_lookup(INITS, init, "init")(rng, n_in, n_out, dtype))
+        self.params["b"] = np.zeros(n_out, dtype=dtype)
+        # Written in place by backward, so optimizers and MLP.gradients() can hold on to them.
+        self.grads["W"] = np.zeros_like(self.params["W"])
+        self.grads["b"] = np.zeros_like(self.params["b"])
+        # The network's first layer sets this False: the pixels need no gradient, and skipping
+        # dX saves the biggest backward matmul but one.
+        self.input_grad = True
+        self.x: np.ndarray | None = None  # cache: the input (B, n_in)
+
+    def forward(self, x, train=False):
+        self.x = x
+        out = x @ self.params["W"]  # (B, n_out)
+        out += self.params["b"]
+        return out
+
+    def backward(self, dout):
+        x = self.x
+        np.matmul(x.T, dout, out=self.grads["W"])  # (n_in, n_out); x.T is a BLAS transpose flag, no copy
+        np.sum(dout, axis=0, out=self.grads["b"])
+        return dout @ self.params["W"].T if self.input_grad else None  # (B, n_in)
+
+
+class ReLU(Layer):
+    """max(x, 0)."""
+
+    def forward(self, x, train=False):
+        out = np.maximum(x, 0.0)
+        self.out = out  # cache: where out > 0 the gradient passes
+        return out
+
+    def backward(self, dout):
+        return dout * (self.out > 0)  # bool * float keeps the float dtype
+
+
+class LeakyReLU(Layer):
+    """x where x > 0, else alpha * x, so units that go negative still learn."""
+
+    def __init__(self, alpha: float = 0.01):
+        super().__init__()
+        self.alpha = float(alpha)
+
+    def forward(self, x, train=False):
+        self.mask = x > 0  # cache
+        return np.where(self.mask, x, self.alpha * x)
+
+    def backward(self, dout):
+        return np.where(self.mask, dout, self.alpha * dout)
+
+
+class Tanh(Layer):
+    """tanh(x)."""
+
+    def forward(self, x, train=False):
+        self.out = np.tanh(x)  # cache: tanh' = 1 - tanh^2
+        return self.out
+
+    def backward(self, dout):
+        out = self.out
+        return dout * (1.0 - out * out)
+
+
+class Sigmoid(Layer):
+    """1 / (1 + exp(-x)), computed as (1 + tanh(x/2)) / 2: same value, never overflows."""
+
+    def forward(self, x, train=False):
+        out = np.tanh(x * 0.5)
+        out += 1.0
+        out *= 0.5
+        self.out = out  # cache: sigmoid' = s (1 - s)
+        return out
+
+    def backward(self, dout):
+        out = self.out
+        return dout * out * (1.0 - out)
+
+
+class Dropout(Layer):
+    """Inverted dropout: zero each unit with probability p while training, scale survivors by 1/(1-p).
+
+    The scaling happens at training time, so evaluation is the identity.
+    """
+
+    def __init__(self, p: float, rng: np.random.Generator | None = None):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise DoodleError(f"dropout must be in [0, 1), got {p}")
+        self.p = float(p)
+        self.rng = np.random.default_rng() if rng is None else rng
+        self.mask: np.ndarray | None = None  # cache: 0 or 1/(1-p), in x's dtype
+
+    def forward(self, x, train=False):
+        if not train or self.p == 0.0:
+            self.mask = None
+            return x
+        mask = self.rng.random(x.shape, dtype=x.dtype) >= self.p
+        self.mask = mask.astype(x.dtype)
+        self.mask *= 1.0 / (1.0 - self.p)
+        return x * self.mask
+
+    def backward(self, dout):
+        return dout if self.mask is None else dout * self.mask
+
+
+ACTIVATIONS: dict[str, type[Layer]] = {"relu": ReLU, "leaky_relu": LeakyReLU, "tanh": Tanh, "sigmoid": Sigmoid}
+
+
+# --- softmax and losses: name -> fn(logits (B, C), y (B,) int) -> (loss, dlogits (B, C)) -------------
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax; subtracting the row max keeps exp from overflowing."""
+    e = logits - logits.max(axis=1, keepdims=True)
+    np.exp(e, out=e)
+    e /= e.sum(axis=1, keepdims=True)
+    return e
+
+
+def cross_entropy(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean of -log softmax(logits)[y], fused with softmax: the gradient is (p - onehot) / B."""
+    B = logits.shape[0]
+    rows = np.arange(B)
+    z = logits - logits.max(axis=1, keepdims=True)  # (B, C), max 0 per row
+    z_y = z[rows, y]  # (B,) copy, taken before z becomes exp(z)
+    np.exp(z, out=z)
+    s = z.sum(axis=1, keepdims=True)  # (B, 1), >= 1 so the log is safe
+    loss = float(np.mean(np.log(s[:, 0]) - z_y, dtype=np.float64))  # log-sum-exp - z_y
+    z /= s  # probabilities
+    z[rows, y] -= 1.0
+    z *= 1.0 / B
+    return loss, z
+
+
+def mse(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean over the batch of sum_c (softmax(logits)_c - onehot_c)^2, through the full softmax Jacobian."""
+    B = logits.shape[0]
+    rows = np.arange(B)
+    p = softmax(logits)  # (B, C)
+    d = p.copy()
+    d[rows, y] -= 1.0  # p - onehot
+    loss = float(np.einsum("ij,ij->", d, d, dtype=np.float64)) / B
+    g = d
+    g *= 2.0 / B  # dL/dp
+    # dL/dz_j = sum_k dL/dp_k * p_k (delta_kj - p_j) = p_j (g_j - sum_k g_k p_k)
+    g -= np.einsum("ij,ij->i", g, p)[:, None]
+    g *= p
+    return loss, g
+
+
+LOSSES: dict[str, Callable] = {"cross_entropy": cross_entropy, "mse": mse}
+
+
+# --- the network -------------------------------------------------------------------------------
+
+
+class MLP:
+    """Dense -> activation [-> dropout] ... -> Dense, producing logits (softmax lives in the loss)."""
+
+    def __init__(self, layer_sizes: list[int], activation: str = "relu", dropout: float = 0.0, init: str = "he",
+                 seed: int = 0, dtype=np.float32):
+        sizes = list(layer_sizes)
+        if len(sizes) < 2 or not all(isinstance(n, (int, np.integer)) and n > 0 for n in sizes):
+            raise DoodleError(f"layer_sizes must be two or more positive integers (input ... classes), got {sizes}")
+        act = _lookup(ACTIVATIONS, activation, "activation")
+        _lookup(INITS, init, "init")
+        if not 0.0 <= dropout < 1.0:
+            raise DoodleError(f"dropout must be in [0, 1), got {dropout}")
+        self.layer_sizes = [int(n) for n in sizes]
+        self.activation, self.dropout, self.init, self.seed = activation, float(dropout), init, seed
+        self.dtype = np.dtype(dtype)
+        # Separate streams, so switching dropout on does not change the initial weights.
+        init_ss, drop_ss = np.random.SeedSequence(seed).spawn(2)
+        init_rng, drop_rng = np.random.default_rng(init_ss), np.random.default_rng(drop_ss)
+
+        self.layers: list[Layer] = []
+        self.dense: list[Dense] = []
+        for i, (n_in, n_out) in enumerate(zip(self.layer_sizes[:-1], self.layer_sizes[1:])):
+            d = Dense(n_in, n_out, init=init, rng=init_rng, dtype=self.dtype)
+            self.layers.append(d)
+            self.dense.append(d)
+            if i < len(self.layer_sizes) - 2:  # hidden layer
+                self.layers.append(act())
+                if dropout > 0:
+                    self.layers.append(Dropout(dropout, drop_rng))
+        self.dense[0].input_grad = False
+        # Fixed, aligned lists: backward writes into these very arrays.
+        self._params = [d.params[k] for d in self.dense for k in ("W", "b")]
+        self._grads = [d.grads[k] for d in self.dense for k in ("W", "b")]
+
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        """Logits (B, C) for float inputs (B, n_in)."""
+        for layer in self.layers:
+            x = layer.forward(x, train)
+        return x
+
+    def backward(self, dlogits: np.ndarray, input_grad: bool = False) -> np.ndarray | None:
+        """Fill the gradients from dL/dlogits; with input_grad, also return dL/dx (B, n_in)."""
+        self.dense[0].input_grad = input_grad
+        d = dlogits
+        for layer in reversed(self.layers):
+            d = layer.backward(d)
+        self.dense[0].input_grad = False
+        return d
+
+    def parameters(self) -> list[np.ndarray]:
+        """[dense0.W, dense0.b, dense1.W, ...], the live arrays."""
+        return list(self._params)
+
+    def gradients(self) -> list[np.ndarray]:
+        """Gradients aligned with parameters(), the live arrays backward writes into."""
+        return list(self._grads)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of the weights named "dense0.W", "dense0.b", ... (ready for np.savez)."""
+        return {f"dense{i}.{k}": d.params[k].copy() for i, d in enumerate(self.dense) for k in ("W", "b")}
+
+    def load_state_dict(self, d: dict[str, np.ndarray]) -> None:
+        """Copy weights in place (optimizers keep their references); names and shapes must match exactly."""
+        own = self.state_dict()
+        missing = sorted(set(own) - set(d))
+        extra = sorted(set(d) - set(own))
+        if missing or extra:
+            raise DoodleError(f"model weights do not match the {self.layer_sizes} network: "
+                              f"missing {missing or 'none'}, unexpected {extra or 'none'}")
+        for name, ref in own.items():
+            arr = np.asarray(d[name])
+            if arr.shape != ref.shape or arr.dtype.kind not in "fiu":
+                raise DoodleError(f"model weight {name} has shape {arr.shape} ({arr.dtype}), "
+                                  f"expected {ref.shape} for the {self.layer_sizes} network")
+        for i, layer in enumerate(self.dense):
+            for k in ("W", "b"):
+                np.copyto(layer.params[k], d[f"dense{i}.{k}"], casting="unsafe")
+
+    def predict_proba(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+        """Class probabilities (N, C) float32 in eval mode; uint8 images go through to_float per batch."""
+        n = len(x)
+        out = np.empty((n, self.layer_sizes[-1]), dtype=np.float32)
+        for i in range(0, n, batch_size):
+            xb = x[i:i + batch_size]
+            if xb.dtype == np.uint8:
+                xb = to_float(xb)
+            else:
+                xb = np.asarray(xb.reshape(len(xb), -1), dtype=self.dtype)
+            out[i:i + batch_size] = softmax(self.forward(xb, train=False))
+        return out
+
+
+def to_float(xb: np.ndarray) -> np.ndarray:
+    """uint8 pixels (B, 28, 28) or (B, 784) -> float32 (B, 784) in [0, 1]; the trainer and predict share it."""
+    if xb.dtype != np.uint8:
+        raise DoodleError(f"to_float expects uint8 pixels, got {xb.dtype}")
+    flat = xb.reshape(len(xb), -1)  # (B, 784), a view when xb is contiguous
+    out = np.empty(flat.shape, dtype=np.float32)
+    np.divide(flat, np.float32(255.0), out=out)  # exact x/255: 255 -> 1.0
+    return out
+
+
+def train_step(model: MLP, optimizer, loss: str, x: np.ndarray, y: np.ndarray, lr: float | None = None,
+               clip_norm: float | None = None) -> tuple[float, int]:
+    """One minibatch: forward (train mode), loss, backward, optional clipping, update; returns (loss, n_correct)."""
+    loss_fn = _lookup(LOSSES, loss, "loss")
+    logits = model.forward(x, train=True)  # (B, C)
+    n_correct = int(np.count_nonzero(logits.argmax(axis=1) == y))
+    value, dlogits = loss_fn(logits, y)
+    model.backward(dlogits)
+    grads = model.gradients()
+    if clip_norm is not None:
+        clip_grad_norm(grads, clip_norm)
+    optimizer.step(grads, lr=lr)
+    return value, n_correct
