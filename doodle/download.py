@@ -16,6 +16,7 @@ import json
 import operator
 import os
 import re
+import socket
 import ssl
 import time
 import urllib.error
@@ -41,6 +42,7 @@ USER_AGENT = "doodle/0.1 (+https://quickdraw.withgoogle.com/data)"
 # first Range request of a limited .npy fetch carry everything (a second request covers the rest).
 NPY_HEADER_GUESS = 128
 NPY_ROW_GUESS = 784
+NPY_MAX_HEADER = 1 << 16  # numpy itself refuses headers over 10,000 bytes unless told otherwise
 RETRY_STATUS = (408, 429)  # 4xx codes that mean "try again later"; every 5xx is retried too
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 _NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
@@ -166,7 +168,8 @@ def _check_words(words: Sequence[str]) -> list[str]:
 
 def _open(url: str, timeout: float, start: int = 0, end: int | None = None):
     """GET `url`, asking for bytes start..end (inclusive) when that is not the whole file."""
-    headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}  # identity: byte offsets must be file offsets
+    # identity: no gzip, so byte offsets in Range and Content-Range are offsets in the file itself
+    headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
     if start or end is not None:
         headers["Range"] = f"bytes={start}-{'' if end is None else end}"
     return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
@@ -203,6 +206,10 @@ def _classify(exc: BaseException, job: _Job) -> Exception:
     if isinstance(exc, urllib.error.URLError):
         if isinstance(exc.reason, FileNotFoundError):  # file:// mirror without this file
             return _not_found(job.url, job.word, "no such file")
+        if isinstance(exc.reason, socket.gaierror):
+            host = urllib.parse.urlsplit(job.url).hostname
+            return _Transient(f"cannot resolve {host}: {exc.reason.strerror}; "
+                              f"offline? set $DOODLE_BASE_URL to a mirror")
         if isinstance(exc.reason, ssl.SSLCertVerificationError):
             return _Fatal(f"{job.url}: {exc.reason}")
         return _Transient(str(exc.reason))
@@ -236,7 +243,8 @@ def _retrying(attempt, job: _Job, prog: _Progress, retries: int, backoff: float,
                 raise _Fatal(f"{job.url}: {err} (gave up after {retries + 1} attempts)") from None
             delay = backoff * 2 ** failures
             failures += 1
-            reporter.log(f"retrying {job.fmt}/{job.name} after {err} (retry {failures} of {retries}, in {delay:.1f} s)")
+            reporter.log(f"retrying {job.fmt}/{job.name} after {err} "
+                         f"(retry {failures} of {retries}, in {delay:.1f} s)")
             time.sleep(delay)
 
 
@@ -267,7 +275,7 @@ def _stream_attempt(job: _Job, limit: int | None, timeout: float, prog: _Progres
     """One attempt to extend `job.part` towards the whole file (or its first `limit` lines, for ndjson).
 
     Sets state["lines"] (newlines written), state["stopped"] (True if cut at `limit`), and
-    state["resumed"] when a server honoured a Range request to append to existing bytes.
+    state["resumed"] (this attempt appended to existing bytes through an honoured Range request).
     """
     have = job.part.stat().st_size if job.part.exists() else 0
     ndjson = job.fmt != "numpy_bitmap"
@@ -286,8 +294,12 @@ def _stream_attempt(job: _Job, limit: int | None, timeout: float, prog: _Progres
         job.part.unlink()
         raise _Transient("partial file larger than the remote one; starting again") from None
     with resp:
-        first, length, total = _span(resp, have)
-        state["resumed"] = state.get("resumed", False) or first > 0
+        try:
+            first, length, total = _span(resp, have)
+        except _Transient:  # a 206 for some other range: trust nothing, start again
+            job.part.unlink(missing_ok=True)
+            raise
+        state["resumed"] = first > 0
         if first == 0:
             lines = 0  # fresh start, or the server ignored Range: rewrite from byte 0
         prog.begin(total=None if limit else total, completed=first)
@@ -399,7 +411,10 @@ def _npy_head_attempt(job: _Job, limit: int, out: Path, timeout: float, prog: _P
                         continue
                     head += chunk
                     size = _npy_header_size(head)
+                    if size is not None and size > NPY_MAX_HEADER:
+                        raise _Fatal(f"bad .npy: implausible header of {size} bytes")
                     if size is None or len(head) < size:
+                        need = max(need, size or 0)  # a header longer than guessed: read all of it
                         continue
                     shape, dtype, row_bytes = _npy_layout(bytes(head[:size]))
                     n = min(limit, shape[0])
@@ -574,5 +589,6 @@ def ensure_downloaded(words: Sequence[str], fmt: str = "simplified", data_dir: s
     if failed:
         shown = "; ".join(r.error or r.word for r in failed[:3])
         more = f"; and {len(failed) - 3} more" if len(failed) > 3 else ""
-        raise DoodleError(f"could not download {len(failed)} of {len(results)} file(s): {shown}{more}", exit_code=1)
+        raise DoodleError(f"could not download {len(failed)} of {len(results)} file(s): {shown}{more}",
+                          exit_code=1)  # 1, not 2: the network failed, not the user
     return [r.path for r in results]

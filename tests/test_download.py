@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import http.server
 import json
-import shutil
+import socket
 import threading
 import time
 import urllib.parse
@@ -25,7 +25,8 @@ class FlakyHandler(http.server.BaseHTTPRequestHandler):
 
     cfg["script"] lists what to do to successive requests (for paths containing cfg["only"]):
     "fail" (answer fail_status), "drop" (promise the whole body, send half, hang up), "stall"
-    (wait stall_seconds first), None (behave). Once it is empty, every request behaves.
+    (wait stall_seconds first), "badrange" (answer a Range with the file's first bytes, saying so),
+    None (behave). Once it is empty, every request behaves.
     """
 
     protocol_version = "HTTP/1.1"
@@ -55,6 +56,8 @@ class FlakyHandler(http.server.BaseHTTPRequestHandler):
             if start >= len(data):
                 return self._reply(entry, 416, b"", {"Content-Range": f"bytes */{len(data)}"})
             status, body = 206, data[start:end + 1]
+            if action == "badrange":  # a cache that answers some other range than the one asked for
+                start, body = 0, data[:len(body)]
         headers = {"Content-Length": str(len(body))}
         if status == 206:
             headers["Content-Range"] = f"bytes {start}-{start + len(body) - 1}/{len(data)}"
@@ -67,7 +70,7 @@ class FlakyHandler(http.server.BaseHTTPRequestHandler):
         self._reply(entry, status, body, headers)
 
     def _reply(self, entry, status, body, headers=None):
-        entry["status"] = status
+        entry["status"], entry["sent"] = status, len(body)  # before sending: the client may finish first
         self.send_response(status)
         headers = headers or {"Content-Length": str(len(body))}
         for k, v in headers.items():
@@ -76,7 +79,6 @@ class FlakyHandler(http.server.BaseHTTPRequestHandler):
         try:
             self.wfile.write(body)
             self.wfile.flush()
-            entry["sent"] = len(body)
         except (BrokenPipeError, ConnectionResetError):  # the client stopped reading, as it may
             pass
 
@@ -152,7 +154,8 @@ def test_names_and_urls(tmp_path, monkeypatch):
     monkeypatch.setenv("DOODLE_BASE_URL", "http://env-mirror")
     assert dl.resolve_base_url() == "http://env-mirror"
     assert dl.resolve_base_url("http://explicit") == "http://explicit"
-    assert dl.remote_url("http://h/b", "simplified", "alarm clock") == "http://h/b/full/simplified/alarm%20clock.ndjson"
+    assert dl.remote_url("http://h/b", "simplified", "alarm clock") == \
+        "http://h/b/full/simplified/alarm%20clock.ndjson"
     assert dl.remote_url("http://h/b/", "numpy_bitmap", "The Eiffel Tower") == \
         "http://h/b/full/numpy_bitmap/The%20Eiffel%20Tower.npy"
     assert dl.local_path(tmp_path, "raw", "alarm clock") == tmp_path / "raw" / "alarm clock.ndjson"
@@ -265,8 +268,8 @@ def test_retries_exhausted_and_4xx_not_retried(server, tmp_path):
 
 
 def test_timeout_is_retried(server, tmp_path, quickdraw_dir):
-    server.cfg.update(script=["stall"], stall_seconds=1.0)
-    [r] = dl.download(["cat"], data_dir=tmp_path, base_url=server.url, retries=2, backoff=0.001, timeout=0.2)
+    server.cfg.update(script=["stall"], stall_seconds=2.0)
+    [r] = dl.download(["cat"], data_dir=tmp_path, base_url=server.url, retries=2, backoff=0.001, timeout=0.5)
     assert r.status == "downloaded" and len(server.log) == 2
     assert r.path.read_bytes() == src(quickdraw_dir, "simplified", "cat").read_bytes()
 
@@ -385,7 +388,8 @@ def test_max_drawings_npy_wider_rows_need_a_second_range(tmp_server, tmp_path):
     folder.mkdir(parents=True)
     arr = np.random.default_rng(0).random((40, 500)).astype(np.float32)  # 2000-byte rows, not 784
     np.save(folder / "cat.npy", arr)
-    [r] = dl.download(["cat"], fmt="numpy_bitmap", data_dir=tmp_path, base_url=tmp_server.url, max_drawings=6, **FAST)
+    [r] = dl.download(["cat"], fmt="numpy_bitmap", data_dir=tmp_path, base_url=tmp_server.url, max_drawings=6,
+                      **FAST)
     np.testing.assert_array_equal(np.load(r.path), arr[:6])
     assert [e["range"] for e in tmp_server.log] == ["bytes=0-%d" % (128 + 6 * 784 - 1),
                                                     "bytes=%d-%d" % (128 + 6 * 784, 128 + 6 * 2000 - 1)]
@@ -452,3 +456,41 @@ def test_force_ignores_an_old_partial(server, tmp_path, quickdraw_dir):
     [r] = dl.download(["cat"], data_dir=tmp_path, base_url=server.url, force=True, **FAST)
     assert r.status == "downloaded" and r.path.read_bytes() == source
     assert [e["range"] for e in server.log] == [None]
+
+
+def test_wrong_range_answer_restarts_from_zero(server, tmp_path, quickdraw_dir):
+    source = src(quickdraw_dir, "simplified", "cat").read_bytes()
+    part = tmp_path / "simplified" / "cat.ndjson.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(source[:5000])
+    server.cfg.update(script=["badrange"])
+    [r] = dl.download(["cat"], data_dir=tmp_path, base_url=server.url, **FAST)
+    assert [(e["range"], e["status"]) for e in server.log] == [("bytes=5000-", 206), (None, 200)]
+    assert r.status == "downloaded" and r.path.read_bytes() == source
+
+
+def test_max_drawings_npy_header_longer_than_guessed(tmp_server, tmp_path):
+    folder = tmp_server.httpd.root / "full" / "numpy_bitmap"
+    folder.mkdir(parents=True)
+    dtype = np.dtype([(f"a_rather_long_field_name_{i:03d}", np.uint8) for i in range(100)])  # a ~4 KB header
+    arr = np.arange(5 * 100, dtype=np.uint8).view(dtype)
+    np.save(folder / "cat.npy", arr)
+    assert (folder / "cat.npy").stat().st_size - 5 * 100 > 128 + 784
+    [r] = dl.download(["cat"], fmt="numpy_bitmap", data_dir=tmp_path, base_url=tmp_server.url, max_drawings=1,
+                      **FAST)
+    np.testing.assert_array_equal(np.load(r.path), arr[:1])
+
+
+def test_unresolvable_host_says_so(tmp_path, monkeypatch):
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    rec = Recorder()
+    [r] = dl.download(["cat"], data_dir=tmp_path, base_url="http://quickdraw.invalid", retries=1, backoff=0.001,
+                      reporter=rec)
+    assert r.status == "failed"
+    assert r.error == ("http://quickdraw.invalid/full/simplified/cat.ndjson: cannot resolve quickdraw.invalid: "
+                       "Name or service not known; offline? set $DOODLE_BASE_URL to a mirror "
+                       "(gave up after 2 attempts)")
+    assert [e[0] for e in rec.events] == ["log"] and leftovers(tmp_path) == []
