@@ -1,0 +1,126 @@
+"""Finite-difference checks of every layer, activation and loss, and of whole networks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from doodle.errors import DoodleError
+from doodle.gradcheck import check_gradients, check_layer, check_loss, numerical_gradient, rel_error
+from doodle.nn import ACTIVATIONS, LOSSES, Dense, Dropout, LeakyReLU, ReLU, Sigmoid, Tanh
+
+TOL = 1e-6
+
+
+def test_rel_error_formula():
+    assert rel_error(np.array([1.0]), np.array([1.1])) == pytest.approx(0.1 / 2.1)
+    assert rel_error(np.zeros(3), np.zeros(3)) == 0.0  # exact zeros agree
+    assert rel_error(np.array([0.0]), np.array([1e-13])) == pytest.approx(0.1)  # floor 1e-12
+    assert rel_error(np.array([2.0, -1.0]), np.array([2.0, 1.0])) == 1.0  # worst entry wins
+
+
+def test_numerical_gradient_of_known_function():
+    x = np.array([[1.0, -2.0], [0.5, 3.0]])
+    n = numerical_gradient(lambda: float(np.sum(x ** 3)), x)
+    np.testing.assert_allclose(n.reshape(x.shape), 3 * x ** 2, rtol=1e-8)
+    np.testing.assert_array_equal(x, [[1.0, -2.0], [0.5, 3.0]])  # restored
+
+
+def test_dense_layer_gradients():
+    rng = np.random.default_rng(0)
+    layer = Dense(6, 5, rng=rng, dtype=np.float64)
+    layer.params["b"][:] = rng.normal(size=5)
+    errors = check_layer(layer, rng.standard_normal((4, 6)))
+    assert set(errors) == {"x", "W", "b"}
+    assert max(errors.values()) < TOL, errors
+
+
+@pytest.mark.parametrize("layer", [ReLU(), LeakyReLU(), LeakyReLU(alpha=0.2), Tanh(), Sigmoid()],
+                         ids=["relu", "leaky", "leaky0.2", "tanh", "sigmoid"])
+def test_activation_gradients(layer):
+    x = np.random.default_rng(1).standard_normal((4, 7)) * 2
+    errors = check_layer(layer, x)
+    assert errors["x"] < TOL, errors
+
+
+def test_every_activation_is_checked():
+    assert set(ACTIVATIONS) == {"relu", "leaky_relu", "tanh", "sigmoid"}
+    assert set(LOSSES) == {"cross_entropy", "mse"}
+
+
+def test_dropout_gradient_with_a_fixed_mask():
+    layer = Dropout(0.5)
+
+    def same_mask():
+        layer.rng = np.random.default_rng(3)
+
+    x = np.random.default_rng(2).standard_normal((5, 8))
+    errors = check_layer(layer, x, reset=same_mask)
+    assert errors["x"] < TOL
+    assert 0 < np.count_nonzero(layer.mask) < layer.mask.size  # some units really were dropped
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_loss_gradients(loss):
+    rng = np.random.default_rng(4)
+    logits = rng.standard_normal((5, 6))
+    assert check_loss(loss, logits, rng.integers(0, 6, size=5)) < TOL
+
+
+# Whole networks: a scalar loss evaluated in float64 agrees with its finite differences only to about
+# 1e-10 absolute, so entries whose true gradient is below ~1e-4 (sums that nearly cancel, the 0.01
+# slope of leaky ReLU) can exceed 1e-6 relative even when backward is right. A small network keeps
+# every entry above that floor; the layer tests above check each rule on its own to 1e-6 regardless.
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_whole_network(activation, loss, dropout):
+    errors = check_gradients([3, 5, 4, 3], activation=activation, loss=loss, dropout=dropout, seed=0, batch=4)
+    assert set(errors) == {"dense0.W", "dense0.b", "dense1.W", "dense1.b", "dense2.W", "dense2.b", "input"}
+    assert max(errors.values()) < TOL, errors
+
+
+def test_big_network_sampled():
+    errors = check_gradients([784, 256, 128, 10], max_entries=8, seed=1)
+    assert len(errors) == 7
+    # Sampled entries of a big net sit nearer the float64 floor described above.
+    assert max(errors.values()) < 1e-5, errors
+    assert check_gradients([784, 256, 128, 10], max_entries=8, seed=1) == errors  # deterministic
+
+
+def test_a_wrong_backward_is_caught(monkeypatch):
+    # ReLU passing every gradient through (forgetting the mask) must show up loudly.
+    monkeypatch.setattr(ReLU, "backward", lambda self, dout: dout)
+    errors = check_gradients([3, 5, 4, 3], activation="relu", seed=0)
+    assert errors["dense0.W"] > 1e-2
+
+
+def test_a_wrong_bias_gradient_is_caught(monkeypatch):
+    original = Dense.backward
+
+    def mean_not_sum(self, dout):
+        dx = original(self, dout)
+        self.grads["b"][:] = dout.mean(axis=0)
+        return dx
+
+    monkeypatch.setattr(Dense, "backward", mean_not_sum)
+    assert check_gradients([3, 5, 4, 3], seed=0)["dense1.b"] > 1e-2
+
+
+def test_softmax_diagonal_only_jacobian_is_caught(monkeypatch):
+    # The classic mistake: backprop through softmax with p * (1 - p) only.
+    import doodle.nn as nn
+
+    def diagonal_mse(logits, y):
+        p = nn.softmax(logits)
+        d = p.copy()
+        d[np.arange(len(y)), y] -= 1
+        return float(np.sum(d * d) / len(y)), 2 * d / len(y) * p * (1 - p)
+
+    monkeypatch.setitem(LOSSES, "mse", diagonal_mse)
+    assert check_loss("mse", np.random.default_rng(0).standard_normal((4, 5)), np.array([0, 1, 2, 3])) > 1e-2
+
+
+def test_unknown_loss():
+    with pytest.raises(DoodleError, match="unknown loss"):
+        check_gradients([3, 4, 2], loss="hinge")
