@@ -137,7 +137,6 @@ def evaluate(model_path: str | Path | None = None, inputs: list[str | Path] = ()
     """Evaluate one model; returns the metrics summary (the `--json` document)."""
     from doodle.checkpoint import load_model, resolve_model_path
     from doodle.metrics import summarize
-    from doodle.train import predict_bitmaps
 
     run_dir = resolve_model_path(model_path)
     model, meta = load_model(run_dir)
@@ -153,7 +152,7 @@ def evaluate(model_path: str | Path | None = None, inputs: list[str | Path] = ()
                           f"inputs are {', '.join(sorted(unknown)[:5])})")
     x = data.x[known]
     y = np.array([index[lab] for lab, k in zip(data.labels, known) if k], dtype=np.int64)
-    probs = predict_bitmaps(model, x)
+    probs = model.predict_proba(x)
     summary = summarize(probs, y, classes)
     summary["model"] = str(run_dir)
     summary["data"] = data.sources

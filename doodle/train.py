@@ -27,9 +27,6 @@ from doodle.dataset import PADDING, Dataset, load_dataset, split_indices
 from doodle.errors import DoodleError
 from doodle.progress import NULL_REPORTER, Reporter
 
-EVAL_BATCH = 4096
-
-
 @dataclass
 class TrainResult:
     """What `doodle train --json` prints."""
@@ -49,16 +46,6 @@ class TrainResult:
 
     def to_json(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "history"}
-
-
-def predict_bitmaps(model, x: np.ndarray, batch_size: int = EVAL_BATCH) -> np.ndarray:
-    """uint8 (N, S, S) -> float32 class probabilities (N, C), converting one batch at a time."""
-    from doodle.nn import softmax, to_float
-
-    out = np.empty((len(x), model.layer_sizes[-1]), dtype=np.float32)
-    for i in range(0, len(x), batch_size):
-        out[i:i + batch_size] = softmax(model.forward(to_float(np.asarray(x[i:i + batch_size])), train=False))
-    return out
 
 
 def loss_value(probs: np.ndarray, y: np.ndarray, loss: str) -> float:
@@ -190,7 +177,7 @@ def fit(cfg: dict, ds: Dataset, run_dir: Path, reporter: Reporter = NULL_REPORTE
             row = _run_epoch(model, optimizer, ds, train_idx, t, aug, rng, lr_at, epoch, steps_per_epoch, reporter)
             train_seconds += row.pop("train_seconds")
             if len(val_idx):
-                probs = predict_bitmaps(model, ds.x[val_idx])
+                probs = model.predict_proba(ds.x[val_idx])
                 row["val_loss"] = loss_value(probs, ds.y[val_idx], t["loss"])
                 row["val_accuracy"] = float(np.mean(np.argmax(probs, axis=1) == ds.y[val_idx]))
             else:
@@ -221,7 +208,7 @@ def fit(cfg: dict, ds: Dataset, run_dir: Path, reporter: Reporter = NULL_REPORTE
     model.load_state_dict(best_state)
     test_acc = test_loss = None
     if len(test_idx):
-        probs = predict_bitmaps(model, ds.x[test_idx])
+        probs = model.predict_proba(ds.x[test_idx])
         test_acc = float(np.mean(np.argmax(probs, axis=1) == ds.y[test_idx]))
         test_loss = loss_value(probs, ds.y[test_idx], t["loss"])
     samples = sum(h["samples"] for h in history)
@@ -290,4 +277,4 @@ def load_split(run_dir: str | Path) -> dict[str, np.ndarray]:
         return {k: f[k] for k in f.files}
 
 
-__all__ = ["TrainResult", "train", "fit", "predict_bitmaps", "loss_value", "load_split", "read_meta"]
+__all__ = ["TrainResult", "train", "fit", "loss_value", "load_split", "read_meta"]
