@@ -37,6 +37,7 @@ PROFILE_STEPS = 4096  # resolution of the pen half-width table (error < 1e-3 pix
 EDGE = 1e-3  # pixels: lines closer than this to a cap's very top or bottom are skipped (float32 safety)
 CHUNK_PIXELS = 50_000  # drawings per chunk = this / size**2: small enough that the per-line arrays stay in cache
 PARALLEL_MIN = 8192  # below this many drawings, worker processes cost more than they save
+TASK_CHUNKS = 32  # chunks per worker task: tasks of ~2,000 drawings keep inter-process traffic negligible
 
 
 # ---------------------------------------------------------------- input
@@ -304,9 +305,26 @@ def rasterize(drawing, size: int = 28, line_width: float = 16.0, padding: float 
     return _render(*_flatten([drawing]), int(size), float(line_width), float(padding))[0]
 
 
-def _render_job(job):
-    """Worker-process entry: one flattened chunk -> its bitmaps."""
-    return _render(*job)
+def _render_task(xs, ys, nx, per_drawing, size: int, line_width: float, padding: float) -> np.ndarray:
+    """Worker-process entry: a flattened task of many drawings, rendered a cache-sized chunk at a time."""
+    chunk = max(1, CHUNK_PIXELS // (size * size))
+    points = np.bincount(np.repeat(np.arange(len(per_drawing)), per_drawing), nx, minlength=len(per_drawing))
+    stroke_at = np.concatenate(([0], np.cumsum(per_drawing)))  # (drawings + 1,) first stroke of each drawing
+    point_at = np.concatenate(([0], np.cumsum(points))).astype(np.int64)
+    parts = []
+    for i in range(0, len(per_drawing), chunk):
+        j = min(i + chunk, len(per_drawing))
+        p, q = point_at[i], point_at[j]
+        parts.append(_render(xs[p:q], ys[p:q], nx[stroke_at[i]:stroke_at[j]], per_drawing[i:j],
+                             size, line_width, padding))
+    return np.concatenate(parts) if parts else np.zeros((0, size, size), np.uint8)
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def rasterize_batch(drawings, size: int = 28, line_width: float = 16.0, padding: float = 16.0,
@@ -321,36 +339,42 @@ def rasterize_batch(drawings, size: int = 28, line_width: float = 16.0, padding:
     n = len(drawings)
     out = np.zeros((n, size, size), np.uint8)
     chunk = max(1, CHUNK_PIXELS // (size * size))
-    workers = int(workers) or os.cpu_count() or 1
-    workers = min(workers, -(-n // chunk)) if n >= PARALLEL_MIN else 1
-
-    def jobs():  # flattening (and checking) stays in this process, so errors name the right drawing
-        for i in range(0, n, chunk):
-            yield i, (*_flatten(drawings[i:i + chunk], base=i), size, line_width, padding)
-
+    task = chunk * TASK_CHUNKS
+    workers = int(workers) or _cores()
+    workers = min(workers, -(-n // task)) if n >= PARALLEL_MIN else 1
     reporter.start("raster", "rasterizing", total=n, unit="drawings")
     try:
         if workers == 1:
-            for i, job in jobs():
-                out[i:i + len(job[3])] = _render(*job)
-                reporter.update("raster", advance=len(job[3]))
+            for i in range(0, n, chunk):
+                out[i:i + chunk] = _render(*_flatten(drawings[i:i + chunk], base=i), size, line_width, padding)
+                reporter.update("raster", advance=min(chunk, n - i))
         else:
-            _parallel(jobs(), out, workers, reporter)
+            # Flattening (and checking) stays here, so errors name the right drawing; workers get arrays.
+            tasks = ((i, (*_flatten(drawings[i:i + task], base=i), size, line_width, padding))
+                     for i in range(0, n, task))
+            _parallel(tasks, out, workers, reporter)
     finally:
         reporter.end("raster")
     return out
 
 
-def _parallel(jobs, out, workers: int, reporter: Reporter) -> None:
-    """Render jobs in worker processes, at most 2 per worker in flight (bounded memory), in order."""
+def _parallel(tasks, out, workers: int, reporter: Reporter) -> None:
+    """Render tasks in worker processes, at most 2 per worker in flight (bounded memory), in order."""
     import multiprocessing
+    import threading
 
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    # fork starts fast and needs no `if __name__ == "__main__"` guard, but is unsafe once other threads
+    # (a progress bar's refresher) exist; then forkserver (the CLI entry point has the guard).
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        method = "fork"
+    else:
+        method = "forkserver" if "forkserver" in methods else "spawn"
     context = multiprocessing.get_context(method)
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         pending = []
-        for i, job in jobs:
-            pending.append((i, pool.submit(_render_job, job)))
+        for i, args in tasks:
+            pending.append((i, pool.submit(_render_task, *args)))
             while len(pending) >= 2 * workers or (pending and pending[0][1].done()):
                 j, future = pending.pop(0)
                 _store(out, j, future.result(), reporter)

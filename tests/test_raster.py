@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -182,13 +183,22 @@ def test_bad_settings_raise_doodle_error(kwargs):
         rasterize_batch([[[[0, 1], [0, 1]]]], **kwargs)
 
 
-def test_workers_match_one_process(pairs, monkeypatch):
+@pytest.mark.parametrize("other_thread", [False, True])  # fork, or forkserver when a thread is running
+def test_workers_match_one_process(pairs, monkeypatch, other_thread):
     monkeypatch.setattr(raster, "PARALLEL_MIN", 1)  # let a small job use the pool
-    monkeypatch.setattr(raster, "CHUNK_PIXELS", 40 * 28 * 28)  # several chunks per worker
+    monkeypatch.setattr(raster, "CHUNK_PIXELS", 10 * 28 * 28)  # several chunks per task
+    monkeypatch.setattr(raster, "TASK_CHUNKS", 4)  # several tasks per worker
     drawings = pairs[0][:300]
     single = rasterize_batch(drawings, workers=1)
-    assert np.array_equal(rasterize_batch(drawings, workers=2), single)
-    assert np.array_equal(rasterize_batch(drawings, workers=0), single)
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait, daemon=True)
+    if other_thread:
+        thread.start()
+    try:
+        assert np.array_equal(rasterize_batch(drawings, workers=2), single)
+        assert np.array_equal(rasterize_batch(drawings, workers=0), single)
+    finally:
+        stop.set()
 
 
 class _Recorder(Reporter):
