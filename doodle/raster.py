@@ -32,7 +32,8 @@ from doodle.progress import NULL_REPORTER, Reporter
 SOURCE_SIDE = 256.0  # Google's box; simplified coordinates run 0..255
 SUBROWS = 15  # sample lines per pixel row: cairo's tor scan converter (GRID_Y)
 TOLERANCE = 0.1  # cairo's default flattening tolerance (device pixels): sets the pen's vertex count
-QBITS = 10  # interval ends are kept in 1/1024 pixel (cairo itself rounds points to 1/256)
+FIXED = 256.0  # cairo rounds device coordinates to 1/256 pixel
+QBITS = 10  # interval ends are kept in 1/1024 pixel
 PROFILE_STEPS = 4096  # resolution of the pen half-width table (error < 1e-3 pixel)
 EDGE = 1e-3  # pixels: lines closer than this to a cap's very top or bottom are skipped (float32 safety)
 CHUNK_PIXELS = 50_000  # drawings per chunk = this / size**2: small enough that the per-line arrays stay in cache
@@ -175,8 +176,10 @@ def _render(xs, ys, nx, per_drawing, size: int, line_width: float, padding: floa
     first_point = _starts(points)
     off_x = np.repeat((SOURCE_SIDE - np.maximum.reduceat(xs, first_point)) / 2.0 + shift, points)
     off_y = np.repeat((SOURCE_SIDE - np.maximum.reduceat(ys, first_point)) / 2.0 + shift, points)
-    X = (xs + off_x) * scale + 0.5 / (1 << QBITS)  # half a quantum: the int64 cast below then rounds
-    Y = (ys + off_y) * scale
+    # cairo keeps device coordinates in 24.8 fixed point; half a quantum more makes the int64 cast of
+    # interval ends below round rather than truncate.
+    X = np.rint((xs + off_x) * (scale * FIXED)) / FIXED + 0.5 / (1 << QBITS)
+    Y = np.rint((ys + off_y) * (scale * FIXED)) / FIXED
 
     # Segments, in stroke order: each point to the next one; a one-point stroke is a dot (a zero-length
     # segment, which round caps turn into a disc). Every segment is oriented downwards (y0 <= y1).

@@ -109,8 +109,9 @@ def test_cairo_pen_vertex_counts():
 def test_vertical_line_lands_where_geometry_says(size):
     scale = size / 304
     image = rasterize([[[100, 100], [0, 255]]], size=size).astype(np.float64)
-    # Google centres [0, max], not [min, max]: x = (100 + (256 - 100) / 2 + 24) * scale.
-    centre, half = 202 * scale, 8 * scale
+    # Google centres [0, max], not [min, max]: x = (100 + (256 - 100) / 2 + 24) * scale, which cairo
+    # rounds to 1/256 pixel.
+    centre, half = round(202 * scale * 256) / 256, 8 * scale
     coverage = np.clip(np.minimum(np.arange(1, size + 1), centre + half)
                        - np.maximum(np.arange(size), centre - half), 0, 1)  # exact x coverage of one row
     mid = size // 2
