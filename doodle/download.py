@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import concurrent.futures
 import operator
 import os
 import re
@@ -551,8 +552,11 @@ def _download_one(job: _Job, limit, force, timeout, retries, backoff, reporter) 
 def download(words: Sequence[str], fmt: str = "simplified", data_dir: str | os.PathLike = "data",
              base_url: str | None = None, max_drawings: int | None = None, force: bool = False,
              retries: int = 4, backoff: float = 0.5, timeout: float = 30.0,
-             reporter: Reporter = NULL_REPORTER) -> list[DownloadResult]:
-    """Fetch each category's file (once per distinct word); one result per word, failures included."""
+             reporter: Reporter = NULL_REPORTER, jobs: int = 4) -> list[DownloadResult]:
+    """Fetch each category's file (once per distinct word); one result per word, failures included.
+
+    `jobs` files are fetched at once: small limited fetches are latency-bound, not bandwidth-bound.
+    """
     if isinstance(words, str):
         words = [words]
     _check_format(fmt)
@@ -574,8 +578,14 @@ def download(words: Sequence[str], fmt: str = "simplified", data_dir: str | os.P
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise DoodleError(f"cannot create data folder {folder}: {err.strerror or err}") from None
-    return [_download_one(_Job(w, fmt, remote_url(base, fmt, w), local_path(data_dir, fmt, w)),
-                          limit, force, timeout, retries, backoff, reporter) for w in words]
+    def one(w: str) -> DownloadResult:
+        return _download_one(_Job(w, fmt, remote_url(base, fmt, w), local_path(data_dir, fmt, w)),
+                             limit, force, timeout, retries, backoff, reporter)
+
+    if jobs <= 1 or len(words) == 1:
+        return [one(w) for w in words]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(one, words))  # results in the order asked
 
 
 def ensure_downloaded(words: Sequence[str], fmt: str = "simplified", data_dir: str | os.PathLike = "data",

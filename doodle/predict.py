@@ -82,7 +82,6 @@ def predict(inputs: list[str], model_path: str | Path | None = None, top_k: int 
             stdin: IO[str] | None = None) -> tuple[list[dict], dict]:
     """Top-k categories for every input; returns (results, model metadata)."""
     from doodle.checkpoint import load_model, resolve_model_path
-    from doodle.nn import softmax, to_float
 
     if top_k < 1:
         raise DoodleError(f"--top-k must be at least 1 (got {top_k})")
@@ -99,7 +98,7 @@ def predict(inputs: list[str], model_path: str | Path | None = None, top_k: int 
         if bitmap is not None:
             pending.append((len(results) - 1, bitmap))
     if pending:
-        probs = softmax(model.forward(to_float(np.stack([b for _, b in pending])), train=False))
+        probs = model.predict_proba(np.stack([b for _, b in pending]))
         for (i, _), p in zip(pending, probs):
             best = np.argsort(-p, kind="stable")[:k]
             results[i]["top"] = [{"category": classes[j], "probability": float(p[j])} for j in best]
