@@ -37,6 +37,7 @@ QBITS = 10  # interval ends are kept in 1/1024 pixel
 PROFILE_STEPS = 4096  # resolution of the pen half-width table (error < 1e-3 pixel)
 EDGE = 1e-3  # pixels: lines closer than this to a cap's very top or bottom are skipped (float32 safety)
 CHUNK_PIXELS = 50_000  # drawings per chunk = this / size**2: small enough that the per-line arrays stay in cache
+MAX_COORD = 1e5  # larger coordinates are surely a mistake, and would overflow float32 pixel maths
 PARALLEL_MIN = 8192  # below this many drawings, worker processes cost more than they save
 TASK_CHUNKS = 32  # chunks per worker task: tasks of ~2,000 drawings keep inter-process traffic negligible
 
@@ -79,11 +80,11 @@ def _flatten(drawings, base: int = 0):
     empty = np.flatnonzero(points == 0)
     if len(empty):
         raise DoodleError(f"drawing {base + empty[0]} has no points: nothing to rasterize (drop empty drawings)")
-    finite = np.isfinite(xs) & np.isfinite(ys)
-    if not finite.all():
-        stroke = int(np.searchsorted(np.cumsum(nx), np.flatnonzero(~finite)[0], side="right"))
-        raise DoodleError(f"{_where(per_drawing, stroke, base)}: coordinates must be finite numbers "
-                          "(found nan or inf)")
+    sane = (np.abs(xs) <= MAX_COORD) & (np.abs(ys) <= MAX_COORD)  # False for nan too
+    if not sane.all():
+        stroke = int(np.searchsorted(np.cumsum(nx), np.flatnonzero(~sane)[0], side="right"))
+        raise DoodleError(f"{_where(per_drawing, stroke, base)}: coordinates must be finite numbers within "
+                          f"+-{MAX_COORD:g} (simplified drawings use 0..255)")
     if (nx == 0).any():  # an empty stroke draws nothing; dropping it keeps every stroke >= 1 segment
         per_drawing = np.bincount(drawing_of_stroke[nx > 0], minlength=len(per_drawing))
         nx = nx[nx > 0]
@@ -214,13 +215,15 @@ def _render(xs, ys, nx, per_drawing, size: int, line_width: float, padding: floa
         return out
 
     total = int(count.sum())
-    k = np.arange(total, dtype=np.int64) - np.repeat(_starts(count) - k_lo, count)  # (L,) line index
-    group = np.repeat(((slot0 - row0) * SUBROWS)[seg_stroke], count) + k  # (L,) stroke * lines + line
-    y = k.astype(np.float32) * np.float32(1.0 / SUBROWS) + np.float32(0.5 / SUBROWS)
-    del k
+    quantum = 1 << QBITS
+    step = np.repeat(_starts(count).astype(np.int32), count)
+    j = np.arange(total, dtype=np.int32) - step  # (L,) line index within its segment
+    del step
+    group = np.repeat(((slot0 - row0) * SUBROWS)[seg_stroke] + k_lo, count) + j  # (L,) slot * SUBROWS + line
 
     # Each capsule's left boundary, bottom to top: the first pen's arc up to height y0 + r*ux, a straight
-    # side, then the second pen's arc; the right boundary likewise with y0 - r*ux.
+    # side, then the second pen's arc; the right boundary likewise with y0 - r*ux. Heights are in pixels
+    # relative to the segment's ends, x in 1/quantum pixel.
     dx, dy = x1 - x0, y1 - y0
     length = np.hypot(dx, dy)
     dot = length == 0
@@ -232,30 +235,33 @@ def _render(xs, ys, nx, per_drawing, size: int, line_width: float, padding: floa
     def per_line(v):
         return np.repeat(v.astype(np.float32), count)
 
-    d0 = y - per_line(y0)
-    d1 = y - per_line(y1)
-    del y
-    profile = _pen_profile(r)
+    d0 = j.astype(np.float32) * np.float32(1.0 / SUBROWS) + per_line((k_lo + 0.5) / SUBROWS - y0)
+    del j
+    d1 = d0 - per_line(dy)
+    profile = _pen_profile(r) * np.float32(quantum)
     inv = np.float32(PROFILE_STEPS / r)
     cap = np.float32(PROFILE_STEPS)
     h0 = profile[np.minimum(np.abs(d0) * inv, cap).astype(np.int32)]
     h1 = profile[np.minimum(np.abs(d1) * inv, cap).astype(np.int32)]
-    X0, X1, rux = per_line(x0), per_line(x1), per_line(r * ux)
-    t = per_line(slope) * d0
-    lo = np.where(d0 < rux, X0 - h0, np.where(d1 > rux, X1 - h1, per_line(x0 - r * uy - slope * r * ux) + t))
-    rux = -rux
-    hi = np.where(d0 < rux, X0 + h0, np.where(d1 > rux, X1 + h1, per_line(x0 + r * uy + slope * r * ux) + t))
-    del d0, d1, h0, h1, X0, X1, rux, t
+    X0, X1, rux = per_line(x0 * quantum), per_line(x1 * quantum), per_line(r * ux)
+    t = per_line(slope * quantum) * d0
+    side = per_line((x0 - r * uy - slope * r * ux) * quantum)
+    side += t
+    lo = np.where(d0 < rux, X0 - h0, np.where(d1 > rux, X1 - h1, side))
+    side = per_line((x0 + r * uy + slope * r * ux) * quantum)
+    side += t
+    np.negative(rux, out=rux)
+    hi = np.where(d0 < rux, X0 + h0, np.where(d1 > rux, X1 + h1, side))
+    del d0, d1, h0, h1, X0, X1, rux, t, side
     if (np.minimum(x0, x1) < r).any() or (np.maximum(x0, x1) > size - r).any():
-        np.clip(lo, 0, size, out=lo)
-        np.clip(hi, 0, size, out=hi)
+        np.clip(lo, 0, size * quantum, out=lo)
+        np.clip(hi, 0, size * quantum, out=hi)
     np.maximum(hi, lo, out=hi)
 
     # Union per (stroke, line): pack (group, start, end) into one int64, sort, merge with a running max.
-    quantum = 1 << QBITS
     xbits = (size * quantum).bit_length()
     mask = (1 << xbits) - 1
-    packed = (group << (2 * xbits)) | ((lo * quantum).astype(np.int64) << xbits) | (hi * quantum).astype(np.int64)
+    packed = (group << (2 * xbits)) | (lo.astype(np.int64) << xbits) | hi.astype(np.int64)
     del group, lo, hi
     packed.sort()
     start = packed >> xbits  # group << xbits | interval start
@@ -279,23 +285,24 @@ def _render(xs, ys, nx, per_drawing, size: int, line_width: float, padding: floa
     rank[order] = np.arange(n_slots)
 
     # Spread each run [s, e) over columns: coverage_j = clip(e - j, 0, 1) - clip(s - j, 0, 1), which is
-    # the cumsum of -1 at floor(e) and +1 at floor(s), plus each end's fractional part at its own column.
+    # the cumsum of -1 at floor(e) and +1 at floor(s), plus each end's fractional part at its own column;
+    # each sample line weighs 1 / SUBROWS of its pixel row.
     width = size + 1
     cell_row = rank[(run_start >> xbits) // SUBROWS] * width
     q = np.concatenate((run_end & mask, run_start & mask))
     cells = np.concatenate((cell_row, cell_row)) + (q >> QBITS)
-    sign = np.repeat(np.array([1.0, -1.0]), len(cell_row))
+    sign = np.repeat(np.array([1.0 / SUBROWS, -1.0 / SUBROWS]), len(cell_row))
     bins = n_slots * width
-    steps = np.bincount(cells, -sign, minlength=bins).reshape(n_slots, width)
-    fracs = np.bincount(cells, sign * (q & (quantum - 1)), minlength=bins).reshape(n_slots, width)
-    cover = np.cumsum(steps, axis=1)
-    cover += fracs * (1.0 / quantum)
+    cover = np.bincount(cells, -sign, minlength=bins).reshape(n_slots, width)
+    np.cumsum(cover, axis=1, out=cover)
+    sign *= 1.0 / quantum
+    cover += np.bincount(cells, sign * (q & (quantum - 1)), minlength=bins).reshape(n_slots, width)
     # Composite: each stroke lets 1 - coverage of what is below show through (alpha_out = a + b - a*b).
-    clear = np.clip(1.0 - cover[:, :size] * (1.0 / SUBROWS), 0.0, 1.0)  # (slots, size), rank order
+    clear = 1.0 - cover[:, :size]  # (slots, size), in rank order
     target = target[order]
     bounds = np.flatnonzero(np.diff(target, prepend=-1))
     through = np.multiply.reduceat(clear, bounds, axis=0)  # (output rows touched, size)
-    out.reshape(-1, size)[target[bounds]] = np.rint((1.0 - through) * 255.0)
+    out.reshape(-1, size)[target[bounds]] = np.rint(255.0 - through * 255.0)
     return out
 
 

@@ -161,6 +161,7 @@ def test_strokes_are_composited_over_each_other():
     ([[[1, 2], [1]]], "different lengths"),
     ([[[1, float("nan")], [1, 2]]], "finite"),
     ([[[1, 2], [1, float("inf")]]], "finite"),
+    ([[[1, 2e9], [1, 2]]], "within"),
     ([[[1, "a"], [1, 2]]], "numbers"),
     ([[[1, 2]]], "numbers"),
 ])
