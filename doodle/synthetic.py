@@ -24,7 +24,7 @@ from doodle.progress import NULL_REPORTER, Reporter
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "hexagon", "octagon", "star", "line", "zigzag")
 
 EPSILON = 2.0  # Google's Ramer-Douglas-Peucker tolerance, in 0..255 units
-_STEP = 3.0  # spacing of the dense pen path before simplification (Google resamples at 1; RDP at 2 hardly notices)
+_STEP = 4.0  # spacing of the dense pen path (Google resamples at 1; with RDP at eps 2 coarser hardly matters)
 _R = 100.0  # drawings are made about 2 * _R units wide, close to the final 0..255 scale
 _CHUNK = 512  # drawings simplified together: one vectorised RDP pass per chunk
 _EPOCH = np.datetime64("2017-01-01T00:00:00", "us")  # Quick, Draw!'s data was collected in 2017
@@ -47,8 +47,9 @@ def _trace(keys: np.ndarray, bows: np.ndarray) -> np.ndarray:
     return np.vstack([pts, keys[-1:]])
 
 
-def _smooth(path: np.ndarray, width: int) -> np.ndarray:
-    """Round corners the way a quick hand does: moving average over `width` points, ends kept in place."""
+def _smooth(path: np.ndarray, span: float) -> np.ndarray:
+    """Round corners the way a quick hand does: moving average over `span` units of path, ends kept in place."""
+    width = int(span / _STEP) | 1  # odd, so the average stays centred
     if width < 3 or len(path) < width:
         return path
     kernel = np.full(width, 1.0 / width)
@@ -181,14 +182,18 @@ def _circle(rng: np.random.Generator) -> Strokes:
         return [_R * np.stack([np.cos(t), np.sin(t)], 1) + rng.normal(0, 4, 2) for t in (left, right)]
     t0 = -np.pi / 2 + rng.normal(0.35, 0.6)
     turn = -1.0 if rng.random() < 0.8 else 1.0  # -1: counter-clockwise on screen (y down)
-    sweep = 2 * np.pi * (1.0 + np.clip(rng.normal(0.03, 0.05), -0.12, 0.25))
+    sweep = 2 * np.pi * (1.0 + np.clip(rng.normal(0.03, 0.05), -0.06, 0.25))
     m = int(sweep * _R / _STEP)
     t = t0 + turn * np.linspace(0.0, sweep, m)
     u = np.linspace(0.0, 1.0, m)
     a = rng.normal(0.0, [0.04, 0.03, 0.02])  # lopsided, egg and lemon shapes
     ph = rng.uniform(0, 2 * np.pi, 3)
-    r = _R * (1.0 + a[0] * np.cos(2 * t + ph[0]) + a[1] * np.cos(3 * t + ph[1]) + a[2] * np.cos(4 * t + ph[2])
-              + rng.normal(0.0, 0.025) * u)  # drifting radius: the end misses the start
+    # many real circles are squarish (a superellipse, |x|^p + |y|^p = 1, p from 2 up to ~3.2)
+    p = 2.0 + min(abs(rng.normal(0.0, 0.5)), 1.2)
+    tilt = t + rng.normal(0.0, 0.15)
+    r = _R * (np.abs(np.cos(tilt)) ** p + np.abs(np.sin(tilt)) ** p) ** (-1.0 / p)
+    r *= (1.0 + a[0] * np.cos(2 * t + ph[0]) + a[1] * np.cos(3 * t + ph[1]) + a[2] * np.cos(4 * t + ph[2])
+          + rng.normal(0.0, 0.025) * u)  # drifting radius: the end misses the start
     return [np.stack([r * np.cos(t), r * np.sin(t)], 1)]
 
 
@@ -199,7 +204,7 @@ def _square(rng: np.random.Generator) -> Strokes:
     n = _choice(rng, {1: 85, 2: 5, 3: 3, 4: 7})
     strokes = _outline(rng, verts, n_strokes=n, close_mean=0.02, close_sd=0.05, bow_sd=0.025, natural=0.7)
     if rng.random() < 0.25:
-        strokes = [_smooth(p, int(rng.integers(5, 16))) for p in strokes]
+        strokes = [_smooth(p, rng.uniform(10, 30)) for p in strokes]
     return strokes
 
 
@@ -214,20 +219,22 @@ def _triangle(rng: np.random.Generator) -> Strokes:
     n = _choice(rng, {1: 60, 2: 20, 3: 20})
     strokes = _outline(rng, verts[order], n_strokes=n, close_mean=0.05, close_sd=0.1, bow_sd=0.07, natural=0.5)
     if rng.random() < 0.3:
-        strokes = [_smooth(p, int(rng.integers(5, 14))) for p in strokes]
+        strokes = [_smooth(p, rng.uniform(10, 28)) for p in strokes]
     return strokes
 
 
 def _hexagon(rng: np.random.Generator) -> Strokes:
-    """70% flat top and bottom; about half unfinished; one stroke (55%) or up to one per side."""
-    start_deg = 0.0 if rng.random() < 0.7 else 30.0  # 0: corners left and right, 30: corner on top
-    verts = _regular(rng, 6, start_deg + rng.normal(0.0, 4.0), 0.05, 4.0)
+    """Corners left and right (80%) or top and bottom; long from corner to corner; half of them unfinished."""
+    verts = _regular(rng, 6, rng.normal(0.0, 4.0), 0.05, 6.0)  # corners left and right
+    verts[:, 0] *= np.exp(rng.normal(0.1, 0.12))  # people draw them longer from corner to corner
+    if rng.random() < 0.2:
+        verts = verts[:, ::-1] * [1.0, -1.0]  # a quarter turn: corners at top and bottom, still clockwise
     verts = _start_at(rng, verts, (-0.6, -1.0), 0.6, 0.5)
-    drop = int(rng.integers(1, 4)) if rng.random() < 0.5 else 0
+    drop = _choice(rng, {1: 35, 2: 35, 3: 20, 4: 10}) if rng.random() < 0.5 else 0
     n = _choice(rng, {1: 55, 2: 12, 3: 10, 4: 5, 5: 5, 6: 13})
     out = _outline(rng, verts, n_strokes=n, drop=drop, close_mean=0.0, close_sd=0.08, bow_sd=0.05, natural=0.5)
-    if rng.random() < 0.3:
-        out = [_smooth(p, int(rng.integers(5, 12))) for p in out]
+    if rng.random() < 0.15:
+        out = [_smooth(p, rng.uniform(8, 20)) for p in out]
     return out
 
 
@@ -235,7 +242,7 @@ def _octagon(rng: np.random.Generator) -> Strokes:
     """Mostly flat top; corners cut unevenly off a square; about 45% unfinished."""
     q = np.clip(rng.normal(0.42, 0.08), 0.2, 0.65)
     verts = _R * (np.array([[-q, -1], [q, -1], [1, -q], [1, q], [q, 1], [-q, 1], [-1, q], [-1, -q]])
-                  + rng.normal(0.0, 0.04, (8, 2)))
+                  + rng.normal(0.0, 0.06, (8, 2)))
     if rng.random() < 0.2:  # pointy top
         c, s = np.cos(np.pi / 8), np.sin(np.pi / 8)
         verts = verts @ np.array([[c, -s], [s, c]]).T
@@ -243,8 +250,8 @@ def _octagon(rng: np.random.Generator) -> Strokes:
     drop = int(rng.integers(1, 5)) if rng.random() < 0.45 else 0
     n = _choice(rng, {1: 70, 2: 6, 3: 5, 4: 4, 8: 15})
     out = _outline(rng, verts, n_strokes=n, drop=drop, close_mean=0.0, close_sd=0.08, bow_sd=0.05, natural=0.5)
-    if rng.random() < 0.3:
-        out = [_smooth(p, int(rng.integers(5, 12))) for p in out]
+    if rng.random() < 0.15:
+        out = [_smooth(p, rng.uniform(8, 20)) for p in out]
     return out
 
 
@@ -275,7 +282,7 @@ def _star(rng: np.random.Generator) -> Strokes:
 
 
 def _line(rng: np.random.Generator) -> Strokes:
-    """Mostly horizontal and left to right; some vertical or diagonal; a few drawn twice."""
+    """Mostly horizontal and left to right; some vertical or diagonal; a few with a hook or drawn twice."""
     kind = _choice(rng, {"horizontal": 70, "vertical": 12, "diagonal": 18})
     deg = {"horizontal": 0.0, "vertical": 90.0, "diagonal": rng.choice([-1, 1]) * rng.uniform(20, 70)}[kind]
     th = np.radians(deg + rng.normal(0.0, 4.0))
@@ -283,7 +290,14 @@ def _line(rng: np.random.Generator) -> Strokes:
     a, b = -d, d
     if rng.random() < (0.15 if kind == "horizontal" else 0.3):
         a, b = b, a
-    strokes = [_trace(np.stack([a, b]), np.array([rng.normal(0.0, 0.03)]))]
+    keys, bows = np.stack([a, b]), np.array([rng.normal(0.0, 0.03)])
+    if rng.random() < 0.12:  # the pen flicks back at one end
+        back = np.radians(rng.choice([-1, 1]) * rng.uniform(100, 160))
+        c, s = np.cos(back), np.sin(back)
+        hook = np.array([[c, -s], [s, c]]) @ (b - a) * rng.uniform(0.04, 0.15)
+        keys, bows = (np.vstack([keys, b + hook]), np.r_[bows, 0.0]) if rng.random() < 0.7 else (
+            np.vstack([a + hook, keys]), np.r_[0.0, bows])
+    strokes = [_trace(keys, bows)]
     if rng.random() < 0.1:  # a second go: extends the first or runs beside it
         shift = rng.normal(0.0, 6.0, 2) + (b - a) * rng.choice([0.0, 0.7])
         strokes.append(_trace(np.stack([a, b]) * rng.uniform(0.3, 1.0) + shift, np.array([rng.normal(0, 0.02)])))
@@ -306,7 +320,7 @@ def _zigzag(rng: np.random.Generator) -> Strokes:
         keys = keys[:, ::-1].copy()
     path = _trace(keys, rng.normal(0.0, 0.04, k - 1))
     if rng.random() < 0.3:  # rounded peaks, like a wave
-        path = _smooth(path, int(rng.integers(5, 15)))
+        path = _smooth(path, rng.uniform(10, 30))
     return [path]
 
 
@@ -314,9 +328,9 @@ def _zigzag(rng: np.random.Generator) -> Strokes:
 # people draw squares, hexagons and octagons a little wider than tall (median width/height 1.06 to 1.2)
 _DRAWERS: dict[str, tuple[Callable[[np.random.Generator], Strokes], float, float, float, float, float]] = {
     "circle": (_circle, 0.0, 0.1, 20.0, 3.0, 0.5),
-    "square": (_square, 0.08, 0.13, 4.0, 3.0, 0.5),
+    "square": (_square, 0.08, 0.18, 4.0, 3.0, 0.5),
     "triangle": (_triangle, 0.06, 0.3, 6.0, 3.0, 0.6),
-    "hexagon": (_hexagon, 0.06, 0.15, 5.0, 3.0, 0.5),
+    "hexagon": (_hexagon, 0.0, 0.1, 5.0, 3.0, 0.5),
     "octagon": (_octagon, 0.05, 0.12, 5.0, 3.0, 0.5),
     "star": (_star, 0.03, 0.12, 6.0, 4.0, 0.8),
     "line": (_line, 0.0, 0.0, 0.0, 2.5, 0.6),
