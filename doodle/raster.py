@@ -1,19 +1,22 @@
 """Strokes -> Google's 28x28 bitmaps: their cairo `vector_to_raster`, redone with numpy in batches.
 
 Geometry (quickdraw-dataset issue #19): the 256-unit source box gets `padding` on each side plus half a
-line on each side and is scaled to `size` pixels; each drawing is centred on its bounding box; every
+line on each side and is scaled to `size` pixels; each drawing's box [0, max] is centred in it; every
 stroke is a polyline `line_width` units wide with round caps and joins, painted white OVER black.
 
 How we cover pixels the way cairo does: every pixel row is cut into SUBROWS horizontal sample lines (cairo's
 scan converter uses 15); on each line a capsule (one segment grown by the pen) covers one x-interval. The
-intervals of one stroke are merged (a stroke is the union of its capsules, then composited over the
-strokes before it), and their lengths are spread over pixel columns with a difference array. A batch is
-a few flat numpy passes over all sample lines of all its drawings, one sort and two `np.bincount`s.
+intervals of one stroke are merged (a stroke is the union of its capsules, composited over the strokes
+before it), and spread over pixel columns with a difference array. A chunk of drawings is a few flat numpy
+passes over all the sample lines of all its drawings, one sort and two `np.bincount`s.
 
-Details that measurably matter against Google's own renders (mean abs error over the shared pairs):
-cairo's round pen is a regular polygon (12 vertices at 28x28), not a circle (0.18/255 -> 0.09/255);
-sampling exactly 15 lines per pixel row (16 or 30 lines: 0.24, 0.22/255); compositing each stroke over
-the others (summing or taking the max of strokes: 0.7/255). 8-bit rounding of each composite step does not.
+What mattered against Google's own renders (mean |error| over the 570 shared pairs, in 0..255 units):
+cairo's round pen is a regular polygon (12 vertices at 28x28), not a circle: 0.18 -> 0.09; device
+coordinates rounded to cairo's 1/256 pixel: 0.093 -> 0.085; exactly 15 sample lines per row at mid-line
+heights (16 lines: 0.16, 8: 0.27, 5: 0.47, lines at k/15 instead of (k + 0.5)/15: 1.04); each stroke
+composited over the others (summing or taking the max of strokes: 0.7). What did not: rounding each
+composite step to 8 bits like an ARGB32 surface, and the exact tangent points cairo adds to caps and
+joins (0.090, slightly worse, so left out).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import itertools
 import math
 import os
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from operator import itemgetter
 
 import numpy as np
 
@@ -62,10 +67,10 @@ def _flatten(drawings, base: int = 0):
     per_drawing = np.fromiter((len(s) for s in strokes), dtype=np.int64, count=len(strokes))
     flat = list(itertools.chain.from_iterable(strokes))
     try:
-        nx = np.fromiter((len(s[0]) for s in flat), dtype=np.int64, count=len(flat))
-        ny = np.fromiter((len(s[1]) for s in flat), dtype=np.int64, count=len(flat))
-        xs = np.array(list(itertools.chain.from_iterable(s[0] for s in flat)), dtype=np.float64)
-        ys = np.array(list(itertools.chain.from_iterable(s[1] for s in flat)), dtype=np.float64)
+        nx = np.fromiter(map(len, map(itemgetter(0), flat)), dtype=np.int64, count=len(flat))
+        ny = np.fromiter(map(len, map(itemgetter(1), flat)), dtype=np.int64, count=len(flat))
+        xs = np.array(list(itertools.chain.from_iterable(map(itemgetter(0), flat))), dtype=np.float64)
+        ys = np.array(list(itertools.chain.from_iterable(map(itemgetter(1), flat))), dtype=np.float64)
     except (TypeError, ValueError, IndexError, KeyError) as err:
         where = _culprit(strokes, base)
         raise DoodleError(f"{where}: every stroke must be [xs, ys] lists of numbers ({err})") from None
@@ -139,10 +144,10 @@ def pen_vertices(radius: float) -> int:
 
 @functools.lru_cache(maxsize=16)
 def _pen_profile(radius: float) -> np.ndarray:
-    """Half-width of cairo's polygonal pen at heights (i + 0.5) / PROFILE_STEPS * radius: (STEPS + 1,) float32.
+    """Half-width of cairo's polygonal pen, (PROFILE_STEPS + 1,) float32, entry i at height (i + 0.5) / STEPS.
 
-    The pen has vertices at angles 2*pi*i/n; its half-width is piecewise linear between them. The last
-    entry is 0: lines beyond the pen's top get an empty interval.
+    Heights are in units of the radius. The pen has vertices at angles 2*pi*i/n, so its half-width is
+    piecewise linear between them. The last entry is 0: lines beyond the pen's top get an empty interval.
     """
     n = pen_vertices(radius)
     angles = 2 * np.pi * np.arange(n // 4 + 1) / n
@@ -163,67 +168,40 @@ def _starts(counts):
     return starts
 
 
-def _render(xs, ys, nx, per_drawing, size: int, line_width: float, padding: float) -> np.ndarray:
-    """Flat drawings (see `_flatten`) -> (drawings, size, size) uint8."""
-    scale, shift, r = _geometry(size, line_width, padding)
+def _segments(xs, ys, nx, per_drawing, scale: float, shift: float):
+    """Flat points -> segments in device pixels, in stroke order: x0, y0, x1, y1 (y0 <= y1), stroke index."""
     n_drawings, n_strokes = len(per_drawing), len(nx)
-    out = np.zeros((n_drawings, size, size), np.uint8)
-    if n_strokes == 0:
-        return out
-    drawing_of_stroke = np.repeat(np.arange(n_drawings), per_drawing)
-    stroke_of_point = np.repeat(np.arange(n_strokes), nx)
-    # Centre each drawing's box [0, max] in the 256 box (Google's offset ignores the minimum).
-    points = np.bincount(drawing_of_stroke, nx, minlength=n_drawings).astype(np.int64)
-    first_point = _starts(points)
-    off_x = np.repeat((SOURCE_SIDE - np.maximum.reduceat(xs, first_point)) / 2.0 + shift, points)
-    off_y = np.repeat((SOURCE_SIDE - np.maximum.reduceat(ys, first_point)) / 2.0 + shift, points)
-    # cairo keeps device coordinates in 24.8 fixed point; half a quantum more makes the int64 cast of
-    # interval ends below round rather than truncate.
+    points = np.bincount(np.repeat(np.arange(n_drawings), per_drawing), nx, minlength=n_drawings).astype(np.int64)
+    first = _starts(points)
+    # Centre each drawing's box [0, max] in the 256 box (Google's offset ignores the minimum). cairo keeps
+    # device coordinates in 24.8 fixed point; half a quantum more makes the int64 cast of interval ends
+    # in _union round rather than truncate.
+    off_x = np.repeat((SOURCE_SIDE - np.maximum.reduceat(xs, first)) / 2.0 + shift, points)
+    off_y = np.repeat((SOURCE_SIDE - np.maximum.reduceat(ys, first)) / 2.0 + shift, points)
     X = np.rint((xs + off_x) * (scale * FIXED)) / FIXED + 0.5 / (1 << QBITS)
     Y = np.rint((ys + off_y) * (scale * FIXED)) / FIXED
-
-    # Segments, in stroke order: each point to the next one; a one-point stroke is a dot (a zero-length
-    # segment, which round caps turn into a disc). Every segment is oriented downwards (y0 <= y1).
+    # Each point joins the next one of its stroke; a one-point stroke is a zero-length segment, which the
+    # round caps turn into a dot.
     last = np.zeros(len(xs), bool)
     last[np.cumsum(nx) - 1] = True
     single = np.zeros(len(xs), bool)
     single[_starts(nx)[nx == 1]] = True
     a = np.flatnonzero(~last | single)
     b = a + ~last[a]
-    seg_stroke = stroke_of_point[a]
+    stroke = np.repeat(np.arange(n_strokes), nx)[a]
     flip = Y[a] > Y[b]
     a, b = np.where(flip, b, a), np.where(flip, a, b)
-    x0, y0, x1, y1 = X[a], Y[a], X[b], Y[b]
+    return X[a], Y[a], X[b], Y[b], stroke
 
-    # Sample lines y = (k + 0.5) / SUBROWS that cross each capsule.
-    n_lines = size * SUBROWS
-    k_lo = np.clip(np.ceil((y0 - r + EDGE) * SUBROWS - 0.5), 0, n_lines).astype(np.int64)
-    k_hi = np.clip(np.floor((y1 + r - EDGE) * SUBROWS - 0.5), -1, n_lines - 1).astype(np.int64)
-    count = np.maximum(k_hi - k_lo + 1, 0)
 
-    # Slots: the pixel rows each stroke touches, numbered stroke by stroke; a (stroke, line) group is
-    # slot * SUBROWS + line within the row.
-    seg_first = _starts(np.bincount(seg_stroke, minlength=n_strokes))
-    hit = count > 0
-    k_min = np.minimum.reduceat(np.where(hit, k_lo, n_lines), seg_first)
-    k_max = np.maximum.reduceat(np.where(hit, k_hi, -1), seg_first)
-    row0 = k_min // SUBROWS
-    rows = np.where(k_max >= k_min, k_max // SUBROWS - row0 + 1, 0)  # (strokes,)
-    slot0 = _starts(rows)
-    n_slots = int(rows.sum())
-    if n_slots == 0:
-        return out
+def _intervals(x0, y0, x1, y1, k_lo, count, r: float, size: int):
+    """Where each sample line crosses each capsule: (lo, hi) in 1/quantum pixel, (lines,) float32 each.
 
-    total = int(count.sum())
+    A capsule's left boundary, bottom to top, is the first pen's arc up to height y0 + r*ux, a straight
+    side, then the second pen's arc; the right boundary likewise with y0 - r*ux. Per-line maths is
+    float32 in heights relative to the segment's ends, so it stays exact enough at any size.
+    """
     quantum = 1 << QBITS
-    step = np.repeat(_starts(count).astype(np.int32), count)
-    j = np.arange(total, dtype=np.int32) - step  # (L,) line index within its segment
-    del step
-    group = np.repeat(((slot0 - row0) * SUBROWS)[seg_stroke] + k_lo, count) + j  # (L,) slot * SUBROWS + line
-
-    # Each capsule's left boundary, bottom to top: the first pen's arc up to height y0 + r*ux, a straight
-    # side, then the second pen's arc; the right boundary likewise with y0 - r*ux. Heights are in pixels
-    # relative to the segment's ends, x in 1/quantum pixel.
     dx, dy = x1 - x0, y1 - y0
     length = np.hypot(dx, dy)
     dot = length == 0
@@ -235,14 +213,15 @@ def _render(xs, ys, nx, per_drawing, size: int, line_width: float, padding: floa
     def per_line(v):
         return np.repeat(v.astype(np.float32), count)
 
+    j = np.arange(int(count.sum()), dtype=np.int32)
+    j -= np.repeat(_starts(count).astype(np.int32), count)  # line index within its segment
     d0 = j.astype(np.float32) * np.float32(1.0 / SUBROWS) + per_line((k_lo + 0.5) / SUBROWS - y0)
     del j
     d1 = d0 - per_line(dy)
     profile = _pen_profile(r) * np.float32(quantum)
-    inv = np.float32(PROFILE_STEPS / r)
-    cap = np.float32(PROFILE_STEPS)
-    h0 = profile[np.minimum(np.abs(d0) * inv, cap).astype(np.int32)]
-    h1 = profile[np.minimum(np.abs(d1) * inv, cap).astype(np.int32)]
+    inv, top = np.float32(PROFILE_STEPS / r), np.float32(PROFILE_STEPS)
+    h0 = profile[np.minimum(np.abs(d0) * inv, top).astype(np.int32)]
+    h1 = profile[np.minimum(np.abs(d1) * inv, top).astype(np.int32)]
     X0, X1, rux = per_line(x0 * quantum), per_line(x1 * quantum), per_line(r * ux)
     t = per_line(slope * quantum) * d0
     side = per_line((x0 - r * uy - slope * r * ux) * quantum)
@@ -252,34 +231,72 @@ def _render(xs, ys, nx, per_drawing, size: int, line_width: float, padding: floa
     side += t
     np.negative(rux, out=rux)
     hi = np.where(d0 < rux, X0 + h0, np.where(d1 > rux, X1 + h1, side))
-    del d0, d1, h0, h1, X0, X1, rux, t, side
     if (np.minimum(x0, x1) < r).any() or (np.maximum(x0, x1) > size - r).any():
         np.clip(lo, 0, size * quantum, out=lo)
         np.clip(hi, 0, size * quantum, out=hi)
     np.maximum(hi, lo, out=hi)
+    return lo, hi
 
-    # Union per (stroke, line): pack (group, start, end) into one int64, sort, merge with a running max.
-    xbits = (size * quantum).bit_length()
+
+def _union(group, lo, hi, xbits: int):
+    """Merge the intervals of each group: (group << xbits | start, group << xbits | end) per run, int64.
+
+    (group, start, end) are packed into one int64 and sorted; a running max of the ends finds where a
+    new run begins. Groups never mix: they sit in the higher bits.
+    """
     mask = (1 << xbits) - 1
     packed = (group << (2 * xbits)) | (lo.astype(np.int64) << xbits) | hi.astype(np.int64)
-    del group, lo, hi
     packed.sort()
-    start = packed >> xbits  # group << xbits | interval start
-    end = (start & ~mask) | (packed & mask)  # group << xbits | interval end
+    start = packed >> xbits
+    end = (start & ~mask) | (packed & mask)
     del packed
-    np.maximum.accumulate(end, out=end)  # the end of the run so far (groups never mix: they are higher bits)
+    np.maximum.accumulate(end, out=end)
     new = np.empty(len(start), bool)
     new[0] = True
     np.greater(start[1:], end[:-1], out=new[1:])
     first = np.flatnonzero(new)
-    run_start = start[first]
-    run_end = end[np.append(first[1:] - 1, len(end) - 1)]
-    del start, end, new, first
+    return start[first], end[np.append(first[1:] - 1, len(end) - 1)]
+
+
+def _render(xs, ys, nx, per_drawing, size: int, line_width: float, padding: float) -> np.ndarray:
+    """Flat drawings (see `_flatten`) -> (drawings, size, size) uint8."""
+    scale, shift, r = _geometry(size, line_width, padding)
+    n_drawings, n_strokes = len(per_drawing), len(nx)
+    out = np.zeros((n_drawings, size, size), np.uint8)
+    if n_strokes == 0:
+        return out
+    x0, y0, x1, y1, seg_stroke = _segments(xs, ys, nx, per_drawing, scale, shift)
+
+    # Sample lines y = (k + 0.5) / SUBROWS that cross each capsule (at k / SUBROWS: 1.0/255 worse).
+    n_lines = size * SUBROWS
+    k_lo = np.clip(np.ceil((y0 - r + EDGE) * SUBROWS - 0.5), 0, n_lines).astype(np.int64)
+    k_hi = np.clip(np.floor((y1 + r - EDGE) * SUBROWS - 0.5), -1, n_lines - 1).astype(np.int64)
+    count = np.maximum(k_hi - k_lo + 1, 0)
+
+    # Slots: the pixel rows each stroke touches, numbered stroke by stroke. A sample line's group,
+    # slot * SUBROWS + line within the row, is what its intervals are merged within.
+    seg_first = _starts(np.bincount(seg_stroke, minlength=n_strokes))
+    hit = count > 0
+    k_min = np.minimum.reduceat(np.where(hit, k_lo, n_lines), seg_first)
+    k_max = np.maximum.reduceat(np.where(hit, k_hi, -1), seg_first)
+    row0 = k_min // SUBROWS
+    rows = np.where(k_max >= k_min, k_max // SUBROWS - row0 + 1, 0)  # (strokes,)
+    slot0 = _starts(rows)
+    n_slots = int(rows.sum())
+    if n_slots == 0:
+        return out
+    lo, hi = _intervals(x0, y0, x1, y1, k_lo, count, r, size)  # (lines,) each
+    group = np.repeat(((slot0 - row0) * SUBROWS)[seg_stroke] + k_lo, count)
+    group += np.arange(len(group)) - np.repeat(_starts(count), count)
+    quantum = 1 << QBITS
+    xbits = (size * quantum).bit_length()
+    run_start, run_end = _union(group, lo, hi, xbits)  # (runs,) each
+    del group, lo, hi
 
     # Slots renumbered by (drawing, row, stroke), so the strokes covering one output row sit together.
+    drawing_of_stroke = np.repeat(np.arange(n_drawings), per_drawing)
     slot_stroke = np.repeat(np.arange(n_strokes), rows)
-    slot_row = row0[slot_stroke] + np.arange(n_slots) - slot0[slot_stroke]
-    target = drawing_of_stroke[slot_stroke] * size + slot_row  # (slots,) output row
+    target = drawing_of_stroke[slot_stroke] * size + row0[slot_stroke] + np.arange(n_slots) - slot0[slot_stroke]
     order = np.lexsort((slot_stroke, target))
     rank = np.empty(n_slots, np.int64)
     rank[order] = np.arange(n_slots)
@@ -287,6 +304,7 @@ def _render(xs, ys, nx, per_drawing, size: int, line_width: float, padding: floa
     # Spread each run [s, e) over columns: coverage_j = clip(e - j, 0, 1) - clip(s - j, 0, 1), which is
     # the cumsum of -1 at floor(e) and +1 at floor(s), plus each end's fractional part at its own column;
     # each sample line weighs 1 / SUBROWS of its pixel row.
+    mask = (1 << xbits) - 1
     width = size + 1
     cell_row = rank[(run_start >> xbits) // SUBROWS] * width
     q = np.concatenate((run_end & mask, run_start & mask))
@@ -297,6 +315,7 @@ def _render(xs, ys, nx, per_drawing, size: int, line_width: float, padding: floa
     np.cumsum(cover, axis=1, out=cover)
     sign *= 1.0 / quantum
     cover += np.bincount(cells, sign * (q & (quantum - 1)), minlength=bins).reshape(n_slots, width)
+
     # Composite: each stroke lets 1 - coverage of what is below show through (alpha_out = a + b - a*b).
     clear = 1.0 - cover[:, :size]  # (slots, size), in rank order
     target = target[order]
@@ -381,15 +400,18 @@ def _parallel(tasks, out, workers: int, reporter: Reporter) -> None:
     else:
         method = "forkserver" if "forkserver" in methods else "spawn"
     context = multiprocessing.get_context(method)
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        pending = []
-        for i, args in tasks:
-            pending.append((i, pool.submit(_render_task, *args)))
-            while len(pending) >= 2 * workers or (pending and pending[0][1].done()):
-                j, future = pending.pop(0)
+    try:
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            pending = []
+            for i, args in tasks:
+                pending.append((i, pool.submit(_render_task, *args)))
+                while len(pending) >= 2 * workers or (pending and pending[0][1].done()):
+                    j, future = pending.pop(0)
+                    _store(out, j, future.result(), reporter)
+            for j, future in pending:
                 _store(out, j, future.result(), reporter)
-        for j, future in pending:
-            _store(out, j, future.result(), reporter)
+    except BrokenProcessPool:
+        raise DoodleError("a rasterizer worker process died (out of memory?): retry with fewer workers") from None
 
 
 def _store(out, i: int, bitmaps, reporter: Reporter) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import threading
 
 import numpy as np
@@ -201,6 +202,18 @@ def test_workers_match_one_process(pairs, monkeypatch, other_thread):
         assert np.array_equal(rasterize_batch(drawings, workers=0), single)
     finally:
         stop.set()
+
+
+def _die(*args):
+    os._exit(3)  # a worker killed mid-task, as by the out-of-memory killer
+
+
+def test_dead_worker_is_a_doodle_error(pairs, monkeypatch):
+    monkeypatch.setattr(raster, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(raster, "TASK_CHUNKS", 1)  # two tasks, so the pool is used
+    monkeypatch.setattr(raster, "_render_task", _die)
+    with pytest.raises(DoodleError, match="worker process died"):
+        rasterize_batch(pairs[0][:100], workers=2)
 
 
 class _Recorder(Reporter):
