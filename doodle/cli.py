@@ -24,7 +24,7 @@ from doodle.progress import Reporter
 app = typer.Typer(help="Learn to recognise Google Quick, Draw! doodles with a hand-written numpy MLP.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 out = Console(soft_wrap=True)  # results
-err = Console(stderr=True)  # progress, logs, errors
+err = Console(stderr=True, soft_wrap=True)  # progress, logs, errors: one line each, never wrapped
 
 DataDir = Annotated[Path, typer.Option("--data-dir", help="Where downloads and caches live.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]

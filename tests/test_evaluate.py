@@ -1,0 +1,112 @@
+"""Evaluation inputs: ndjson, numpy_bitmap .npy and image folders, labelled and prepared like training data;
+unknown categories counted, not dropped; and a whole offline train -> evaluate -> predict cycle."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from doodle.errors import DoodleError
+from doodle.evaluate import evaluate, read_inputs
+from doodle.predict import predict
+from doodle.raster import rasterize
+from doodle.train import train
+
+RASTER = {"size": 28, "line_width": 16.0, "padding": 16.0}
+
+
+def test_ndjson_inputs_are_rasterised_like_training(quickdraw_dir):
+    path = quickdraw_dir / "full" / "simplified" / "apple.ndjson"
+    data = read_inputs([path], RASTER)
+    first = json.loads(path.read_text().splitlines()[0])
+    assert data.labels[0] == "apple" and data.x.dtype == np.uint8
+    assert np.array_equal(data.x[0], rasterize(first["drawing"]))
+
+
+def test_npy_label_from_file_name(quickdraw_dir, tmp_path):
+    src = np.load(quickdraw_dir / "full" / "numpy_bitmap" / "eye.npy")[:10]
+    np.save(tmp_path / "eye.npy", src)
+    data = read_inputs([tmp_path / "eye.npy"], RASTER)
+    assert data.labels == ["eye"] * 10 and np.array_equal(data.x.reshape(10, -1), src)
+    with pytest.raises(DoodleError, match="28x28 but the model expects 64x64"):
+        read_inputs([tmp_path / "eye.npy"], dict(RASTER, size=64))
+
+
+def test_image_folders_one_per_category(quickdraw_dir, tmp_path):
+    for word in ("apple", "banana"):
+        (tmp_path / word).mkdir()
+        for p in sorted((quickdraw_dir / "sketches" / word).iterdir())[:3]:
+            shutil.copy(p, tmp_path / word / p.name)
+    (tmp_path / "banana" / "notes.txt").write_text("not an image")
+    (tmp_path / "banana" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    data = read_inputs([tmp_path], RASTER)
+    assert data.labels == ["apple"] * 3 + ["banana"] * 3
+    assert len(data.problems) == 1 and "broken.png" in data.problems[0]
+
+
+def test_missing_and_unsupported_inputs(tmp_path):
+    with pytest.raises(DoodleError, match="no such file or folder"):
+        read_inputs([tmp_path / "nope.ndjson"], RASTER)
+    (tmp_path / "x.csv").write_text("a,b")
+    with pytest.raises(DoodleError, match="unsupported data file"):
+        read_inputs([tmp_path / "x.csv"], RASTER)
+
+
+@pytest.fixture(scope="module")
+def offline_run(tmp_path_factory):
+    """configs/offline.yaml, shrunk: synthetic shapes, no network at all."""
+    from pathlib import Path
+
+    root = tmp_path_factory.mktemp("offline")
+    cfg = Path(__file__).resolve().parents[1] / "configs" / "offline.yaml"
+    res = train(cfg, ["data.per_category=150", "train.epochs=4", "model.hidden=[64]"], data_dir=root / "data",
+                out=root / "run")
+    return root, res
+
+
+def test_offline_cycle_learns_shapes(offline_run, quickdraw_dir):
+    root, res = offline_run
+    assert (root / "data" / "synthetic" / "circle.ndjson").is_file()
+    assert res.test_accuracy > 0.6  # 8 classes, chance is 12.5%
+    summary = evaluate(root / "run", data_dir=root / "data")
+    assert summary["n"] == 8 * 15 and summary["accuracy"] == pytest.approx(res.test_accuracy)
+    # the real Quick, Draw! shapes: scored, with the other categories reported as unknown
+    real = [quickdraw_dir / "full" / "simplified" / f"{w}.ndjson" for w in ("circle", "square", "cat")]
+    s = evaluate(root / "run", real)
+    assert set(s["unknown_categories"]) == {"cat"} and s["n"] > 0
+    assert set(s["per_class"]) == set(res.classes)
+
+
+def test_offline_predict_ndjson(offline_run, tmp_path):
+    root, res = offline_run
+    lines = (root / "data" / "synthetic" / "star.ndjson").read_text().splitlines()[:5]
+    f = tmp_path / "stars.ndjson"
+    f.write_text("\n".join(lines) + "\n")
+    results, meta = predict([str(f)], model_path=root / "run", top_k=8)
+    assert [r["input"] for r in results] == [f"{f}:{i}" for i in range(1, 6)]
+    for r in results:
+        probs = [t["probability"] for t in r["top"]]
+        assert len(probs) == 8 and probs == sorted(probs, reverse=True) and sum(probs) == pytest.approx(1, abs=1e-4)
+    assert sum(r["top"][0]["category"] == "star" for r in results) >= 3
+
+
+def test_predict_blank_and_inverted_images(offline_run, tmp_path):
+    root, _ = offline_run
+    blank = tmp_path / "blank.png"
+    Image.new("L", (300, 300), 255).save(blank)
+    results, _ = predict([str(blank)], model_path=root / "run")
+    assert "error" in results[0] and "blank.png" in results[0]["error"]
+    # a white-on-black circle and the same circle black-on-white get the same prediction
+    img = Image.new("L", (400, 400), 0)
+    from PIL import ImageDraw
+
+    ImageDraw.Draw(img).ellipse((80, 60, 330, 320), outline=255, width=14)
+    img.save(tmp_path / "dark.png")
+    Image.eval(img, lambda v: 255 - v).save(tmp_path / "light.png")
+    results, _ = predict([str(tmp_path / "dark.png"), str(tmp_path / "light.png")], model_path=root / "run")
+    assert results[0]["top"][0]["category"] == results[1]["top"][0]["category"]
+    assert results[0]["top"][0]["probability"] == pytest.approx(results[1]["top"][0]["probability"], abs=1e-3)
