@@ -370,7 +370,7 @@ def _show_summary(s: dict) -> None:
         cm = Table(title="confusion matrix (rows: true, columns: predicted)")
         cm.add_column("")
         for lab in labels:
-            cm.add_column(lab[:6], justify="right")
+            cm.add_column(lab[:8], justify="right")
         for i, (lab, row) in enumerate(zip(labels, matrix)):
             cm.add_row(lab, *[f"[bold]{v}[/]" if i == j else (str(v) if v else ".") for j, v in enumerate(row)])
         out.print(cm)
