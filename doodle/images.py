@@ -1,0 +1,427 @@
+"""Users' sketch images -> the 28x28 form the model trained on (Google's render of simplified strokes).
+
+A user's pen can be any width on any canvas, but Google drew every drawing with the same 16-unit pen in a
+255-unit box. So the image is turned back into strokes and rendered by the same `rasterize` as the training
+data: ink map -> crop and scale so the ink's longer side is ~`_WORK_SIDE` px -> threshold -> Zhang-Suen
+thinning to 1-px centre lines (where the user's pen centre went) -> chains of skeleton pixels as polylines ->
+align top-left, scale the max extent to 255 (Google's raw -> simplified recipe) -> `rasterize`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from doodle.errors import DoodleError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
+
+_MIN_CONTRAST = 0.1  # below this (of full scale) between ink and background the image counts as blank
+_MASK_LEVEL = 0.5  # ink level that counts as pen when thresholding the working image
+_WORK_SIDE = 256  # working resolution: the ink's longer side, ~1 px per unit of Google's 0..255 box
+_RDP_EPS = 0.5  # working px; chains are straightened only below what a 16-unit pen could show
+_TIPS = True
+_BBOX_MODE = 'ink'
+_TIP_CAP = 2.0
+_R_A, _R_B = 1.0, 0.5
+_PRE_REDUCE = 1024  # huge photos are box-reduced to about this side first, so thinning stays cheap
+
+
+# --- loading: any image -> ink map -------------------------------------------------------------------------------
+
+
+def _name(source) -> str:
+    """What to call the input in a one-line error message."""
+    if isinstance(source, Image.Image):
+        return getattr(source, "filename", "") or "image"
+    return str(source)
+
+
+def _bomb_message(name: str, err: Exception) -> str:
+    found = re.search(r"\((\d+) pixels\)", str(err))
+    pixels = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+    return (f"{name}: image is too large to open safely ({pixels}; Pillow's limit is "
+            f"{Image.MAX_IMAGE_PIXELS:,}); shrink it to a few hundred pixels and retry")
+
+
+def _open(source) -> Image.Image:
+    """Path or PIL image -> fully loaded PIL image; every failure becomes a one-line DoodleError."""
+    name = _name(source)
+    if isinstance(source, np.ndarray):
+        try:
+            return Image.fromarray(source)
+        except (TypeError, ValueError) as err:
+            raise DoodleError(f"{name}: array is not an image ({err}); pass (H, W) or (H, W, 3|4) uint8") from None
+    if not isinstance(source, (Image.Image, str, os.PathLike)):
+        raise DoodleError(f"{name}: expected an image file path or a PIL image, got {type(source).__name__}")
+    try:
+        # Pillow only warns between 1x and 2x its pixel limit; we keep its limit as the hard limit.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            if isinstance(source, Image.Image):
+                Image._decompression_bomb_check(source.size)
+                source.load()
+                return source
+            with Image.open(Path(source)) as im:
+                im.load()  # Image.open is lazy: truncation and corrupt data only show up here
+                return im
+    except FileNotFoundError:
+        raise DoodleError(f"{name}: no such file; check the path") from None
+    except IsADirectoryError:
+        raise DoodleError(f"{name}: is a directory, not an image file") from None
+    except PermissionError:
+        raise DoodleError(f"{name}: permission denied; make the file readable") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise DoodleError(_bomb_message(name, err)) from None
+    except UnidentifiedImageError:
+        raise DoodleError(f"{name}: not an image Pillow can read; use one of {', '.join(IMAGE_SUFFIXES)}") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, MemoryError) as err:
+        reason = str(err).split("\n")[0] or type(err).__name__
+        raise DoodleError(f"{name}: unreadable or truncated image ({reason}); re-export it") from None
+
+
+def _colours(im: Image.Image) -> np.ndarray:
+    """PIL image -> (C, H, W) uint8 colour planes, transparency flattened onto a backdrop that reads as background."""
+    if im.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):  # 16-bit or float grayscale
+        grey = np.asarray(im, dtype=np.float32)
+        top = 65535.0 if im.mode.startswith("I;16") or grey.max() > 255 else 255.0
+        if im.mode == "F":
+            top = max(float(grey.max()), 1.0)
+        return np.rint(np.clip(grey * np.float32(255 / top), 0, 255)).astype(np.uint8)[None]
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        rgba = np.asarray(im.convert("RGBA"))  # (H, W, 4)
+        if rgba[..., 3].min() < 250:
+            # Transparent pixels carry arbitrary colour (often black): put the drawing on a backdrop that
+            # contrasts with its opaque pixels, so the transparent area is background whatever the ink colour.
+            alpha = rgba[..., 3].astype(np.float32) / np.float32(255)  # (H, W)
+            rgb = rgba[..., :3].astype(np.float32)
+            lum = rgb @ np.array([0.299, 0.587, 0.114], np.float32)  # (H, W)
+            opaque = float((lum * alpha).sum() / max(float(alpha.sum()), 1e-6))
+            backdrop = np.float32(255 if opaque < 127.5 else 0)
+            flat = rgb * alpha[..., None] + backdrop * (1 - alpha[..., None])
+            return np.rint(flat).astype(np.uint8).transpose(2, 0, 1)
+        return rgba[..., :3].transpose(2, 0, 1)
+    if im.mode in ("1", "L"):
+        return np.asarray(im.convert("L"))[None]
+    return np.asarray(im.convert("RGB")).transpose(2, 0, 1)
+
+
+def _reduce(im: Image.Image) -> Image.Image:
+    """Box-reduce a huge photo by an integer factor so the rest stays fast (thin lines fade but survive)."""
+    factor = max(im.size) // _PRE_REDUCE
+    if factor < 2:
+        return im
+    if im.mode not in ("1", "L", "LA", "RGB", "RGBA", "I", "F"):
+        im = im.convert("RGBA" if "transparency" in im.info or "A" in im.mode else "RGB")
+    return im.reduce(factor)
+
+
+def _ink_levels(path_or_image) -> tuple[np.ndarray, np.ndarray]:
+    """Image -> ((H, W) uint8 contrast with the background, (256,) float32 table from contrast to ink)."""
+    name = _name(path_or_image)
+    im = _open(path_or_image)
+    try:
+        im = _reduce(ImageOps.exif_transpose(im))  # phone photos are stored sideways plus an EXIF rotation
+        planes = _colours(im)  # (C, H, W)
+    except (OSError, ValueError) as err:
+        raise DoodleError(f"{name}: cannot decode image ({err}); re-export it as PNG") from None
+    # The background is the colour of the border (drawings rarely touch all four edges); ink is whatever
+    # differs from it, in any channel, so dark-on-light, light-on-dark and coloured pens all read as ink.
+    border = np.concatenate([planes[:, :2].reshape(len(planes), -1), planes[:, -2:].reshape(len(planes), -1),
+                             planes[:, :, :2].reshape(len(planes), -1), planes[:, :, -2:].reshape(len(planes), -1)],
+                            axis=1)  # (C, border pixels)
+    background = np.median(border, axis=1).round().astype(np.uint8)  # (C,)
+    contrast = np.zeros(planes.shape[1:], np.uint8)  # (H, W)
+    for plane, bg in zip(planes, background):
+        np.maximum(contrast, np.where(plane > bg, plane - bg, bg - plane), out=contrast)
+    counts = np.bincount(contrast.ravel(), minlength=256)  # (256,)
+    top = int(np.flatnonzero(counts)[-1])
+    if top < _MIN_CONTRAST * 255:
+        raise DoodleError(f"{name}: the image is blank (no ink found); draw something dark on light or light on dark")
+    # Full ink = the pen's typical contrast (not the single most extreme pixel, which JPEG ringing inflates);
+    # the noise floor = what the border itself varies by (paper grain, JPEG noise), capped for ink at the edge.
+    strong = np.cumsum(counts[top // 2:])
+    pen = top // 2 + int(np.searchsorted(strong, 0.75 * strong[-1]))
+    noise = np.abs(border.astype(np.int16) - background[:, None]).max(axis=0)
+    floor = min(float(np.quantile(noise, 0.95)), 0.25 * pen)
+    table = np.clip((np.arange(256, dtype=np.float32) - np.float32(floor)) / np.float32(max(pen - floor, 1)), 0, 1)
+    return contrast, table
+
+
+def load_ink(path_or_image) -> np.ndarray:
+    """Image file, PIL image or array -> (H, W) float32 ink map in [0, 1]: 1 = pen, 0 = background."""
+    contrast, table = _ink_levels(path_or_image)
+    return table[contrast]
+
+
+# --- thinning: Zhang-Suen with two 256-entry lookup tables ----------------------------------------------------
+
+
+def _zhang_suen_tables() -> tuple[np.ndarray, np.ndarray]:
+    """Which 8-neighbourhoods (bit k = neighbour P2+k, clockwise from north) may be deleted in each sub-step."""
+    codes = np.arange(256)
+    p = [(codes >> k) & 1 for k in range(8)]  # P2 (N), P3 (NE), P4 (E), ... P9 (NW)
+    count = sum(p)
+    transitions = sum((p[k] == 0) & (p[(k + 1) % 8] == 1) for k in range(8))
+    base = (count >= 2) & (count <= 6) & (transitions == 1)
+    n, e, s, w = p[0], p[2], p[4], p[6]
+    first = base & (n * e * s == 0) & (e * s * w == 0)
+    second = base & (n * e * w == 0) & (n * s * w == 0)
+    return first.astype(bool), second.astype(bool)
+
+
+_ZS_TABLES = _zhang_suen_tables()
+# (dy, dx) of neighbour bit k, in the same clockwise order as the tables
+_NEIGHBOURS = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))
+
+
+def _codes(mask: np.ndarray) -> np.ndarray:
+    """(H, W) bool with a False frame -> (H-2, W-2) uint8 neighbourhood codes of the interior pixels."""
+    h, w = mask.shape
+    m = mask.view(np.uint8)
+    code = np.zeros((h - 2, w - 2), np.uint8)
+    for bit, (dy, dx) in enumerate(_NEIGHBOURS):
+        code |= m[1 + dy:h - 1 + dy, 1 + dx:w - 1 + dx] << bit
+    return code
+
+
+def thin(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W) bool -> (its 1-px Zhang-Suen skeleton, (H, W) int32 iteration at which each pixel was peeled).
+
+    Plain Zhang-Suen erases a 2x2 block (and 2-px diagonals) entirely: a pixel whose neighbours all go in
+    the same sub-step is kept, so a dot drawn with a thick pen still leaves a dot. One iteration peels one
+    layer from every side, so the peel count beside a skeleton pixel measures the pen's half-width there.
+    """
+    grid = np.pad(mask.astype(bool), 1)
+    inner = grid[1:-1, 1:-1]  # a view: updates go straight into grid
+    peeled = np.zeros(mask.shape, np.int32)
+    changed, iteration = True, 0
+    while changed:
+        changed, iteration = False, iteration + 1
+        for table in _ZS_TABLES:
+            delete = table[_codes(grid)] & inner
+            if not delete.any():
+                continue
+            kept = grid.copy()
+            kept[1:-1, 1:-1] &= ~delete
+            delete &= _codes(kept) != 0
+            if delete.any():
+                inner &= ~delete
+                peeled[delete] = iteration
+                changed = True
+    return inner, peeled
+
+
+# --- skeleton -> polylines ----------------------------------------------------------------------------------------
+
+
+def _rdp(points: np.ndarray, eps: float) -> np.ndarray:
+    """Ramer-Douglas-Peucker on an (n, 2) array, iterative; keeps the ends."""
+    n = len(points)
+    if n < 3:
+        return points
+    keep = np.zeros(n, bool)
+    keep[[0, n - 1]] = True
+    stack = [(0, n - 1)]
+    while stack:
+        a, b = stack.pop()
+        if b - a < 2:
+            continue
+        seg = points[b] - points[a]
+        rel = points[a + 1:b] - points[a]
+        length = float(np.hypot(*seg))
+        if length == 0:
+            dist = np.hypot(rel[:, 0], rel[:, 1])
+        else:
+            dist = np.abs(rel[:, 0] * seg[1] - rel[:, 1] * seg[0]) / length
+        i = int(dist.argmax())
+        if dist[i] > eps:
+            mid = a + 1 + i
+            keep[mid] = True
+            stack += [(a, mid), (mid, b)]
+    return points[keep]
+
+
+def _trace(skel: np.ndarray) -> tuple[list[list[int]], np.ndarray, np.ndarray]:
+    """(H, W) bool skeleton -> (chains as lists of pixel ids, (n, 2) float (x, y) per pixel, (n,) degree).
+
+    The chains together walk every skeleton edge once, each running between ends/junctions (or round a loop).
+    """
+    ys, xs = np.nonzero(skel)
+    n = len(ys)
+    index = np.full((skel.shape[0] + 2, skel.shape[1] + 2), -1, np.int64)
+    index[ys + 1, xs + 1] = np.arange(n)
+
+    def at(dy, dx):
+        return index[ys + 1 + dy, xs + 1 + dx]
+
+    # Edges to E, S, SE, SW (each undirected edge once). A diagonal step is dropped when an L-shaped pair of
+    # orthogonal steps joins the same two pixels: the pen covers it anyway, and it would make false junctions.
+    e, se, s, sw, w = at(0, 1), at(1, 1), at(1, 0), at(1, -1), at(0, -1)
+    pairs = [(e >= 0, e), (s >= 0, s),
+             ((se >= 0) & (e < 0) & (s < 0), se),
+             ((sw >= 0) & (w < 0) & (s < 0), sw)]
+    src = np.concatenate([np.nonzero(ok)[0] for ok, _ in pairs])
+    dst = np.concatenate([nb[ok] for ok, nb in pairs])
+    adjacency: list[list[int]] = [[] for _ in range(n)]
+    for a, b in zip(src.tolist(), dst.tolist()):
+        adjacency[a].append(b)
+        adjacency[b].append(a)
+    used: set[tuple[int, int]] = set()
+
+    def walk(start: int, nxt: int) -> list[int]:
+        path = [start]
+        prev, cur = start, nxt
+        while True:
+            used.add((prev, cur) if prev < cur else (cur, prev))
+            path.append(cur)
+            if len(adjacency[cur]) != 2:
+                return path
+            a, b = adjacency[cur]
+            step = b if a == prev else a
+            if ((cur, step) if cur < step else (step, cur)) in used:
+                return path
+            prev, cur = cur, step
+
+    # Walk from ends and junctions first so chains run between them, then whatever is left (closed loops).
+    chains = []
+    for i in sorted(range(n), key=lambda i: len(adjacency[i]) == 2):
+        if not adjacency[i]:
+            chains.append([i])  # an isolated pixel: a dot
+            continue
+        for j in adjacency[i]:
+            if ((i, j) if i < j else (j, i)) not in used:
+                chains.append(walk(i, j))
+    degree = np.fromiter(map(len, adjacency), np.int64, count=n)
+    return chains, np.stack([xs, ys], axis=1).astype(np.float64), degree
+
+
+def _pen_radius(skel: np.ndarray, peeled: np.ndarray) -> float:
+    """The pen's radius in px: typical peel count next to the skeleton (one layer per iteration), plus half."""
+    h, w = skel.shape
+    p = np.pad(peeled, 1)
+    beside = np.max([p[1 + dy:h + 1 + dy, 1 + dx:w + 1 + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
+    return _R_A * float(np.median(beside[skel])) + _R_B
+
+
+def _extend_tips(chains: list[list[int]], coords: np.ndarray, degree: np.ndarray, mask: np.ndarray,
+                 radius: float) -> list[np.ndarray]:
+    """Chains -> (k, 2) point arrays, each free end pushed on to where the pen's centre must have stopped.
+
+    Thinning eats into a round cap, so skeleton tips stop short of the pen's last position by up to its
+    radius: walk on along the tip's direction while the ink still reaches `radius` further.
+    """
+    lines = [coords[c] for c in chains]
+    tips = [(k, end) for k, c in enumerate(chains) if len(c) > 1
+            for end in (0, -1) if degree[c[end]] == 1]
+    if not tips:
+        return lines
+    back = max(2, int(round(radius)))
+    tip = np.array([lines[k][end] for k, end in tips])  # (T, 2)
+    before = np.array([lines[k][min(back, len(lines[k]) - 1)] if end == 0 else lines[k][-1 - min(back, len(lines[k]) - 1)]
+                       for k, end in tips])
+    direction = tip - before
+    direction /= np.maximum(np.hypot(direction[:, 0], direction[:, 1]), 1e-9)[:, None]
+    steps = np.arange(0.0, _TIP_CAP * radius + 0.01, 0.5)  # (S,)
+    probe = tip[:, None, :] + (steps[None, :, None] + radius) * direction[:, None, :]  # (T, S, 2)
+    px = np.rint(probe).astype(np.int64)
+    h, w = mask.shape
+    inside = (px[..., 0] >= 0) & (px[..., 0] < w) & (px[..., 1] >= 0) & (px[..., 1] < h)
+    inside[inside] = mask[px[..., 1][inside], px[..., 0][inside]]
+    # steps still inked before the first gap; the last of those is how far the centre went on
+    reach = np.cumprod(inside, axis=1).sum(axis=1)  # (T,)
+    for (k, end), t, start, dirn in zip(tips, reach, tip, direction):
+        if t > 1:
+            line = lines[k].copy()
+            line[end] = start + steps[t - 1] * dirn
+            lines[k] = line
+    return lines
+
+
+def _join(chains: list[tuple[int, int, np.ndarray]]) -> list[np.ndarray]:
+    """Chains (start node, end node, points) -> one polyline per connected piece, by a depth-first tour.
+
+    Inside one stroke the pen is a union (cairo strokes each path once), across strokes it composites, so
+    many short chains meeting at a junction would glow there. The tour walks each chain out and back;
+    retracing adds no ink under a union.
+    """
+    incident: dict[int, list[tuple[int, bool]]] = {}
+    for c, (a, b, _) in enumerate(chains):
+        incident.setdefault(a, []).append((c, True))
+        incident.setdefault(b, []).append((c, False))
+    visited = [False] * len(chains)
+    strokes = []
+    for c0, (root, _, first) in enumerate(chains):
+        if visited[c0]:
+            continue
+        pieces = [first[:1]]
+        last_forward = 0
+        stack = [(root, iter(incident[root]))]
+        back: list[np.ndarray] = []
+        while stack:
+            node, options = stack[-1]
+            for c, forward in options:
+                if visited[c]:
+                    continue
+                visited[c] = True
+                a, b, pts = chains[c]
+                pts = pts if forward else pts[::-1]
+                pieces.append(pts[1:])
+                last_forward = len(pieces)
+                back.append(pts[::-1][1:])
+                stack.append((b if forward else a, iter(incident[b if forward else a])))
+                break
+            else:
+                stack.pop()
+                if back:
+                    pieces.append(back.pop())
+        strokes.append(np.concatenate(pieces[:max(last_forward, 1)]))
+    return strokes
+
+
+# --- the whole pipeline -----------------------------------------------------------------------------------------
+
+
+def image_strokes(path_or_image) -> list[list[list[float]]]:
+    """Image -> strokes in Google's simplified frame (top-left aligned, max extent 255): the pen's centre lines."""
+    name = _name(path_or_image)
+    contrast, table = _ink_levels(path_or_image)  # (H, W), (256,)
+    solid = (table > _MASK_LEVEL)[contrast]  # (H, W)
+    rows = np.flatnonzero(solid.any(axis=1))
+    cols = np.flatnonzero(solid.any(axis=0))
+    if len(rows) == 0:
+        raise DoodleError(f"{name}: the image is blank (no solid ink found); draw with a darker pen")
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    scale = _WORK_SIDE / max(bottom - top, right - left)
+    size = (max(1, round((right - left) * scale)), max(1, round((bottom - top) * scale)))
+    crop = Image.fromarray(table[contrast[top:bottom, left:right]])
+    work = np.asarray(crop.resize(size, Image.Resampling.BILINEAR))  # (h, w), longer side _WORK_SIDE
+    mask = work > _MASK_LEVEL
+    skeleton, peeled = thin(mask)
+    chains, coords, degree = _trace(skeleton)
+    if not chains:
+        raise DoodleError(f"{name}: the image is blank (no solid ink found); draw with a darker pen")
+    radius = _pen_radius(skeleton, peeled)
+    lines = _extend_tips(chains, coords, degree, mask, radius) if _TIPS else [coords[c] for c in chains]
+    strokes = _join([(c[0], c[-1], _rdp(line, _RDP_EPS)) for c, line in zip(chains, lines)])
+    if _BBOX_MODE == 'skeleton':
+        points = np.concatenate(strokes)  # (P, 2)
+        low, high = points.min(axis=0), points.max(axis=0)
+    else:
+        low = np.array([radius - 0.5, radius - 0.5])
+        high = np.maximum(np.array([mask.shape[1], mask.shape[0]]) - 0.5 - radius, low)
+    extent = float((high - low).max())
+    factor = 255.0 / extent if extent > 0 else 1.0
+    return [np.clip((s - low) * factor, 0, (high - low) * factor).T.tolist() for s in strokes]
+
+
+def image_to_bitmap(path_or_image, size: int = 28, line_width: float = 16.0, padding: float = 16.0) -> np.ndarray:
+    """Image -> (size, size) uint8, white ink on black, as `rasterize` draws the same drawing's strokes."""
+    from doodle.raster import rasterize
+
+    return rasterize(image_strokes(path_or_image), size=size, line_width=line_width, padding=padding)
