@@ -98,15 +98,23 @@ class Dense(Layer):
 
 
 class ReLU(Layer):
-    """max(x, 0)."""
+    """max(x, 0), as x * (x > 0): the 0/1 mask it caches is all backward needs."""
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        # The MLP sets inplace: there the input (a fresh Dense output) and dout (a fresh dX) belong to
+        # nobody else, and overwriting them saves a (B, n) allocation each way.
+        self.inplace = inplace
+        self.mask: np.ndarray | None = None  # cache: 1.0 where x > 0 else 0.0, in x's dtype (B, n)
 
     def forward(self, x, train=False):
-        out = np.maximum(x, 0.0)
-        self.out = out  # cache: where out > 0 the gradient passes
-        return out
+        # A float mask, not bool: float * float is a plain SIMD loop, float * bool goes through a
+        # cast and runs 3x slower (np.maximum is slower still, for its NaN handling).
+        self.mask = np.greater(x, 0, out=np.empty_like(x))
+        return np.multiply(x, self.mask, out=x if self.inplace else None)
 
     def backward(self, dout):
-        return dout * (self.out > 0)  # bool * float keeps the float dtype
+        return np.multiply(dout, self.mask, out=dout if self.inplace else None)
 
 
 class LeakyReLU(Layer):
@@ -185,26 +193,30 @@ ACTIVATIONS: dict[str, type[Layer]] = {"relu": ReLU, "leaky_relu": LeakyReLU, "t
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax; subtracting the row max keeps exp from overflowing."""
-    e = logits - logits.max(axis=1, keepdims=True)
+    """Row-wise softmax (B, C); subtracting the row max keeps exp from overflowing."""
+    e = logits.T.copy()  # (C, B): see cross_entropy
+    e -= e.max(axis=0)
     np.exp(e, out=e)
-    e /= e.sum(axis=1, keepdims=True)
-    return e
+    e /= e.sum(axis=0)
+    return np.ascontiguousarray(e.T)
 
 
 def cross_entropy(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     """Mean of -log softmax(logits)[y], fused with softmax: the gradient is (p - onehot) / B."""
     B = logits.shape[0]
-    rows = np.arange(B)
-    z = logits - logits.max(axis=1, keepdims=True)  # (B, C), max 0 per row
-    z_y = z[rows, y]  # (B,) copy, taken before z becomes exp(z)
+    cols = np.arange(B)
+    # Work on the transpose (C, B): reducing over C then runs along contiguous rows of B, which is
+    # 5x faster than reducing each 10-wide row of (B, C).
+    z = logits.T.copy()
+    z -= z.max(axis=0)  # each sample's max is now 0, so exp cannot overflow
+    z_y = z[y, cols]  # (B,) a copy, taken before z becomes exp(z)
     np.exp(z, out=z)
-    s = z.sum(axis=1, keepdims=True)  # (B, 1), >= 1 so the log is safe
-    loss = float(np.mean(np.log(s[:, 0]) - z_y, dtype=np.float64))  # log-sum-exp - z_y
+    s = z.sum(axis=0)  # (B,), >= 1 so the log is safe
+    loss = (float(np.log(s).sum(dtype=np.float64)) - float(z_y.sum(dtype=np.float64))) / B  # log-sum-exp - z_y
     z /= s  # probabilities
-    z[rows, y] -= 1.0
+    z[y, cols] -= 1.0
     z *= 1.0 / B
-    return loss, z
+    return loss, np.ascontiguousarray(z.T)
 
 
 def mse(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
@@ -256,15 +268,20 @@ class MLP:
             self.dense.append(d)
             if i < len(self.layer_sizes) - 2:  # hidden layer
                 self.layers.append(act())
+                if isinstance(self.layers[-1], ReLU):
+                    self.layers[-1].inplace = True
                 if dropout > 0:
                     self.layers.append(Dropout(dropout, drop_rng))
         self.dense[0].input_grad = False
-        # Fixed, aligned lists: backward writes into these very arrays.
-        self._params = [d.params[k] for d in self.dense for k in ("W", "b")]
-        self._grads = [d.grads[k] for d in self.dense for k in ("W", "b")]
+        # All weights live back to back in one flat buffer, and all gradients in another, so an
+        # optimizer can update the whole network in a dozen numpy calls instead of a dozen per array.
+        self._params = _rehome([d.params for d in self.dense], self.dtype)
+        self._grads = _rehome([d.grads for d in self.dense], self.dtype)
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         """Logits (B, C) for float inputs (B, n_in)."""
+        if x.dtype != self.dtype:  # a float64 batch would otherwise turn the whole step float64
+            x = x.astype(self.dtype)
         for layer in self.layers:
             x = layer.forward(x, train)
         return x
@@ -321,13 +338,27 @@ class MLP:
         return out
 
 
+def _rehome(dicts: list[dict[str, np.ndarray]], dtype) -> list[np.ndarray]:
+    """Move each dict's "W" and "b" into views of one new flat buffer; returns the views in order."""
+    arrays = [d[k] for d in dicts for k in ("W", "b")]
+    flat = np.empty(sum(a.size for a in arrays), dtype=dtype)
+    views, start = [], 0
+    for d in dicts:
+        for k in ("W", "b"):
+            view = flat[start:start + d[k].size].reshape(d[k].shape)
+            view[...] = d[k]
+            d[k] = view
+            views.append(view)
+            start += view.size
+    return views
+
+
 def to_float(xb: np.ndarray) -> np.ndarray:
     """uint8 pixels (B, 28, 28) or (B, 784) -> float32 (B, 784) in [0, 1]; the trainer and predict share it."""
     if xb.dtype != np.uint8:
         raise DoodleError(f"to_float expects uint8 pixels, got {xb.dtype}")
-    flat = xb.reshape(len(xb), -1)  # (B, 784), a view when xb is contiguous
-    out = np.empty(flat.shape, dtype=np.float32)
-    np.divide(flat, np.float32(255.0), out=out)  # exact x/255: 255 -> 1.0
+    out = xb.reshape(len(xb), -1).astype(np.float32)  # (B, 784), C-contiguous
+    out *= np.float32(1.0 / 255.0)  # 255 -> exactly 1.0; in place, cheaper than dividing
     return out
 
 

@@ -219,6 +219,14 @@ def test_float32_end_to_end():
             assert all(np.isfinite(p).all() for p in m.parameters())
 
 
+def test_float64_input_does_not_promote_a_float32_model():
+    m = MLP([5, 4, 3])
+    out = m.forward(np.ones((2, 5)), train=True)  # float64 ones
+    assert out.dtype == F32
+    m.backward(cross_entropy(out, np.array([0, 1]))[1])
+    assert all(g.dtype == F32 for g in m.gradients())
+
+
 def test_float64_model_works():
     m = MLP([5, 4, 3], dtype=np.float64)
     out = m.forward(np.ones((2, 5)))

@@ -262,3 +262,42 @@ def test_clip_grad_norm_leaves_small_gradients_alone():
     assert norm == pytest.approx(math.sqrt(sum(np.sum(g ** 2) for g in before)), rel=1e-12)
     for g, b in zip(grads, before):
         np.testing.assert_array_equal(g, b)
+
+
+# --- the flat fast path ------------------------------------------------------------------------
+
+
+def tiled(arrays):
+    """Copies of `arrays` as consecutive views of one flat buffer (what MLP.parameters() gives)."""
+    flat = np.concatenate([a.ravel() for a in arrays])
+    out, start = [], 0
+    for a in arrays:
+        out.append(flat[start:start + a.size].reshape(a.shape))
+        start += a.size
+    return out
+
+
+@pytest.mark.parametrize("wd", [0.0, 0.05])
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_flat_path_matches_array_by_array(name, wd):
+    flat_params = tiled([p.astype(F32) for p in params64()])
+    loose_params = [p.astype(F32) for p in params64()]
+    a = make_optimizer(name, flat_params, lr=0.05, weight_decay=wd)
+    b = make_optimizer(name, loose_params, lr=0.05, weight_decay=wd)
+    assert a._flat is not None and b._flat is None  # the two paths really differ
+    for grads in GRADS:
+        fg = tiled([g.astype(F32) for g in grads])
+        assert a._flat_grads(fg) is not None
+        a.step(fg)
+        b.step([g.astype(F32) for g in grads])
+    for x, y in zip(flat_params, loose_params):
+        np.testing.assert_array_equal(x, y)
+    for k, v in a.state_dict().items():
+        np.testing.assert_array_equal(v, b.state_dict()[k])
+
+
+def test_flat_params_with_loose_grads_still_work():
+    params = tiled(params64())
+    opt = SGD(params, lr=0.1)
+    opt.step([g.copy() for g in GRADS[0]])  # not tiled: falls back to array by array
+    np.testing.assert_allclose(params[0], params64()[0] - 0.1 * GRADS[0][0], rtol=1e-14)
