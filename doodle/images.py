@@ -131,6 +131,19 @@ def _reduce(im: Image.Image) -> Image.Image:
     return im.reduce(factor)
 
 
+def _edge(planes: np.ndarray, width: int) -> np.ndarray:
+    """(C, H, W) -> (C, N) the pixels within `width` of the image's edge (corners counted twice: harmless)."""
+    c = len(planes)
+    return np.concatenate([planes[:, :width].reshape(c, -1), planes[:, -width:].reshape(c, -1),
+                           planes[:, :, :width].reshape(c, -1), planes[:, :, -width:].reshape(c, -1)], axis=1)
+
+
+def _median_u8(values: np.ndarray) -> int:
+    """Median of uint8 values by counting (no sort)."""
+    counts = np.cumsum(np.bincount(values, minlength=256))
+    return int(np.searchsorted(counts, (counts[-1] + 1) // 2))
+
+
 def _ink_levels(path_or_image) -> tuple[np.ndarray, np.ndarray]:
     """Image -> ((H, W) uint8 contrast with the background, (256,) float32 table from contrast to ink)."""
     name = _name(path_or_image)
@@ -140,12 +153,12 @@ def _ink_levels(path_or_image) -> tuple[np.ndarray, np.ndarray]:
         planes = _colours(im)  # (C, H, W)
     except (OSError, ValueError, TypeError, KeyError, SyntaxError) as err:  # odd modes, broken EXIF
         raise DoodleError(f"{name}: cannot decode image ({err}); re-export it as PNG") from None
-    # The background is the colour of the border (drawings rarely touch all four edges); ink is whatever
-    # differs from it, in any channel, so dark-on-light, light-on-dark and coloured pens all read as ink.
-    border = np.concatenate([planes[:, :2].reshape(len(planes), -1), planes[:, -2:].reshape(len(planes), -1),
-                             planes[:, :, :2].reshape(len(planes), -1), planes[:, :, -2:].reshape(len(planes), -1)],
-                            axis=1)  # (C, border pixels)
-    background = np.median(border, axis=1).round().astype(np.uint8)  # (C,)
+    # The background is the median colour of a band round the edge (wide enough that a frame line drawn
+    # round the canvas or a drawing touching an edge does not win); ink is whatever differs from it, in any
+    # channel, so dark-on-light, light-on-dark and coloured pens all read as ink.
+    band = _edge(planes, max(2, min(planes.shape[1:]) // 16))  # (C, pixels)
+    background = np.array([_median_u8(c) for c in band], np.uint8)  # (C,)
+    border = _edge(planes, 2)  # the outermost pixels: their spread is the paper's own noise
     contrast = np.zeros(planes.shape[1:], np.uint8)  # (H, W)
     for plane, bg in zip(planes, background):
         np.maximum(contrast, np.where(plane > bg, plane - bg, bg - plane), out=contrast)
