@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from doodle.errors import DoodleError
 
@@ -435,6 +435,19 @@ def _join(chains: list[tuple[int, int, np.ndarray]]) -> list[np.ndarray]:
 # --- the whole pipeline -----------------------------------------------------------------------------------------
 
 
+def _widen(a: np.ndarray, grow: int) -> np.ndarray:
+    """(H, W) -> the max over each pixel's (2*grow+1)^2 square, as two 1-D passes (a separable max filter)."""
+    h, w = a.shape
+    p = np.pad(a, grow)
+    across = p[:, :w].copy()
+    for i in range(1, 2 * grow + 1):
+        np.maximum(across, p[:, i:i + w], out=across)
+    out = across[:h].copy()
+    for i in range(1, 2 * grow + 1):
+        np.maximum(out, across[i:i + h], out=out)
+    return out
+
+
 def image_strokes(path_or_image) -> list[list[list[float]]]:
     """Image -> strokes in Google's simplified frame (top-left aligned, max extent 255): the pen's centre lines."""
     name = _name(path_or_image)
@@ -453,8 +466,7 @@ def image_strokes(path_or_image) -> list[list[list[float]]]:
         h, w = contrast.shape
         top, left = max(top - grow, 0), max(left - grow, 0)
         bottom, right = min(bottom + grow, h), min(right + grow, w)
-        patch = Image.fromarray(contrast[top:bottom, left:right]).filter(ImageFilter.MaxFilter(2 * grow + 1))
-        contrast = np.asarray(patch)
+        contrast = _widen(contrast[top:bottom, left:right], grow)
         solid = (table > _MASK_LEVEL)[contrast]
         rows = np.flatnonzero(solid.any(axis=1))
         cols = np.flatnonzero(solid.any(axis=0))
