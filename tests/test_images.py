@@ -218,6 +218,17 @@ def test_inputs_path_image_and_array_agree(tmp_path, drawings):
     assert np.array_equal(image_to_bitmap(np.asarray(im)), want)
 
 
+def test_phone_photos_are_turned_upright_by_their_exif_orientation(tmp_path, drawings):
+    upright = paint(coverage(drawings[4], canvas=400, pen=8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to display", as phones store portrait photos
+    path = tmp_path / "phone.jpg"
+    upright.transpose(Image.Transpose.ROTATE_90).save(path, quality=95, exif=exif)
+    want = image_to_bitmap(upright)
+    assert error(image_to_bitmap(path), want) <= 1.5  # JPEG noise only
+    assert error(image_to_bitmap(np.asarray(Image.open(path))), want) > 10  # the stored pixels lie sideways
+
+
 # --- geometry -------------------------------------------------------------------------------------------------
 
 
