@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from doodle.errors import DoodleError
+from doodle.strokes import rdp
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
 
@@ -276,33 +277,6 @@ def thin(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # --- skeleton -> polylines ----------------------------------------------------------------------------------------
 
 
-def _rdp(points: np.ndarray, eps: float) -> np.ndarray:
-    """Ramer-Douglas-Peucker on an (n, 2) array, iterative; keeps the ends."""
-    n = len(points)
-    if n < 3:
-        return points
-    keep = np.zeros(n, bool)
-    keep[[0, n - 1]] = True
-    stack = [(0, n - 1)]
-    while stack:
-        a, b = stack.pop()
-        if b - a < 2:
-            continue
-        seg = points[b] - points[a]
-        rel = points[a + 1:b] - points[a]
-        length = float(np.hypot(*seg))
-        if length == 0:
-            dist = np.hypot(rel[:, 0], rel[:, 1])
-        else:
-            dist = np.abs(rel[:, 0] * seg[1] - rel[:, 1] * seg[0]) / length
-        i = int(dist.argmax())
-        if dist[i] > eps:
-            mid = a + 1 + i
-            keep[mid] = True
-            stack += [(a, mid), (mid, b)]
-    return points[keep]
-
-
 def _trace(skel: np.ndarray) -> tuple[list[list[int]], np.ndarray, np.ndarray]:
     """(H, W) bool skeleton -> (chains as lists of pixel ids, (n, 2) float (x, y) per pixel, (n,) degree).
 
@@ -482,7 +456,7 @@ def image_strokes(path_or_image) -> list[list[list[float]]]:
         raise DoodleError(f"{name}: the image is blank (no solid ink found); draw with a darker pen")
     radius = float(np.median(dist[skeleton]))  # the pen's radius in working px: distance from ridge to edge
     lines = _extend_tips(chains, coords, degree, mask, radius)
-    strokes = _join([(c[0], c[-1], _rdp(line, _RDP_EPS)) for c, line in zip(chains, lines)])
+    strokes = _join([(c[0], c[-1], rdp(line, _RDP_EPS)) for c, line in zip(chains, lines)])
     # A round pen puts ink exactly `radius` beyond its centre line, so the pen centres' box is the ink box
     # inset by the radius; the skeleton's own box is a little short wherever thinning rounded a corner.
     low = np.full(2, radius - 0.5)  # pixel centres sit at integer coordinates, the ink box starts at -0.5
