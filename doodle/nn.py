@@ -355,8 +355,9 @@ def _rehome(dicts: list[dict[str, np.ndarray]], dtype) -> list[np.ndarray]:
 
 def to_float(xb: np.ndarray) -> np.ndarray:
     """uint8 pixels (B, 28, 28) or (B, 784) -> float32 (B, 784) in [0, 1]; the trainer and predict share it."""
-    if xb.dtype != np.uint8:
-        raise DoodleError(f"to_float expects uint8 pixels, got {xb.dtype}")
+    if xb.dtype != np.uint8 or xb.ndim not in (2, 3):
+        raise DoodleError(f"to_float expects a batch of uint8 images (B, 28, 28) or (B, 784), "
+                          f"got {xb.dtype} {xb.shape}")
     out = xb.reshape(len(xb), -1).astype(np.float32)  # (B, 784), C-contiguous
     out *= np.float32(1.0 / 255.0)  # 255 -> exactly 1.0; in place, cheaper than dividing
     return out

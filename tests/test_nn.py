@@ -306,6 +306,8 @@ def test_to_float():
     assert out[0, 1] == 1.0
     with pytest.raises(DoodleError, match="uint8"):
         to_float(out)
+    with pytest.raises(DoodleError, match="batch"):
+        to_float(x[0, 0])  # one row, not a batch
 
 
 def test_train_step_reports_loss_and_correct_count():
