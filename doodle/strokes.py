@@ -9,6 +9,7 @@ Google's own simplified files bit for bit on 5,526 of the 5,528 shared raw/simpl
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 from collections.abc import Collection, Iterator
@@ -25,8 +26,8 @@ RESAMPLE_STEP = 1.0  # Google resamples every stroke at 1-pixel spacing before R
 MAX_COORD = 1e9  # canvas coordinates are pixels; anything bigger is corrupt (and would overflow scaling)
 RAW_BATCH = 64  # raw drawings simplified together: numpy calls are shared, ~3x faster than one by one
 MAX_PROBLEMS = 20  # LoadStats keeps the first few bad lines, enough to show a pattern
-FIELDS = ("word", "countrycode", "recognized", "key_id")  # optional record fields, None when missing
 _STRICT_HINT = "fix the line or run without --strict"
+_decode = json.JSONDecoder().decode  # str -> object; json.loads(bytes) would sniff the encoding per line
 
 
 @dataclass
@@ -235,22 +236,15 @@ def _resample(px: np.ndarray, py: np.ndarray, start: np.ndarray, size: np.ndarra
 # Records
 
 
-def _check_numbers(values, what: str) -> bool:
-    """Validate a coordinate list; True when it is all ints in 0..255 (simplified as is)."""
-    if not isinstance(values, list):
-        raise _BadRecord(f"{what} is not a list of numbers")
-    if not values:
-        return True
-    kinds = set(map(type, values))  # C-speed checks: a 300 MB file has ~10^8 numbers
-    if not kinds <= {int, float}:
-        odd = next(v for v in values if type(v) not in (int, float))
-        raise _BadRecord(f"{what} has a non-numeric value {json.dumps(odd)[:40]}")
-    if float in kinds and not all(map(math.isfinite, values)):
-        raise _BadRecord(f"{what} has a non-finite number (NaN or infinity)")
-    low, high = min(values), max(values)
-    if low < -MAX_COORD or high > MAX_COORD:
-        raise _BadRecord(f"{what} has a coordinate of magnitude over {MAX_COORD:.0e}")
-    return float not in kinds and low >= 0 and high <= 255
+def _check_numbers(values: list, what: str) -> None:
+    """Find what is wrong with one coordinate list (only called once the drawing failed its check)."""
+    for v in values:
+        if type(v) not in (int, float):
+            raise _BadRecord(f"{what} has a non-numeric value {json.dumps(v)[:40]}")
+        if not math.isfinite(v):
+            raise _BadRecord(f"{what} has a non-finite number (NaN or infinity)")
+        if abs(v) > MAX_COORD:
+            raise _BadRecord(f"{what} has a coordinate of magnitude over {MAX_COORD:.0e}")
 
 
 def _check_record(obj) -> dict:
@@ -261,7 +255,8 @@ def _check_record(obj) -> dict:
         raise _BadRecord(f"expected a JSON object with a 'drawing', got {type(obj).__name__}")
     if "drawing" not in obj:
         raise _BadRecord("no 'drawing' field")
-    word, country, recognized, key_id = (obj.get(name) for name in FIELDS)
+    word, country = obj.get("word"), obj.get("countrycode")  # optional fields: None when missing
+    recognized, key_id = obj.get("recognized"), obj.get("key_id")
     if word is not None and not isinstance(word, str):
         raise _BadRecord("'word' is not a string")
     if country is not None and not isinstance(country, str):
@@ -275,22 +270,31 @@ def _check_record(obj) -> dict:
     drawing = obj["drawing"]
     if not isinstance(drawing, list):
         raise _BadRecord("'drawing' is not a list of strokes")
-    simplified = True
-    points = 0
+    rows, columns = set(), []
     for i, stroke in enumerate(drawing, 1):
-        if not isinstance(stroke, list) or len(stroke) not in (2, 3):
+        if type(stroke) is not list or len(stroke) not in (2, 3):
             raise _BadRecord(f"stroke {i} is not [xs, ys] or [xs, ys, ts]")
         xs, ys = stroke[0], stroke[1]
-        simple_x = _check_numbers(xs, f"stroke {i} x")
-        simple_y = _check_numbers(ys, f"stroke {i} y")
+        if type(xs) is not list or type(ys) is not list:
+            raise _BadRecord(f"stroke {i} {'x' if type(xs) is not list else 'y'} is not a list of numbers")
         if len(xs) != len(ys):
             raise _BadRecord(f"stroke {i} has {len(xs)} x but {len(ys)} y values")
-        # Raw strokes carry times; 2-row strokes with floats or values outside 0..255 are raw too
-        # (canvas coordinates without times), so they get aligned and scaled like Google's.
-        simplified = simplified and simple_x and simple_y and len(stroke) == 2
-        points += len(xs)
-    if points == 0:
+        rows.add(len(stroke))
+        columns += (xs, ys)
+    # One pass over every number of the drawing (C-speed: a 300 MB file holds ~10^8 of them); the
+    # per-stroke walk that names the culprit only runs when something is wrong.
+    values = list(chain.from_iterable(columns))
+    if not values:
         raise _BadRecord("empty drawing (no points)")
+    kinds = set(map(type, values))
+    numeric = kinds <= {int, float} and (float not in kinds or all(map(math.isfinite, values)))
+    low, high = (min(values), max(values)) if numeric else (0, 0)
+    if not numeric or low < -MAX_COORD or high > MAX_COORD:
+        for i, column in enumerate(columns):
+            _check_numbers(column, f"stroke {i // 2 + 1} {'xy'[i % 2]}")
+    # Raw strokes carry times; 2-row strokes with floats or values outside 0..255 are raw too
+    # (canvas coordinates without times), so they get aligned and scaled like Google's.
+    simplified = rows == {2} and kinds == {int} and low >= 0 and high <= 255
     return {"word": word, "countrycode": country, "recognized": recognized, "key_id": key_id,
             "drawing": drawing, "_simplified": simplified}
 
@@ -368,12 +372,14 @@ def iter_drawings(path, *, recognized_only: bool = False, countrycodes: Collecti
         if limit is not None and limit <= 0:
             return
         for number, text in enumerate(fh, 1):
+            if number == 1 and text.startswith(codecs.BOM_UTF8):
+                text = text[len(codecs.BOM_UTF8):]  # files saved by some Windows editors
             if not text.strip():
                 continue
             stats.lines += 1
             try:
                 try:
-                    obj = json.loads(text)
+                    obj = _decode(text.decode("utf-8"))
                 except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
                     raise _BadRecord(f"malformed JSON ({_json_reason(err)})") from None
                 record = _check_record(obj)
