@@ -353,7 +353,8 @@ def iter_drawings(path, *, recognized_only: bool = False, countrycodes: Collecti
 
     Each item: {word, countrycode, recognized, key_id, line, drawing} with the drawing in simplified
     coordinates. Bad lines are skipped and counted in `stats` (or raise DoodleError with `strict`);
-    `limit` counts kept drawings; lines removed by the filters count as `filtered`.
+    `limit` counts kept drawings; lines removed by the filters count as `filtered`. Raw lines are
+    simplified RAW_BATCH at a time (same result, twice the speed), so they arrive in small bursts.
     """
     path, fh = _open(path)
     stats = stats if stats is not None else LoadStats(str(path))
