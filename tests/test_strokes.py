@@ -110,7 +110,8 @@ def test_simplify_raw_rounds_half_to_even_and_doubles_single_points():
 
 def test_simplify_raw_degenerate_drawings():
     assert simplify_raw([[[7.5], [3.25]]]) == [[[0, 0], [0, 0]]]  # one point: nothing to scale
-    assert simplify_raw([[[4, 4, 4], [9, 9, 9]], [[], []]]) == [[[0, 0], [0, 0]]]  # repeated point; empty stroke dropped
+    # A repeated point is a dot too; an empty stroke is dropped.
+    assert simplify_raw([[[4, 4, 4], [9, 9, 9]], [[], []]]) == [[[0, 0], [0, 0]]]
     with pytest.raises(DoodleError, match="empty drawing"):
         simplify_raw([[[], []]])
     with pytest.raises(DoodleError, match="non-finite"):
@@ -257,7 +258,8 @@ def test_each_kind_of_bad_line_is_skipped_with_its_line_number(tmp_path):
     assert [n for n, _ in stats.problems] == sorted(expect)
     for n, reason in stats.problems:
         assert expect[n] in reason, (n, reason)
-    assert stats.summary().startswith(f"bad.ndjson: 2 drawings, {len(BAD_LINES)} bad lines skipped (line 2: malformed")
+    summary = stats.summary()
+    assert summary.startswith(f"bad.ndjson: 2 drawings, {len(BAD_LINES)} bad lines skipped (line 2: malformed")
 
 
 def test_bad_bytes_and_keeps_only_first_problems(tmp_path):
