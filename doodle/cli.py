@@ -63,13 +63,15 @@ class RichReporter(Reporter):
         self.header_shown = False
 
     def __enter__(self):
-        self.progress.start()
-        return self
+        return self  # the live display starts with the first task, so a quick failure prints only its error
 
     def __exit__(self, *exc):
-        self.progress.stop()
+        if self.progress.live.is_started:
+            self.progress.stop()
 
     def start(self, key, description, total=None, unit=""):
+        if not self.progress.live.is_started:
+            self.progress.start()
         self.tasks[key] = self.progress.add_task(description, total=total, unit=unit, info="")
 
     def update(self, key, advance=0, completed=None, total=None, **fields):
@@ -223,10 +225,20 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a k
                                                                    "(repeatable).")]
 
 
+DEFAULT_CONFIG = Path("configs/default.yaml")
+
+
+def _config_or_builtin(config: Path | None) -> Path | None:
+    """--config, else configs/default.yaml when run from the repo, else the same values built in."""
+    if config is not None:
+        return config
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+
+
 @app.command()
 @handle_errors
 def train(
-    config: ConfigOpt = Path("configs/default.yaml"),
+    config: ConfigOpt = None,
     set_: SetOpt = None,
     data_dir: DataDir = Path("data"),
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default runs/CONFIG-TIMESTAMP).")] = None,
@@ -239,6 +251,7 @@ def train(
     from doodle.train import train as run_train
 
     overrides = tuple(set_ or ())
+    config = _config_or_builtin(config)
     if check_gradients:
         _gradcheck(config if resume is None else resume / "config.yaml", overrides, max_entries=20, as_json=False)
     with RichReporter(show_epochs=True) as rep:
@@ -292,13 +305,13 @@ def _gradcheck(config, overrides, max_entries, as_json):
 @app.command()
 @handle_errors
 def gradcheck(
-    config: ConfigOpt = Path("configs/default.yaml"),
+    config: ConfigOpt = None,
     set_: SetOpt = None,
     max_entries: Annotated[int, typer.Option(help="Entries checked per parameter tensor.", min=1)] = 20,
     as_json: JsonOpt = False,
 ):
     """Check backprop on the configured network against central finite differences (float64)."""
-    _gradcheck(config, tuple(set_ or ()), max_entries, as_json)
+    _gradcheck(_config_or_builtin(config), tuple(set_ or ()), max_entries, as_json)
 
 
 @app.command()

@@ -110,12 +110,14 @@ def optional_str(v):
     return None if v is None or isinstance(v, str) else "must be a string or null"
 
 
+# The defaults are configs/default.yaml's values (a test keeps them equal), so `doodle train` works
+# the same from any folder.
 SCHEMA: dict[str, dict[str, Key]] = {
     "data": {
         "source": Key("simplified", one_of(*SOURCES), "which files to train from"),
         "categories": Key(["apple", "banana", "cat", "house", "bicycle", "fish", "flower", "tree", "car", "star"],
                           categories_check, "class names in order, or 'all' for the 345"),
-        "per_category": Key(2000, int_in(1, nullable=True), "drawings kept per category (null = whole file)"),
+        "per_category": Key(3000, int_in(1, nullable=True), "drawings kept per category (null = whole file)"),
         "image_size": Key(28, int_in(8, 256), "raster side in pixels (numpy_bitmap is always 28)"),
         "line_width": Key(16.0, num_in(0, 128, lo_open=True), "pen diameter in the 256-unit drawing box"),
         "recognized_only": Key(False, boolean, "keep only drawings Google's game recognised"),
@@ -129,20 +131,20 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "model": {
         "hidden": Key([256, 128], hidden_check, "hidden layer sizes"),
         "activation": Key("relu", one_of("relu", "leaky_relu", "tanh", "sigmoid"), "non-linearity"),
-        "dropout": Key(0.0, num_in(0, 0.95), "dropout after each hidden layer"),
+        "dropout": Key(0.2, num_in(0, 0.95), "dropout after each hidden layer"),
         "init": Key("he", one_of("he", "xavier", "glorot"), "weight initialisation"),
     },
     "train": {
-        "epochs": Key(10, int_in(1, 10000), "passes over the training split"),
+        "epochs": Key(15, int_in(1, 10000), "passes over the training split"),
         "batch_size": Key(256, int_in(1, 65536), "samples per gradient step"),
         "optimizer": Key("adam", one_of("sgd", "momentum", "nesterov", "adam"), "update rule"),
         "lr": Key(0.001, num_in(0, 10, lo_open=True), "peak learning rate"),
         "momentum": Key(0.9, num_in(0, 0.999), "momentum for momentum/nesterov"),
         "beta1": Key(0.9, num_in(0, 0.9999), "Adam first-moment decay"),
         "beta2": Key(0.999, num_in(0, 0.99999), "Adam second-moment decay"),
-        "weight_decay": Key(0.0, num_in(0, 1), "L2 (SGD) or decoupled (Adam) weight decay; biases are not decayed"),
-        "schedule": Key("constant", one_of("constant", "step", "cosine"), "learning-rate schedule"),
-        "warmup_epochs": Key(0.0, num_in(0, 1000), "linear warm-up length in epochs"),
+        "weight_decay": Key(0.0001, num_in(0, 1), "L2 (SGD) or decoupled (Adam) weight decay; biases are not decayed"),
+        "schedule": Key("cosine", one_of("constant", "step", "cosine"), "learning-rate schedule"),
+        "warmup_epochs": Key(1.0, num_in(0, 1000), "linear warm-up length in epochs (capped below the run's length)"),
         "step_epochs": Key(10, int_in(1), "step schedule: epochs between decays"),
         "gamma": Key(0.1, num_in(0, 1, lo_open=True), "step schedule: decay factor"),
         "min_lr": Key(0.0, num_in(0, 10), "cosine schedule: final learning rate"),
@@ -152,10 +154,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "seed": Key(0, int_in(0), "seed of initialisation, shuffling, dropout and augmentation"),
     },
     "augment": {
-        "shift": Key(0.0, num_in(0, 0.5), "random translation, as a fraction of the image side"),
-        "rotate": Key(0.0, num_in(0, 180), "random rotation, in degrees either way"),
-        "scale": Key(0.0, num_in(0, 0.9), "random zoom, +- this fraction"),
-        "probability": Key(1.0, num_in(0, 1), "share of training samples that are augmented"),
+        "shift": Key(0.05, num_in(0, 0.5), "random translation, as a fraction of the image side"),
+        "rotate": Key(8.0, num_in(0, 180), "random rotation, in degrees either way"),
+        "scale": Key(0.08, num_in(0, 0.9), "random zoom, +- this fraction"),
+        "probability": Key(0.8, num_in(0, 1), "share of training samples that are augmented"),
     },
 }
 

@@ -76,8 +76,9 @@ def _schedule(t: dict, steps_per_epoch: int):
         kw = {"step_size": t["step_epochs"] * steps_per_epoch, "gamma": t["gamma"]}
     elif t["schedule"] == "cosine":
         kw = {"min_lr": t["min_lr"]}
-    return make_schedule(t["schedule"], t["lr"], total_steps=t["epochs"] * steps_per_epoch,
-                         warmup_steps=int(round(t["warmup_epochs"] * steps_per_epoch)), **kw)
+    total = t["epochs"] * steps_per_epoch
+    warmup = min(int(round(t["warmup_epochs"] * steps_per_epoch)), total - 1)  # a 1-epoch run still trains
+    return make_schedule(t["schedule"], t["lr"], total_steps=total, warmup_steps=warmup, **kw)
 
 
 def default_run_dir(config_path: str | Path | None, runs_dir: str | Path = "runs") -> Path:

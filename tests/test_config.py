@@ -93,3 +93,7 @@ def test_defaults_are_valid_and_fresh():
     a, b = defaults(), defaults()
     a["model"]["hidden"].append(3)
     assert b["model"]["hidden"] == [256, 128]
+
+
+def test_built_in_defaults_equal_default_yaml():
+    assert load_config(REPO / "configs" / "default.yaml") == load_config(None)
