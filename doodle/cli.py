@@ -28,6 +28,8 @@ err = Console(stderr=True, soft_wrap=True)  # progress, logs, errors: one line e
 
 DataDir = Annotated[Path, typer.Option("--data-dir", help="Where downloads and caches live.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="Stop at the first bad ndjson line instead of skipping "
+                                                             "and counting it.")]
 
 
 def _human_bytes(n: float) -> str:
@@ -245,12 +247,13 @@ def train(
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder.")] = None,
     check_gradients: Annotated[bool, typer.Option(help="First check backprop against finite differences.")] = False,
     workers: Annotated[int, typer.Option(help="Processes for rasterising (0 = all cores).", min=0)] = 0,
+    strict: StrictOpt = False,
     as_json: JsonOpt = False,
 ):
     """Train an MLP: fetch missing data, rasterise (cached), split, train, keep the best epoch."""
     from doodle.train import train as run_train
 
-    overrides = tuple(set_ or ())
+    overrides = tuple(set_ or ()) + (("data.strict=true",) if strict else ())
     config = _config_or_builtin(config)
     if check_gradients:
         _gradcheck(config if resume is None else resume / "config.yaml", overrides, max_entries=20, as_json=False)
@@ -327,6 +330,7 @@ def evaluate(
                                                           min=0, max=1)] = None,
     report: Annotated[Optional[Path], typer.Option(help="Write confusion.png, misclassified.png and "
                                                         "summary.json here.")] = None,
+    strict: StrictOpt = False,
     as_json: JsonOpt = False,
 ):
     """Measure models: top-1/top-3 accuracy, MAP@3, per-class precision/recall/F1, confusions."""
@@ -337,7 +341,8 @@ def evaluate(
     with RichReporter() as rep:
         for i, m in enumerate(models):
             rdir = None if report is None else (report if len(models) == 1 else report / f"model{i + 1}")
-            summaries.append(run_evaluate(m, list(data or ()), data_dir=data_dir, report_dir=rdir, reporter=rep))
+            summaries.append(run_evaluate(m, list(data or ()), data_dir=data_dir, report_dir=rdir, reporter=rep,
+                                          strict=strict))
     if as_json:
         _print_json(summaries[0] if len(summaries) == 1 else {"models": summaries})
     elif len(summaries) == 1:

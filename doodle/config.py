@@ -122,6 +122,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "line_width": Key(16.0, num_in(0, 128, lo_open=True), "pen diameter in the 256-unit drawing box"),
         "recognized_only": Key(False, boolean, "keep only drawings Google's game recognised"),
         "countrycodes": Key(None, countrycodes_check, "keep only these countries (null = all)"),
+        "strict": Key(False, boolean, "stop at the first bad ndjson line instead of skipping and counting it"),
         "val_fraction": Key(0.1, num_in(0, 0.5), "share of each category held out for validation"),
         "test_fraction": Key(0.1, num_in(0, 0.5), "share of each category held out for testing"),
         "test_split": Key("random", one_of("random", "tail"), "random per category, or the last rows of each file"),

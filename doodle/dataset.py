@@ -106,7 +106,7 @@ def rasterize_file(path: Path, data: dict, cache_dir: Path, reporter: Reporter =
     stats = LoadStats(str(path))
     drawings = [d["drawing"] for d in iter_drawings(
         path, recognized_only=data["recognized_only"], countrycodes=data["countrycodes"],
-        limit=data["per_category"], stats=stats)]
+        limit=data["per_category"], strict=data["strict"], stats=stats)]
     if stats.skipped:
         reporter.log(stats.summary())
     if not drawings:

@@ -33,8 +33,9 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def read_inputs(inputs: list[str | Path], raster: dict, reporter: Reporter = NULL_REPORTER) -> LabelledBitmaps:
-    """DATA arguments -> labelled bitmaps in the model's raster form."""
+def read_inputs(inputs: list[str | Path], raster: dict, reporter: Reporter = NULL_REPORTER,
+                strict: bool = False) -> LabelledBitmaps:
+    """DATA arguments -> labelled bitmaps in the model's raster form; `strict` stops at a bad ndjson line."""
     size, lw, pad = raster["size"], raster["line_width"], raster["padding"]
     chunks: list[np.ndarray] = []
     labels: list[str] = []
@@ -57,7 +58,7 @@ def read_inputs(inputs: list[str | Path], raster: dict, reporter: Reporter = NUL
             if not subdirs and not files:
                 raise DoodleError(f"{path}: expected one sub-folder of images per category (e.g. {path}/cat/1.png)")
             for f in files:
-                sub = read_inputs([f], raster, reporter)
+                sub = read_inputs([f], raster, reporter, strict)
                 add(sub.x, sub.labels)
                 problems += sub.problems
             for sub in subdirs:
@@ -76,7 +77,7 @@ def read_inputs(inputs: list[str | Path], raster: dict, reporter: Reporter = NUL
 
             stats = LoadStats(str(path))
             drawings, names = [], []
-            for rec in iter_drawings(path, stats=stats):
+            for rec in iter_drawings(path, strict=strict, stats=stats):
                 if not rec.get("word"):
                     problems.append(f"{path}:{rec['line']}: no 'word' label")
                     continue
@@ -133,7 +134,7 @@ def test_split_bitmaps(run_dir: Path, meta: dict, data_dir: str | Path,
 
 
 def evaluate(model_path: str | Path | None = None, inputs: list[str | Path] = (), data_dir: str | Path = "data",
-             report_dir: str | Path | None = None, reporter: Reporter = NULL_REPORTER) -> dict:
+             report_dir: str | Path | None = None, reporter: Reporter = NULL_REPORTER, strict: bool = False) -> dict:
     """Evaluate one model; returns the metrics summary (the `--json` document)."""
     from doodle.checkpoint import load_model, resolve_model_path
     from doodle.metrics import summarize
@@ -141,7 +142,7 @@ def evaluate(model_path: str | Path | None = None, inputs: list[str | Path] = ()
     run_dir = resolve_model_path(model_path)
     model, meta = load_model(run_dir)
     classes = meta["classes"]
-    data = read_inputs(list(inputs), meta["raster"], reporter) if inputs else \
+    data = read_inputs(list(inputs), meta["raster"], reporter, strict) if inputs else \
         test_split_bitmaps(run_dir, meta, data_dir, reporter)
     index = {c: i for i, c in enumerate(classes)}
     known = np.array([lab in index for lab in data.labels], dtype=bool)
