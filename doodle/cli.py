@@ -280,22 +280,14 @@ def train(
 
 
 def _gradcheck(config, overrides, max_entries, as_json):
-    from doodle.config import load_config
-    from doodle.gradcheck import check_gradients
+    from doodle.gradcheck import check_config
 
-    cfg = load_config(config, overrides)
-    m, d = cfg["model"], cfg["data"]
-    from doodle.config import class_names
-
-    sizes = [d["image_size"] ** 2, *m["hidden"], len(class_names(cfg))]
-    errors = check_gradients(sizes, activation=m["activation"], loss=cfg["train"]["loss"], dropout=m["dropout"],
-                             seed=cfg["train"]["seed"], max_entries=max_entries)
+    sizes, errors = check_config(config, overrides, max_entries=max_entries)
     worst = max(errors.values())
     if as_json:
         _print_json({"layer_sizes": sizes, "max_relative_error": errors, "worst": worst, "passed": worst < 1e-6})
     else:
-        table = Table(title=f"gradient check {' -> '.join(map(str, sizes))} ({m['activation']}, "
-                            f"{cfg['train']['loss']}, float64, central differences)")
+        table = Table(title=f"gradient check {' -> '.join(map(str, sizes))} (float64, central differences)")
         table.add_column("parameter")
         table.add_column("worst relative error", justify="right")
         for name, e in errors.items():

@@ -142,3 +142,15 @@ def check_gradients(layer_sizes: list[int], activation: str = "relu", loss: str 
         n = numerical_gradient(f, t, eps, idx)
         errors[name] = rel_error(analytic[name].reshape(-1)[idx], n)
     return errors
+
+
+def check_config(config_path=None, overrides=(), max_entries: int | None = 20) -> tuple[list[int], dict[str, float]]:
+    """The gradient check of the network a config describes: (layer sizes, {parameter: worst relative error})."""
+    from doodle.config import class_names, load_config
+
+    cfg = load_config(config_path, overrides)
+    m, d = cfg["model"], cfg["data"]
+    sizes = [d["image_size"] ** 2, *m["hidden"], len(class_names(cfg))]
+    errors = check_gradients(sizes, activation=m["activation"], loss=cfg["train"]["loss"], dropout=m["dropout"],
+                             seed=cfg["train"]["seed"], max_entries=max_entries)
+    return sizes, errors
