@@ -183,3 +183,22 @@ def test_gradcheck_command():
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["passed"] and out["worst"] < 1e-6 and out["layer_sizes"] == [64, 8, 10]
+
+
+def test_download_synthetic_then_offline_train_and_resume(tmp_path):
+    res = run("download", "--synthetic", "circle", "star", "--max-drawings", 40, "--data-dir", tmp_path, "--json")
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)
+    assert [r["word"] for r in rows] == ["circle", "star"]
+    assert len((tmp_path / "synthetic" / "star.ndjson").read_text().splitlines()) == 40
+    base = ("--set", "data.source=synthetic", "--set", "data.categories=[circle, star]", "--set",
+            "data.per_category=40", "--set", "model.hidden=[16]", "--data-dir", tmp_path)
+    res = run("train", *base, "--set", "train.epochs=2", "--out", tmp_path / "run", "--check-gradients", "--json")
+    assert res.exit_code == 0, res.output
+    assert "gradient check" in res.stdout  # the check's table comes first, then the JSON line
+    assert json.loads(res.stdout.strip().splitlines()[-1])["epochs"] == 2
+    again = run("train", "--resume", tmp_path / "run", "--set", "train.epochs=3", "--data-dir", tmp_path, "--json")
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["epochs"] == 3
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 3
+    one_line_error(run("train", *base, "--out", tmp_path / "run"), "already holds a run")
