@@ -21,7 +21,7 @@ import numpy as np
 
 from doodle import __version__, fsutil
 from doodle.augment import augment_batch
-from doodle.checkpoint import read_meta, save_model
+from doodle.checkpoint import save_model
 from doodle.config import dump, load_config
 from doodle.dataset import PADDING, Dataset, load_dataset, split_indices
 from doodle.errors import DoodleError
@@ -99,8 +99,6 @@ def model_meta(cfg: dict, classes: list[str], layer_sizes: list[int], metrics: d
         "classes": classes, "layer_sizes": layer_sizes, "activation": cfg["model"]["activation"],
         "raster": {"size": data["image_size"], "line_width": float(data["line_width"]), "padding": PADDING,
                    "source": data["source"]},
-        "split": {"seed": data["seed"], "val_fraction": data["val_fraction"],
-                  "test_fraction": data["test_fraction"], "mode": data["test_split"]},
         "config": cfg, "metrics": metrics,
     }
 
@@ -126,7 +124,7 @@ def train(config_path: str | Path | None = None, overrides: tuple[str, ...] | li
 def fit(cfg: dict, ds: Dataset, run_dir: Path, reporter: Reporter = NULL_REPORTER,
         resume: bool = False) -> TrainResult:
     """Minibatch gradient descent with a per-epoch validation pass; the best epoch is what is kept."""
-    from doodle.nn import MLP, train_step
+    from doodle.nn import MLP
     from doodle.optim import make_optimizer
 
     t, d, m, aug = cfg["train"], cfg["data"], cfg["model"], cfg["augment"]
@@ -172,7 +170,6 @@ def fit(cfg: dict, ds: Dataset, run_dir: Path, reporter: Reporter = NULL_REPORTE
         best_state = load_model(run_dir)[0].state_dict()
     patience_left = t["patience"]
     interrupted = False
-    epoch = start_epoch
     try:
         for epoch in range(start_epoch + 1, t["epochs"] + 1):
             row = _run_epoch(model, optimizer, ds, train_idx, t, aug, rng, lr_at, epoch, steps_per_epoch, reporter)
@@ -189,7 +186,7 @@ def fit(cfg: dict, ds: Dataset, run_dir: Path, reporter: Reporter = NULL_REPORTE
                 fh.write(json.dumps(row) + "\n")
             if score > best["val_accuracy"]:
                 best = {"epoch": epoch, "val_accuracy": score}
-                best_state = {k: v.copy() for k, v in model.state_dict().items()}
+                best_state = model.state_dict()  # already a copy
                 save_model(run_dir, model, model_meta(cfg, ds.classes, layer_sizes, {"best_epoch": epoch, **row}))
                 patience_left = t["patience"]
             elif patience_left is not None:
@@ -202,7 +199,6 @@ def fit(cfg: dict, ds: Dataset, run_dir: Path, reporter: Reporter = NULL_REPORTE
     except KeyboardInterrupt:
         interrupted = True
         reporter.log("interrupted: keeping the best epoch so far")
-        epoch = len(history)
     if best_state is None:
         raise DoodleError(f"interrupted before the first epoch finished; nothing saved in {run_dir}", exit_code=130)
 
@@ -278,4 +274,4 @@ def load_split(run_dir: str | Path) -> dict[str, np.ndarray]:
         return {k: f[k] for k in f.files}
 
 
-__all__ = ["TrainResult", "train", "fit", "loss_value", "load_split", "read_meta"]
+__all__ = ["TrainResult", "train", "fit", "loss_value", "load_split"]
