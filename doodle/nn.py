@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from doodle.errors import DoodleError
-from doodle.optim import clip_grad_norm
+from doodle.optim import check_names, clip_grad_norm
 
 # --- initialisation: name -> fn(rng, n_in, n_out, dtype) -> W (n_in, n_out) ----------------------
 
@@ -310,11 +310,7 @@ class MLP:
     def load_state_dict(self, d: dict[str, np.ndarray]) -> None:
         """Copy weights in place (optimizers keep their references); names and shapes must match exactly."""
         own = self.state_dict()
-        missing = sorted(set(own) - set(d))
-        extra = sorted(set(d) - set(own))
-        if missing or extra:
-            raise DoodleError(f"model weights do not match the {self.layer_sizes} network: "
-                              f"missing {missing or 'none'}, unexpected {extra or 'none'}")
+        check_names(own, d, f"model weights do not match the {self.layer_sizes} network")
         for name, ref in own.items():
             arr = np.asarray(d[name])
             if arr.shape != ref.shape or arr.dtype.kind not in "fiu":

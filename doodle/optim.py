@@ -22,6 +22,14 @@ import numpy as np
 from doodle.errors import DoodleError
 
 
+def check_names(own: dict, given: dict, mismatch: str) -> None:
+    """Raise DoodleError(`mismatch`: missing ..., unexpected ...) unless both dicts hold the same array names."""
+    missing = sorted(set(own) - set(given))
+    extra = sorted(set(given) - set(own))
+    if missing or extra:
+        raise DoodleError(f"{mismatch}: missing {missing or 'none'}, unexpected {extra or 'none'}")
+
+
 class Optimizer:
     """Base class: holds the parameters, the base learning rate and the step count.
 
@@ -96,11 +104,7 @@ class Optimizer:
     def load_state_dict(self, d: dict[str, np.ndarray]) -> None:
         """Restore state saved by state_dict(), in place; names and shapes must match exactly."""
         own = self.state_dict()
-        missing = sorted(set(own) - set(d))
-        extra = sorted(set(d) - set(own))
-        if missing or extra:
-            raise DoodleError(f"optimizer state does not match {type(self).__name__}: "
-                              f"missing {missing or 'none'}, unexpected {extra or 'none'}")
+        check_names(own, d, f"optimizer state does not match {type(self).__name__}")
         for name, ref in own.items():
             if np.shape(d[name]) != ref.shape:
                 raise DoodleError(f"optimizer state {name} has shape {np.shape(d[name])}, expected {ref.shape}")
