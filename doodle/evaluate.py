@@ -144,6 +144,9 @@ def evaluate(model_path: str | Path | None = None, inputs: list[str | Path] = ()
     classes = meta["classes"]
     data = read_inputs(list(inputs), meta["raster"], reporter, strict) if inputs else \
         test_split_bitmaps(run_dir, meta, data_dir, reporter)
+    if not data.labels:
+        detail = f" ({data.problems[0]})" if data.problems else ""
+        raise DoodleError(f"no usable drawings in {', '.join(data.sources)}{detail}; check the files")
     index = {c: i for i, c in enumerate(classes)}
     known = np.array([lab in index for lab in data.labels], dtype=bool)
     unknown = Counter(lab for lab in data.labels if lab not in index)

@@ -110,3 +110,11 @@ def test_predict_blank_and_inverted_images(offline_run, tmp_path):
     results, _ = predict([str(tmp_path / "dark.png"), str(tmp_path / "light.png")], model_path=root / "run")
     assert results[0]["top"][0]["category"] == results[1]["top"][0]["category"]
     assert results[0]["top"][0]["probability"] == pytest.approx(results[1]["top"][0]["probability"], abs=1e-3)
+
+
+def test_data_with_no_usable_drawing_says_so(offline_run, tmp_path):
+    root, _ = offline_run
+    bad = tmp_path / "bad.ndjson"
+    bad.write_text("{broken\n")
+    with pytest.raises(DoodleError, match=r"no usable drawings in .*bad.ndjson \(bad.ndjson: 0 drawings, 1 bad line"):
+        evaluate(root / "run", [bad])
