@@ -17,7 +17,9 @@ import numpy as np
 from _common import quickdraw_root
 
 from doodle import rasterize_batch
-from doodle.nn import MLP, to_float, train_step
+from doodle.nn import MLP
+from doodle.raster import to_float
+from doodle.train import train_step
 from doodle.optim import make_optimizer
 from doodle.synthetic import SHAPES, _simplify, generate
 
@@ -51,7 +53,7 @@ def real_sets(root) -> dict[str, tuple[list, np.ndarray]]:
 def train(x: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> MLP:
     """Adam at 1e-3, batch 128, no schedule, no augmentation: a plain recipe, so the data makes the difference."""
     model = MLP([784, 256, 128, len(SHAPES)], activation="relu", seed=seed)
-    opt = make_optimizer("adam", model.parameters(), lr=1e-3)
+    opt = make_optimizer("adam", model.parameters(), flat=(model.flat_params, model.flat_grads), lr=1e-3)
     rng = np.random.default_rng(seed)
     for _ in range(epochs):
         order = rng.permutation(len(x))  # shuffle indices, not arrays

@@ -23,7 +23,9 @@ import time
 import _common  # noqa: F401  (puts the repo on sys.path)
 import numpy as np
 
-from doodle.nn import MLP, to_float, train_step
+from doodle.nn import MLP
+from doodle.raster import to_float
+from doodle.train import train_step
 from doodle.optim import make_optimizer
 
 SIZES = [784, 256, 128, 10]
@@ -86,7 +88,7 @@ def main() -> None:
     X = rng.integers(0, 256, size=(args.samples, 28, 28), dtype=np.uint8)
     Y = rng.integers(0, SIZES[-1], size=args.samples)
     model = MLP(SIZES, seed=0)
-    opt = make_optimizer("adam", model.parameters(), lr=1e-3)
+    opt = make_optimizer("adam", model.parameters(), flat=(model.flat_params, model.flat_grads), lr=1e-3)
     bsizes = batch_sizes(args.samples, args.batch)
     full_loop = make_matmul_loop(SIZES, bsizes, include_first_dx=True)
     strict_loop = make_matmul_loop(SIZES, bsizes, include_first_dx=False)

@@ -1,8 +1,19 @@
-"""The 345 Quick, Draw! category names, in Google's order (googlecreativelab/quickdraw-dataset)."""
+"""The 345 Quick, Draw! category names, in Google's order (googlecreativelab/quickdraw-dataset), and
+where each category's files live: `<format>/<word>.<ext>`, under Google's `<base>/full/` and under
+doodle's data directory alike.
+"""
 
 from __future__ import annotations
 
 import difflib
+import os
+from pathlib import Path
+
+from doodle.errors import DoodleError
+
+FORMATS = {"simplified": "ndjson", "raw": "ndjson", "numpy_bitmap": "npy"}  # Google's formats -> file extension
+# The categories doodle can draw itself (doodle.synthetic), written like simplified files under "synthetic/".
+SYNTHETIC_SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "hexagon", "octagon", "star", "line", "zigzag")
 
 CATEGORIES: tuple[str, ...] = (
     'aircraft carrier',
@@ -365,3 +376,16 @@ def suggest(word: str, n: int = 3) -> list[str]:
     lowered = {name.lower(): name for name in CATEGORIES}
     hits = difflib.get_close_matches(word.lower().strip(), list(lowered), n=n, cutoff=0.5)
     return [lowered[h] for h in hits]
+
+
+def extension(fmt: str) -> str:
+    """The file extension of format `fmt`, or a DoodleError naming the valid formats."""
+    if fmt not in FORMATS:
+        raise DoodleError(f"unknown format '{fmt}': choose one of {', '.join(FORMATS)}")
+    return FORMATS[fmt]
+
+
+def local_path(data_dir: str | os.PathLike, source: str, word: str) -> Path:
+    """Where `word` lives on disk: `<data_dir>/<source>/<word>.<ext>` (name unencoded); "synthetic" is ndjson."""
+    ext = "ndjson" if source == "synthetic" else extension(source)
+    return Path(data_dir) / source / f"{word}.{ext}"

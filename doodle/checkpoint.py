@@ -16,6 +16,7 @@ import numpy as np
 
 from doodle import __version__, fsutil
 from doodle.errors import DoodleError
+from doodle.nn import MLP
 
 FORMAT = "doodle-model"
 FORMAT_VERSION = 1
@@ -77,8 +78,6 @@ def read_meta(run_dir: str | Path) -> dict:
 
 def load_model(run_dir: str | Path):
     """Rebuild the network from a run folder: (model, meta). Raises DoodleError on any damage."""
-    from doodle.nn import MLP
-
     run_dir = resolve_model_path(run_dir)
     meta = read_meta(run_dir)
     npz = run_dir / MODEL_NPZ
@@ -97,3 +96,12 @@ def load_model(run_dir: str | Path):
         raise DoodleError(f"{run_dir / MODEL_JSON}: {len(meta['classes'])} classes but the output layer has "
                           f"{meta['layer_sizes'][-1]}; the run is damaged")
     return model, meta
+
+
+def load_split(run_dir: str | Path) -> dict[str, np.ndarray]:
+    """The train/val/test row indices (and rows per class, "counts") a run was trained with."""
+    path = Path(run_dir) / "split.npz"
+    if not path.is_file():
+        raise DoodleError(f"{path}: missing; this run cannot reproduce its test split (pass DATA files instead)")
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import yaml
 
+from doodle.categories import CATEGORIES, SYNTHETIC_SHAPES, is_category, suggest
 from doodle.errors import DoodleError
 
 SOURCES = ("simplified", "raw", "numpy_bitmap", "synthetic")
@@ -76,8 +77,6 @@ def boolean(v):
 
 
 def categories_check(v):
-    from doodle.categories import is_category, suggest
-
     if v == "all":
         return None
     if not isinstance(v, list) or not v or not all(isinstance(c, str) for c in v):
@@ -252,25 +251,21 @@ def check_consistency(cfg: dict, where: str) -> None:
         raise DoodleError(f"{where}: data.val_fraction + data.test_fraction must leave at least 10% for training")
     if data["source"] == "numpy_bitmap" and data["image_size"] != 28:
         raise DoodleError(f"{where}: data.image_size must be 28 with source numpy_bitmap (Google's renders are 28x28)")
-    from doodle.synthetic import SHAPES
-
     cats = data["categories"]
     if data["source"] == "synthetic":
         if cats == "all":
-            cats = list(SHAPES)
+            cats = list(SYNTHETIC_SHAPES)
             data["categories"] = cats
-        bad = [c for c in cats if c not in SHAPES]
+        bad = [c for c in cats if c not in SYNTHETIC_SHAPES]
         if bad:
             raise DoodleError(f"{where}: data.categories: '{bad[0]}' has no synthetic generator; "
-                              f"synthetic shapes are {', '.join(SHAPES)}")
+                              f"synthetic shapes are {', '.join(SYNTHETIC_SHAPES)}")
     if cats != "all" and len(cats) < 2:
         raise DoodleError(f"{where}: data.categories needs at least two classes to learn from")
 
 
 def class_names(cfg: dict) -> list[str]:
     """The configured classes in order."""
-    from doodle.categories import CATEGORIES
-
     cats = cfg["data"]["categories"]
     return list(CATEGORIES) if cats == "all" else list(cats)
 

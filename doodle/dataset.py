@@ -17,8 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from doodle import fsutil
+from doodle.categories import local_path
+from doodle.config import class_names
+from doodle.download import ensure_downloaded
 from doodle.errors import DoodleError
 from doodle.progress import NULL_REPORTER, Reporter
+from doodle.raster import rasterize_batch
+from doodle.strokes import LoadStats, iter_drawings, load_bitmaps
+from doodle.synthetic import write_synthetic
 
 CACHE_VERSION = 1  # bump when the rasteriser's output changes
 PADDING = 16.0  # Google's padding around the 256-unit box, in drawing units
@@ -37,12 +43,6 @@ class Dataset:
         return len(self.y)
 
 
-def source_path(data_dir: str | Path, source: str, word: str) -> Path:
-    """Where a category's file for `source` lives under the data directory."""
-    ext = "npy" if source == "numpy_bitmap" else "ndjson"
-    return Path(data_dir) / source / f"{word}.{ext}"
-
-
 def _download_limit(data: dict) -> int | None:
     """Lines to fetch per category: filters drop some, so ask for more than we keep."""
     n = data["per_category"]
@@ -54,21 +54,15 @@ def _download_limit(data: dict) -> int | None:
 
 def fetch_sources(cfg: dict, data_dir: str | Path, reporter: Reporter = NULL_REPORTER) -> list[Path]:
     """Make sure every category's source file is on disk (downloading or generating what is missing)."""
-    from doodle.config import class_names
-
     data = cfg["data"]
     words = class_names(cfg)
     if data["source"] == "synthetic":
-        from doodle.synthetic import write_synthetic
-
         n = data["per_category"] or 1000
-        paths = [source_path(data_dir, "synthetic", w) for w in words]
+        paths = [local_path(data_dir, "synthetic", w) for w in words]
         missing = [w for w, p in zip(words, paths) if not p.is_file() or _count_lines(p) < n]
         if missing:
             write_synthetic(data_dir, words=missing, n=n, seed=0, reporter=reporter)
         return paths
-    from doodle.download import ensure_downloaded
-
     return ensure_downloaded(words, fmt=data["source"], data_dir=data_dir, base_url=data["base_url"],
                              max_drawings=_download_limit(data), reporter=reporter)
 
@@ -93,9 +87,6 @@ def cache_key(path: Path, data: dict) -> str:
 def rasterize_file(path: Path, data: dict, cache_dir: Path, reporter: Reporter = NULL_REPORTER,
                    workers: int = 0) -> np.ndarray:
     """One category's ndjson file -> cached (N, S, S) uint8 bitmaps (memory-mapped when reused)."""
-    from doodle.raster import rasterize_batch
-    from doodle.strokes import LoadStats, iter_drawings
-
     key = cache_key(path, data)
     out = cache_dir / f"{path.stem}.{key}.npy"
     if out.is_file():
@@ -126,8 +117,6 @@ def rasterize_file(path: Path, data: dict, cache_dir: Path, reporter: Reporter =
 def load_dataset(cfg: dict, data_dir: str | Path, reporter: Reporter = NULL_REPORTER,
                  workers: int = 0) -> Dataset:
     """Fetch, rasterise (cached) and stack every category of the config into one uint8 array."""
-    from doodle.config import class_names
-
     data = cfg["data"]
     classes = class_names(cfg)
     paths = fetch_sources(cfg, data_dir, reporter)
@@ -136,8 +125,6 @@ def load_dataset(cfg: dict, data_dir: str | Path, reporter: Reporter = NULL_REPO
     try:
         for word, path in zip(classes, paths):
             if data["source"] == "numpy_bitmap":
-                from doodle.strokes import load_bitmaps
-
                 arr = load_bitmaps(path, limit=data["per_category"])
             else:
                 arr = rasterize_file(path, data, Path(data_dir) / "cache" / data["source"], reporter, workers)

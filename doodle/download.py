@@ -30,12 +30,11 @@ from typing import Sequence
 import numpy as np
 
 from doodle import fsutil
-from doodle.categories import is_category, suggest
+from doodle.categories import FORMATS, extension, is_category, local_path, suggest
 from doodle.errors import DoodleError
 from doodle.progress import NULL_REPORTER, Reporter
 
 DEFAULT_BASE_URL = "https://storage.googleapis.com/quickdraw_dataset"
-FORMATS = {"simplified": "ndjson", "raw": "ndjson", "numpy_bitmap": "npy"}  # format -> file extension
 
 CHUNK = 64 * 1024  # bytes per read: one progress update each
 USER_AGENT = "doodle/0.1 (+https://quickdraw.withgoogle.com/data)"
@@ -137,21 +136,9 @@ def resolve_base_url(base_url: str | None = None) -> str:
     return base.rstrip("/")
 
 
-def _check_format(fmt: str) -> str:
-    """The file extension for `fmt`, or a DoodleError naming the valid formats."""
-    if fmt not in FORMATS:
-        raise DoodleError(f"unknown format '{fmt}': choose one of {', '.join(FORMATS)}")
-    return FORMATS[fmt]
-
-
-def local_path(data_dir: str | os.PathLike, fmt: str, word: str) -> Path:
-    """Where `word` in format `fmt` lives on disk: `<data_dir>/<fmt>/<word>.<ext>` (name unencoded)."""
-    return Path(data_dir) / fmt / f"{word}.{_check_format(fmt)}"
-
-
 def remote_url(base_url: str, fmt: str, word: str) -> str:
     """Google's bucket layout: `<base>/full/<fmt>/<word>.<ext>`, the name percent-encoded ("alarm%20clock")."""
-    return f"{base_url.rstrip('/')}/full/{fmt}/{urllib.parse.quote(word, safe='')}.{_check_format(fmt)}"
+    return f"{base_url.rstrip('/')}/full/{fmt}/{urllib.parse.quote(word, safe='')}.{extension(fmt)}"
 
 
 def _check_words(words: Sequence[str]) -> list[str]:
@@ -559,7 +546,7 @@ def download(words: Sequence[str], fmt: str = "simplified", data_dir: str | os.P
     """
     if isinstance(words, str):
         words = [words]
-    _check_format(fmt)
+    extension(fmt)
     words = _check_words(words)
     limit = None
     if max_drawings is not None:

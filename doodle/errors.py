@@ -12,3 +12,11 @@ class DoodleError(Exception):
         super().__init__(message)
         if exit_code is not None:
             self.exit_code = exit_code
+
+
+def check_names(own: dict, given: dict, mismatch: str) -> None:
+    """Raise DoodleError(`mismatch`: missing ..., unexpected ...) unless both dicts hold the same array names."""
+    missing = sorted(set(own) - set(given))
+    extra = sorted(set(given) - set(own))
+    if missing or extra:
+        raise DoodleError(f"{mismatch}: missing {missing or 'none'}, unexpected {extra or 'none'}")

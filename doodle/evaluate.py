@@ -13,8 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
+from doodle.checkpoint import load_model, load_split, resolve_model_path
+from doodle.config import check_consistency
+from doodle.dataset import load_dataset
 from doodle.errors import DoodleError
+from doodle.images import IMAGE_SUFFIXES, image_to_bitmap
+from doodle.metrics import summarize
 from doodle.progress import NULL_REPORTER, Reporter
+from doodle.raster import rasterize_batch
+from doodle.report import write_report
+from doodle.strokes import LoadStats, iter_drawings, load_bitmaps
 
 
 @dataclass
@@ -28,8 +36,6 @@ class LabelledBitmaps:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    from doodle.images import IMAGE_SUFFIXES
-
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
@@ -64,17 +70,12 @@ def read_inputs(inputs: list[str | Path], raster: dict, reporter: Reporter = NUL
             for sub in subdirs:
                 _read_image_folder(sub, raster, add, problems, reporter)
         elif path.suffix == ".npy":
-            from doodle.strokes import load_bitmaps
-
             if size != 28:
                 raise DoodleError(f"{path}: numpy_bitmap files are 28x28 but the model expects {size}x{size}; "
                                   "evaluate on ndjson strokes instead")
             arr = load_bitmaps(path)
             add(arr, [path.stem] * len(arr))
         elif path.suffix == ".ndjson":
-            from doodle.raster import rasterize_batch
-            from doodle.strokes import LoadStats, iter_drawings
-
             stats = LoadStats(str(path))
             drawings, names = [], []
             for rec in iter_drawings(path, strict=strict, stats=stats):
@@ -94,8 +95,6 @@ def read_inputs(inputs: list[str | Path], raster: dict, reporter: Reporter = NUL
 
 
 def _read_image_folder(folder: Path, raster: dict, add, problems: list[str], reporter: Reporter) -> None:
-    from doodle.images import image_to_bitmap
-
     files = _image_files(folder)
     key = f"images:{folder}"
     reporter.start(key, folder.name, total=len(files), unit="images")
@@ -115,10 +114,6 @@ def _read_image_folder(folder: Path, raster: dict, add, problems: list[str], rep
 def test_split_bitmaps(run_dir: Path, meta: dict, data_dir: str | Path,
                        reporter: Reporter = NULL_REPORTER) -> LabelledBitmaps:
     """Rebuild the run's held-out test split exactly (same data, same seed, saved indices)."""
-    from doodle.config import check_consistency
-    from doodle.dataset import load_dataset
-    from doodle.train import load_split
-
     cfg = meta["config"]
     check_consistency(cfg, str(run_dir / "model.json"))
     split = load_split(run_dir)
@@ -136,9 +131,6 @@ def test_split_bitmaps(run_dir: Path, meta: dict, data_dir: str | Path,
 def evaluate(model_path: str | Path | None = None, inputs: list[str | Path] = (), data_dir: str | Path = "data",
              report_dir: str | Path | None = None, reporter: Reporter = NULL_REPORTER, strict: bool = False) -> dict:
     """Evaluate one model; returns the metrics summary (the `--json` document)."""
-    from doodle.checkpoint import load_model, resolve_model_path
-    from doodle.metrics import summarize
-
     run_dir = resolve_model_path(model_path)
     model, meta = load_model(run_dir)
     classes = meta["classes"]
@@ -163,8 +155,6 @@ def evaluate(model_path: str | Path | None = None, inputs: list[str | Path] = ()
     summary["unknown_categories"] = dict(sorted(unknown.items()))
     summary["problems"] = data.problems
     if report_dir is not None:
-        from doodle.report import write_report
-
         summary["report"] = [str(p) for p in write_report(report_dir, summary, x, y, probs.argmax(axis=1),
                                                           classes, probs=probs)]
     return summary

@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from doodle.config import class_names, load_config
 from doodle.errors import DoodleError
 from doodle.nn import LOSSES, MLP, Dropout, Layer
 
@@ -146,8 +147,6 @@ def check_gradients(layer_sizes: list[int], activation: str = "relu", loss: str 
 
 def check_config(config_path=None, overrides=(), max_entries: int | None = 20) -> tuple[list[int], dict[str, float]]:
     """The gradient check of the network a config describes: (layer sizes, {parameter: worst relative error})."""
-    from doodle.config import class_names, load_config
-
     cfg = load_config(config_path, overrides)
     m, d = cfg["model"], cfg["data"]
     sizes = [d["image_size"] ** 2, *m["hidden"], len(class_names(cfg))]

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from doodle.errors import DoodleError
+from doodle.raster import rasterize
 from doodle.strokes import rdp
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
@@ -469,6 +470,4 @@ def image_strokes(path_or_image) -> list[list[list[float]]]:
 
 def image_to_bitmap(path_or_image, size: int = 28, line_width: float = 16.0, padding: float = 16.0) -> np.ndarray:
     """Image -> (size, size) uint8, white ink on black, as `rasterize` draws the same drawing's strokes."""
-    from doodle.raster import rasterize
-
     return rasterize(image_strokes(path_or_image), size=size, line_width=line_width, padding=padding)

@@ -14,8 +14,8 @@ from typing import Callable
 
 import numpy as np
 
-from doodle.errors import DoodleError
-from doodle.optim import check_names, clip_grad_norm
+from doodle.errors import DoodleError, check_names
+from doodle.raster import to_float
 
 # --- initialisation: name -> fn(rng, n_in, n_out, dtype) -> W (n_in, n_out) ----------------------
 
@@ -40,7 +40,7 @@ def _glorot(rng: np.random.Generator, n_in: int, n_out: int, dtype) -> np.ndarra
 INITS: dict[str, Callable] = {"he": _he, "xavier": _glorot, "glorot": _glorot}
 
 
-def _lookup(table: dict, name: str, what: str):
+def lookup(table: dict, name: str, what: str):
     """table[name], or a DoodleError listing the valid names."""
     try:
         return table[name]
@@ -74,7 +74,7 @@ class Dense(Layer):
                  dtype=np.float32):
         super().__init__()
         rng = np.random.default_rng() if rng is None else rng
-        self.params["W"] = np.ascontiguousarray(_lookup(INITS, init, "init")(rng, n_in, n_out, dtype))
+        self.params["W"] = np.ascontiguousarray(lookup(INITS, init, "init")(rng, n_in, n_out, dtype))
         self.params["b"] = np.zeros(n_out, dtype=dtype)
         # Written in place by backward, so optimizers and MLP.gradients() can hold on to them.
         self.grads["W"] = np.zeros_like(self.params["W"])
@@ -249,8 +249,8 @@ class MLP:
         sizes = list(layer_sizes)
         if len(sizes) < 2 or not all(isinstance(n, (int, np.integer)) and n > 0 for n in sizes):
             raise DoodleError(f"layer_sizes must be two or more positive integers (input ... classes), got {sizes}")
-        act = _lookup(ACTIVATIONS, activation, "activation")
-        _lookup(INITS, init, "init")
+        act = lookup(ACTIVATIONS, activation, "activation")
+        lookup(INITS, init, "init")
         if not 0.0 <= dropout < 1.0:
             raise DoodleError(f"dropout must be in [0, 1), got {dropout}")
         self.layer_sizes = [int(n) for n in sizes]
@@ -275,8 +275,8 @@ class MLP:
         self.dense[0].input_grad = False
         # All weights live back to back in one flat buffer, and all gradients in another, so an
         # optimizer can update the whole network in a dozen numpy calls instead of a dozen per array.
-        self._params = _rehome([d.params for d in self.dense], self.dtype)
-        self._grads = _rehome([d.grads for d in self.dense], self.dtype)
+        self.flat_params, self._params = _rehome([d.params for d in self.dense], self.dtype)
+        self.flat_grads, self._grads = _rehome([d.grads for d in self.dense], self.dtype)
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         """Logits (B, C) for float inputs (B, n_in)."""
@@ -320,22 +320,25 @@ class MLP:
             for k in ("W", "b"):
                 np.copyto(layer.params[k], d[f"dense{i}.{k}"], casting="unsafe")
 
-    def predict_proba(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-        """Class probabilities (N, C) float32 in eval mode; uint8 images go through to_float per batch."""
-        n = len(x)
-        out = np.empty((n, self.layer_sizes[-1]), dtype=np.float32)
-        for i in range(0, n, batch_size):
+    def predict_logits(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+        """Logits (N, C) in eval mode, batch by batch; uint8 images go through to_float per batch."""
+        out = np.empty((len(x), self.layer_sizes[-1]), dtype=self.dtype)
+        for i in range(0, len(x), batch_size):
             xb = x[i:i + batch_size]
             if xb.dtype == np.uint8:
                 xb = to_float(xb)
             else:
                 xb = np.asarray(xb.reshape(len(xb), -1), dtype=self.dtype)
-            out[i:i + batch_size] = softmax(self.forward(xb, train=False))
+            out[i:i + batch_size] = self.forward(xb, train=False)
         return out
 
+    def predict_proba(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+        """Class probabilities (N, C) float32 in eval mode."""
+        return softmax(self.predict_logits(x, batch_size)).astype(np.float32, copy=False)
 
-def _rehome(dicts: list[dict[str, np.ndarray]], dtype) -> list[np.ndarray]:
-    """Move each dict's "W" and "b" into views of one new flat buffer; returns the views in order."""
+
+def _rehome(dicts: list[dict[str, np.ndarray]], dtype) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Move each dict's "W" and "b" into views of one new flat buffer; returns (the buffer, the views in order)."""
     arrays = [d[k] for d in dicts for k in ("W", "b")]
     flat = np.empty(sum(a.size for a in arrays), dtype=dtype)
     views, start = [], 0
@@ -346,29 +349,4 @@ def _rehome(dicts: list[dict[str, np.ndarray]], dtype) -> list[np.ndarray]:
             d[k] = view
             views.append(view)
             start += view.size
-    return views
-
-
-def to_float(xb: np.ndarray) -> np.ndarray:
-    """uint8 pixels (B, 28, 28) or (B, 784) -> float32 (B, 784) in [0, 1]; the trainer and predict share it."""
-    if xb.dtype != np.uint8 or xb.ndim not in (2, 3):
-        raise DoodleError(f"to_float expects a batch of uint8 images (B, 28, 28) or (B, 784), "
-                          f"got {xb.dtype} {xb.shape}")
-    out = xb.reshape(len(xb), -1).astype(np.float32)  # (B, 784), C-contiguous
-    out *= np.float32(1.0 / 255.0)  # 255 -> exactly 1.0; in place, cheaper than dividing
-    return out
-
-
-def train_step(model: MLP, optimizer, loss: str, x: np.ndarray, y: np.ndarray, lr: float | None = None,
-               clip_norm: float | None = None) -> tuple[float, int]:
-    """One minibatch: forward (train mode), loss, backward, optional clipping, update; returns (loss, n_correct)."""
-    loss_fn = _lookup(LOSSES, loss, "loss")
-    logits = model.forward(x, train=True)  # (B, C)
-    n_correct = int(np.count_nonzero(logits.argmax(axis=1) == y))
-    value, dlogits = loss_fn(logits, y)
-    model.backward(dlogits)
-    grads = model.gradients()
-    if clip_norm is not None:
-        clip_grad_norm(grads, clip_norm)
-    optimizer.step(grads, lr=lr)
-    return value, n_correct
+    return flat, views

@@ -19,63 +19,56 @@ from typing import Callable
 
 import numpy as np
 
-from doodle.errors import DoodleError
-
-
-def check_names(own: dict, given: dict, mismatch: str) -> None:
-    """Raise DoodleError(`mismatch`: missing ..., unexpected ...) unless both dicts hold the same array names."""
-    missing = sorted(set(own) - set(given))
-    extra = sorted(set(given) - set(own))
-    if missing or extra:
-        raise DoodleError(f"{mismatch}: missing {missing or 'none'}, unexpected {extra or 'none'}")
+from doodle.errors import DoodleError, check_names
 
 
 class Optimizer:
     """Base class: holds the parameters, the base learning rate and the step count.
 
-    When the parameters are consecutive views of one flat buffer (as MLP.parameters() are), and the
-    gradients too, each update runs once over the flat buffers: a dozen numpy calls per step instead
-    of a dozen per array, which matters for small biases. Otherwise it runs array by array.
+    A model whose parameters are consecutive views of one flat buffer, and its gradients views of
+    another (as MLP's are), hands both buffers over as `flat=(params, grads)`: each update then runs
+    once over the whole network, a dozen numpy calls per step instead of a dozen per array (which
+    matters for the small biases), and `step()` reads the gradients from the flat buffer. Without
+    `flat`, `step(grads)` updates array by array.
     """
 
-    def __init__(self, params: list[np.ndarray], lr: float, weight_decay: float = 0.0):
+    def __init__(self, params: list[np.ndarray], lr: float, weight_decay: float = 0.0,
+                 flat: tuple[np.ndarray, np.ndarray] | None = None):
         self.params = list(params)
         self.lr = _positive("lr", lr)
         self.weight_decay = _at_least_zero("weight_decay", weight_decay)
         self.decay = [p.ndim >= 2 for p in self.params]  # weights yes, biases no
         self.t = 0  # completed steps
-        self._flat = _tiling(self.params)  # (P,) or None
-        self._grads_seen: list[np.ndarray] = []  # last gradient list, and the flat buffer it tiles
-        self._grads_flat: np.ndarray | None = None
+        self.flat = None if flat is None else _check_flat(self.params, *flat)
+        self._flat_grad_views = None if flat is None else _views(self.flat[1], self.params)
         self._tmp = self._zeros()  # scratch, so an update allocates nothing
 
     def _zeros(self) -> list[np.ndarray]:
         """Zero arrays shaped like the parameters, tiling one flat buffer when the parameters do."""
-        if self._flat is None:
+        if self.flat is None:
             return [np.zeros_like(p) for p in self.params]
-        return _views(np.zeros_like(self._flat), self.params)
+        return _views(np.zeros_like(self.flat[0]), self.params)
 
-    def step(self, grads: list[np.ndarray], lr: float | None = None) -> None:
-        """Update every parameter in place from its gradient; `lr` overrides the base rate for this step."""
-        if len(grads) != len(self.params):
+    def step(self, grads: list[np.ndarray] | None = None, lr: float | None = None) -> None:
+        """Update every parameter in place from its gradient; `lr` overrides the base rate for this step.
+
+        `grads` are aligned with the parameters; None means the flat gradient buffer given as `flat`.
+        """
+        whole = grads is None  # one update over the flat buffers
+        if whole:
+            if self.flat is None:
+                raise ValueError("step() without gradients needs the flat buffers (flat=(params, grads))")
+            grads = self._flat_grad_views
+        elif len(grads) != len(self.params):
             raise ValueError(f"{len(grads)} gradients for {len(self.params)} parameters")
         self.t += 1  # once per step, not per parameter
         lr = float(self.lr if lr is None else lr)
         grads = self._before(grads, lr)
-        flat_grads = None if self._flat is None else self._flat_grads(grads)
-        if flat_grads is not None:
-            self._kernel(self._flat, flat_grads, *(_base(s[0]) for s in self._slots()), lr)
+        if whole:
+            self._kernel(self.flat[0], _base(grads[0]), *(_base(s[0]) for s in self._slots()), lr)
         else:
             for i, (p, g) in enumerate(zip(self.params, grads)):
                 self._kernel(p, g, *(s[i] for s in self._slots()), lr)
-
-    def _flat_grads(self, grads: list[np.ndarray]) -> np.ndarray | None:
-        """The flat buffer `grads` tile (remembered, as they are the same arrays every step), or None."""
-        if len(grads) != len(self._grads_seen) or any(a is not b for a, b in zip(grads, self._grads_seen)):
-            self._grads_seen = list(grads)
-            tiled = _tiling(grads)
-            self._grads_flat = tiled if tiled is not None and tiled.shape == self._flat.shape else None
-        return self._grads_flat
 
     def _before(self, grads: list[np.ndarray], lr: float) -> list[np.ndarray]:
         """Per-array work before the update (weight decay); returns the gradients to use."""
@@ -123,8 +116,8 @@ class SGD(Optimizer):
     """
 
     def __init__(self, params, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0):
-        super().__init__(params, lr, weight_decay)
+                 weight_decay: float = 0.0, flat: tuple[np.ndarray, np.ndarray] | None = None):
+        super().__init__(params, lr, weight_decay, flat)
         if not 0.0 <= momentum < 1.0:
             raise DoodleError(f"momentum must be in [0, 1), got {momentum}")
         if nesterov and momentum == 0.0:
@@ -150,11 +143,6 @@ class SGD(Optimizer):
             else:
                 np.copyto(out, g)
         return self._decayed
-
-    def _flat_grads(self, grads):
-        if grads is self._decayed:
-            return _base(self._decayed[0]) if self._flat is not None else None
-        return super()._flat_grads(grads)
 
     def _kernel(self, p, g, *rest):
         *v, tmp, lr = rest
@@ -185,8 +173,8 @@ class Adam(Optimizer):
     """
 
     def __init__(self, params, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-                 weight_decay: float = 0.0):
-        super().__init__(params, lr, weight_decay)
+                 weight_decay: float = 0.0, flat: tuple[np.ndarray, np.ndarray] | None = None):
+        super().__init__(params, lr, weight_decay, flat)
         for name, b in (("beta1", beta1), ("beta2", beta2)):
             if not 0.0 <= b < 1.0:
                 raise DoodleError(f"{name} must be in [0, 1), got {b}")
@@ -227,23 +215,20 @@ class Adam(Optimizer):
         p -= tmp
 
 
-def _address(a: np.ndarray) -> int:
-    return a.__array_interface__["data"][0]
-
-
-def _tiling(arrays: list[np.ndarray]) -> np.ndarray | None:
-    """The 1-D buffer that `arrays` tile exactly, back to back and in order, or None."""
-    if not arrays:
-        return None
-    base = arrays[0].base
-    if base is None or base.ndim != 1 or not base.flags.c_contiguous:
-        return None
-    at = _address(base)
-    for a in arrays:
-        if a.base is not base or a.dtype != base.dtype or not a.flags.c_contiguous or _address(a) != at:
-            return None
-        at += a.nbytes
-    return base if at == _address(base) + base.nbytes else None
+def _check_flat(params: list[np.ndarray], flat_params: np.ndarray, flat_grads: np.ndarray) -> tuple:
+    """(flat_params, flat_grads) after checking that `params` are consecutive views of flat_params, in order."""
+    if flat_params.ndim != 1 or flat_grads.shape != flat_params.shape or flat_grads.dtype != flat_params.dtype:
+        raise ValueError("flat buffers must be two 1-D arrays of one shape and dtype")
+    if flat_params.base is not None or flat_grads.base is not None:
+        raise ValueError("flat buffers must own their memory (the views' .base is how updates find them)")
+    start = 0
+    for p in params:
+        if p.base is not flat_params or p.ctypes.data != flat_params[start:].ctypes.data or not p.flags.c_contiguous:
+            raise ValueError("the parameters are not consecutive views of the flat buffer")
+        start += p.size
+    if start != flat_params.size:
+        raise ValueError(f"the parameters cover {start} of the flat buffer's {flat_params.size} entries")
+    return flat_params, flat_grads
 
 
 def _views(flat: np.ndarray, like: list[np.ndarray]) -> list[np.ndarray]:
@@ -260,28 +245,38 @@ def _base(view: np.ndarray) -> np.ndarray:
     return view.base
 
 
-OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {
-    "sgd": SGD,
-    "momentum": functools.partial(SGD, momentum=0.9),
-    "nesterov": functools.partial(SGD, momentum=0.9, nesterov=True),
-    "adam": Adam,
+# name -> the factory, and which train.* settings it reads (its other options keep their defaults).
+OPTIMIZERS: dict[str, tuple[Callable[..., Optimizer], tuple[str, ...]]] = {
+    "sgd": (SGD, ("lr", "weight_decay")),
+    "momentum": (functools.partial(SGD, momentum=0.9), ("lr", "weight_decay", "momentum")),
+    "nesterov": (functools.partial(SGD, momentum=0.9, nesterov=True), ("lr", "weight_decay", "momentum")),
+    "adam": (Adam, ("lr", "weight_decay", "beta1", "beta2")),
 }
 
 
-def make_optimizer(name: str, params: list[np.ndarray], **kwargs) -> Optimizer:
+def make_optimizer(name: str, params: list[np.ndarray], flat: tuple[np.ndarray, np.ndarray] | None = None,
+                   **kwargs) -> Optimizer:
     """OPTIMIZERS[name](params, **kwargs), with a DoodleError for unknown names or options."""
     if name not in OPTIMIZERS:
         raise DoodleError(f"unknown optimizer {name!r}: use one of {', '.join(OPTIMIZERS)}")
-    factory = OPTIMIZERS[name]
-    allowed = [k for k in inspect.signature(factory).parameters if k != "params"]
+    factory = OPTIMIZERS[name][0]
+    allowed = [k for k in inspect.signature(factory).parameters if k not in ("params", "flat")]
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
         raise DoodleError(f"unknown option(s) {', '.join(unknown)} for optimizer {name!r}: "
                           f"it takes {', '.join(allowed)}")
     try:
-        return factory(params, **kwargs)
+        return factory(params, flat=flat, **kwargs)
     except (TypeError, ValueError) as err:
         raise DoodleError(f"bad option for optimizer {name!r}: {err}") from None
+
+
+def optimizer_from_settings(settings: dict, params: list[np.ndarray],
+                            flat: tuple[np.ndarray, np.ndarray] | None = None) -> Optimizer:
+    """The optimizer a config's train section names, with the settings that optimizer reads."""
+    name = settings["optimizer"]
+    reads = OPTIMIZERS[name][1] if name in OPTIMIZERS else ()
+    return make_optimizer(name, params, flat, **{k: settings[k] for k in reads})
 
 
 # --- learning-rate schedules: step index (0-based) -> lr -----------------------------------------

@@ -14,13 +14,15 @@ from typing import IO, Iterator
 
 import numpy as np
 
+from doodle.checkpoint import load_model, resolve_model_path
 from doodle.errors import DoodleError
+from doodle.images import IMAGE_SUFFIXES, image_to_bitmap
+from doodle.raster import rasterize
+from doodle.strokes import parse_drawing
 
 
 def _ndjson_items(name: str, stream: IO[str]) -> Iterator[tuple[str, dict | None, str | None]]:
     """(input name, drawing record or None, error or None) for each non-blank line."""
-    from doodle.strokes import parse_drawing
-
     for lineno, line in enumerate(stream, 1):
         if not line.strip():
             continue
@@ -38,13 +40,9 @@ def _ndjson_items(name: str, stream: IO[str]) -> Iterator[tuple[str, dict | None
 
 def _bitmaps(inputs: list[str], raster: dict, stdin: IO[str] | None) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
     """(input name, (S, S) uint8 bitmap or None, error or None) for every input."""
-    from doodle.images import IMAGE_SUFFIXES
-
     size, lw, pad = raster["size"], raster["line_width"], raster["padding"]
     for item in inputs:
         if item == "-" or item.endswith(".ndjson"):
-            from doodle.raster import rasterize
-
             if item == "-":
                 stream, name, close = (stdin or sys.stdin), "<stdin>", False
             else:
@@ -70,8 +68,6 @@ def _bitmaps(inputs: list[str], raster: dict, stdin: IO[str] | None) -> Iterator
             yield item, None, (f"{item}: unsupported input; give an image ({', '.join(IMAGE_SUFFIXES)}), "
                                "an .ndjson file or '-' for ndjson on standard input")
             continue
-        from doodle.images import image_to_bitmap
-
         try:
             yield item, image_to_bitmap(path, size=size, line_width=lw, padding=pad), None
         except DoodleError as exc:
@@ -81,8 +77,6 @@ def _bitmaps(inputs: list[str], raster: dict, stdin: IO[str] | None) -> Iterator
 def predict(inputs: list[str], model_path: str | Path | None = None, top_k: int = 3,
             stdin: IO[str] | None = None) -> tuple[list[dict], dict]:
     """Top-k categories for every input; returns (results, model metadata)."""
-    from doodle.checkpoint import load_model, resolve_model_path
-
     if top_k < 1:
         raise DoodleError(f"--top-k must be at least 1 (got {top_k})")
     if not inputs:

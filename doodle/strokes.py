@@ -167,12 +167,8 @@ def simplify_raw_batch(drawings) -> list[list[list[list[int]]]]:
     stroke_start = np.cumsum(sizes) - sizes  # (S,)
     drawing_start = stroke_start[np.cumsum(per_drawing) - per_drawing]  # (D,) first point of each drawing
     owner = np.repeat(np.arange(len(per_drawing)), np.add.reduceat(sizes, np.cumsum(per_drawing) - per_drawing))
-    x = x - np.minimum.reduceat(x, drawing_start)[owner]  # align top-left
-    y = y - np.minimum.reduceat(y, drawing_start)[owner]
-    extent = np.maximum(np.maximum.reduceat(x, drawing_start), np.maximum.reduceat(y, drawing_start))  # (D,)
-    extent = np.where(extent > 0, extent, np.inf)[owner]  # a lone dot scales to 0, not NaN
-    # v * 255 / extent, in that order: it rounds like Google's (the x.5 cases land the same way).
-    qx, qy, lo, hi = _resample(x * 255.0 / extent, y * 255.0 / extent, stroke_start, sizes)  # 0..255
+    x, y = fit_box(x, y, drawing_start, owner)
+    qx, qy, lo, hi = _resample(x, y, stroke_start, sizes)  # 0..255
     keep = _rdp_keep(qx, qy, lo, hi, RDP_EPSILON)
     kx = np.rint(qx[keep]).astype(np.int64).tolist()  # rint: half to even, like Google's rounding
     ky = np.rint(qy[keep]).astype(np.int64).tolist()
@@ -186,6 +182,25 @@ def simplify_raw_batch(drawings) -> list[list[list[list[int]]]]:
         result.append(out)
         s += count
     return result
+
+
+def fit_box(x: np.ndarray, y: np.ndarray, drawing_start: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Align each drawing to the top-left (min 0) and scale it uniformly so its larger side spans 0..255.
+
+    x, y (P,) hold the points of many drawings end to end; drawing_start (D,) is where each begins and
+    owner (P,) the drawing of each point.
+    """
+    x = x - np.minimum.reduceat(x, drawing_start)[owner]
+    y = y - np.minimum.reduceat(y, drawing_start)[owner]
+    extent = np.maximum(np.maximum.reduceat(x, drawing_start), np.maximum.reduceat(y, drawing_start))  # (D,)
+    extent = np.where(extent > 0, extent, np.inf)[owner]  # a lone dot scales to 0, not NaN
+    # v * 255 / extent, in that order: it rounds like Google's (the x.5 cases land the same way).
+    return x * 255.0 / extent, y * 255.0 / extent
+
+
+def rdp_keep(px: np.ndarray, py: np.ndarray, lo: np.ndarray, hi: np.ndarray, eps: float = RDP_EPSILON) -> np.ndarray:
+    """Which points survive Ramer-Douglas-Peucker, for the polylines px/py[lo[i]..hi[i]] (inclusive) all at once."""
+    return _rdp_keep(px, py, lo, hi, float(eps))
 
 
 def _resample(px: np.ndarray, py: np.ndarray, start: np.ndarray, size: np.ndarray):

@@ -17,13 +17,13 @@ from typing import Callable, Iterable
 import ndjson
 import numpy as np
 
+from doodle.categories import SYNTHETIC_SHAPES as SHAPES
+from doodle.categories import local_path
 from doodle.errors import DoodleError
 from doodle.fsutil import atomic_path
 from doodle.progress import NULL_REPORTER, Reporter
+from doodle.strokes import fit_box, rdp_keep
 
-SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "hexagon", "octagon", "star", "line", "zigzag")
-
-EPSILON = 2.0  # Google's Ramer-Douglas-Peucker tolerance, in 0..255 units
 _STEP = 4.0  # spacing of the dense pen path (Google resamples at 1; with RDP at eps 2 coarser hardly matters)
 _R = 100.0  # drawings are made about 2 * _R units wide, close to the final 0..255 scale
 _CHUNK = 512  # drawings simplified together: one vectorised RDP pass per chunk
@@ -351,56 +351,6 @@ def _draw(word: str, rng: np.random.Generator) -> tuple[Strokes, np.ndarray]:
 # Google's simplification, vectorised over many drawings
 
 
-def _rdp_keep(pts: np.ndarray, first: np.ndarray, eps: float) -> np.ndarray:
-    """Ramer-Douglas-Peucker on many polylines at once -> bool mask (P,) of the points kept.
-
-    pts (P, 2) holds all polylines end to end, first (S,) the index where each begins. Breadth-first:
-    every round splits each open segment at its farthest point if that lies beyond eps and settles the
-    others; that keeps exactly what the usual recursion keeps (same first-maximum tie-break).
-    """
-    n = len(pts)
-    last = np.r_[first[1:], n] - 1
-    keep = np.zeros(n, dtype=bool)
-    keep[first] = keep[last] = True
-    ix = np.flatnonzero(~keep)  # undecided points, each between kept points a and b
-    stroke = np.searchsorted(first, ix, side="right") - 1
-    a, b = first[stroke], last[stroke]
-    while len(ix):
-        pa = pts[a]
-        ab = pts[b] - pa
-        ap = pts[ix] - pa
-        norm = np.hypot(ab[:, 0], ab[:, 1])
-        cross = np.abs(ab[:, 0] * ap[:, 1] - ab[:, 1] * ap[:, 0])
-        # distance to the line through a and b, or to a itself when the stroke closes on itself
-        d = np.where(norm > 1e-9, cross / np.maximum(norm, 1e-9), np.hypot(ap[:, 0], ap[:, 1]))
-        opens = np.r_[True, a[1:] != a[:-1]]  # segments are runs of equal a
-        seg = np.cumsum(opens) - 1
-        hit = np.flatnonzero((d > eps) & (d == np.maximum.reduceat(d, np.flatnonzero(opens))[seg]))
-        if not len(hit):
-            break  # every segment is within eps
-        hit = hit[np.r_[True, seg[hit][1:] != seg[hit][:-1]]]  # first farthest point of each segment
-        keep[ix[hit]] = True
-        split = np.full(seg[-1] + 1, -1)
-        split[seg[hit]] = ix[hit]
-        m = split[seg]  # (len(ix),) where this point's segment splits, -1: settled
-        live = (m >= 0) & (ix != m)
-        ix, a, b, m = ix[live], a[live], b[live], m[live]
-        a = np.where(ix > m, m, a)
-        b = np.where(ix < m, m, b)
-    return keep
-
-
-def _normalise(pts: np.ndarray, starts: np.ndarray, did: np.ndarray) -> np.ndarray:
-    """Align each drawing to the top-left corner and scale it uniformly so its larger side spans 0..255.
-
-    pts (P, 2) all drawings end to end, starts (D,) where each begins, did (P,) drawing of each point.
-    """
-    lo = np.minimum.reduceat(pts, starts, axis=0)  # (D, 2)
-    extent = (np.maximum.reduceat(pts, starts, axis=0) - lo).max(axis=1)  # (D,)
-    scale = 255.0 / np.where(extent > 0, extent, 255.0)
-    return (pts - lo[did]) * scale[did][:, None]
-
-
 def _simplify(drawings: list[Strokes], wobble: np.ndarray | None = None) -> list[list[list[list[int]]]]:
     """Dense float drawings (and their wobble rows, (D, 21)) -> Google's simplified strokes [[xs], [ys]], ints 0..255.
 
@@ -415,14 +365,14 @@ def _simplify(drawings: list[Strokes], wobble: np.ndarray | None = None) -> list
     pts = np.vstack(strokes)  # (P, 2)
     if wobble is not None:
         pts = _wobble(pts, did, np.arange(len(pts)) - d_first[did], wobble)
-    pts = _normalise(pts, d_first, did)
-    keep = _rdp_keep(pts, first, EPSILON)
+    px, py = fit_box(pts[:, 0], pts[:, 1], d_first, did)
+    keep = rdp_keep(px, py, first, np.r_[first[1:], len(pts)] - 1)
     # RDP may drop an extreme point: re-align and re-scale the kept points so every record spans 0..255
     kept_did = did[keep]
     kept_len = np.add.reduceat(keep, first)  # (S,) points left in each stroke
     kept_starts = np.searchsorted(kept_did, np.arange(len(drawings)))
-    q = np.rint(_normalise(pts[keep], kept_starts, kept_did)).astype(np.int64)
-    xs, ys = q[:, 0].tolist(), q[:, 1].tolist()
+    qx, qy = fit_box(px[keep], py[keep], kept_starts, kept_did)
+    xs, ys = np.rint(qx).astype(np.int64).tolist(), np.rint(qy).astype(np.int64).tolist()
     out, i, s = [], 0, 0
     for count in n_strokes.tolist():
         drawing = []
@@ -490,7 +440,7 @@ def write_synthetic(data_dir, words: Iterable[str] = SHAPES, n: int = 1000, seed
     n, seed = int(n), int(seed)
     paths = []
     for w in words:
-        path = Path(data_dir) / "synthetic" / f"{w}.ndjson"
+        path = local_path(data_dir, "synthetic", w)
         key = f"synthetic:{w}"
         reporter.start(key, f"drawing {w}", total=n, unit="drawings")
         try:

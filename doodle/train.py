@@ -21,10 +21,12 @@ import numpy as np
 
 from doodle import __version__, fsutil
 from doodle.augment import augment_batch
-from doodle.checkpoint import save_model
+from doodle.checkpoint import load_model, save_model
 from doodle.config import dump, load_config
 from doodle.dataset import PADDING, Dataset, load_dataset, split_indices
 from doodle.errors import DoodleError
+from doodle.nn import LOSSES, MLP, lookup
+from doodle.optim import Optimizer, clip_grad_norm, make_schedule, optimizer_from_settings
 from doodle.progress import NULL_REPORTER, Reporter
 
 @dataclass
@@ -48,29 +50,8 @@ class TrainResult:
         return {k: v for k, v in self.__dict__.items() if k != "history"}
 
 
-def loss_value(probs: np.ndarray, y: np.ndarray, loss: str) -> float:
-    """The configured loss of predicted probabilities (for validation and test reporting)."""
-    if len(y) == 0:
-        return float("nan")
-    if loss == "mse":
-        onehot = np.zeros_like(probs)
-        onehot[np.arange(len(y)), y] = 1.0
-        return float(np.mean(np.sum((probs - onehot) ** 2, axis=1)))
-    return float(-np.mean(np.log(np.maximum(probs[np.arange(len(y)), y], 1e-12))))
-
-
-def _optimizer_kwargs(t: dict) -> dict:
-    kw = {"lr": t["lr"], "weight_decay": t["weight_decay"]}
-    if t["optimizer"] in ("momentum", "nesterov"):
-        kw["momentum"] = t["momentum"]
-    elif t["optimizer"] == "adam":
-        kw.update(beta1=t["beta1"], beta2=t["beta2"])
-    return kw
-
-
 def _schedule(t: dict, steps_per_epoch: int):
-    from doodle.optim import make_schedule
-
+    """lr(step) for the configured schedule, its epochs turned into steps."""
     kw = {}
     if t["schedule"] == "step":
         kw = {"step_size": t["step_epochs"] * steps_per_epoch, "gamma": t["gamma"]}
@@ -121,123 +102,139 @@ def train(config_path: str | Path | None = None, overrides: tuple[str, ...] | li
     return fit(cfg, ds, run_dir, reporter, resume=resume is not None)
 
 
-def fit(cfg: dict, ds: Dataset, run_dir: Path, reporter: Reporter = NULL_REPORTER,
-        resume: bool = False) -> TrainResult:
-    """Minibatch gradient descent with a per-epoch validation pass; the best epoch is what is kept."""
-    from doodle.nn import MLP
-    from doodle.optim import make_optimizer
+def train_step(model: MLP, optimizer: Optimizer, loss: str, x: np.ndarray, y: np.ndarray, lr: float | None = None,
+               clip_norm: float | None = None) -> tuple[float, int]:
+    """One minibatch: forward (train mode), loss, backward, optional clipping, update; returns (loss, n_correct)."""
+    loss_fn = lookup(LOSSES, loss, "loss")
+    logits = model.forward(x, train=True)  # (B, C)
+    n_correct = int(np.count_nonzero(logits.argmax(axis=1) == y))
+    value, dlogits = loss_fn(logits, y)
+    model.backward(dlogits)
+    if clip_norm is not None:
+        clip_grad_norm(model.gradients(), clip_norm)
+    if optimizer.flat is not None and optimizer.flat[1] is model.flat_grads:
+        optimizer.step(lr=lr)  # one update over the model's flat gradient buffer
+    else:
+        optimizer.step(model.gradients(), lr=lr)
+    return value, n_correct
 
-    t, d, m, aug = cfg["train"], cfg["data"], cfg["model"], cfg["augment"]
+
+def score(model: MLP, x: np.ndarray, y: np.ndarray, loss: str, batch_size: int = 4096) -> tuple[float, float]:
+    """(mean loss, accuracy) of the model in eval mode on uint8 bitmaps x with labels y; NaNs when empty."""
+    if len(y) == 0:
+        return float("nan"), float("nan")
+    loss_fn = lookup(LOSSES, loss, "loss")
+    total, correct = 0.0, 0
+    for i in range(0, len(y), batch_size):
+        logits = model.predict_logits(x[i:i + batch_size], batch_size)
+        yb = y[i:i + batch_size]
+        total += loss_fn(logits, yb)[0] * len(yb)
+        correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
+    return total / len(y), correct / len(y)
+
+
+@dataclass
+class _Run:
+    """One training run's moving parts and progress, as fit() carries them from epoch to epoch."""
+
+    cfg: dict
+    ds: Dataset
+    dir: Path
+    split: dict[str, np.ndarray]  # train/val/test row indices
+    layer_sizes: list[int]
+    model: MLP
+    optimizer: Optimizer
+    rng: np.random.Generator  # shuffling and augmentation
+    lr_at: object  # step -> learning rate
+    steps_per_epoch: int
+    epoch: int = 0  # epochs completed
+    best: dict = field(default_factory=lambda: {"epoch": 0, "val_accuracy": -1.0})
+    best_state: dict | None = None  # the best epoch's weights
+    train_seconds: float = 0.0
+    history: list[dict] = field(default_factory=list)
+
+
+def _start(cfg: dict, ds: Dataset, run_dir: Path, resume: bool) -> _Run:
+    """Build the model, optimizer and schedule; a new run writes its config and split, a resumed one reloads its state."""
+    t, d, m = cfg["train"], cfg["data"], cfg["model"]
     split = split_indices(ds.counts, d["val_fraction"], d["test_fraction"], d["test_split"], d["seed"])
-    train_idx, val_idx, test_idx = split["train"], split["val"], split["test"]
-    if len(train_idx) == 0:
+    if len(split["train"]) == 0:
         raise DoodleError("the training split is empty; raise data.per_category or lower the held-out fractions")
     layer_sizes = [d["image_size"] ** 2, *m["hidden"], len(ds.classes)]
     model = MLP(layer_sizes, activation=m["activation"], dropout=m["dropout"], init=m["init"], seed=t["seed"])
-    optimizer = make_optimizer(t["optimizer"], model.parameters(), **_optimizer_kwargs(t))
-    steps_per_epoch = math.ceil(len(train_idx) / t["batch_size"])
-    lr_at = _schedule(t, steps_per_epoch)
-    rng = np.random.default_rng([t["seed"], 1])  # shuffling and augmentation
-
+    optimizer = optimizer_from_settings(t, model.parameters(), flat=(model.flat_params, model.flat_grads))
+    steps_per_epoch = math.ceil(len(split["train"]) / t["batch_size"])
+    run = _Run(cfg, ds, run_dir, split, layer_sizes, model, optimizer, np.random.default_rng([t["seed"], 1]),
+               _schedule(t, steps_per_epoch), steps_per_epoch)
     run_dir.mkdir(parents=True, exist_ok=True)
-    history: list[dict] = []
-    start_epoch, best = 0, {"epoch": 0, "val_accuracy": -1.0}
-    train_seconds = 0.0
-    if resume:
-        state = json.loads((run_dir / "state.json").read_text())
-        if state.get("split_counts") != ds.counts:
-            raise DoodleError(f"{run_dir}: the data changed since this run started (rows per class differ); "
-                              "start a new run instead of --resume")
-        model.load_state_dict(dict(np.load(run_dir / "last.npz", allow_pickle=False)))
-        optimizer.load_state_dict(dict(np.load(run_dir / "optimizer.npz", allow_pickle=False)))
-        rng.bit_generator.state = state["rng"]
-        start_epoch, best, train_seconds = state["epoch"], state["best"], state["train_seconds"]
-        history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
-        if start_epoch >= t["epochs"]:
-            raise DoodleError(f"{run_dir}: already trained {start_epoch} epochs of {t['epochs']}; "
-                              f"raise them with --set train.epochs={start_epoch + 10}")
-    else:
+    if not resume:
         fsutil.write_text(run_dir / "config.yaml", dump(cfg))
         with fsutil.atomic_path(run_dir / "split.npz", suffix=".npz") as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **split, counts=np.asarray(ds.counts))
         fsutil.write_text(run_dir / "metrics.jsonl", "")
+        return run
+    state = json.loads((run_dir / "state.json").read_text())
+    if state.get("split_counts") != ds.counts:
+        raise DoodleError(f"{run_dir}: the data changed since this run started (rows per class differ); "
+                          "start a new run instead of --resume")
+    model.load_state_dict(dict(np.load(run_dir / "last.npz", allow_pickle=False)))
+    optimizer.load_state_dict(dict(np.load(run_dir / "optimizer.npz", allow_pickle=False)))
+    run.rng.bit_generator.state = state["rng"]
+    run.epoch, run.best, run.train_seconds = state["epoch"], state["best"], state["train_seconds"]
+    run.history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    if run.epoch >= t["epochs"]:
+        raise DoodleError(f"{run_dir}: already trained {run.epoch} epochs of {t['epochs']}; "
+                          f"raise them with --set train.epochs={run.epoch + 10}")
+    if run.best["epoch"]:
+        run.best_state = load_model(run_dir)[0].state_dict()
+    return run
 
-    best_state = None
-    if resume and best["epoch"]:
-        from doodle.checkpoint import load_model
 
-        best_state = load_model(run_dir)[0].state_dict()
+def fit(cfg: dict, ds: Dataset, run_dir: Path, reporter: Reporter = NULL_REPORTER,
+        resume: bool = False) -> TrainResult:
+    """Minibatch gradient descent with a per-epoch validation pass; the best epoch is what is kept."""
+    t = cfg["train"]
+    run = _start(cfg, ds, run_dir, resume)
     patience_left = t["patience"]
     interrupted = False
     try:
-        for epoch in range(start_epoch + 1, t["epochs"] + 1):
-            row = _run_epoch(model, optimizer, ds, train_idx, t, aug, rng, lr_at, epoch, steps_per_epoch, reporter)
-            train_seconds += row.pop("train_seconds")
-            if len(val_idx):
-                probs = model.predict_proba(ds.x[val_idx])
-                row["val_loss"] = loss_value(probs, ds.y[val_idx], t["loss"])
-                row["val_accuracy"] = float(np.mean(np.argmax(probs, axis=1) == ds.y[val_idx]))
-            else:
-                row["val_loss"] = row["val_accuracy"] = None
-            score = row["val_accuracy"] if row["val_accuracy"] is not None else row["train_accuracy"]
-            history.append(row)
-            with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(row) + "\n")
-            if score > best["val_accuracy"]:
-                best = {"epoch": epoch, "val_accuracy": score}
-                best_state = model.state_dict()  # already a copy
-                save_model(run_dir, model, model_meta(cfg, ds.classes, layer_sizes, {"best_epoch": epoch, **row}))
+        for epoch in range(run.epoch + 1, t["epochs"] + 1):
+            row = _run_epoch(run, epoch, reporter)
+            improved = _end_epoch(run, row)
+            reporter.epoch(row)
+            if improved:
                 patience_left = t["patience"]
             elif patience_left is not None:
                 patience_left -= 1
-            _save_state(run_dir, model, optimizer, rng, epoch, best, train_seconds, ds.counts)
-            reporter.epoch(row)
-            if patience_left is not None and patience_left <= 0:
-                reporter.log(f"early stopping: no validation improvement for {t['patience']} epochs")
-                break
+                if patience_left <= 0:
+                    reporter.log(f"early stopping: no validation improvement for {t['patience']} epochs")
+                    break
     except KeyboardInterrupt:
         interrupted = True
         reporter.log("interrupted: keeping the best epoch so far")
-    if best_state is None:
+    if run.best_state is None:
         raise DoodleError(f"interrupted before the first epoch finished; nothing saved in {run_dir}", exit_code=130)
-
-    model.load_state_dict(best_state)
-    test_acc = test_loss = None
-    if len(test_idx):
-        probs = model.predict_proba(ds.x[test_idx])
-        test_acc = float(np.mean(np.argmax(probs, axis=1) == ds.y[test_idx]))
-        test_loss = loss_value(probs, ds.y[test_idx], t["loss"])
-    samples = sum(h["samples"] for h in history)
-    sps = samples / train_seconds if train_seconds > 0 else 0.0
-    best_row = next(h for h in history if h["epoch"] == best["epoch"])
-    metrics = {"best_epoch": best["epoch"], **best_row, "test_accuracy": test_acc, "test_loss": test_loss,
-               "samples_per_second": sps, "epochs_run": len(history)}
-    save_model(run_dir, model, model_meta(cfg, ds.classes, layer_sizes, metrics))
-    return TrainResult(run=str(run_dir), classes=ds.classes, layer_sizes=layer_sizes, batch_size=t["batch_size"],
-                       epochs=len(history), best_epoch=best["epoch"], val_accuracy=best_row["val_accuracy"],
-                       test_accuracy=test_acc, test_loss=test_loss, samples_per_second=sps,
-                       interrupted=interrupted, history=history)
+    return _finish(run, interrupted)
 
 
-def _run_epoch(model, optimizer, ds, train_idx, t, aug, rng, lr_at, epoch, steps_per_epoch, reporter) -> dict:
-    """One pass over the shuffled training rows; returns the epoch's figures."""
-    from doodle.nn import train_step
-
+def _run_epoch(run: _Run, epoch: int, reporter: Reporter) -> dict:
+    """One pass over the shuffled training rows, then the validation score; returns the epoch's row."""
+    t, aug, x, y = run.cfg["train"], run.cfg["augment"], run.ds.x, run.ds.y
     bs = t["batch_size"]
-    order = rng.permutation(train_idx)  # shuffle indices, not arrays
+    order = run.rng.permutation(run.split["train"])  # shuffle indices, not arrays
     key = f"epoch{epoch}"
-    reporter.start(key, f"epoch {epoch}/{t['epochs']}", total=steps_per_epoch, unit="batches")
+    reporter.start(key, f"epoch {epoch}/{t['epochs']}", total=run.steps_per_epoch, unit="batches")
     loss_sum, correct, seen, seconds = 0.0, 0, 0, 0.0
-    step0 = (epoch - 1) * steps_per_epoch
-    lr = lr_at(step0)
+    step0 = (epoch - 1) * run.steps_per_epoch
+    lr = run.lr_at(step0)
     try:
-        for b in range(steps_per_epoch):
+        for b in range(run.steps_per_epoch):
             idx = np.sort(order[b * bs:(b + 1) * bs])  # sorted gathers read the uint8 array in order
             tick = time.perf_counter()
-            xb = augment_batch(ds.x[idx], rng, aug["shift"], aug["rotate"], aug["scale"], aug["probability"])
-            lr = lr_at(step0 + b)
-            loss, n_ok = train_step(model, optimizer, t["loss"], xb, ds.y[idx], lr=lr, clip_norm=t["clip_norm"])
+            xb = augment_batch(x[idx], run.rng, aug["shift"], aug["rotate"], aug["scale"], aug["probability"])
+            lr = run.lr_at(step0 + b)
+            loss, n_ok = train_step(run.model, run.optimizer, t["loss"], xb, y[idx], lr=lr, clip_norm=t["clip_norm"])
             seconds += time.perf_counter() - tick
             if not math.isfinite(loss):
                 raise DoodleError(f"loss became {loss} at epoch {epoch}, batch {b + 1}: the learning rate is too "
@@ -249,29 +246,60 @@ def _run_epoch(model, optimizer, ds, train_idx, t, aug, rng, lr_at, epoch, steps
             reporter.update(key, advance=1, loss=loss_sum / seen, acc=correct / seen, sps=seen / max(seconds, 1e-9))
     finally:
         reporter.end(key)
-    return {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen, "lr": float(lr),
-            "samples": seen, "seconds": round(seconds, 3), "train_seconds": seconds}
+    run.train_seconds += seconds
+    row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen, "lr": float(lr),
+           "samples": seen, "seconds": round(seconds, 3), "val_loss": None, "val_accuracy": None}
+    if len(run.split["val"]):
+        val = run.split["val"]
+        row["val_loss"], row["val_accuracy"] = score(run.model, x[val], y[val], t["loss"])
+    return row
 
 
-def _save_state(run_dir: Path, model, optimizer, rng, epoch: int, best: dict, train_seconds: float,
-                counts: list[int]) -> None:
+def _end_epoch(run: _Run, row: dict) -> bool:
+    """Record the epoch (metrics, best model, resume state); True when it is the best so far."""
+    run.epoch = row["epoch"]
+    run.history.append(row)
+    with open(run.dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row) + "\n")
+    score_ = row["val_accuracy"] if row["val_accuracy"] is not None else row["train_accuracy"]
+    improved = score_ > run.best["val_accuracy"]
+    if improved:
+        run.best = {"epoch": run.epoch, "val_accuracy": score_}
+        run.best_state = run.model.state_dict()  # already a copy
+        save_model(run.dir, run.model, model_meta(run.cfg, run.ds.classes, run.layer_sizes,
+                                                  {"best_epoch": run.epoch, **row}))
+    _save_state(run)
+    return improved
+
+
+def _finish(run: _Run, interrupted: bool) -> TrainResult:
+    """Restore the best epoch, score it on the test split and write the final model."""
+    t, test = run.cfg["train"], run.split["test"]
+    run.model.load_state_dict(run.best_state)
+    test_loss = test_acc = None
+    if len(test):
+        test_loss, test_acc = score(run.model, run.ds.x[test], run.ds.y[test], t["loss"])
+    samples = sum(h["samples"] for h in run.history)
+    sps = samples / run.train_seconds if run.train_seconds > 0 else 0.0
+    best_row = next(h for h in run.history if h["epoch"] == run.best["epoch"])
+    metrics = {"best_epoch": run.best["epoch"], **best_row, "test_accuracy": test_acc, "test_loss": test_loss,
+               "samples_per_second": sps, "epochs_run": len(run.history)}
+    save_model(run.dir, run.model, model_meta(run.cfg, run.ds.classes, run.layer_sizes, metrics))
+    return TrainResult(run=str(run.dir), classes=run.ds.classes, layer_sizes=run.layer_sizes,
+                       batch_size=t["batch_size"], epochs=len(run.history), best_epoch=run.best["epoch"],
+                       val_accuracy=best_row["val_accuracy"], test_accuracy=test_acc, test_loss=test_loss,
+                       samples_per_second=sps, interrupted=interrupted, history=run.history)
+
+
+def _save_state(run: _Run) -> None:
     """What --resume needs: the latest weights, optimizer state and RNG state."""
-    for name, arrays in (("last.npz", model.state_dict()), ("optimizer.npz", optimizer.state_dict())):
-        with fsutil.atomic_path(run_dir / name, suffix=".npz") as tmp:
+    for name, arrays in (("last.npz", run.model.state_dict()), ("optimizer.npz", run.optimizer.state_dict())):
+        with fsutil.atomic_path(run.dir / name, suffix=".npz") as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **arrays)
-    fsutil.write_json(run_dir / "state.json", {"epoch": epoch, "best": best, "train_seconds": train_seconds,
-                                               "rng": rng.bit_generator.state, "split_counts": counts,
-                                               "doodle_version": __version__})
+    fsutil.write_json(run.dir / "state.json", {
+        "epoch": run.epoch, "best": run.best, "train_seconds": run.train_seconds, "rng": run.rng.bit_generator.state,
+        "split_counts": run.ds.counts, "doodle_version": __version__})
 
 
-def load_split(run_dir: str | Path) -> dict[str, np.ndarray]:
-    """The train/val/test indices a run was trained with."""
-    path = Path(run_dir) / "split.npz"
-    if not path.is_file():
-        raise DoodleError(f"{path}: missing; this run cannot reproduce its test split (pass DATA files instead)")
-    with np.load(path, allow_pickle=False) as f:
-        return {k: f[k] for k in f.files}
-
-
-__all__ = ["TrainResult", "train", "fit", "loss_value", "load_split"]
+__all__ = ["TrainResult", "train", "fit", "train_step", "score"]

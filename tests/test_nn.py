@@ -7,8 +7,10 @@ import pytest
 
 from doodle.errors import DoodleError
 from doodle.nn import (ACTIVATIONS, INITS, LOSSES, MLP, Dense, Dropout, LeakyReLU, ReLU, Sigmoid, Tanh,
-                       cross_entropy, mse, softmax, to_float, train_step)
+                       cross_entropy, mse, softmax)
 from doodle.optim import SGD, make_optimizer
+from doodle.raster import to_float
+from doodle.train import train_step
 
 F32 = np.float32
 

@@ -268,27 +268,28 @@ def test_clip_grad_norm_leaves_small_gradients_alone():
 
 
 def tiled(arrays):
-    """Copies of `arrays` as consecutive views of one flat buffer (what MLP.parameters() gives)."""
+    """(flat buffer, copies of `arrays` as consecutive views of it): what MLP.flat_params and parameters() are."""
     flat = np.concatenate([a.ravel() for a in arrays])
     out, start = [], 0
     for a in arrays:
         out.append(flat[start:start + a.size].reshape(a.shape))
         start += a.size
-    return out
+    return flat, out
 
 
 @pytest.mark.parametrize("wd", [0.0, 0.05])
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_flat_path_matches_array_by_array(name, wd):
-    flat_params = tiled([p.astype(F32) for p in params64()])
+    flat_p, flat_params = tiled([p.astype(F32) for p in params64()])
+    flat_g, grad_views = tiled([np.zeros_like(p) for p in flat_params])
     loose_params = [p.astype(F32) for p in params64()]
-    a = make_optimizer(name, flat_params, lr=0.05, weight_decay=wd)
+    a = make_optimizer(name, flat_params, flat=(flat_p, flat_g), lr=0.05, weight_decay=wd)
     b = make_optimizer(name, loose_params, lr=0.05, weight_decay=wd)
-    assert a._flat is not None and b._flat is None  # the two paths really differ
+    assert a.flat is not None and b.flat is None  # the two paths really differ
     for grads in GRADS:
-        fg = tiled([g.astype(F32) for g in grads])
-        assert a._flat_grads(fg) is not None
-        a.step(fg)
+        for view, g in zip(grad_views, grads):
+            view[...] = g
+        a.step()  # reads the flat gradient buffer
         b.step([g.astype(F32) for g in grads])
     for x, y in zip(flat_params, loose_params):
         np.testing.assert_array_equal(x, y)
@@ -296,8 +297,14 @@ def test_flat_path_matches_array_by_array(name, wd):
         np.testing.assert_array_equal(v, b.state_dict()[k])
 
 
-def test_flat_params_with_loose_grads_still_work():
-    params = tiled(params64())
-    opt = SGD(params, lr=0.1)
-    opt.step([g.copy() for g in GRADS[0]])  # not tiled: falls back to array by array
+def test_flat_buffers_are_checked_and_gradients_are_required_without_them():
+    flat_p, params = tiled(params64())
+    with pytest.raises(ValueError, match="consecutive views"):
+        SGD(params[::-1], lr=0.1, flat=(flat_p, np.zeros_like(flat_p)))
+    with pytest.raises(ValueError, match="covers|cover"):
+        SGD(params[:1], lr=0.1, flat=(flat_p, np.zeros_like(flat_p)))
+    with pytest.raises(ValueError, match="flat buffers"):
+        SGD(params64(), lr=0.1).step()
+    opt = SGD(params, lr=0.1, flat=(flat_p, np.zeros_like(flat_p)))
+    opt.step([g.copy() for g in GRADS[0]])  # explicit gradients still work, array by array
     np.testing.assert_allclose(params[0], params64()[0] - 0.1 * GRADS[0][0], rtol=1e-14)

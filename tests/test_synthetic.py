@@ -11,6 +11,7 @@ import pytest
 import doodle.synthetic as synthetic
 from doodle.errors import DoodleError
 from doodle.progress import Reporter
+from doodle.strokes import RDP_EPSILON, rdp_keep
 from doodle.synthetic import SHAPES, generate, write_synthetic
 
 N = 300  # drawings per word for the statistical checks
@@ -122,12 +123,12 @@ def test_no_point_left_that_rdp_would_drop(batches):
         for rec in recs[:50]:
             for xs, ys in rec["drawing"]:
                 p = np.array([xs, ys], dtype=float).T
-                kept += len(_rdp_reference(p, synthetic.EPSILON))
+                kept += len(_rdp_reference(p, RDP_EPSILON))
                 total += len(p)
     assert kept / total > 0.93
 
 
-def test_vectorised_rdp_matches_recursive():
+def test_batched_rdp_matches_recursive_on_closed_and_tied_strokes():
     rng = np.random.default_rng(1)
     for trial in range(200):
         strokes = [np.cumsum(rng.normal(0, rng.uniform(0.5, 5), (rng.integers(1, 50), 2)), axis=0)
@@ -136,7 +137,8 @@ def test_vectorised_rdp_matches_recursive():
         strokes.append(np.round(strokes[0] / 3))  # integer points: ties between distances
         lengths = np.array([len(s) for s in strokes])
         first = np.cumsum(lengths) - lengths
-        keep = synthetic._rdp_keep(np.vstack(strokes), first, 2.0)
+        pts = np.vstack(strokes)
+        keep = rdp_keep(pts[:, 0].copy(), pts[:, 1].copy(), first, first + lengths - 1, 2.0)
         want = np.zeros(len(keep), dtype=bool)
         for f, s in zip(first, strokes):
             want[f + np.array(_rdp_reference(s, 2.0))] = True

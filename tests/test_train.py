@@ -73,9 +73,9 @@ def test_deterministic(tmp_path):
 
 
 def test_nan_loss_stops_with_advice(tmp_path, monkeypatch):
-    import doodle.nn
+    import doodle.train
 
-    real = doodle.nn.train_step
+    real = doodle.train.train_step
     calls = []
 
     def exploding(*args, **kwargs):
@@ -83,7 +83,7 @@ def test_nan_loss_stops_with_advice(tmp_path, monkeypatch):
         calls.append(loss)
         return (float("nan") if len(calls) > 15 else loss), ok
 
-    monkeypatch.setattr(doodle.nn, "train_step", exploding)
+    monkeypatch.setattr(doodle.train, "train_step", exploding)
     with pytest.raises(DoodleError, match=r"loss became nan at epoch 2, batch 7.*lower train.lr \(now 0.01\)"):
         fit(config(), blobs(), tmp_path / "run")
     # the best epoch before the blow-up is still on disk
