@@ -248,10 +248,15 @@ def train(
     check_gradients: Annotated[bool, typer.Option(help="First check backprop against finite differences.")] = False,
     workers: Annotated[int, typer.Option(help="Processes for rasterising (0 = all cores).", min=0)] = 0,
     strict: StrictOpt = False,
+    help_config: Annotated[bool, typer.Option("--help-config", help="Describe every config key and exit.")] = False,
     as_json: JsonOpt = False,
 ):
     """Train an MLP: fetch missing data, rasterise (cached), split, train, keep the best epoch."""
     from doodle.train import train as run_train
+
+    if help_config:
+        _show_config_reference(as_json)
+        return
 
     overrides = tuple(set_ or ()) + (("data.strict=true",) if strict else ())
     config = _config_or_builtin(config)
@@ -277,6 +282,21 @@ def train(
     if result.interrupted:
         err.print(f"interrupted: best epoch ({result.best_epoch}) saved in {result.run}")
         raise typer.Exit(130)
+
+
+def _show_config_reference(as_json: bool) -> None:
+    from doodle.config import reference
+
+    keys = reference()
+    if as_json:
+        _print_json(keys)
+        return
+    table = Table(title="config keys (configs/*.yaml, or --set section.key=value)")
+    for col in ("key", "default", "what it is for"):
+        table.add_column(col)
+    for k in keys:
+        table.add_row(k["key"], json.dumps(k["default"]), k["help"])
+    out.print(table)
 
 
 def _gradcheck(config, overrides, max_entries, as_json):

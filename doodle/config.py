@@ -167,10 +167,20 @@ def defaults() -> dict:
     return {sec: {k: copy.deepcopy(key.default) for k, key in keys.items()} for sec, keys in SCHEMA.items()}
 
 
-def _unknown(where: str, name: str, known) -> DoodleError:
+def _unknown(where: str, name: str, known: dict) -> DoodleError:
     hint = difflib.get_close_matches(name, list(known), n=1)
-    dym = f" (did you mean '{hint[0]}'?)" if hint else ""
-    return DoodleError(f"{where}: unknown key '{name}'{dym}; allowed: {', '.join(known)}")
+    if hint and isinstance(known[hint[0]], Key):
+        dym = f" (did you mean '{hint[0]}': {known[hint[0]].help}?)"
+    else:
+        dym = f" (did you mean '{hint[0]}'?)" if hint else ""
+    return DoodleError(f"{where}: unknown key '{name}'{dym}; allowed: {', '.join(known)}; "
+                       "`doodle train --help-config` describes every key")
+
+
+def reference() -> list[dict]:
+    """Every config key with its default and what it is for (`doodle train --help-config`)."""
+    return [{"key": f"{sec}.{k}", "default": key.default, "help": key.help}
+            for sec, keys in SCHEMA.items() for k, key in keys.items()]
 
 
 def _merge(cfg: dict, data: Any, where: str) -> None:

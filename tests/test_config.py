@@ -1,5 +1,6 @@
 """Strict configs: every mistake is one line naming the file and key, with what is allowed."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,24 @@ def test_defaults_are_valid_and_fresh():
 
 def test_built_in_defaults_equal_default_yaml():
     assert load_config(REPO / "configs" / "default.yaml") == load_config(None)
+
+
+def test_every_key_is_described_and_the_did_you_mean_says_what_the_key_is_for():
+    from doodle.config import SCHEMA, reference
+
+    ref = {r["key"]: r for r in reference()}
+    assert set(ref) == {f"{s}.{k}" for s, keys in SCHEMA.items() for k in keys}
+    assert all(r["help"].strip() for r in ref.values())
+    with pytest.raises(DoodleError, match=r"did you mean 'lr': peak learning rate\?"):
+        load_config(None, ["train.lrr=0.1"])
+
+
+def test_cli_help_config_lists_every_key():
+    from typer.testing import CliRunner
+
+    from doodle.cli import app
+    from doodle.config import reference
+
+    res = CliRunner().invoke(app, ["train", "--help-config", "--json"])
+    assert res.exit_code == 0
+    assert json.loads(res.stdout) == json.loads(json.dumps(reference()))

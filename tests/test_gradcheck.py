@@ -43,9 +43,11 @@ def test_activation_gradients(layer):
     assert errors["x"] < TOL, errors
 
 
-def test_every_activation_is_checked():
-    assert set(ACTIVATIONS) == {"relu", "leaky_relu", "tanh", "sigmoid"}
-    assert set(LOSSES) == {"cross_entropy", "mse"}
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_every_activation_in_the_table_is_right(name):
+    # the table is what configs reach, so every entry is checked, whatever gets added to it
+    x = np.random.default_rng(4).standard_normal((4, 7)) * 2
+    assert check_layer(ACTIVATIONS[name](), x)["x"] < TOL
 
 
 def test_dropout_gradient_with_a_fixed_mask():

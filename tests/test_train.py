@@ -125,6 +125,11 @@ def test_ctrl_c_keeps_best_so_far(tmp_path):
 def test_early_stopping(tmp_path):
     res = fit(config("train.epochs=30", "train.patience=2", "train.lr=0.05"), blobs(), tmp_path / "run")
     assert res.epochs < 30
+    # it stops exactly `patience` epochs after the last improvement, and none of those improved
+    best = res.history[res.best_epoch - 1]["val_accuracy"]
+    assert res.epochs == res.best_epoch + 2
+    assert all(h["val_accuracy"] <= best for h in res.history[res.best_epoch:])
+    assert all(h["val_accuracy"] < best for h in res.history[:res.best_epoch - 1])
 
 
 def test_split_is_stratified_and_tail_holds_out_last_rows():
