@@ -25,29 +25,52 @@ def _integer_shift(xb: np.ndarray, rng: np.random.Generator, max_px: int, mask: 
 
 def affine_batch(xb: np.ndarray, theta: np.ndarray, zoom: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Rotate by theta (radians), zoom, then translate by t (pixels, (B, 2) as x, y) about the centre,
-    with bilinear sampling and zero fill: uint8 (B, S, S) -> float32 (B, S*S) in [0, 1]."""
+    with bilinear sampling and zero fill: uint8 (B, S, S) -> float32 (B, S*S) in [0, 1].
+
+    One resample for the whole batch: every output pixel's source point comes from a per-image affine
+    map of a fixed grid, and the four neighbours are gathered with flat indices into the padded batch
+    (`take` on one flat array is ~5x faster than 2-D fancy indexing). Everything stays float32/int32.
+    """
     b, s, _ = xb.shape
-    c = np.float32((s - 1) / 2.0)
-    grid = np.arange(s, dtype=np.float32) - c
-    gy, gx = np.meshgrid(grid, grid, indexing="ij")
-    gy, gx = gy.ravel()[None, :], gx.ravel()[None, :]  # (1, S*S)
-    cos = (np.cos(theta) / zoom).astype(np.float32)[:, None]  # inverse map: output pixel -> source point
+    w = s + 2  # the padded side: one pixel of zeros all round, so neighbours never leave the image
+    c = (s - 1) / 2.0
+    grid = np.arange(s, dtype=np.float32) - np.float32(c)
+    gx, gy = np.tile(grid, s)[None, :], np.repeat(grid, s)[None, :]  # (1, S*S) output pixels about the centre
+    cos = (np.cos(theta) / zoom).astype(np.float32)[:, None]  # (B, 1) inverse map: output pixel -> source point
     sin = (np.sin(theta) / zoom).astype(np.float32)[:, None]
-    ox, oy = gx - t[:, :1].astype(np.float32), gy - t[:, 1:].astype(np.float32)
-    sx = cos * ox + sin * oy + (c + 1)  # +1: the image is padded by one pixel of zeros
-    sy = -sin * ox + cos * oy + (c + 1)
+    tx, ty = t[:, :1].astype(np.float32), t[:, 1:].astype(np.float32)  # (B, 1)
+    sx = cos * gx  # (B, S*S): cos*(gx - tx) + sin*(gy - ty) + c + 1, the +1 for the padding
+    sx += sin * gy
+    sx += np.float32(c + 1) - cos * tx - sin * ty
+    sy = cos * gy  # -sin*(gx - tx) + cos*(gy - ty) + c + 1
+    sy -= sin * gx
+    sy += np.float32(c + 1) + sin * tx - cos * ty
     np.clip(sx, 0.0, s + 0.999, out=sx)
     np.clip(sy, 0.0, s + 0.999, out=sy)
     x0f, y0f = np.floor(sx), np.floor(sy)
-    fx, fy = sx - x0f, sy - y0f  # float32 weights (int32 - float32 would promote to float64)
-    x0, y0 = x0f.astype(np.int32), y0f.astype(np.int32)
-    w = s + 2
-    img = np.pad(xb, ((0, 0), (1, 1), (1, 1))).reshape(b, -1)  # (B, (S+2)^2) uint8
-    rows = np.arange(b)[:, None]
-    idx = y0 * w + x0
-    top = img[rows, idx] * (1 - fx) + img[rows, idx + 1] * fx
-    bot = img[rows, idx + w] * (1 - fx) + img[rows, idx + w + 1] * fx
-    out = top * (1 - fy) + bot * fy
+    sx -= x0f  # the bilinear weights, in place
+    sy -= y0f
+    idx = y0f.astype(np.int32)  # (B, S*S) flat index of the top-left neighbour in the padded batch
+    idx *= w
+    idx += x0f.astype(np.int32)
+    idx += (np.arange(b, dtype=np.int32) * (w * w))[:, None]
+    img = np.zeros((b, w, w), dtype=np.float32)
+    img[:, 1:-1, 1:-1] = xb
+    img = img.reshape(-1)
+    out = img.take(idx)  # top-left, then top = tl + fx * (tr - tl)
+    right = img.take(idx + 1)
+    right -= out
+    right *= sx
+    out += right
+    idx += w
+    bottom = img.take(idx)  # bottom = bl + fx * (br - bl)
+    right = img.take(idx + 1)
+    right -= bottom
+    right *= sx
+    bottom += right
+    bottom -= out  # out = top + fy * (bottom - top)
+    bottom *= sy
+    out += bottom
     out *= np.float32(1.0 / 255.0)
     return out
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -228,11 +229,11 @@ def _run_epoch(run: _Run, epoch: int, reporter: Reporter) -> dict:
     loss_sum, correct, seen, seconds = 0.0, 0, 0, 0.0
     step0 = (epoch - 1) * run.steps_per_epoch
     lr = run.lr_at(step0)
+    batches = _batches(x, order, bs, run.steps_per_epoch, aug, run.rng)
     try:
         for b in range(run.steps_per_epoch):
-            idx = np.sort(order[b * bs:(b + 1) * bs])  # sorted gathers read the uint8 array in order
             tick = time.perf_counter()
-            xb = augment_batch(x[idx], run.rng, aug["shift"], aug["rotate"], aug["scale"], aug["probability"])
+            idx, xb = next(batches)
             lr = run.lr_at(step0 + b)
             loss, n_ok = train_step(run.model, run.optimizer, t["loss"], xb, y[idx], lr=lr, clip_norm=t["clip_norm"])
             seconds += time.perf_counter() - tick
@@ -245,6 +246,7 @@ def _run_epoch(run: _Run, epoch: int, reporter: Reporter) -> dict:
             seen += len(idx)
             reporter.update(key, advance=1, loss=loss_sum / seen, acc=correct / seen, sps=seen / max(seconds, 1e-9))
     finally:
+        batches.close()
         reporter.end(key)
     run.train_seconds += seconds
     row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen, "lr": float(lr),
@@ -253,6 +255,27 @@ def _run_epoch(run: _Run, epoch: int, reporter: Reporter) -> dict:
         val = run.split["val"]
         row["val_loss"], row["val_accuracy"] = score(run.model, x[val], y[val], t["loss"])
     return row
+
+
+def _batches(x: np.ndarray, order: np.ndarray, bs: int, steps: int, aug: dict, rng: np.random.Generator):
+    """(rows, float32 batch) for each step of an epoch, augmented; the next batch is prepared in a thread
+    while the current one trains (numpy releases the GIL), one at a time and in order, so `rng` draws
+    exactly as without the thread and runs stay deterministic."""
+
+    def prepare(b: int) -> tuple[np.ndarray, np.ndarray]:
+        idx = np.sort(order[b * bs:(b + 1) * bs])  # sorted gathers read the uint8 array in order
+        return idx, augment_batch(x[idx], rng, aug["shift"], aug["rotate"], aug["scale"], aug["probability"])
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="doodle-batches") as pool:
+        ahead = pool.submit(prepare, 0)
+        try:
+            for b in range(steps):
+                batch = ahead.result()
+                if b + 1 < steps:
+                    ahead = pool.submit(prepare, b + 1)
+                yield batch
+        finally:
+            ahead.cancel()
 
 
 def _end_epoch(run: _Run, row: dict) -> bool:
