@@ -228,6 +228,16 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a k
 
 
 DEFAULT_CONFIG = Path("configs/default.yaml")
+WorkersOpt = Annotated[int, typer.Option(help="Processes for rasterising (0 = all cores).", min=0)]
+SchedulerOpt = Annotated[Optional[str], typer.Option(help="Rasterise on this Dask cluster, e.g. tcp://host:8786 "
+                                                          "(sets data.scheduler; needs the dask extra).")]
+
+
+def _data_overrides(set_: list[str] | None, strict: bool, scheduler: str | None) -> tuple[str, ...]:
+    """--set values, then what --strict and --scheduler mean in config terms."""
+    extra = (("data.strict=true",) if strict else ()) + ((f"data.scheduler={json.dumps(scheduler)}",)
+                                                         if scheduler else ())
+    return tuple(set_ or ()) + extra
 
 
 def _config_or_builtin(config: Path | None) -> Path | None:
@@ -246,7 +256,8 @@ def train(
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default runs/CONFIG-TIMESTAMP).")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder.")] = None,
     check_gradients: Annotated[bool, typer.Option(help="First check backprop against finite differences.")] = False,
-    workers: Annotated[int, typer.Option(help="Processes for rasterising (0 = all cores).", min=0)] = 0,
+    workers: WorkersOpt = 0,
+    scheduler: SchedulerOpt = None,
     strict: StrictOpt = False,
     help_config: Annotated[bool, typer.Option("--help-config", help="Describe every config key and exit.")] = False,
     as_json: JsonOpt = False,
@@ -258,7 +269,7 @@ def train(
         _show_config_reference(as_json)
         return
 
-    overrides = tuple(set_ or ()) + (("data.strict=true",) if strict else ())
+    overrides = _data_overrides(set_, strict, scheduler)
     config = _config_or_builtin(config)
     if check_gradients:
         _gradcheck(config if resume is None else resume / "config.yaml", overrides, max_entries=20, as_json=False)
@@ -382,12 +393,13 @@ def _show_summary(s: dict) -> None:
                  ("macro F1", f"{s['macro_f1']:.4f}")):
         head.add_row(k, v)
     out.print(head)
-    per = Table(title="per class")
-    for col in ("category", "precision", "recall", "F1", "support"):
-        per.add_column(col, justify="left" if col == "category" else "right")
-    for name, m in s["per_class"].items():
-        per.add_row(name, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
-    out.print(per)
+    for title, rows in _per_class_tables(s["per_class"]):
+        per = Table(title=title)
+        for col in ("category", "precision", "recall", "F1", "support"):
+            per.add_column(col, justify="left" if col == "category" else "right")
+        for name, m in rows:
+            per.add_row(name, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
+        out.print(per)
     if s["most_confused"]:
         conf = Table(title="most confused (true -> predicted)")
         for col in ("true", "predicted", "count"):
@@ -411,6 +423,20 @@ def _show_summary(s: dict) -> None:
                                                                      s["unknown_categories"].items()), style="yellow"))
     if s.get("report"):
         out.print("report: " + ", ".join(s["report"]))
+
+
+PER_CLASS_ROWS = 30  # more classes than this: the worst and best EXTREMES only (all of them are in --json)
+EXTREMES = 10
+
+
+def _per_class_tables(per_class: dict) -> list[tuple[str, list]]:
+    """One 'per class' table, or for many classes the worst and the best by F1 (then fewer drawings first)."""
+    rows = list(per_class.items())
+    if len(rows) <= PER_CLASS_ROWS:
+        return [("per class", rows)]
+    ranked = sorted(rows, key=lambda r: (r[1]["f1"], r[1]["support"]))
+    return [(f"worst {EXTREMES} of {len(rows)} categories by F1 (all in --json, --report)", ranked[:EXTREMES]),
+            (f"best {EXTREMES} categories by F1", ranked[::-1][:EXTREMES])]
 
 
 def _show_comparison(summaries: list[dict]) -> None:
@@ -456,6 +482,36 @@ def predict(
         err.print(Text(f"error: {r['error']}", style="red"))
     if failures:
         raise typer.Exit(1)
+
+
+@app.command()
+@handle_errors
+def cache(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    data_dir: DataDir = Path("data"),
+    workers: WorkersOpt = 0,
+    scheduler: SchedulerOpt = None,
+    strict: StrictOpt = False,
+    as_json: JsonOpt = False,
+):
+    """Fetch and rasterise a config's categories into DATA_DIR/cache without training (streaming, resumable,
+    one category per core or per Dask worker); `doodle train` then starts from the finished cache."""
+    from doodle.dataset import prepare
+
+    with RichReporter() as rep:
+        info = prepare(_config_or_builtin(config), _data_overrides(set_, strict, scheduler), data_dir=data_dir,
+                       reporter=rep, workers=workers)
+    if as_json:
+        _print_json(info)
+        return
+    table = Table(title=f"doodle cache: {info['cache']}")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for k, v in (("categories", f"{info['categories']:,}"), ("drawings", f"{info['drawings']:,}"),
+                 ("bitmaps", _human_bytes(info["bytes"])), ("time", f"{info['seconds']:.1f} s")):
+        table.add_row(k, v)
+    out.print(table)
 
 
 def main():  # pragma: no cover - entry point for `python -m doodle`

@@ -127,6 +127,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "test_split": Key("random", one_of("random", "tail"), "random per category, or the last rows of each file"),
         "seed": Key(0, int_in(0), "seed of the split"),
         "base_url": Key(None, optional_str, "download mirror (null = $DOODLE_BASE_URL or Google's bucket)"),
+        "shuffle": Key("full", one_of("full", "blocks"), "epoch order: full permutation, or shuffled blocks "
+                       "of rows mixed in windows (reads the disk in blocks; for data larger than memory)"),
+        "block_rows": Key(64, int_in(1), "shuffle: blocks: consecutive rows read together"),
+        "shuffle_window": Key(65536, int_in(1), "shuffle: blocks: rows mixed at a time (the shuffle buffer)"),
+        "scheduler": Key(None, optional_str, "Dask scheduler address (e.g. tcp://10.0.0.5:8786) that "
+                         "rasterises the categories; null = this machine's cores (needs doodle[dask])"),
     },
     "model": {
         "hidden": Key([256, 128], hidden_check, "hidden layer sizes"),

@@ -11,19 +11,20 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from doodle import fsutil
+from doodle.batches import Labels, RowStore
+from doodle.cache import build_all, open_cache
 from doodle.categories import local_path
-from doodle.config import class_names
+from doodle.config import class_names, load_config
 from doodle.download import ensure_downloaded
 from doodle.errors import DoodleError
 from doodle.progress import NULL_REPORTER, Reporter
-from doodle.raster import rasterize_batch
-from doodle.strokes import LoadStats, iter_drawings, load_bitmaps
+from doodle.strokes import load_bitmaps
 from doodle.synthetic import write_synthetic
 
 CACHE_VERSION = 1  # bump when the rasteriser's output changes
@@ -32,10 +33,14 @@ PADDING = 16.0  # Google's padding around the 256-unit box, in drawing units
 
 @dataclass
 class Dataset:
-    """Bitmaps (uint8, white ink on black) with integer labels, classes in config order."""
+    """Bitmaps (uint8, white ink on black) with integer labels, classes in config order.
 
-    x: np.ndarray  # (N, S, S) uint8
-    y: np.ndarray  # (N,) int32
+    `x` is an in-memory array or a RowStore over the memory-mapped cache files; `y` an array or the
+    equivalent Labels. Either way x[rows] and y[rows] give in-memory arrays of just those rows.
+    """
+
+    x: np.ndarray | RowStore  # (N, S, S) uint8
+    y: np.ndarray | Labels  # (N,) int32
     classes: list[str]
     counts: list[int]  # rows per class, in file order; rows of class c are contiguous
 
@@ -86,74 +91,70 @@ def cache_key(path: Path, data: dict) -> str:
 
 def rasterize_file(path: Path, data: dict, cache_dir: Path, reporter: Reporter = NULL_REPORTER,
                    workers: int = 0) -> np.ndarray:
-    """One category's ndjson file -> cached (N, S, S) uint8 bitmaps (memory-mapped when reused)."""
-    key = cache_key(path, data)
-    out = cache_dir / f"{path.stem}.{key}.npy"
-    if out.is_file():
-        try:
-            return np.load(out, mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError):
-            reporter.log(f"{out}: unreadable cache, rebuilding")
-    stats = LoadStats(str(path))
-    drawings = [d["drawing"] for d in iter_drawings(
-        path, recognized_only=data["recognized_only"], countrycodes=data["countrycodes"],
-        limit=data["per_category"], strict=data["strict"], stats=stats)]
-    if stats.skipped:
-        reporter.log(stats.summary())
-    if not drawings:
-        raise DoodleError(f"{path}: no usable drawings (after filters: {stats.summary()}); "
-                          "check the file or relax data.recognized_only / data.countrycodes")
-    if data["per_category"] and len(drawings) < data["per_category"]:
-        reporter.log(f"{path.name}: {len(drawings)} drawings kept, fewer than data.per_category="
-                     f"{data['per_category']}")
-    images = rasterize_batch(drawings, size=data["image_size"], line_width=data["line_width"],
-                             padding=PADDING, workers=workers, reporter=reporter)
-    fsutil.save_npy(out, images)
-    fsutil.write_json(out.with_suffix(".json"), {"source": str(path), "key": key, "rows": len(images),
-                                                  "problems": stats.summary()})
-    return np.load(out, mmap_mode="r", allow_pickle=False)
+    """One category's ndjson file -> cached (N, S, S) uint8 bitmaps, memory-mapped (built streaming if missing)."""
+    return build_caches([path], data, cache_dir, reporter, workers)[0]
+
+
+def build_caches(paths: list[Path], data: dict, cache_dir: Path, reporter: Reporter = NULL_REPORTER,
+                 workers: int = 0) -> list[np.ndarray]:
+    """The cache files of these ndjson files, memory-mapped; missing ones are rasterised first, streaming,
+    on `workers` processes (0 = all cores) or on the Dask cluster at data.scheduler."""
+    jobs = [(Path(p), Path(cache_dir) / f"{Path(p).stem}.{cache_key(Path(p), data)}.npy") for p in paths]
+    built = build_all(jobs, data, PADDING, workers=workers, scheduler=data["scheduler"], reporter=reporter)
+    arrays = []
+    for (path, out), result in zip(jobs, built):
+        if result is not None and data["per_category"] and result["rows"] < data["per_category"]:
+            reporter.log(f"{path.name}: {result['rows']} drawings kept, fewer than data.per_category="
+                         f"{data['per_category']}")
+        arr = open_cache(out, data["image_size"])
+        if arr is None:
+            raise DoodleError(f"{out}: cache file unreadable right after it was written; check the disk "
+                              "(space, permissions) and delete the file")
+        arrays.append(arr)
+    return arrays
 
 
 def load_dataset(cfg: dict, data_dir: str | Path, reporter: Reporter = NULL_REPORTER,
                  workers: int = 0) -> Dataset:
-    """Fetch, rasterise (cached) and stack every category of the config into one uint8 array."""
+    """Fetch and rasterise (cached) every category of the config; the bitmaps stay in their memory-mapped
+    files (one per category), addressed as one array, so the dataset is never copied into memory."""
     data = cfg["data"]
     classes = class_names(cfg)
     paths = fetch_sources(cfg, data_dir, reporter)
-    parts = []
-    reporter.start("prepare", "Preparing bitmaps", total=len(classes), unit="categories")
-    try:
-        for word, path in zip(classes, paths):
-            if data["source"] == "numpy_bitmap":
-                arr = load_bitmaps(path, limit=data["per_category"])
-            else:
-                arr = rasterize_file(path, data, Path(data_dir) / "cache" / data["source"], reporter, workers)
-            if len(arr) == 0:
-                raise DoodleError(f"{path}: no drawings; delete it and download again")
-            parts.append(arr)
-            reporter.update("prepare", advance=1)
-    finally:
-        reporter.end("prepare")
+    if data["source"] == "numpy_bitmap":
+        parts = [load_bitmaps(path, limit=data["per_category"]) for path in paths]
+    else:
+        parts = build_caches(paths, data, Path(data_dir) / "cache" / data["source"], reporter, workers)
+    for path, arr in zip(paths, parts):
+        if len(arr) == 0:
+            raise DoodleError(f"{path}: no drawings; delete it and download again")
     counts = [len(p) for p in parts]
-    size = data["image_size"]
-    x = np.empty((sum(counts), size, size), dtype=np.uint8)  # one copy; the caches stay memory-mapped
-    y = np.empty(sum(counts), dtype=np.int32)
-    start = 0
-    for c, part in enumerate(parts):
-        x[start:start + len(part)] = part
-        y[start:start + len(part)] = c
-        start += len(part)
-    return Dataset(x=x, y=y, classes=classes, counts=counts)
+    return Dataset(x=RowStore(parts), y=Labels(counts), classes=classes, counts=counts)
+
+
+def prepare(config_path: str | Path | None, overrides: tuple[str, ...] | list[str] = (), data_dir: str | Path = "data",
+            reporter: Reporter = NULL_REPORTER, workers: int = 0) -> dict:
+    """`doodle cache`: fetch and rasterise a config's data, nothing else; returns what is there now."""
+    cfg = load_config(config_path, overrides)
+    tick = time.perf_counter()
+    ds = load_dataset(cfg, data_dir, reporter, workers=workers)
+    folder = "numpy_bitmap" if cfg["data"]["source"] == "numpy_bitmap" else f"cache/{cfg['data']['source']}"
+    return {"categories": len(ds.classes), "drawings": len(ds), "bytes": ds.x.nbytes,
+            "cache": str(Path(data_dir) / folder), "seconds": time.perf_counter() - tick}
 
 
 def split_indices(counts: list[int], val_fraction: float, test_fraction: float, mode: str,
                   seed: int) -> dict[str, np.ndarray]:
-    """Stratified train/val/test row indices. 'tail' tests on the last rows of each file."""
+    """Stratified train/val/test row indices. 'tail' tests on the last rows of each file.
+
+    int32 while the rows fit (they always do below 2 billion drawings): half the memory at 50 million.
+    """
     rng = np.random.default_rng(seed)
+    dtype = np.int32 if sum(counts) < 2**31 else np.int64
     parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
     start = 0
     for n in counts:
-        rows = np.arange(start, start + n)
+        rows = np.arange(start, start + n, dtype=dtype)
         n_test = int(round(n * test_fraction))
         n_val = int(round(n * val_fraction))
         if mode == "tail":
@@ -165,4 +166,4 @@ def split_indices(counts: list[int], val_fraction: float, test_fraction: float, 
         parts["val"].append(np.sort(rest[:n_val]))
         parts["train"].append(np.sort(rest[n_val:]))
         start += n
-    return {k: np.concatenate(v).astype(np.int64) for k, v in parts.items()}
+    return {k: np.concatenate(v).astype(dtype, copy=False) for k, v in parts.items()}

@@ -387,8 +387,15 @@ def rasterize_batch(drawings, size: int = 28, line_width: float = 16.0, padding:
     return out
 
 
-def _parallel(tasks, out, workers: int, reporter: Reporter) -> None:
-    """Render tasks in worker processes, at most 2 per worker in flight (bounded memory), in order."""
+def worker_count(workers: int, jobs: int) -> int:
+    """How many processes to start for `jobs` independent jobs: `workers`, 0 meaning all cores."""
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 0:
+        raise DoodleError(f"workers must be 0 (all cores) or a positive integer, got {workers!r}")
+    return max(1, min(int(workers) or _cores(), jobs))
+
+
+def process_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of `workers` processes, started the safest way this process allows."""
     import multiprocessing
     import threading
 
@@ -399,9 +406,13 @@ def _parallel(tasks, out, workers: int, reporter: Reporter) -> None:
         method = "fork"
     else:
         method = "forkserver" if "forkserver" in methods else "spawn"
-    context = multiprocessing.get_context(method)
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+
+
+def _parallel(tasks, out, workers: int, reporter: Reporter) -> None:
+    """Render tasks in worker processes, at most 2 per worker in flight (bounded memory), in order."""
     try:
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        with process_pool(workers) as pool:
             pending = []
             for i, args in tasks:
                 pending.append((i, pool.submit(_render_task, *args)))

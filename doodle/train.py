@@ -22,6 +22,7 @@ import numpy as np
 
 from doodle import __version__, fsutil
 from doodle.augment import augment_batch
+from doodle.batches import RowView, epoch_order
 from doodle.checkpoint import load_model, save_model
 from doodle.config import dump, load_config
 from doodle.dataset import PADDING, Dataset, load_dataset, split_indices
@@ -223,7 +224,7 @@ def _run_epoch(run: _Run, epoch: int, reporter: Reporter) -> dict:
     """One pass over the shuffled training rows, then the validation score; returns the epoch's row."""
     t, aug, x, y = run.cfg["train"], run.cfg["augment"], run.ds.x, run.ds.y
     bs = t["batch_size"]
-    order = run.rng.permutation(run.split["train"])  # shuffle indices, not arrays
+    order = epoch_order(run.split["train"], run.cfg["data"], run.rng)  # shuffle indices, not arrays
     key = f"epoch{epoch}"
     reporter.start(key, f"epoch {epoch}/{t['epochs']}", total=run.steps_per_epoch, unit="batches")
     loss_sum, correct, seen, seconds = 0.0, 0, 0, 0.0
@@ -253,7 +254,7 @@ def _run_epoch(run: _Run, epoch: int, reporter: Reporter) -> dict:
            "samples": seen, "seconds": round(seconds, 3), "val_loss": None, "val_accuracy": None}
     if len(run.split["val"]):
         val = run.split["val"]
-        row["val_loss"], row["val_accuracy"] = score(run.model, x[val], y[val], t["loss"])
+        row["val_loss"], row["val_accuracy"] = score(run.model, RowView(x, val), y[val], t["loss"])
     return row
 
 
@@ -301,7 +302,7 @@ def _finish(run: _Run, interrupted: bool) -> TrainResult:
     run.model.load_state_dict(run.best_state)
     test_loss = test_acc = None
     if len(test):
-        test_loss, test_acc = score(run.model, run.ds.x[test], run.ds.y[test], t["loss"])
+        test_loss, test_acc = score(run.model, RowView(run.ds.x, test), run.ds.y[test], t["loss"])
     samples = sum(h["samples"] for h in run.history)
     sps = samples / run.train_seconds if run.train_seconds > 0 else 0.0
     best_row = next(h for h in run.history if h["epoch"] == run.best["epoch"])

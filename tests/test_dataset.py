@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import doodle.progress
-import doodle.dataset
+import doodle.cache
 from doodle.config import load_config
 from doodle.dataset import load_dataset
 from doodle.errors import DoodleError
@@ -34,13 +34,13 @@ def cfg(*extra):
 @pytest.fixture()
 def raster_calls(monkeypatch):
     calls = []
-    real = doodle.dataset.rasterize_batch
+    real = doodle.cache.rasterize_batch
 
     def counting(drawings, **kw):
         calls.append(len(drawings))
         return real(drawings, **kw)
 
-    monkeypatch.setattr(doodle.dataset, "rasterize_batch", counting)
+    monkeypatch.setattr(doodle.cache, "rasterize_batch", counting)
     return calls
 
 
