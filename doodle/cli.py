@@ -430,13 +430,15 @@ EXTREMES = 10
 
 
 def _per_class_tables(per_class: dict) -> list[tuple[str, list]]:
-    """One 'per class' table, or for many classes the worst and the best by F1 (then fewer drawings first)."""
+    """One 'per class' table, or for many classes the worst and the best by F1 (ties: more drawings first,
+    the surer verdict)."""
     rows = list(per_class.items())
     if len(rows) <= PER_CLASS_ROWS:
         return [("per class", rows)]
-    ranked = sorted(rows, key=lambda r: (r[1]["f1"], r[1]["support"]))
-    return [(f"worst {EXTREMES} of {len(rows)} categories by F1 (all in --json, --report)", ranked[:EXTREMES]),
-            (f"best {EXTREMES} categories by F1", ranked[::-1][:EXTREMES])]
+    worst = sorted(rows, key=lambda r: (r[1]["f1"], -r[1]["support"]))
+    best = sorted(rows, key=lambda r: (-r[1]["f1"], -r[1]["support"]))
+    return [(f"worst {EXTREMES} of {len(rows)} categories by F1 (all in --json, --report)", worst[:EXTREMES]),
+            (f"best {EXTREMES} categories by F1", best[:EXTREMES])]
 
 
 def _show_comparison(summaries: list[dict]) -> None:
