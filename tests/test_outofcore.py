@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import doodle.batches
 from doodle import cli
 from doodle.batches import Labels, RowStore, RowView, block_order
 from doodle.categories import CATEGORIES, SYNTHETIC_SHAPES
@@ -55,21 +56,40 @@ def test_row_store_reads_like_the_concatenated_array(tmp_path):
     assert np.array_equal(np.asarray(labels), np.repeat([0, 2, 3], [5, 7, 3]))
 
 
+def rss_file() -> int:
+    status = Path("/proc/self/status").read_text()
+    return int(status.split("RssFile:")[1].split()[0]) * 1024
+
+
+needs_madvise = pytest.mark.skipif(not hasattr(mmap, "MADV_DONTNEED") or not Path("/proc/self/status").exists(),
+                                   reason="no madvise or /proc on this platform")
+
+
+@needs_madvise
 def test_release_drops_mapped_pages_from_the_process(tmp_path):
-    if not hasattr(mmap, "MADV_DONTNEED"):
-        pytest.skip("no madvise on this platform")
     np.save(tmp_path / "big.npy", np.full((4096, 28, 28), 7, np.uint8))  # 3.2 MB
     store = RowStore([np.load(tmp_path / "big.npy", mmap_mode="r")])
-
-    def rss_file() -> int:
-        status = Path("/proc/self/status").read_text()
-        return int(status.split("RssFile:")[1].split()[0]) * 1024
-
     before = rss_file()
     assert store[np.arange(4096)].sum() == 7 * 4096 * 784
     touched = rss_file()
     store.release()
     assert touched - before > 2_000_000 and rss_file() - before < 500_000
+
+
+@needs_madvise
+def test_random_batches_keep_resident_memory_flat(tmp_path, monkeypatch):
+    monkeypatch.setattr(doodle.batches, "RELEASE_BYTES", 1 << 20)
+    parts = []
+    for c in range(4):  # 4 x 2,500 rows: 7.8 MB of files
+        np.save(tmp_path / f"{c}.npy", np.full((2500, 28, 28), c, np.uint8))
+        parts.append(np.load(tmp_path / f"{c}.npy", mmap_mode="r"))
+    store, rng = RowStore(parts), np.random.default_rng(0)
+    before, peak = rss_file(), 0
+    for _ in range(60):  # 64 random rows (50 KB) map far more than 50 KB: fault-around spans are counted
+        rows = np.sort(rng.choice(len(store), 64, replace=False))
+        assert np.array_equal(store[rows][:, 0, 0], rows // 2500)
+        peak = max(peak, rss_file() - before)
+    assert peak < 3_000_000
 
 
 @pytest.mark.parametrize("shuffle", [["data.shuffle=full"],
