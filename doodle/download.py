@@ -22,7 +22,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import fcntl
-import glob
 import http.client
 import io
 import json
@@ -550,7 +549,8 @@ def _stream_attempt(job: _Job, limit: int | None, timeout: float, prog: _Progres
             raise _Transient("the remote file changed since the partial download; starting again")
         if not first:  # fresh start, or the server sent the whole (possibly changed) file: rewrite from byte 0
             _discard_part(job)
-            fsutil.write_json(job.part_meta, {"url": job.url, **tags})
+            # Written in place, not renamed: a torn one does not parse, and the .part then starts over.
+            job.part_meta.write_text(json.dumps({"url": job.url, **tags}))
             lines = 0
         state["resumed"] = first > 0
         prog.begin(total=None if limit else total, completed=first)
@@ -798,25 +798,30 @@ def _locked(job: _Job, reporter: Reporter, stop: threading.Event):
             break
         os.close(fd)
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        os.pwrite(fd, f"{os.getpid():>10}\n".encode(), 0)  # fixed width: no truncation (ext4 would flush on close)
         yield
     finally:
         job.lock.unlink(missing_ok=True)
         os.close(fd)
 
 
-def _clean_temporaries(job: _Job) -> None:
+def _temporaries(folder: Path) -> list[str]:
+    """The temporary files (`*.tmp`) in `folder`, listed once per run: what killed runs may have left."""
+    return [entry.name for entry in os.scandir(folder) if entry.name.endswith(".tmp")]
+
+
+def _clean_temporaries(job: _Job, temporaries: list[str]) -> None:
     """Remove what a killed run left of this file's atomic writes (we hold its lock: nobody is writing them)."""
-    name = glob.escape(job.name)
-    for pattern in (f".{name}.*.tmp", f"..{name}.*.tmp"):  # the data file's; its sidecars'
-        for path in job.path.parent.glob(pattern):
-            path.unlink(missing_ok=True)
+    mine = (f".{job.name}.", f"..{job.name}.")  # the data file's temporaries; its sidecar's
+    for name in temporaries:
+        if name.startswith(mine):
+            (job.path.parent / name).unlink(missing_ok=True)
     if not job.part.exists():
         job.part_meta.unlink(missing_ok=True)
 
 
-def _download_one(job: _Job, limit, force, timeout, retries, backoff, reporter, overall, stop) -> DownloadResult:
+def _download_one(job: _Job, limit, force, timeout, retries, backoff, reporter, overall, stop,
+                  temporaries) -> DownloadResult:
     t0 = time.perf_counter()
 
     def result(status, size, drawings, error=None):
@@ -831,7 +836,7 @@ def _download_one(job: _Job, limit, force, timeout, retries, backoff, reporter, 
     fetch = _fetch_npy_head if job.fmt == "numpy_bitmap" and limit is not None else _fetch_stream
     try:
         with _locked(job, reporter, stop):
-            _clean_temporaries(job)
+            _clean_temporaries(job, temporaries)
             if force:
                 _discard_part(job)  # force means from scratch, not from an old partial
             else:  # another process may have fetched it while we waited for the lock
@@ -878,10 +883,11 @@ def download(words: Sequence[str], fmt: str = "simplified", data_dir: str | os.P
         raise DoodleError(f"cannot create data folder {folder}: {err.strerror or err}") from None
     stop = threading.Event()
     overall = _Overall(reporter, len(words))
+    temporaries = _temporaries(folder)
 
     def one(w: str) -> DownloadResult:
         job = _Job(w, fmt, remote_url(base, fmt, w), local_path(data_dir, fmt, w))
-        res = _download_one(job, limit, force, timeout, retries, backoff, reporter, overall, stop)
+        res = _download_one(job, limit, force, timeout, retries, backoff, reporter, overall, stop, temporaries)
         overall.finished(res)
         return res
 

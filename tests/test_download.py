@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import fcntl
 import hashlib
 import io
 import http.server
@@ -742,6 +743,44 @@ def test_two_processes_same_file(tmp_server, tmp_path):
     assert [e["range"] for e in tmp_server.log] == [None]
     assert (tmp_path / "data" / "raw" / "cat.ndjson").read_bytes() == source
     assert leftovers(tmp_path / "data") == [".cat.ndjson.json", "cat.ndjson"]
+
+
+def test_a_held_lock_makes_the_download_wait(tmp_server, tmp_path):
+    """Another holder of the file's lock (here a second open file description): wait, say so, then fetch."""
+    source = put(tmp_server, "simplified", "cat", tiny_ndjson("cat", 10))
+    lock = tmp_path / "simplified" / ".cat.ndjson.lock"
+    lock.parent.mkdir()
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.pwrite(fd, b"     12345\n", 0)
+    rec, results = Recorder(), []
+    worker = threading.Thread(target=lambda: results.extend(
+        dl.download(["cat"], data_dir=tmp_path, base_url=tmp_server.url, reporter=rec, **FAST)))
+    worker.start()
+    deadline = time.monotonic() + 5
+    while not rec.events and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert rec.events == [("log", "simplified/cat.ndjson: another doodle download (pid 12345) is fetching it; "
+                                  "waiting for it")]
+    assert tmp_server.log == [] and worker.is_alive()
+    lock.unlink()  # what a holder does on its way out: the waiter must lock the new file, not this one
+    os.close(fd)
+    worker.join(timeout=5)
+    assert [r.status for r in results] == ["downloaded"] and results[0].path.read_bytes() == source
+    assert leftovers(tmp_path) == [".cat.ndjson.json", "cat.ndjson"]
+
+
+def test_what_a_killed_run_left_is_cleaned(tmp_server, tmp_path):
+    """A stale lock file (its process gone) does not block; stale temporaries of the file are removed."""
+    source = put(tmp_server, "simplified", "cat", tiny_ndjson("cat", 10))
+    folder = tmp_path / "simplified"
+    folder.mkdir()
+    left = [".cat.ndjson.lock", ".cat.ndjson.k2j4.tmp", "..cat.ndjson.json.k2j4.tmp", ".cat.ndjson.part.json"]
+    for name in left + [".dog.ndjson.x9q1.tmp"]:
+        (folder / name).write_text("     99999\n")
+    [r] = dl.download(["cat"], data_dir=tmp_path, base_url=tmp_server.url, **FAST)
+    assert r.status == "downloaded" and r.path.read_bytes() == source
+    assert leftovers(folder) == [".cat.ndjson.json", ".dog.ndjson.x9q1.tmp", "cat.ndjson"]  # another file's: kept
 
 
 def test_kill_9_at_random_points_then_resume(tmp_server, tmp_path):
