@@ -73,6 +73,8 @@ def parse_json(body: bytes):
         raise ApiError(400, "body is not UTF-8 text; send JSON") from None
     except json.JSONDecodeError as exc:
         raise ApiError(400, f"body is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except (ValueError, RecursionError) as exc:  # an integer of thousands of digits; nesting thousands deep
+        raise ApiError(400, f"body is JSON that cannot be used ({str(exc)[:80]})") from None
 
 
 def _numbers(values, what: str, lo: float, hi: float, integers: bool = False) -> None:
@@ -84,7 +86,7 @@ def _numbers(values, what: str, lo: float, hi: float, integers: bool = False) ->
             kind = "an integer" if integers else "a number"
             raise ApiError(400, f"{what} has {json.dumps(v)[:40]}, not {kind}")
         if not (lo <= v <= hi):  # False for NaN too (1e999 parses as inf)
-            raise ApiError(400, f"{what} has {v!r}, outside {lo:g}..{hi:g}")
+            raise ApiError(400, f"{what} has {str(v)[:40]}, outside {lo:g}..{hi:g}")
 
 
 def check_drawing(drawing, fmt: str = "raw", need_times: bool = False) -> list:
