@@ -489,5 +489,35 @@ def predict(
         raise typer.Exit(1)
 
 
+@app.command()
+@handle_errors
+def play(
+    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="Run folder (default: the newest in "
+                                                                        "runs/).")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback lets other machines "
+                                           "in.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0 = any free one).", min=0, max=65535)] = 8000,
+    open_browser: Annotated[bool, typer.Option("--open/--no-open", help="Open the page in the default "
+                                                                        "browser.")] = True,
+    save_dir: Annotated[Path, typer.Option(help="Saved drawings go to SAVE_DIR/WORD.ndjson (Google's raw "
+                                                "format).")] = Path("data/mine"),
+):
+    """Draw in the browser and watch the network guess, as in Quick, Draw! (Ctrl-C stops)."""
+    from doodle.play import serve
+
+    def ready(info: dict) -> None:
+        acc = info.get("test_accuracy")
+        out.print(f"[bold]doodle play[/] at [link={info['url']}]{info['url']}[/link]")
+        out.print(f"model: {info['path']}" + (f" (test accuracy {acc:.1%})" if acc is not None else ""))
+        out.print(f"{len(info['categories'])} categories: {', '.join(info['categories'])}", highlight=False)
+        out.print(f"drawings saved to: {info['save_dir']}/<word>.ndjson")
+        err.print("Ctrl-C stops", style="dim")
+
+    with RichReporter() as rep:
+        serve(model, host=host, port=port, save_dir=save_dir, open_browser=open_browser, reporter=rep,
+              on_ready=ready)
+    err.print("stopped", style="dim")
+
+
 def main():  # pragma: no cover - entry point for `python -m doodle`
     app()

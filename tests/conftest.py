@@ -87,3 +87,28 @@ def static_server(quickdraw_dir):
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ---------------------------------------------------------------- doodle play
+
+
+@pytest.fixture(scope="session")
+def play_model(tmp_path_factory) -> Path:
+    """A small model of the built-in offline shapes (a few seconds), good enough to call a drawn circle a circle."""
+    from doodle.train import train
+
+    root = tmp_path_factory.mktemp("play-model")
+    result = train(REPO / "configs" / "offline.yaml", ["data.per_category=300", "train.epochs=4", "model.hidden=[64]"],
+                   data_dir=root / "data", out=root / "run", workers=1)
+    return Path(result.run)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """List the files tests kept for people to look at (screenshots), so CI logs show where they are."""
+    paths = [value for reports in terminalreporter.stats.values() for report in reports
+             for name, value in getattr(report, "user_properties", ()) if name == "artifact"]
+    if paths:
+        terminalreporter.section("artifacts")
+        for path in dict.fromkeys(paths):
+            terminalreporter.write_line(str(path))
+
