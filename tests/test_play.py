@@ -358,8 +358,10 @@ def test_parity_with_doodle_predict_on_the_committed_drawings(client, play_model
     assert n == 10 and worst <= 1e-6
 
 
-def test_parity_with_doodle_predict_on_the_shared_raw_sample(client, play_model, quickdraw_dir, record_property):
-    files = [quickdraw_dir / "full" / "raw" / f"{w}.ndjson" for w in SHAPES + ["cat", "The Eiffel Tower", "bicycle"]]
+@pytest.mark.shared
+def test_parity_with_doodle_predict_on_the_shared_raw_sample(client, play_model, shared_quickdraw_dir, record_property):
+    files = [shared_quickdraw_dir / "full" / "raw" / f"{w}.ndjson"
+             for w in SHAPES + ["cat", "The Eiffel Tower", "bicycle"]]
     n, worst = parity(client, files, play_model, len(SHAPES))
     record_property("parity", f"{n} drawings, max abs diff {worst:.2e}")
     assert n > 300 and worst <= 1e-6
