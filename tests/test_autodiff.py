@@ -113,7 +113,7 @@ def test_every_op_is_covered():
 
 @pytest.mark.parametrize("loss", sorted(ad.LOSSES))
 def test_loss_gradients_match_finite_differences(loss):
-    # Logits wide enough for gradients from 1e-1 down to 1e-6; much wider, and the float64 differences
+    # Logits wide enough for gradients from 1e-1 down to 1e-6; much wider, and the finite differences'
     # absolute noise (~1e-12) swamps the smallest entries' relative error. Huge logits: see below.
     z, y = rand(6, 5) * 1.5, np.array([0, 4, 2, 2, 1, 3])
     t = ad.Tensor(z, requires_grad=True)
