@@ -109,9 +109,9 @@ class Tensor:
         def backward(g):
             if axis is None:
                 d = np.zeros_like(x)
-                d.flat[np.argmax(x)] = g
+                d.flat[x.argmax()] = g
                 return (d,)
-            first = np.argmax(x, axis=axis, keepdims=True)  # argmax: the first of tied entries
+            first = x.argmax(axis=axis, keepdims=True)  # argmax: the first of tied entries
             index_shape = [1] * x.ndim
             index_shape[axis] = -1
             along = np.arange(x.shape[axis]).reshape(index_shape)  # 0..n-1 along axis
@@ -147,7 +147,7 @@ class Tensor:
             raise DoodleError("backward of a value that depends on no parameter (was it built under no_grad?)")
         if self.op != "leaf" and self._backward is None:
             raise DoodleError("this graph was already released by a backward: pass retain_graph=True to go twice")
-        order = _toposort(self)
+        order = topological(self, grad_only=True)[::-1]  # the loss first, every node before its parents
         for node in order:  # a retained graph's previous gradients must not add in
             if node.op != "leaf":
                 node.grad = None
@@ -173,8 +173,11 @@ def _node(value: np.ndarray, parents: tuple[Tensor, ...], op: str, backward: Cal
     return out
 
 
-def _toposort(root: Tensor) -> list[Tensor]:
-    """Nodes that need a gradient, each before its parents (reversed depth-first post-order)."""
+def topological(root: Tensor, grad_only: bool = False) -> list[Tensor]:
+    """The nodes root depends on (only those needing a gradient, with grad_only), each after its parents.
+
+    Depth-first post-order: a node is listed once all its parents are, however many paths lead there.
+    """
     order: list[Tensor] = []
     seen: set[Tensor] = set()
     stack = [(root, False)]
@@ -185,8 +188,9 @@ def _toposort(root: Tensor) -> list[Tensor]:
         elif node not in seen:
             seen.add(node)
             stack.append((node, True))
-            stack.extend((p, False) for p in node.parents if p.requires_grad and p not in seen)
-    return order[::-1]
+            stack.extend((p, False) for p in reversed(node.parents)
+                         if p not in seen and (p.requires_grad or not grad_only))
+    return order
 
 
 def _claim(t: Tensor) -> np.ndarray | None:
@@ -243,7 +247,7 @@ def unbroadcast(grad: np.ndarray, shape: tuple, out: np.ndarray | None = None) -
     axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[lead + i] != 1)
     if out is None:
         return _reduce(np.add, grad, axes, True).reshape(shape)
-    np.sum(grad, axis=axes, keepdims=True, out=out.reshape((1,) * lead + tuple(shape)))  # a view of out
+    np.add.reduce(grad, axis=axes, keepdims=True, out=out.reshape((1,) * lead + tuple(shape)))  # a view of out
     return out
 
 

@@ -32,20 +32,6 @@ FONT = "DejaVu Sans Mono, Menlo, Consolas, monospace"
 # --- what every drawing says about a node -------------------------------------------------------------
 
 
-def graph_nodes(root: ad.Tensor) -> list[ad.Tensor]:
-    """Every node the loss depends on, inputs and parameters included, each after its parents."""
-    order, seen, stack = [], set(), [(root, False)]
-    while stack:
-        node, parents_done = stack.pop()
-        if parents_done:
-            order.append(node)
-        elif node not in seen:
-            seen.add(node)
-            stack.append((node, True))
-            stack.extend((p, False) for p in reversed(node.parents) if p not in seen)
-    return order
-
-
 def _role(node: ad.Tensor, root: ad.Tensor) -> str:
     """input, parameter, constant, op or loss: decides the colour."""
     if node is root:
@@ -103,7 +89,7 @@ def graph_tree(root: ad.Tensor) -> list[str]:
     """Plain text lines: the loss first, each node's inputs indented below it; a node used twice is
     printed once and referred to by its #number afterwards."""
     _check(root)
-    nodes = graph_nodes(root)
+    nodes = ad.topological(root)
     uses = {n: 0 for n in nodes}
     for n in nodes:
         for p in n.parents:
@@ -130,7 +116,7 @@ def graph_tree(root: ad.Tensor) -> list[str]:
 def graph_dot(root: ad.Tensor) -> str:
     """Graphviz DOT text of the graph, data flowing top to bottom."""
     _check(root)
-    nodes = graph_nodes(root)
+    nodes = ad.topological(root)
     number = {n: k for k, n in enumerate(nodes)}
     out = ["digraph loss {", "  rankdir=TB;",
            f'  node [shape=box, style="rounded,filled", fontname="{FONT.split(",")[0]}", fontsize=10];']
@@ -211,7 +197,7 @@ def _place(row: list[_Slot], desired: list[float]) -> None:
 
 def _layout(root: ad.Tensor) -> tuple[list[list[_Slot]], dict[ad.Tensor, _Slot], list[list[_Slot]]]:
     """(rows of slots by layer, node -> its slot, one chain of slots per edge from parent to child)."""
-    nodes = graph_nodes(root)
+    nodes = ad.topological(root)
     layer = _layers(nodes)
     rows: list[list[_Slot]] = [[] for _ in range(max(layer.values()) + 1)]
     box = {}

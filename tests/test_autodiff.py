@@ -192,11 +192,13 @@ def test_depth_first_order_waits_for_every_path_where_breadth_first_does_not():
 def test_topological_order_puts_every_node_before_its_parents():
     z = ad.Tensor(rand(4, 5), requires_grad=True)
     loss = ad.squared_error(z, Y4)
-    order = ad._toposort(loss)
+    order = ad.topological(loss, grad_only=True)
     position = {node: k for k, node in enumerate(order)}
-    assert order[0] is loss and order[-1] is z and len(position) == len(order)
+    assert order[-1] is loss and order[0] is z and len(position) == len(order)
     for node in order:
-        assert all(position[p] > position[node] for p in node.parents if p.requires_grad)
+        assert all(position[p] < position[node] for p in node.parents if p.requires_grad)
+    every = ad.topological(loss)
+    assert set(every) - set(order) == {n for n in every if not n.requires_grad} != set()  # the one-hot truth
 
 
 # --- a wrong rule must be caught ---------------------------------------------------------------------

@@ -35,7 +35,7 @@ def label_of(node, root):
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
 def test_svg_parses_and_names_every_node(loss):
     root = mlp_graph(loss)
-    nodes = gd.graph_nodes(root)
+    nodes = ad.topological(root)
     assert 25 <= len(nodes) <= 40
     svg = ET.fromstring(gd.graph_svg(root, title="a <small> & tidy net"))
     groups = [g for g in svg.iter(f"{SVG}g") if "node" in g.get("class", "")]
@@ -75,7 +75,7 @@ def test_svg_layout_has_no_overlapping_boxes_and_flows_down_to_the_loss(loss):
     loss_box = next(b for b in bs if b[4].endswith("= loss"))
     assert loss_box[1] == max(b[1] for b in bs)  # the loss is at the bottom
     paths = [p for p in svg.iter(f"{SVG}path") if p.get("marker-end")]
-    assert len(paths) == sum(len(n.parents) for n in gd.graph_nodes(root))
+    assert len(paths) == sum(len(n.parents) for n in ad.topological(root))
     for p in paths:  # every edge runs down, from a parent's bottom to a child's top
         ys = [float(v) for v in re.findall(r"[-\d.]+,([-\d.]+)", p.get("d"))]
         assert ys[-1] > ys[0]
@@ -83,7 +83,7 @@ def test_svg_layout_has_no_overlapping_boxes_and_flows_down_to_the_loss(loss):
 
 def test_dot_contains_every_node_and_edge():
     root = mlp_graph("mse")
-    nodes = gd.graph_nodes(root)
+    nodes = ad.topological(root)
     dot = gd.graph_dot(root)
     assert dot.startswith("digraph loss {") and dot.rstrip().endswith("}")
     declared = re.findall(r"^  n(\d+) \[label=\"([^\"]*)", dot, flags=re.M)
@@ -102,7 +102,7 @@ def test_dot_escapes_quotes():
 def test_tree_lists_every_node_once_and_refers_back_to_shared_ones():
     root = mlp_graph("cross_entropy", dropout=False)
     lines = gd.graph_tree(root)
-    nodes = gd.graph_nodes(root)
+    nodes = ad.topological(root)
     full = [line for line in lines if not line.endswith("(above)")]
     assert len(full) == len(nodes)
     assert lines[0].startswith("mean = loss  ()  = ")
