@@ -5,9 +5,12 @@ optimizer): the manual path exactly as nn.train_step runs it (MLP.forward in tra
 loss, MLP.backward), the graph path as the lead will run it (dropout masks drawn like nn.Dropout,
 autodiff.mlp_loss writing into the model's own gradient buffers, loss.backward()). Steps of the two
 paths alternate one by one, so a neighbour hogging the CPU hurts both alike; each step is timed,
-and both the ratio of the medians and the median of the per-pair ratios are printed. Then a second, instrumented pass charges the graph path's time to its
-ops (forward and backward separately) and the manual path's to its layers, to show where the
-difference goes; what the ops do not account for is the engine's own bookkeeping.
+and both the ratio of the medians and the median of the per-pair ratios are printed. Then a
+second, instrumented pass charges the graph path's time to its ops (forward and backward apart)
+and the manual path's to its layers, to show where the difference goes; what the ops do not
+account for is the engine's own bookkeeping. BLAS threads: numpy's defaults (OPENBLAS_NUM_THREADS
+to change); on a shared machine multithreaded BLAS makes single steps erratic, and the load
+average printed first says how shared it was.
 
     python bench/graph.py [--steps 60] [--batch 256] [--loss cross_entropy|mse]
 """
@@ -15,6 +18,7 @@ difference goes; what the ops do not account for is the engine's own bookkeeping
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections import defaultdict
@@ -23,7 +27,7 @@ import _common  # noqa: F401  (puts the repo on sys.path)
 import numpy as np
 
 from doodle import autodiff as ad
-from doodle.nn import LOSSES, MLP, Dropout
+from doodle.nn import LOSSES, MLP
 
 NETWORKS = [  # (label, layer sizes, dropout)
     ("784-256-128-10", [784, 256, 128, 10], 0.0),
@@ -193,43 +197,49 @@ def print_breakdown(g: OpTimer, g_total: float, m: OpTimer, m_total: float, step
           f"   (instrumented run: timers add a little to both)")
 
 
+def compare(label: str, sizes: list[int], dropout: float, args) -> tuple[float, float, float]:
+    """Time both paths on one network and print the figures; (manual ms, graph ms, pair ratio) medians."""
+    rng = np.random.default_rng(0)
+    model = MLP(sizes, dropout=dropout, seed=0)
+    x = rng.random((args.batch, sizes[0]), dtype=np.float32)
+    y = rng.integers(0, sizes[-1], size=args.batch)
+    workspace = {}
+
+    def manual():
+        manual_step(model, x, y, args.loss)
+
+    def graph():
+        graph_step(model, x, y, args.loss, rng, workspace)
+
+    for _ in range(3):  # warm-up: page faults, BLAS threads
+        manual()
+        graph()
+    m_times, g_times = alternate(manual, graph, args.steps)
+    m_med, g_med = statistics.median(m_times), statistics.median(g_times)
+    ratios = [g / m for m, g in zip(m_times, g_times)]
+    q1, q3 = np.percentile(ratios, [25, 75])
+    print(f"\n{label}, batch {args.batch}, float32, {args.loss}, {args.steps} alternating steps per path:")
+    print(f"  manual  median {m_med * 1e3:8.3f} ms/step   (min {min(m_times) * 1e3:.3f})")
+    print(f"  graph   median {g_med * 1e3:8.3f} ms/step   (min {min(g_times) * 1e3:.3f})")
+    print(f"  ratio graph/manual {g_med / m_med:.3f} of medians, {min(g_times) / min(m_times):.3f} of minima;"
+          f" step-pair ratios: median {statistics.median(ratios):.3f}, quartiles {q1:.3f}-{q3:.3f}"
+          f"   target <= 1.25")
+    print_breakdown(*breakdown(model, x, y, args.loss, rng, workspace, args.steps), steps=args.steps)
+    return m_med * 1e3, g_med * 1e3, statistics.median(ratios)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=60, help="timed steps of each path")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--loss", default="cross_entropy", choices=sorted(LOSSES))
     args = ap.parse_args()
-
-    summary = []
-    for label, sizes, dropout in NETWORKS:
-        rng = np.random.default_rng(0)
-        model = MLP(sizes, dropout=dropout, seed=0)
-        x = rng.random((args.batch, sizes[0]), dtype=np.float32)
-        y = rng.integers(0, sizes[-1], size=args.batch)
-        manual = lambda: manual_step(model, x, y, args.loss)  # noqa: E731
-        workspace = {}
-        graph = lambda: graph_step(model, x, y, args.loss, rng, workspace)  # noqa: E731
-        for _ in range(3):  # warm-up: page faults, BLAS threads
-            manual()
-            graph()
-        m_times, g_times = alternate(manual, graph, args.steps)
-        m_med, g_med = statistics.median(m_times), statistics.median(g_times)
-        ratios = [g / m for m, g in zip(m_times, g_times)]
-        q1, q3 = np.percentile(ratios, [25, 75])
-        assert any(isinstance(layer, Dropout) for layer in model.layers) == (dropout > 0)
-        print(f"\n{label}, batch {args.batch}, float32, {args.loss}, "
-              f"{args.steps} alternating steps per path:")
-        print(f"  manual  median {m_med * 1e3:8.3f} ms/step   (min {min(m_times) * 1e3:.3f})")
-        print(f"  graph   median {g_med * 1e3:8.3f} ms/step   (min {min(g_times) * 1e3:.3f})")
-        print(f"  ratio graph/manual {g_med / m_med:.3f} of medians, {min(g_times) / min(m_times):.3f} of minima;"
-              f" step-pair ratios: median {statistics.median(ratios):.3f}, quartiles {q1:.3f}-{q3:.3f}"
-              f"   target <= 1.25")
-        print_breakdown(*breakdown(model, x, y, args.loss, rng, workspace, args.steps), steps=args.steps)
-        summary.append((label, m_med, g_med, statistics.median(ratios)))
+    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs, "
+          f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'default')}")
+    summary = [(label, *compare(label, sizes, dropout, args)) for label, sizes, dropout in NETWORKS]
     print("\nsummary (median ms/step):")
     for label, m_med, g_med, pair in summary:
-        print(f"  {label:<42} manual {m_med * 1e3:8.3f}   graph {g_med * 1e3:8.3f}   ratio {g_med / m_med:.3f}"
-              f" (pairs {pair:.3f})")
+        print(f"  {label:<42} manual {m_med:8.3f}   graph {g_med:8.3f}   ratio {g_med / m_med:.3f} (pairs {pair:.3f})")
 
 
 if __name__ == "__main__":

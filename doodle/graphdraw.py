@@ -123,7 +123,8 @@ def graph_dot(root: ad.Tensor) -> str:
     for n in nodes:
         lab = _label(n, root)
         fill, stroke = COLOURS[lab.role]
-        text = "\\n".join(s.replace("\\", "\\\\").replace('"', '\\"') for s in (lab.title, lab.shape, lab.value, lab.grad))
+        lines = (lab.title, lab.shape, lab.value, lab.grad)
+        text = "\\n".join(t.replace("\\", "\\\\").replace('"', '\\"') for t in lines)  # DOT string escapes
         out.append(f'  n{number[n]} [label="{text}", fillcolor="{fill}", color="{stroke}"];')
     for n in nodes:
         out.extend(f"  n{number[p]} -> n{number[n]};" for p in n.parents)
@@ -226,8 +227,8 @@ def _layout(root: ad.Tensor) -> tuple[list[list[_Slot]], dict[ad.Tensor, _Slot],
         if n not in discovered:
             discovered[n] = len(discovered)
             stack.extend(reversed(n.parents))
-    for row in rows:
-        row.sort(key=lambda s: discovered[s.node] if s.node is not None else discovered[_chain_end(s, down)] + 0.5)
+    for row in rows:  # a waypoint goes just after the node its edge leads to
+        row.sort(key=lambda s: discovered[s.node] if s.node else discovered[_chain_end(s, down)] + 0.5)
     for row in rows:
         for k, s in enumerate(row):
             s.rank, s.x = k, k * (BOX_W + GAP_X)
@@ -267,11 +268,13 @@ def _chain_end(s: _Slot, down: dict) -> ad.Tensor:
 
 
 def _ports(slots: list[_Slot], centre: float) -> dict[int, float]:
-    """x of each edge's end along a box side, spread so arrows do not meet at one point."""
-    xs = sorted(range(len(slots)), key=lambda k: slots[k].x)
-    spread = min(BOX_W * 0.6, 22.0 * (len(slots) - 1))
-    return {k: centre - spread / 2 + (spread * i / (len(slots) - 1) if len(slots) > 1 else spread / 2)
-            for i, k in enumerate(xs)}
+    """x of each edge's end along a box side, in the order of the boxes at the other ends: arrows
+    into one box neither meet at a point nor cross."""
+    n = len(slots)
+    spread = min(BOX_W * 0.6, 22.0 * (n - 1))
+    xs = [centre] if n == 1 else [centre - spread / 2 + spread * i / (n - 1) for i in range(n)]
+    by_x = sorted(range(n), key=lambda k: slots[k].x)
+    return {k: xs[i] for i, k in enumerate(by_x)}
 
 
 def graph_svg(root: ad.Tensor, title: str = "") -> str:
@@ -289,8 +292,9 @@ def graph_svg(root: ad.Tensor, title: str = "") -> str:
              f'viewBox="0 0 {width:.0f} {height:.0f}" font-family={quoteattr(FONT)} font-size="12">',
              '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
              'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#666"/></marker></defs>',
-             f'<rect width="100%" height="100%" fill="white"/>',
-             f'<text x="{MARGIN}" y="28" font-size="16" font-weight="bold">{escape(title or "Computational graph of the loss")}</text>']
+             '<rect width="100%" height="100%" fill="white"/>',
+             f'<text x="{MARGIN}" y="28" font-size="16" font-weight="bold">'
+             f'{escape(title or "Computational graph of the loss")}</text>']
     lx = float(MARGIN)
     for role, (fill, stroke) in COLOURS.items():
         parts.append(f'<rect x="{lx:.0f}" y="42" width="14" height="14" rx="3" fill="{fill}" stroke="{stroke}"/>'
@@ -463,10 +467,10 @@ def slice_svg(s: LossSlice, title: str = "") -> str:
                      f'<text x="{cx + step / 2:.1f}" y="{ay - 8:.1f}" text-anchor="middle" fill="#1b7f3b">'
                      f'descent: w - lr * slope</text>')
     lx = left
-    for mark, text in ((f'<line x1="0" y1="-4" x2="24" y2="-4" stroke="#1f5fa8" stroke-width="2.4"/>',
+    for mark, text in (('<line x1="0" y1="-4" x2="24" y2="-4" stroke="#1f5fa8" stroke-width="2.4"/>',
                         "loss at each value"),
-                       (f'<line x1="0" y1="-4" x2="24" y2="-4" stroke="#e67e22" stroke-width="2" '
-                        f'stroke-dasharray="7 5"/>', "tangent, slope from the backward pass"),
+                       ('<line x1="0" y1="-4" x2="24" y2="-4" stroke="#e67e22" stroke-width="2" '
+                        'stroke-dasharray="7 5"/>', "tangent, slope from the backward pass"),
                        ('<circle cx="12" cy="-4" r="5" fill="#c0392b"/>', "current weight")):
         parts.append(f'<g transform="translate({lx} {top - 12})">{mark}<text x="32" y="0">{escape(text)}</text></g>')
         lx += 32 + 7.3 * len(text) + 26
