@@ -203,6 +203,15 @@ def _claim(t: Tensor) -> np.ndarray | None:
     return t.grad
 
 
+def _into(t: Tensor, grad_out: np.ndarray | None, like: np.ndarray | None = None) -> np.ndarray | None:
+    """Where a rule writes t's gradient: t's own buffer if t is a leaf awaiting it, else grad_out (a
+    workspace array), else a new array like `like` (without one, None: the ufunc allocates)."""
+    claimed = _claim(t)
+    if claimed is not None:
+        return claimed
+    return np.empty_like(like) if grad_out is None and like is not None else grad_out
+
+
 def _accumulate(t: Tensor, g: np.ndarray) -> None:
     """Add one path's gradient into t: the first is moved in (or copied into a leaf's buffer)."""
     if t._buffer is not None and g is t._buffer:  # already written there by the rule (_claim)
@@ -294,12 +303,13 @@ def sub(a, b) -> Tensor:
     return _node(a.value - b.value, (a, b), "sub", backward)
 
 
-def mul(a, b, out: np.ndarray | None = None) -> Tensor:
-    """a * b; dropout is this, with a constant 0 or 1/(1-p) mask."""
+def mul(a, b, out: np.ndarray | None = None, grad_out: np.ndarray | None = None) -> Tensor:
+    """a * b; dropout is this, with a constant 0 or 1/(1-p) mask. grad_out: for a's gradient before
+    unbroadcasting (the result's shape)."""
     a, b = _pair(a, b)
 
     def backward(g):
-        return (unbroadcast(g * b.value, a.shape) if a.requires_grad else None,
+        return (unbroadcast(np.multiply(g, b.value, out=grad_out), a.shape) if a.requires_grad else None,
                 unbroadcast(g * a.value, b.shape) if b.requires_grad else None)
     return _node(np.multiply(a.value, b.value, out=out), (a, b), "mul", backward)
 
@@ -322,14 +332,15 @@ def neg(a) -> Tensor:
     return _node(-a.value, (a,), "neg", lambda g: (-g,))
 
 
-def matmul(a, b, out: np.ndarray | None = None) -> Tensor:
-    """a (m, k) @ b (k, n) -> (m, n); the pixels' side (no requires_grad) costs no dX matmul."""
+def matmul(a, b, out: np.ndarray | None = None, grad_out: np.ndarray | None = None) -> Tensor:
+    """a (m, k) @ b (k, n) -> (m, n); the pixels' side (no requires_grad) costs no dX matmul.
+    grad_out: for a's gradient (m, k)."""
     a, b = _lift(a), _lift(b)
     if a.ndim != 2 or b.ndim != 2:
         raise DoodleError(f"matmul takes two 2-D tensors, got shapes {a.shape} and {b.shape}")
 
     def backward(g):  # g (m, n); .T is a BLAS transpose flag, not a copy
-        return (np.matmul(g, b.value.T, out=_claim(a)) if a.requires_grad else None,  # (m, k)
+        return (np.matmul(g, b.value.T, out=_into(a, grad_out)) if a.requires_grad else None,  # (m, k)
                 np.matmul(a.value.T, g, out=_claim(b)) if b.requires_grad else None)  # (k, n)
     return _node(np.matmul(a.value, b.value, out=out), (a, b), "matmul", backward)
 
@@ -363,36 +374,47 @@ def square(x) -> Tensor:
     return _node(x.value * x.value, (x,), "square", lambda g: (g * (2.0 * x.value),))
 
 
-def relu(x, out: np.ndarray | None = None) -> Tensor:
+def relu(x, out: np.ndarray | None = None, grad_out: np.ndarray | None = None) -> Tensor:
     """max(x, 0) as x * mask, with the 0/1 mask in x's dtype: backward is one multiply (as nn.ReLU)."""
     x = _lift(x)
     mask = np.greater(x.value, 0, out=np.empty_like(x.value))  # (B, n) 1.0 where x > 0
-    return _node(np.multiply(x.value, mask, out=out), (x,), "relu", lambda g: (g * mask,))
+    return _node(np.multiply(x.value, mask, out=out), (x,), "relu",
+                 lambda g: (np.multiply(g, mask, out=_into(x, grad_out)),))
 
 
-def leaky_relu(x, alpha: float = 0.01, out: np.ndarray | None = None) -> Tensor:
+def leaky_relu(x, alpha: float = 0.01, out: np.ndarray | None = None, grad_out: np.ndarray | None = None) -> Tensor:
     """x where x > 0, else alpha * x (alpha as nn.LeakyReLU), via a cached slope array."""
     x = _lift(x)
     dt = x.dtype
     slope = np.where(x.value > 0, np.ones((), dt), np.asarray(alpha, dt))  # (B, n) 1 or alpha
-    return _node(np.multiply(x.value, slope, out=out), (x,), "leaky_relu", lambda g: (g * slope,))
+    return _node(np.multiply(x.value, slope, out=out), (x,), "leaky_relu",
+                 lambda g: (np.multiply(g, slope, out=_into(x, grad_out)),))
 
 
-def tanh(x, out: np.ndarray | None = None) -> Tensor:
+def tanh(x, out: np.ndarray | None = None, grad_out: np.ndarray | None = None) -> Tensor:
     """tanh(x); its derivative 1 - tanh^2 comes from the output."""
     x = _lift(x)
     out = np.tanh(x.value, out=out)
-    return _node(out, (x,), "tanh", lambda g: (g * (1.0 - out * out),))
+
+    def backward(g):  # g * (1 - out^2), in one array
+        d = np.multiply(out, out, out=_into(x, grad_out, like=out))
+        np.subtract(1.0, d, out=d)
+        return (np.multiply(g, d, out=d),)
+    return _node(out, (x,), "tanh", backward)
 
 
-def sigmoid(x, out: np.ndarray | None = None) -> Tensor:
+def sigmoid(x, out: np.ndarray | None = None, grad_out: np.ndarray | None = None) -> Tensor:
     """1 / (1 + e^-x) as (1 + tanh(x/2)) / 2, exactly as nn.Sigmoid: never overflows."""
     x = _lift(x)
     out = np.multiply(x.value, 0.5, out=out)
     np.tanh(out, out=out)
     out += 1.0
     out *= 0.5
-    return _node(out, (x,), "sigmoid", lambda g: (g * out * (1.0 - out),))
+    def backward(g):  # g * s * (1 - s), in nn.Sigmoid's order
+        d = np.multiply(g, out, out=_into(x, grad_out, like=out))
+        d *= 1.0 - out
+        return (d,)
+    return _node(out, (x,), "sigmoid", backward)
 
 
 def pick(x, idx: np.ndarray) -> Tensor:
@@ -448,43 +470,43 @@ def _lookup(table: dict, name: str, what: str):
     return table[name]
 
 
-def _scratch(workspace: dict | None, key: str, shape: tuple, dtype) -> np.ndarray | None:
-    """workspace[key] when it still fits, else a new array kept there; None without a workspace."""
-    if workspace is None:
-        return None
-    buf = workspace.get(key)
-    if buf is None or buf.shape != shape or buf.dtype != dtype:
-        buf = workspace[key] = np.empty(shape, dtype)
-    return buf
-
-
 def mlp_logits(x: Tensor, params: list[Tensor], activation: str = "relu",
                dropout_masks: list[np.ndarray | None] | None = None, workspace: dict | None = None) -> Tensor:
     """Logits (B, C) of x (B, n0) through Dense -> activation [-> * mask] ... -> Dense.
 
     params = [W0 (n0, n1), b0 (n1,), W1 (n1, n2), b1 (n2,), ...]; dropout_masks[i] (B, n_{i+1}),
     one per hidden layer or None, holds 0 or 1/(1-p) in the model's dtype (as nn.Dropout draws it).
-    A workspace dict keeps the hidden layers' arrays from one call to the next: a fresh 1 MB array
-    is mapped page by page, and those page faults cost more than the arithmetic that fills it.
+    A workspace dict keeps the hidden layers' values and gradients from one call to the next: a
+    fresh 1 MB array is mapped page by page, and the page faults cost more than the arithmetic.
     """
     act = _lookup(ACTIVATIONS, activation, "activation")
     n_hidden = len(params) // 2 - 1
     masks = [None] * n_hidden if dropout_masks is None else list(dropout_masks)
     if len(masks) != n_hidden:
         raise DoodleError(f"dropout_masks needs one entry (or None) per hidden layer: {n_hidden}, got {len(masks)}")
+    dtype = params[0].dtype
+
+    def buf(key: str, shape: tuple) -> np.ndarray | None:
+        """workspace[key] when it still fits, else a new array kept there; None without a workspace."""
+        if workspace is None:
+            return None
+        if key not in workspace or workspace[key].shape != shape or workspace[key].dtype != dtype:
+            workspace[key] = np.empty(shape, dtype)
+        return workspace[key]
+
     h = x
     for i in range(n_hidden + 1):
         W, b = params[2 * i], params[2 * i + 1]
-        shape, dtype = (x.shape[0], W.shape[1]), W.dtype  # (B, n_{i+1})
-        h = matmul(h, W, out=_scratch(workspace, f"matmul{i}", shape, dtype))
+        shape = (x.shape[0], W.shape[1])  # (B, n_{i+1})
+        h = matmul(h, W, out=buf(f"matmul{i}", shape), grad_out=buf(f"d_matmul{i}", h.shape) if i else None)
         if i == n_hidden:
             return add(h, b)  # the logits: a new array, the caller may keep it
-        h = add(h, b, out=_scratch(workspace, f"add{i}", shape, dtype))
-        h = act(h, out=_scratch(workspace, f"act{i}", shape, dtype))
+        h = add(h, b, out=buf(f"add{i}", shape))
+        h = act(h, out=buf(f"act{i}", shape), grad_out=buf(f"d_act{i}", shape))
         if masks[i] is not None:
             if masks[i].shape != shape or masks[i].dtype != dtype:
                 raise DoodleError(f"dropout mask {i} must be {dtype} {shape}, got {masks[i].dtype} {masks[i].shape}")
-            h = mul(h, Tensor(masks[i], name=f"mask{i}"), out=_scratch(workspace, f"mul{i}", shape, dtype))
+            h = mul(h, Tensor(masks[i], name=f"mask{i}"), out=buf(f"mul{i}", shape), grad_out=buf(f"d_mul{i}", shape))
 
 
 def mlp_loss(x: np.ndarray, y: np.ndarray, params: list[np.ndarray], activation: str = "relu",

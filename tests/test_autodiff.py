@@ -370,13 +370,15 @@ def test_float32_network_gradients_agree_to_round_off():
         assert np.linalg.norm(m - g) <= 1e-5 * np.linalg.norm(m)
 
 
-def test_workspace_reuse_changes_nothing():
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_workspace_reuse_changes_nothing(activation):
     workspace = {}
-    for seed in (1, 2):  # the second step writes over the first one's arrays
-        _, _, value, with_ws = manual_and_graph("tanh", "mse", 0.5, seed=seed, workspace=workspace)
-        _, _, value_fresh, fresh = manual_and_graph("tanh", "mse", 0.5, seed=seed)
+    for seed in (1, 2):  # the second step writes over the first one's values and gradients
+        _, _, value, with_ws = manual_and_graph(activation, "mse", 0.5, seed=seed, workspace=workspace)
+        _, _, value_fresh, fresh = manual_and_graph(activation, "mse", 0.5, seed=seed)
         assert value == value_fresh and all(np.array_equal(a, b) for a, b in zip(with_ws, fresh))
-    assert {"matmul0", "add0", "act0", "mul0"} <= set(workspace)
+    hidden = {f"{op}{i}" for op in ("matmul", "add", "act", "mul", "d_act", "d_mul") for i in (0, 1)}
+    assert set(workspace) == hidden | {"matmul2", "d_matmul1", "d_matmul2"}
 
 
 def test_mlp_loss_rejects_bad_arguments():
