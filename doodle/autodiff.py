@@ -11,8 +11,9 @@ same gradients from the operations the loss is made of, and doodle.graphdraw dra
 Speed: ops work on whole arrays, a step has a few dozen of them, and the engine copies nothing it
 can avoid. An intermediate node's first gradient is simply moved in; a parameter's gradient is
 written straight into its buffer (`grad_into`) by matmul and the bias sum; the network's hidden
-arrays can live in a workspace reused from step to step (`out=`). Values stay in the input dtype:
-scalars are python floats or take the tensor's dtype, so float32 never widens to float64.
+values and gradients can live in a workspace reused from step to step (`out=`, `grad_out=`). Values
+stay in the input dtype: scalars are python floats or take the tensor's dtype, so float32 never
+widens to float64.
 """
 
 from __future__ import annotations
@@ -219,7 +220,7 @@ def _accumulate(t: Tensor, g: np.ndarray) -> None:
     leaf = t.op == "leaf"
     if t.grad is None:
         if not leaf:
-            t.grad = g  # moved, never written to afterwards: rules and accumulation make new arrays
+            t.grad = g  # moved; safe, as no rule writes into the gradient it is given
             return
         if t._buffer is None:
             t._buffer = np.empty_like(t.value)
