@@ -173,13 +173,17 @@ class Dropout(Layer):
         self.rng = np.random.default_rng() if rng is None else rng
         self.mask: np.ndarray | None = None  # cache: 0 or 1/(1-p), in x's dtype
 
+    def draw_mask(self, shape: tuple, dtype) -> np.ndarray:
+        """The next mask from this layer's generator: 0 or 1/(1-p) per unit (the graph path draws the same)."""
+        mask = (self.rng.random(shape, dtype=dtype) >= self.p).astype(dtype)
+        mask *= 1.0 / (1.0 - self.p)
+        return mask
+
     def forward(self, x, train=False):
         if not train or self.p == 0.0:
             self.mask = None
             return x
-        mask = self.rng.random(x.shape, dtype=x.dtype) >= self.p
-        self.mask = mask.astype(x.dtype)
-        self.mask *= 1.0 / (1.0 - self.p)
+        self.mask = self.draw_mask(x.shape, x.dtype)
         return x * self.mask
 
     def backward(self, dout):
@@ -294,6 +298,13 @@ class MLP:
             d = layer.backward(d)
         self.dense[0].input_grad = False
         return d
+
+    def dropout_masks(self, batch: int) -> list[np.ndarray | None]:
+        """One training-mode mask (batch, n) per hidden layer, drawn as forward(train=True) would draw them."""
+        drops = [layer for layer in self.layers if isinstance(layer, Dropout)]
+        if not drops or self.dropout == 0.0:
+            return [None] * (len(self.layer_sizes) - 2)
+        return [d.draw_mask((batch, n), self.dtype) for d, n in zip(drops, self.layer_sizes[1:-1])]
 
     def parameters(self) -> list[np.ndarray]:
         """[dense0.W, dense0.b, dense1.W, ...], the live arrays."""

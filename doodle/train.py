@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from doodle import __version__, fsutil
+from doodle import __version__, autodiff, fsutil
 from doodle.augment import augment_batch
 from doodle.checkpoint import load_model, save_model
 from doodle.config import dump, load_config
@@ -46,6 +46,7 @@ class TrainResult:
     samples_per_second: float
     interrupted: bool = False
     history: list[dict] = field(default_factory=list)
+    workspace: dict = field(default_factory=dict)  # the graph path's reusable arrays (backprop: graph)
 
     def to_json(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "history"}
@@ -103,14 +104,42 @@ def train(config_path: str | Path | None = None, overrides: tuple[str, ...] | li
     return fit(cfg, ds, run_dir, reporter, resume=resume is not None)
 
 
-def train_step(model: MLP, optimizer: Optimizer, loss: str, x: np.ndarray, y: np.ndarray, lr: float | None = None,
-               clip_norm: float | None = None) -> tuple[float, int]:
-    """One minibatch: forward (train mode), loss, backward, optional clipping, update; returns (loss, n_correct)."""
+BACKPROP = ("manual", "graph")  # how gradients are found: hand-written layer backward, or the autodiff graph
+
+
+def gradients(model: MLP, loss: str, x: np.ndarray, y: np.ndarray, backprop: str = "manual",
+              workspace: dict | None = None) -> tuple[float, int]:
+    """Forward (train mode), loss and backward on one batch, filling model.gradients(); returns (loss, n_correct).
+
+    "manual" runs the layers' hand-written backward (doodle.nn); "graph" builds the loss's computational
+    graph from elementary operations and differentiates it (doodle.autodiff), with the same dropout
+    masks, writing into the same gradient buffers. A workspace dict, kept for a run, lets the graph
+    reuse its hidden-layer arrays from step to step.
+    """
+    if backprop not in BACKPROP:
+        raise DoodleError(f"unknown backprop {backprop!r}: use one of {', '.join(BACKPROP)}")
+    if backprop == "graph":
+        if x.dtype != model.dtype:
+            x = x.astype(model.dtype)
+        graph_loss, _, logits = autodiff.mlp_loss(x, y, model.parameters(), model.activation, loss,
+                                                  model.dropout_masks(len(x)), model.gradients(), workspace)
+        n_correct = int(np.count_nonzero(logits.value.argmax(axis=1) == y))
+        value = float(graph_loss.value)
+        graph_loss.backward()
+        return value, n_correct
     loss_fn = lookup(LOSSES, loss, "loss")
     logits = model.forward(x, train=True)  # (B, C)
     n_correct = int(np.count_nonzero(logits.argmax(axis=1) == y))
     value, dlogits = loss_fn(logits, y)
     model.backward(dlogits)
+    return value, n_correct
+
+
+def train_step(model: MLP, optimizer: Optimizer, loss: str, x: np.ndarray, y: np.ndarray, lr: float | None = None,
+               clip_norm: float | None = None, backprop: str = "manual",
+               workspace: dict | None = None) -> tuple[float, int]:
+    """One minibatch: forward (train mode), loss, backward, optional clipping, update; returns (loss, n_correct)."""
+    value, n_correct = gradients(model, loss, x, y, backprop, workspace)
     if clip_norm is not None:
         clip_grad_norm(model.gradients(), clip_norm)
     if optimizer.flat is not None and optimizer.flat[1] is model.flat_grads:
@@ -153,6 +182,7 @@ class _Run:
     best_state: dict | None = None  # the best epoch's weights
     train_seconds: float = 0.0
     history: list[dict] = field(default_factory=list)
+    workspace: dict = field(default_factory=dict)  # the graph path's reusable arrays (backprop: graph)
 
 
 def _start(cfg: dict, ds: Dataset, run_dir: Path, resume: bool) -> _Run:
@@ -235,7 +265,8 @@ def _run_epoch(run: _Run, epoch: int, reporter: Reporter) -> dict:
             tick = time.perf_counter()
             idx, xb = next(batches)
             lr = run.lr_at(step0 + b)
-            loss, n_ok = train_step(run.model, run.optimizer, t["loss"], xb, y[idx], lr=lr, clip_norm=t["clip_norm"])
+            loss, n_ok = train_step(run.model, run.optimizer, t["loss"], xb, y[idx], lr=lr, clip_norm=t["clip_norm"],
+                                    backprop=t["backprop"], workspace=run.workspace)
             seconds += time.perf_counter() - tick
             if not math.isfinite(loss):
                 raise DoodleError(f"loss became {loss} at epoch {epoch}, batch {b + 1}: the learning rate is too "
