@@ -160,6 +160,10 @@ def _fmt_field(k: str, v) -> str:
         return f"{v:,.0f} samples/s"
     if k == "acc":
         return f"acc {v:.1%}"
+    if k in ("received", "rate"):  # a download's bytes so far, and bytes/s
+        return _human_bytes(v) + ("/s" if k == "rate" else " received")
+    if k == "failed":
+        return f"{v} failed"
     return f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
 
 
@@ -214,6 +218,9 @@ def download(
                                                          "bucket); file:// works.")] = None,
     force: Annotated[bool, typer.Option(help="Download again even if the file is complete.")] = False,
     all_: Annotated[bool, typer.Option("--all", help="All 345 categories.")] = False,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Files fetched at once (parallel connections).",
+                                      min=1, max=32)] = 4,
+    retries: Annotated[int, typer.Option(help="Retries per file after a dropped connection or a 5xx.", min=0)] = 4,
     synthetic: Annotated[bool, typer.Option(help="Write the built-in synthetic shapes instead (no network).")] = False,
     as_json: JsonOpt = False,
 ):
@@ -230,13 +237,13 @@ def download(
         raise DoodleError("name at least one category (see `doodle categories`), or use --all or --synthetic")
     with RichReporter() as rep:
         results = run_download(words, fmt=fmt, data_dir=data_dir, base_url=base_url, max_drawings=max_drawings,
-                               force=force, reporter=rep)
+                               force=force, retries=retries, jobs=jobs, reporter=rep)
     failed = [r for r in results if r.status == "failed"]
     if as_json:
         _print_json([{"word": r.word, "format": r.format, "path": str(r.path), "status": r.status,
-                      "bytes": r.bytes, "drawings": r.drawings, "seconds": r.seconds, "error": r.error}
+                      "bytes": r.bytes, "drawings": r.drawings, "seconds": r.seconds, "error": r.error, "url": r.url}
                      for r in results])
-    else:
+    elif len(results) <= _DOWNLOAD_ROWS:
         table = Table(title=f"doodle download ({fmt})")
         for col in ("category", "status", "drawings", "size", "time", "file"):
             table.add_column(col, justify="right" if col in ("drawings", "size", "time") else "left")
@@ -245,10 +252,34 @@ def download(
             table.add_row(r.word, r.status, "-" if r.drawings is None else f"{r.drawings:,}", _human_bytes(r.bytes),
                           f"{r.seconds:.1f}s", str(r.path), style=style)
         out.print(table)
-        for r in failed:
-            err.print(Text(f"error: {r.error}", style="red"))
+    else:  # hundreds of files: one row per outcome
+        table = Table(title=f"doodle download ({fmt}): {len(results)} files in {data_dir / fmt}")
+        for col in ("status", "files", "drawings", "size"):
+            table.add_column(col, justify="left" if col == "status" else "right")
+        for status in ("downloaded", "resumed", "skipped", "failed"):
+            rows = [r for r in results if r.status == status]
+            if rows:
+                known = [r.drawings for r in rows if r.drawings is not None]
+                table.add_row(status, f"{len(rows):,}", f"{sum(known):,}" if known else "-",
+                              _human_bytes(sum(r.bytes for r in rows)), style="red" if status == "failed" else "")
+        out.print(table)
+    by_reason: dict[str, list] = {}
+    for r in failed:
+        by_reason.setdefault(r.reason or "", []).append(r)
+    for reason, rows in by_reason.items():  # one line per cause, naming the files
+        if len(rows) == 1:
+            err.print(Text(f"error: {rows[0].error}", style="red"))
+        else:
+            names = ", ".join(r.word for r in rows[:10]) + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
+            err.print(Text(f"error: {len(rows)} files failed: {reason}: {names}", style="red"))
     if failed:
+        kept = "; the others are complete and kept" if len(failed) < len(results) else ""
+        err.print(f"{len(failed)} of {len(results)} files failed{kept}: run the same command again to retry "
+                  f"(complete files are not fetched again)", style="dim")
         raise typer.Exit(1)
+
+
+_DOWNLOAD_ROWS = 20  # more files than this: a summary by outcome instead of a row each
 
 
 def _download_synthetic(words, max_drawings, data_dir, as_json):
@@ -505,6 +536,36 @@ def predict(
         err.print(Text(f"error: {r['error']}", style="red"))
     if failures:
         raise typer.Exit(1)
+
+
+@app.command()
+@handle_errors
+def play(
+    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="Run folder (default: the newest in "
+                                                                        "runs/).")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback lets other machines "
+                                           "in.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0 = any free one).", min=0, max=65535)] = 8000,
+    open_browser: Annotated[bool, typer.Option("--open/--no-open", help="Open the page in the default "
+                                                                        "browser.")] = True,
+    save_dir: Annotated[Path, typer.Option(help="Saved drawings go to SAVE_DIR/WORD.ndjson (Google's raw "
+                                                "format).")] = Path("data/mine"),
+):
+    """Draw in the browser and watch the network guess, as in Quick, Draw! (Ctrl-C stops)."""
+    from doodle.play import serve
+
+    def ready(info: dict) -> None:
+        acc = info.get("test_accuracy")
+        out.print(f"[bold]doodle play[/] at [link={info['url']}]{info['url']}[/link]")
+        out.print(f"model: {info['path']}" + (f" (test accuracy {acc:.1%})" if acc is not None else ""))
+        out.print(f"{len(info['categories'])} categories: {', '.join(info['categories'])}", highlight=False)
+        out.print(f"drawings saved to: {info['save_dir']}/<word>.ndjson")
+        err.print("Ctrl-C stops", style="dim")
+
+    with RichReporter() as rep:
+        serve(model, host=host, port=port, save_dir=save_dir, open_browser=open_browser, reporter=rep,
+              on_ready=ready)
+    err.print("stopped", style="dim")
 
 
 def main():  # pragma: no cover - entry point for `python -m doodle`

@@ -12,7 +12,10 @@ is stable; every value is a plain python int, float, str, list or dict, so `json
       "macro_f1": float,         # mean F1 over the classes that occur in the truth or the predictions
       "per_class": {name: {"precision": float, "recall": float, "f1": float, "support": int}},
       "confusion": {"labels": [name, ...], "matrix": [[int, ...], ...]},  # rows = true, cols = predicted
-      "most_confused": [{"true": name, "predicted": name, "count": int}, ...]  # largest count first
+      "most_confused": [{"true": name, "predicted": name, "count": int}, ...],  # largest count first
+      "nll": float,              # mean negative log-likelihood of the true class (natural log)
+      "ece": float,              # expected calibration error over 15 equal-width confidence bins, in [0, 1]
+      "calibration": [{"lo", "hi", "count", "confidence", "accuracy"}, ...]  # the 15 bins (reliability diagram)
     }
 
 `per_class` and `confusion` follow class order (the order of `class_names`, i.e. the model's outputs).
@@ -228,6 +231,76 @@ def most_confused(confusion, class_names, n=10) -> list[dict]:
     return [{"true": names[i // c], "predicted": names[i % c], "count": int(flat[i])} for i in order]
 
 
+# --- calibration: does a probability of 0.8 mean right 80% of the time? ---------------------------
+
+ECE_BINS = 15  # the usual choice (Guo et al. 2017, "On Calibration of Modern Neural Networks")
+
+
+def negative_log_likelihood(probs, y) -> float:
+    """Mean -log p(true class); probabilities are floored at 1e-12 so one certain miss stays finite."""
+    probs = _check_probs(probs)
+    y = _check_labels(y, len(probs), probs.shape[1])
+    _check_nonempty(len(y))
+    picked = probs[np.arange(len(y)), y].astype(np.float64)
+    return float(-np.mean(np.log(np.maximum(picked, 1e-12))))
+
+
+def calibration_bins(probs, y, bins: int = ECE_BINS) -> list[dict]:
+    """Top-1 confidence vs accuracy in `bins` equal-width bins of confidence (empty bins included, count 0)."""
+    probs = _check_probs(probs)
+    y = _check_labels(y, len(probs), probs.shape[1])
+    conf = probs.max(axis=1).astype(np.float64)  # (N,)
+    right = (np.argmax(probs, axis=1) == y).astype(np.float64)
+    which = np.clip(np.ceil(conf * bins).astype(np.int64) - 1, 0, bins - 1)  # bin k holds (k/bins, (k+1)/bins]
+    count = np.bincount(which, minlength=bins)
+    conf_sum = np.bincount(which, weights=conf, minlength=bins)
+    right_sum = np.bincount(which, weights=right, minlength=bins)
+    safe = np.maximum(count, 1)
+    return [{"lo": k / bins, "hi": (k + 1) / bins, "count": int(count[k]),
+             "confidence": float(conf_sum[k] / safe[k]), "accuracy": float(right_sum[k] / safe[k])}
+            for k in range(bins)]
+
+
+def expected_calibration_error(probs, y, bins: int = ECE_BINS) -> float:
+    """sum over bins of (bin share) * |accuracy - confidence|, from calibration_bins."""
+    table = calibration_bins(probs, y, bins)
+    n = sum(b["count"] for b in table)
+    _check_nonempty(n)
+    return float(sum(b["count"] * abs(b["accuracy"] - b["confidence"]) for b in table) / n)
+
+
+def fit_temperature(logits, y, lo: float = 0.05, hi: float = 20.0) -> float:
+    """The T > 0 minimising the mean NLL of softmax(logits / T) (temperature scaling, Guo et al. 2017).
+
+    The NLL is convex in b = 1/T (log-sum-exp of b*z is convex, b*z_y is linear), so Newton's method on b
+    converges in a few steps: NLL'(b) = mean(E_p[z] - z_y), NLL''(b) = mean(Var_p[z]) >= 0. Computed in
+    float64; the result is clipped to [lo, hi] (a model can be arbitrarily over- or under-confident).
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    if z.ndim != 2 or not np.isfinite(z).all():
+        raise DoodleError(f"temperature fitting needs finite (N, C) logits, got shape {z.shape}")
+    y = _check_labels(y, len(z), z.shape[1])
+    _check_nonempty(len(y))
+    z = z - z.max(axis=1, keepdims=True)
+    z_y = z[np.arange(len(y)), y]
+    b = 1.0
+    for _ in range(50):
+        e = np.exp(b * z)
+        p = e / e.sum(axis=1, keepdims=True)
+        mean_z = (p * z).sum(axis=1)
+        grad = float(np.mean(mean_z - z_y))
+        curv = float(np.mean((p * z * z).sum(axis=1) - mean_z ** 2))
+        if curv <= 1e-12:
+            break
+        step = grad / curv
+        b_new = min(max(b - step, 1.0 / hi), 1.0 / lo)  # stay inside the bracket
+        if abs(b_new - b) <= 1e-10 * b:
+            b = b_new
+            break
+        b = b_new
+    return float(min(max(1.0 / b, lo), hi))
+
+
 def summarize(probs, y, class_names, top_n_confused=10) -> dict:
     """The `doodle evaluate --json` document for (N, C) probabilities and (N,) true labels (schema above)."""
     probs = _check_probs(probs)
@@ -252,4 +325,7 @@ def summarize(probs, y, class_names, top_n_confused=10) -> dict:
         "per_class": per_class_metrics(confusion, names),
         "confusion": {"labels": names, "matrix": confusion.tolist()},
         "most_confused": most_confused(confusion, names, top_n_confused),
+        "nll": negative_log_likelihood(probs, y),
+        "ece": expected_calibration_error(probs, y),
+        "calibration": calibration_bins(probs, y),
     }

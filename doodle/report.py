@@ -253,6 +253,46 @@ def render_misclassified(
     return image
 
 
+def render_reliability(bins: list[dict], title: str, size: int = 560) -> Image.Image:
+    """Reliability diagram: accuracy per confidence bin as bars against the diagonal of perfect calibration,
+    the gap to the diagonal shaded, and each bin's share of the drawings as a strip below."""
+    font, small = _font(16), _font(12)
+    left, top, right, bottom = 70, 50, 20, 130
+    plot = size - left - right  # square plot area
+    img = Image.new("RGB", (left + plot + right, top + plot + bottom), WHITE)
+    draw = ImageDraw.Draw(img)
+    draw.text((left, 16), title, fill=INK, font=font)
+
+    def px(vx: float, vy: float) -> tuple[float, float]:
+        return left + vx * plot, top + (1 - vy) * plot
+
+    for k in range(11):  # grid and ticks every 0.1
+        v = k / 10
+        draw.line([px(v, 0), px(v, 1)], fill=GRID)
+        draw.line([px(0, v), px(1, v)], fill=GRID)
+        draw.text((px(v, 0)[0], top + plot + 6), f"{v:.1f}", fill=MUTED, font=small, anchor="mt")
+        draw.text((left - 8, px(0, v)[1]), f"{v:.1f}", fill=MUTED, font=small, anchor="rm")
+    most = max(max(b["count"] for b in bins), 1)
+    for b in bins:
+        if not b["count"]:
+            continue
+        x0, x1 = px(b["lo"], 0)[0] + 1, px(b["hi"], 0)[0] - 1
+        draw.rectangle([x0, px(0, b["accuracy"])[1], x1, top + plot], fill=tuple(_BLUES[5].astype(int)))
+        lo, hi = sorted((b["accuracy"], b["confidence"]))
+        draw.rectangle([x0, px(0, hi)[1], x1, px(0, lo)[1]], outline=(200, 60, 60), width=2)  # the gap
+        share = b["count"] / most  # how many drawings the bin holds, relative to the fullest bin
+        strip_top = top + plot + 34
+        draw.rectangle([x0, strip_top + 40 * (1 - share), x1, strip_top + 40], fill=MUTED)
+    draw.line([px(0, 0), px(1, 1)], fill=INK, width=1)  # perfect calibration
+    draw.rectangle([left, top, left + plot, top + plot], outline=INK)
+    draw.text((left + plot / 2, top + plot + 22), "confidence (top-1 probability)", fill=INK, font=small, anchor="mt")
+    draw.text((left, top + plot + 80), "bars: accuracy per bin; red: gap to the diagonal; grey: drawings per bin",
+              fill=MUTED, font=small)
+    label = _rotated_labels(["accuracy"], 20, small, _text_width("accuracy", small) + 4, align_right=False)
+    img.paste(label, (8, top + plot // 2 - label.height // 2))
+    return img
+
+
 def _summary_json(summary: dict) -> str:
     """Indented JSON with each confusion-matrix row on one line (345 x 345 counts one per line is unreadable)."""
     matrix = summary.get("confusion", {}).get("matrix") if isinstance(summary.get("confusion"), dict) else None
@@ -275,7 +315,8 @@ def write_report(
     probs=None,
     max_examples: int = 64,
 ) -> list[Path]:
-    """Write confusion.png, misclassified.png (if images are given) and summary.json into out_dir; return paths."""
+    """Write confusion.png, misclassified.png (if images are given), reliability.png (if the summary has
+    calibration bins) and summary.json into out_dir; return paths."""
     names = [str(name) for name in class_names]
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = np.asarray(y_pred, dtype=np.int64)
@@ -298,6 +339,9 @@ def write_report(
     if images is not None:
         grid = render_misclassified(images, y_true, y_pred, names, probs, max_examples)
         written.append(_save_png(grid, out / "misclassified.png"))
+    if summary.get("calibration"):
+        title = f"Reliability: ECE {100 * summary['ece']:.1f}%, NLL {summary['nll']:.3f}"
+        written.append(_save_png(render_reliability(summary["calibration"], title), out / "reliability.png"))
     write_text(out / "summary.json", _summary_json(summary))
     written.append(out / "summary.json")
     return written

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from doodle.cli import app
 
 runner = CliRunner()
-WORDS = ["apple", "banana", "eye"]  # in the shared sample as simplified strokes, bitmaps and sketches
+WORDS = ["apple", "banana", "eye"]  # in the committed fixture as 40 simplified drawings, bitmaps and sketches
 
 
 def run(*args, input=None):
@@ -59,13 +59,13 @@ def test_download_mistakes_are_one_line(tmp_path, static_server):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, static_server):
-    """A real run: 3 categories x 80 drawings downloaded over loopback, rasterised and trained."""
+    """A real run: 3 categories x 40 drawings downloaded over loopback, rasterised and trained."""
     root = tmp_path_factory.mktemp("cli")
     cfg = root / "tiny.yaml"
     cfg.write_text(
         "data:\n"
         f"  categories: [{', '.join(WORDS)}]\n"
-        "  per_category: 80\n"
+        "  per_category: 40\n"
         "  val_fraction: 0.15\n"
         "  test_fraction: 0.2\n"
         f"  base_url: {static_server}\n"
@@ -86,7 +86,7 @@ def test_train_json_and_run_folder(trained):
     assert 0.4 < out["test_accuracy"] <= 1.0  # 3 classes: well above chance after 6 epochs
     assert len((root / "run" / "metrics.jsonl").read_text().splitlines()) == 6
     cache = list((root / "data" / "cache" / "simplified").glob("*.npy"))
-    assert len(cache) == 3 and all(np.load(p).shape == (80, 28, 28) for p in cache)
+    assert len(cache) == 3 and all(np.load(p).shape == (40, 28, 28) for p in cache)
 
 
 def test_evaluate_reproduces_test_split(trained):
@@ -94,7 +94,7 @@ def test_evaluate_reproduces_test_split(trained):
     res = run("evaluate", "--model", root / "run", "--data-dir", root / "data", "--json")
     assert res.exit_code == 0, res.output
     s = json.loads(res.stdout)
-    assert s["n"] == 3 * 16 and s["accuracy"] == pytest.approx(out["test_accuracy"])
+    assert s["n"] == 3 * 8 and s["accuracy"] == pytest.approx(out["test_accuracy"])
     for key in ("top3_accuracy", "map3", "per_class", "confusion"):
         assert key in s
     # MAP@3 from the model's own probabilities on the same split, computed independently

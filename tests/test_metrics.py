@@ -209,3 +209,57 @@ def test_empty_input_is_a_clear_error():
 def test_bad_input_raises_doodle_error(call, message):
     with pytest.raises(DoodleError, match=message):
         call()
+
+
+# --- calibration -------------------------------------------------------------------------------
+
+
+def test_nll_and_calibration_bins_by_hand():
+    probs = np.array([[0.85, 0.15], [0.85, 0.15], [0.55, 0.45], [0.35, 0.65]])
+    y = np.array([0, 1, 0, 1])
+    assert metrics.negative_log_likelihood(probs, y) == pytest.approx(
+        -np.mean(np.log([0.85, 0.15, 0.55, 0.65])))
+    bins = metrics.calibration_bins(probs, y, bins=10)
+    assert len(bins) == 10 and [b["count"] for b in bins] == [0, 0, 0, 0, 0, 1, 1, 0, 2, 0]
+    assert bins[8]["accuracy"] == 0.5 and bins[8]["confidence"] == pytest.approx(0.85)
+    # ECE = (2 * |0.5 - 0.85| + 1 * |1 - 0.55| + 1 * |1 - 0.65|) / 4
+    assert metrics.expected_calibration_error(probs, y, bins=10) == pytest.approx((0.7 + 0.45 + 0.35) / 4)
+
+
+def test_a_calibrated_model_has_small_ece_and_temperature_recovers_the_scale():
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((20000, 6)) * 2.0
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    y = (p.cumsum(axis=1) < rng.random((len(p), 1))).sum(axis=1)  # labels drawn from p itself
+    assert metrics.expected_calibration_error(p, y) < 0.015
+    for t in (0.25, 1.0, 4.0):
+        assert metrics.fit_temperature(logits / t, y) == pytest.approx(1 / t, rel=0.05)
+    hot = logits * 3  # over-confident
+    q = np.exp(hot - hot.max(1, keepdims=True))
+    q /= q.sum(axis=1, keepdims=True)
+    assert metrics.expected_calibration_error(q, y) > 0.1
+
+
+def test_temperature_minimises_the_nll():
+    rng = np.random.default_rng(1)
+    logits = rng.standard_normal((500, 4)) * 3
+    y = np.where(rng.random(500) < 0.6, logits.argmax(1), rng.integers(0, 4, 500))  # informative, not certain
+
+    def nll(t):
+        z = logits / t
+        z = z - z.max(1, keepdims=True)
+        return float(np.mean(np.log(np.exp(z).sum(1)) - z[np.arange(500), y]))
+
+    t = metrics.fit_temperature(logits, y)
+    assert 0.05 < t < 20  # an interior optimum, not a clipped bound
+    assert nll(t) <= min(nll(t * 0.98), nll(t * 1.02))
+    with pytest.raises(DoodleError, match="finite"):
+        metrics.fit_temperature(np.full((2, 3), np.nan), np.array([0, 1]))
+
+
+def test_summary_carries_calibration():
+    probs = np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    s = metrics.summarize(probs, np.array([0, 1, 1]), ["a", "b"])
+    assert s["nll"] == pytest.approx(metrics.negative_log_likelihood(probs, np.array([0, 1, 1])))
+    assert len(s["calibration"]) == metrics.ECE_BINS and sum(b["count"] for b in s["calibration"]) == 3
+    assert 0 <= s["ece"] <= 1

@@ -44,9 +44,10 @@ def test_write_report_files(tmp_path):
     summary = metrics.summarize(probs, y, NAMES)
     out = tmp_path / "report" / "nested"  # created on demand
     paths = report.write_report(out, summary, images, y, pred, NAMES, probs=probs)
-    assert paths == [out / "confusion.png", out / "misclassified.png", out / "summary.json"]
-    assert sorted(p.name for p in out.iterdir()) == ["confusion.png", "misclassified.png", "summary.json"]  # no temp files
-    for path in paths[:2]:
+    assert paths == [out / "confusion.png", out / "misclassified.png", out / "reliability.png", out / "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["confusion.png", "misclassified.png", "reliability.png",
+                                                     "summary.json"]  # no temp files
+    for path in paths[:3]:
         w, h = open_png(path).size
         assert 400 <= w <= 2500 and 300 <= h <= 2500, (path.name, w, h)
     assert json.loads((out / "summary.json").read_text()) == summary
@@ -55,8 +56,22 @@ def test_write_report_files(tmp_path):
 def test_without_images_no_grid(tmp_path):
     probs, y, pred, _ = fake_run()
     paths = report.write_report(tmp_path, metrics.summarize(probs, y, NAMES), None, y, pred, NAMES)
-    assert [p.name for p in paths] == ["confusion.png", "summary.json"]
+    assert [p.name for p in paths] == ["confusion.png", "reliability.png", "summary.json"]
     assert not (tmp_path / "misclassified.png").exists()
+
+
+def test_reliability_bars_follow_accuracy():
+    # two bins: (0.5, 0.6] all wrong, (0.9, 1.0] all right; the bar of the second reaches the top
+    probs = np.array([[0.55, 0.45]] * 4 + [[0.95, 0.05]] * 4)
+    y = np.array([1] * 4 + [0] * 4)
+    bins = metrics.calibration_bins(probs, y, bins=10)
+    im = report.render_reliability(bins, "t", size=560).convert("RGB")
+    left, top, plot = 70, 50, 560 - 70 - 20
+    blue = tuple(int(v) for v in report._BLUES[5])
+    x_right = int(left + 0.975 * plot)  # middle of the last bin
+    x_wrong = int(left + 0.575 * plot)
+    assert im.getpixel((x_right, int(top + 0.5 * plot))) == blue  # accuracy 1: filled half-way up and beyond
+    assert im.getpixel((x_wrong, int(top + 0.9 * plot))) != blue  # accuracy 0: no bar
 
 
 def cell_pixel(im, i, j, inset=3):
