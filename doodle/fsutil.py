@@ -119,7 +119,7 @@ def clean_temporaries(folder: str | os.PathLike, older_than: float | None = None
     return removed
 
 
-_HELD: dict[str, list] = {}  # resolved folder -> [open lock file, depth]: a process may re-enter its own claim
+_HELD: set[str] = set()  # resolved folders this process has claimed: a claim may be re-entered (train -> fit)
 
 
 @contextlib.contextmanager
@@ -132,35 +132,28 @@ def lock_folder(folder: str | os.PathLike, busy: str) -> Iterator[Path]:
     folder = Path(folder)
     key = str(folder.resolve())
     if key in _HELD:
-        _HELD[key][1] += 1
-        try:
-            yield folder
-        finally:
-            _HELD[key][1] -= 1
+        yield folder
         return
+    lock = folder / LOCK_NAME
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fh = open(folder / LOCK_NAME, "a+", encoding="utf-8")
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as exc:
         raise write_error(folder, exc) from None
     try:
         if fcntl is not None:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if os.fstat(fh.fileno()).st_ino != os.stat(folder / LOCK_NAME).st_ino:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if not os.path.samestat(os.fstat(fd), os.stat(lock)):
                 raise OSError("the lock file was replaced: its owner gave the folder up meanwhile")
     except OSError:
-        fh.seek(0)
-        pid = fh.read(20).strip() or "?"
-        fh.close()
+        pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
         raise DoodleError(busy.format(pid=pid)) from None
     with contextlib.suppress(OSError):  # the pid only makes the other process's message friendlier
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"{os.getpid()}\n")
-        fh.flush()
-    _HELD[key] = [fh, 1]
+        os.pwrite(fd, f"{os.getpid():>10}\n".encode(), 0)  # fixed width: no truncate (ext4 flushes those)
+    _HELD.add(key)
     try:
         yield folder
     finally:
-        del _HELD[key]
-        fh.close()  # releases the lock
+        _HELD.discard(key)
+        os.close(fd)  # releases the lock
