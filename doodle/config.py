@@ -95,9 +95,9 @@ def categories_check(v):
         return "must be a non-empty list of category names, or 'all'"
     for c in v:
         if not is_category(c):
-            close = suggest(c)
+            close = suggest(c) if len(c) <= 60 else []  # the longest name has 27 characters
             hint = f" (did you mean {', '.join(repr(x) for x in close)}?)" if close else ""
-            return f"has unknown category '{c}'{hint}; `doodle categories` lists the 345 names"
+            return f"has unknown category {short_repr(c)}{hint}; `doodle categories` lists the 345 names"
     if len(set(v)) != len(v):
         return "lists a category twice"
     return None
@@ -192,8 +192,13 @@ def short_repr(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _clip(text: str, limit: int = 80) -> str:
+    """Text for a message, cut to `limit` characters."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _unknown(where: str, name: str, known: dict) -> DoodleError:
-    name = name if len(name) <= 40 else name[:37] + "..."
+    name = _clip(name, 40)
     hint = difflib.get_close_matches(name, list(known), n=1)
     if hint and isinstance(known[hint[0]], Key):
         dym = f" (did you mean '{hint[0]}': {known[hint[0]].help}?)"
@@ -324,22 +329,22 @@ def load_yaml(text: str):
 def parse_override(text: str) -> tuple[str, str, Any]:
     """'train.lr=0.01' -> ('train', 'lr', 0.01); values are YAML scalars or lists."""
     if "=" not in text:
-        raise DoodleError(f"--set {text}: expected section.key=value, e.g. --set train.lr=0.01")
+        raise DoodleError(f"--set {_clip(text)}: expected section.key=value, e.g. --set train.lr=0.01")
     dotted, raw = text.split("=", 1)
     if dotted.count(".") != 1:
-        raise DoodleError(f"--set {text}: expected section.key=value, e.g. --set train.lr=0.01")
+        raise DoodleError(f"--set {_clip(text)}: expected section.key=value, e.g. --set train.lr=0.01")
     sec, key = dotted.strip().split(".")
     if sec not in SCHEMA:
-        raise _unknown(f"--set {text}", sec, SCHEMA)
+        raise _unknown(f"--set {_clip(text)}", sec, SCHEMA)
     if key not in SCHEMA[sec]:
-        raise _unknown(f"--set {text}: {sec}", key, SCHEMA[sec])
+        raise _unknown(f"--set {_clip(text)}: {sec}", key, SCHEMA[sec])
     try:
         value = load_yaml(raw) if raw.strip() else None
     except YamlProblem as exc:
         if exc.hint == "fix the YAML syntax":
             value = raw  # not YAML: a plain string, which the key's check judges
         else:
-            raise DoodleError(f"--set {short_repr(text)}: {exc.problem}; {exc.hint}") from None
+            raise DoodleError(f"--set {_clip(text)}: {exc.problem}; {exc.hint}") from None
     return sec, key, value
 
 
@@ -362,7 +367,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         _merge(cfg, data, str(path))
     for text in overrides:
         sec, key, value = parse_override(text)
-        _set(cfg, sec, key, value, f"--set {text}")
+        _set(cfg, sec, key, value, f"--set {_clip(text)}")
     check_consistency(cfg, str(path) if path else "config")
     return cfg
 

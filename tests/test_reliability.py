@@ -282,6 +282,15 @@ def test_huge_integers_are_refused_without_overflow():
             load_config(None, [f"{key}=1{'0' * 400}"])
 
 
+def test_huge_values_never_fill_a_message(tmp_path):
+    for overrides in (["data.categories=[cat, " + "x" * 1_000_000 + "]"], ["x" * 1_000_000],
+                      ["train." + "x" * 1_000_000 + "=1"]):
+        t = time.perf_counter()
+        with pytest.raises(DoodleError) as err:
+            load_config(None, overrides)
+        assert len(str(err.value)) < 600 and time.perf_counter() - t < 1.0, str(err.value)[:300]
+
+
 def test_config_with_bom_and_unreadable_config(tmp_path):
     path = tmp_path / "bom.yaml"
     path.write_bytes(b"\xef\xbb\xbftrain:\n  epochs: 4\n")
