@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import tempfile
@@ -20,11 +21,6 @@ from typing import Iterator
 import numpy as np
 
 from doodle.errors import DoodleError
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not on Linux/macOS: folders are not locked
-    fcntl = None
 
 TMP_SUFFIX = ".tmp"  # every temporary is ".<name>.<random><suffix>.tmp" beside its target
 LOCK_NAME = ".lock"
@@ -141,10 +137,9 @@ def lock_folder(folder: str | os.PathLike, busy: str) -> Iterator[Path]:
     except OSError as exc:
         raise write_error(folder, exc) from None
     try:
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if not os.path.samestat(os.fstat(fd), os.stat(lock)):
-                raise OSError("the lock file was replaced: its owner gave the folder up meanwhile")
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if not os.path.samestat(os.fstat(fd), os.stat(lock)):
+            raise OSError("the lock file was replaced: its owner gave the folder up meanwhile")
     except OSError:
         pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
         os.close(fd)
