@@ -25,7 +25,7 @@ from doodle.download import ensure_downloaded
 from doodle.errors import DoodleError
 from doodle.progress import NULL_REPORTER, Reporter
 from doodle.raster import rasterize_batch
-from doodle.strokes import MAX_POINTS, LoadStats, iter_drawings, load_bitmaps
+from doodle.strokes import MAX_LINE_BYTES, MAX_POINTS, LoadStats, iter_drawings, load_bitmaps
 from doodle.synthetic import write_synthetic
 
 CACHE_VERSION = 2  # bump when the rasteriser's output or the loader's choice of lines changes
@@ -93,6 +93,7 @@ def cache_key(path: Path, data: dict) -> str:
         "image_size": data["image_size"], "line_width": float(data["line_width"]), "padding": PADDING,
         "recognized_only": data["recognized_only"], "countrycodes": data["countrycodes"],
         "per_category": data["per_category"], "strict": data["strict"], "max_points": MAX_POINTS,
+        "max_line_bytes": MAX_LINE_BYTES,
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
