@@ -6,6 +6,8 @@ can pipe them. A user mistake prints one line `error: ...` and exits non-zero, n
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import json
 import sys
@@ -21,10 +23,49 @@ from rich.text import Text
 from doodle.errors import DoodleError
 from doodle.progress import Reporter
 
-app = typer.Typer(help="Learn to recognise Google Quick, Draw! doodles with a hand-written numpy MLP.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+try:  # typer >= 0.22 vendors click
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover - older typer on the click package
+    from click.exceptions import UsageError
+    try:
+        from click.exceptions import NoArgsIsHelpError
+    except ImportError:
+        NoArgsIsHelpError = ()
+
 out = Console(soft_wrap=True)  # results
 err = Console(stderr=True, soft_wrap=True)  # progress, logs, errors: one line each, never wrapped
+
+
+class _OneLineUsageErrors(typer.core.TyperGroup):
+    """Usage mistakes (`--top-k 0`, an unknown option, a missing argument) as one `error: ...` line on stderr
+    and exit 2, like every other user mistake, instead of click's usage box. In the group, so it holds for
+    the console script, `python -m doodle` and typer's CliRunner alike."""
+
+    def make_context(self, *args, **kwargs):
+        with _one_line_usage_errors():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):
+        with _one_line_usage_errors():
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def _one_line_usage_errors():
+    try:
+        yield
+    except UsageError as exc:
+        if isinstance(exc, NoArgsIsHelpError):
+            raise  # bare `doodle` or `doodle download` without words: the help is the answer
+        where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+        message = " ".join(exc.format_message().split())  # click's messages may span lines
+        err.print(Text(f"error: {message}{where}", style="red"))
+        raise typer.Exit(exc.exit_code) from None
+
+
+app = typer.Typer(help="Learn to recognise Google Quick, Draw! doodles with a hand-written numpy MLP.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  cls=_OneLineUsageErrors)
 
 DataDir = Annotated[Path, typer.Option("--data-dir", help="Where downloads and caches live.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
@@ -139,6 +180,12 @@ def handle_errors(fn):
         except KeyboardInterrupt:
             err.print(Text("interrupted", style="red"))
             raise typer.Exit(130) from None
+        except OSError as exc:  # the library names its files; this is the net for anything it did not foresee
+            if exc.errno == errno.EPIPE:
+                raise  # stdout closed by `| head`: typer exits quietly
+            where = f"{exc.filename}: " if exc.filename else ""
+            err.print(Text(f"error: {where}{exc.strerror or exc}", style="red"))
+            raise typer.Exit(1) from None
     return wrapper
 
 
@@ -420,7 +467,9 @@ def evaluate(
                                                               "split).")] = None,
     model: Annotated[Optional[list[Path]], typer.Option("--model", "-m", help="Run folder (repeat to compare; "
                                                                                "default: the newest in runs/).")] = None,
-    data_dir: DataDir = Path("data"),
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Where the run's training data is "
+                                                                        "(default: where the run recorded it).")]
+    = None,
     min_accuracy: Annotated[Optional[float], typer.Option(help="Exit 1 if top-1 accuracy is below this (0-1).",
                                                           min=0, max=1)] = None,
     report: Annotated[Optional[Path], typer.Option(help="Write confusion.png, misclassified.png and "

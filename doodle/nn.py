@@ -263,6 +263,7 @@ class MLP:
         # Separate streams, so switching dropout on does not change the initial weights.
         init_ss, drop_ss = np.random.SeedSequence(seed).spawn(2)
         init_rng, drop_rng = np.random.default_rng(init_ss), np.random.default_rng(drop_ss)
+        self.dropout_rng = drop_rng  # shared by every Dropout layer; --resume saves and restores its state
 
         self.layers: list[Layer] = []
         self.dense: list[Dense] = []
