@@ -62,7 +62,6 @@ class TrainResult:
     samples_per_second: float
     interrupted: bool = False
     history: list[dict] = field(default_factory=list)
-    workspace: dict = field(default_factory=dict)  # the graph path's reusable arrays (backprop: graph)
 
     def to_json(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "history"}
