@@ -143,6 +143,12 @@ def load_model(run_dir: str | Path):
     check_run_files(run_dir, meta)
     model = MLP(sizes, activation=meta["activation"], dropout=0.0)
     model.load_state_dict(arrays)
+    temperature = meta.get("temperature", 1.0)  # models from before calibration have none
+    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) \
+            or not math.isfinite(temperature) or temperature <= 0:
+        raise DoodleError(f"{run_dir / MODEL_JSON}: temperature must be a positive number, got {temperature!r}; "
+                          "the run is damaged; retrain or restore it")
+    model.temperature = float(temperature)
     return model, meta
 
 

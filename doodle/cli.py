@@ -69,6 +69,8 @@ app = typer.Typer(help="Learn to recognise Google Quick, Draw! doodles with a ha
 
 DataDir = Annotated[Path, typer.Option("--data-dir", help="Where downloads and caches live.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+NoCalibrationOpt = Annotated[bool, typer.Option("--no-calibration", help="Show the raw softmax probabilities instead "
+                                                                         "of the temperature-calibrated ones.")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Stop at the first bad ndjson line instead of skipping "
                                                              "and counting it.")]
 
@@ -475,6 +477,7 @@ def evaluate(
     report: Annotated[Optional[Path], typer.Option(help="Write confusion.png, misclassified.png and "
                                                         "summary.json here.")] = None,
     strict: StrictOpt = False,
+    no_calibration: NoCalibrationOpt = False,
     as_json: JsonOpt = False,
 ):
     """Measure models: top-1/top-3 accuracy, MAP@3, per-class precision/recall/F1, confusions."""
@@ -486,7 +489,7 @@ def evaluate(
         for i, m in enumerate(models):
             rdir = None if report is None else (report if len(models) == 1 else report / f"model{i + 1}")
             summaries.append(run_evaluate(m, list(data or ()), data_dir=data_dir, report_dir=rdir, reporter=rep,
-                                          strict=strict))
+                                          strict=strict, calibrated=not no_calibration))
     if as_json:
         _print_json(summaries[0] if len(summaries) == 1 else {"models": summaries})
     elif len(summaries) == 1:
@@ -511,7 +514,9 @@ def _show_summary(s: dict) -> None:
     head.add_column("value", justify="right")
     for k, v in (("drawings", f"{s['n']:,}"), ("top-1 accuracy", f"{s['accuracy']:.2%}"),
                  ("top-3 accuracy", f"{s['top3_accuracy']:.2%}"), ("MAP@3", f"{s['map3']:.4f}"),
-                 ("macro F1", f"{s['macro_f1']:.4f}")):
+                 ("macro F1", f"{s['macro_f1']:.4f}"), ("NLL", f"{s['nll']:.4f}"),
+                 ("ECE (15 bins)", f"{s['ece']:.2%}"),
+                 ("temperature", "1 (raw softmax)" if s["temperature"] == 1.0 else f"{s['temperature']:.3f}")):
         head.add_row(k, v)
     out.print(head)
     per = Table(title="per class")
@@ -563,12 +568,13 @@ def predict(
     model: Annotated[Optional[Path], typer.Option("--model", "-m", help="Run folder (default: the newest in "
                                                                         "runs/).")] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many categories to show.", min=1)] = 3,
+    no_calibration: NoCalibrationOpt = False,
     as_json: JsonOpt = False,
 ):
     """Predict the categories of sketches: one result per image, one per ndjson line."""
     from doodle.predict import predict as run_predict
 
-    results, meta = run_predict(inputs, model_path=model, top_k=top_k)
+    results, meta = run_predict(inputs, model_path=model, top_k=top_k, calibrated=not no_calibration)
     failures = [r for r in results if "error" in r and r["error"]]
     if as_json:
         for r in results:

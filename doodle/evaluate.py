@@ -147,8 +147,10 @@ def test_split_bitmaps(run_dir: Path, meta: dict, data_dir: str | Path | None,
 
 
 def evaluate(model_path: str | Path | None = None, inputs: list[str | Path] = (), data_dir: str | Path | None = None,
-             report_dir: str | Path | None = None, reporter: Reporter = NULL_REPORTER, strict: bool = False) -> dict:
-    """Evaluate one model; returns the metrics summary (the `--json` document)."""
+             report_dir: str | Path | None = None, reporter: Reporter = NULL_REPORTER, strict: bool = False,
+             calibrated: bool = True) -> dict:
+    """Evaluate one model; returns the metrics summary (the `--json` document). Probabilities use the
+    model's fitted temperature unless `calibrated` is False (then the raw softmax)."""
     if report_dir is not None:  # before the work: a folder that cannot be written fails now, not after it
         try:
             Path(report_dir).mkdir(parents=True, exist_ok=True)
@@ -156,6 +158,8 @@ def evaluate(model_path: str | Path | None = None, inputs: list[str | Path] = ()
             raise fsutil.write_error(report_dir, exc) from None
     run_dir = resolve_model_path(model_path)
     model, meta = load_model(run_dir)
+    if not calibrated:
+        model.temperature = 1.0
     classes = meta["classes"]
     data = read_inputs(list(inputs), meta["raster"], reporter, strict) if inputs else \
         test_split_bitmaps(run_dir, meta, data_dir, reporter)
@@ -174,6 +178,7 @@ def evaluate(model_path: str | Path | None = None, inputs: list[str | Path] = ()
     probs = model.predict_proba(x)
     summary = summarize(probs, y, classes)
     summary["model"] = str(run_dir)
+    summary["temperature"] = model.temperature
     summary["data"] = data.sources
     summary["unknown_categories"] = dict(sorted(unknown.items()))
     summary["problems"] = data.problems

@@ -65,14 +65,17 @@ def _bitmaps(inputs: list[str], raster: dict, stdin: IO | None) -> Iterator[tupl
 
 
 def predict(inputs: list[str], model_path: str | Path | None = None, top_k: int = 3,
-            stdin: IO | None = None) -> tuple[list[dict], dict]:
-    """Top-k categories for every input; returns (results, model metadata)."""
+            stdin: IO | None = None, calibrated: bool = True) -> tuple[list[dict], dict]:
+    """Top-k categories for every input; returns (results, model metadata). Probabilities use the model's
+    fitted temperature unless `calibrated` is False (then the raw softmax)."""
     if top_k < 1:
         raise DoodleError(f"--top-k must be at least 1 (got {top_k})")
     if not inputs:
         raise DoodleError("no inputs; give image files, .ndjson files or '-' for standard input")
     run_dir = resolve_model_path(model_path)
     model, meta = load_model(run_dir)
+    if not calibrated:
+        model.temperature = 1.0
     classes = meta["classes"]
     k = min(top_k, len(classes))
     results: list[dict] = []

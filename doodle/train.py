@@ -37,6 +37,7 @@ from doodle.checkpoint import (CONFIG_YAML, METRICS_JSONL, SPLIT_NPZ, STATE_JSON
 from doodle.config import dump, load_config
 from doodle.dataset import PADDING, Dataset, load_dataset, split_indices
 from doodle.errors import DoodleError
+from doodle.metrics import expected_calibration_error, fit_temperature
 from doodle.nn import LOSSES, MLP, lookup
 from doodle.optim import Optimizer, clip_grad_norm, make_schedule, optimizer_from_settings
 from doodle.progress import NULL_REPORTER, Reporter
@@ -429,6 +430,7 @@ def _finish(run: _Run, interrupted: bool) -> TrainResult:
     """Restore the best epoch, score it on the test split and write the final model."""
     t, test = run.cfg["train"], run.split["test"]
     run.model.load_state_dict(run.best_state)
+    calibration = _calibrate(run)
     test_loss = test_acc = None
     if len(test):
         test_loss, test_acc = score(run.model, run.ds.x[test], run.ds.y[test], t["loss"])
@@ -436,12 +438,28 @@ def _finish(run: _Run, interrupted: bool) -> TrainResult:
     sps = samples / run.train_seconds if run.train_seconds > 0 else 0.0
     best_row = next(h for h in run.history if h["epoch"] == run.best["epoch"])
     metrics = {"best_epoch": run.best["epoch"], **best_row, "test_accuracy": test_acc, "test_loss": test_loss,
-               "samples_per_second": sps, "epochs_run": len(run.history)}
-    save_model(run.dir, run.model, _meta(run, metrics))
+               "samples_per_second": sps, "epochs_run": len(run.history), **calibration}
+    meta = _meta(run, metrics)
+    meta["temperature"] = run.model.temperature
+    save_model(run.dir, run.model, meta)
     return TrainResult(run=str(run.dir), classes=run.ds.classes, layer_sizes=run.layer_sizes,
                        batch_size=t["batch_size"], epochs=len(run.history), best_epoch=run.best["epoch"],
                        val_accuracy=best_row["val_accuracy"], test_accuracy=test_acc, test_loss=test_loss,
                        samples_per_second=sps, interrupted=interrupted, history=run.history)
+
+
+def _calibrate(run: _Run) -> dict:
+    """Fit the model's temperature on the validation split (minimum NLL); returns the figures for the metrics."""
+    val = run.split["val"]
+    if not len(val):
+        return {"temperature": 1.0}
+    logits = run.model.predict_logits(run.ds.x[val])
+    y = run.ds.y[val]
+    run.model.temperature = 1.0
+    raw = expected_calibration_error(run.model.predict_proba(run.ds.x[val]), y)
+    run.model.temperature = fit_temperature(logits, y)
+    return {"temperature": run.model.temperature, "val_ece_raw": raw,
+            "val_ece": expected_calibration_error(run.model.predict_proba(run.ds.x[val]), y)}
 
 
 def _state(run: _Run) -> dict:

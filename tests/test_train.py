@@ -218,3 +218,21 @@ def test_unknown_backprop_is_a_user_error():
 
     with pytest.raises(DoodleError, match="backprop"):
         gradients(MLP([4, 2]), "cross_entropy", np.zeros((1, 4), np.float32), np.array([0]), "symbolic")
+
+
+def test_the_temperature_is_fitted_on_validation_and_kept_with_the_model(tmp_path):
+    from doodle.metrics import expected_calibration_error, fit_temperature
+
+    res = fit(config("train.epochs=6", "train.lr=0.05"), blobs(), tmp_path / "run")
+    model, meta = load_model(tmp_path / "run")
+    m = meta["metrics"]
+    assert meta["temperature"] == model.temperature == m["temperature"] != 1.0
+    # the same fit, redone independently on the run's validation rows
+    ds = blobs()
+    val = split_indices(ds.counts, 0.1, 0.1, "random", 0)["val"]
+    assert model.temperature == pytest.approx(fit_temperature(model.predict_logits(ds.x[val]), ds.y[val]))
+    assert m["val_ece"] == pytest.approx(expected_calibration_error(model.predict_proba(ds.x[val]), ds.y[val]))
+    assert m["val_ece"] <= m["val_ece_raw"] + 1e-9
+    # calibration rescales, it never reorders: top-1 is unchanged
+    raw = model.predict_logits(ds.x).argmax(1)
+    assert (model.predict_proba(ds.x).argmax(1) == raw).all() and res.test_accuracy is not None
