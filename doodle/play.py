@@ -31,8 +31,11 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from doodle.checkpoint import load_model, resolve_model_path
 from doodle.errors import DoodleError
 from doodle.progress import NULL_REPORTER, Reporter
+from doodle.raster import rasterize
+from doodle.strokes import simplify_raw
 
 STATIC_DIR = Path(__file__).with_name("static")
 MAX_BODY = 1_000_000  # bytes per request: 20,000 points of raw JSON take ~0.5 MB
@@ -125,9 +128,6 @@ def check_drawing(drawing, fmt: str = "raw", need_times: bool = False) -> list:
 
 def prepare(strokes: list, fmt: str, raster: dict) -> np.ndarray:
     """Checked strokes -> the (S, S) uint8 bitmap the model sees, by training's own path."""
-    from doodle.raster import rasterize
-    from doodle.strokes import simplify_raw
-
     simplified = simplify_raw(strokes) if fmt == "raw" else [[s[0], s[1]] for s in strokes]
     return rasterize(simplified, size=raster["size"], line_width=raster["line_width"], padding=raster["padding"])
 
@@ -197,8 +197,6 @@ class Player:
     """The loaded model and the save folder behind the API (plain methods, no web framework)."""
 
     def __init__(self, model_path: str | Path | None, save_dir: str | Path):
-        from doodle.checkpoint import load_model, resolve_model_path
-
         self.run_dir = resolve_model_path(model_path)
         self.model, self.meta = load_model(self.run_dir)
         self.classes: list[str] = list(self.meta["classes"])
