@@ -138,6 +138,16 @@ def train(config_path: str | Path | None = None, overrides: tuple[str, ...] | li
             raise
 
 
+def _finished(run_dir: Path, run_id: str) -> bool:
+    """True when the run's final model.json (written after the test score) is there; a run killed between
+    its last epoch and that write is finished by --resume instead."""
+    try:
+        meta = json.loads((run_dir / "model.json").read_text(encoding="utf-8"))
+        return meta.get("run_id") == run_id and "epochs_run" in meta.get("metrics", {})
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _remove_if_unused(run_dir: Path) -> None:
     """Remove a run folder this process created when nothing but its lock file ended up in it."""
     try:
@@ -277,7 +287,7 @@ def _start(cfg: dict, ds: Dataset, run_dir: Path, resume: bool, data_dir: str | 
     except (DoodleError, KeyError, TypeError, ValueError) as exc:
         raise DoodleError(f"{run_dir / LAST_NPZ}: does not fit this run's config ({str(exc)[:200]}); "
                           "the settings that shape the network cannot change on --resume") from None
-    if run.epoch >= t["epochs"]:
+    if run.epoch >= t["epochs"] and _finished(run_dir, run.run_id):
         raise DoodleError(f"{run_dir}: already trained {run.epoch} epochs of {t['epochs']}; "
                           f"raise them with --set train.epochs={run.epoch + 10}")
     # last.npz is the commit point of an epoch: what was written after it (or torn by a kill) is rewritten.
@@ -403,7 +413,7 @@ def _batches(x: np.ndarray, order: np.ndarray, bs: int, steps: int, aug: dict, r
 def _end_epoch(run: _Run, row: dict) -> bool:
     """Record the epoch (best model, resume state, metrics); True when it is the best so far.
 
-    last.npz is the one atomic commit of the epoch; state.json and metrics.jsonl follow it, so they
+    last.npz is the one atomic commit of the epoch; state.json, metrics.jsonl and model.json follow it, so they
     are never ahead of it, and --resume rewrites them from it."""
     run.epoch = row["epoch"]
     run.history.append(row)
@@ -413,10 +423,11 @@ def _end_epoch(run: _Run, row: dict) -> bool:
         run.best = {"epoch": run.epoch, "val_accuracy": score_}
         run.best_state = run.model.state_dict()  # already a copy
         run.patience_left = run.cfg["train"]["patience"]
-        save_model(run.dir, run.model, _meta(run, {"best_epoch": run.epoch, **row}))
     elif run.patience_left is not None:
         run.patience_left -= 1
-    _save_state(run)
+    _save_state(run)  # the commit; a kill before it leaves nothing of this epoch, after it a resumable run
+    if improved:
+        save_model(run.dir, run.model, _meta(run, {"best_epoch": run.epoch, **row}))
     with open(run.dir / METRICS_JSONL, "a", encoding="utf-8") as fh:
         fh.write(json.dumps({**row, "run_id": run.run_id}) + "\n")
     return improved

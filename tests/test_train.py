@@ -236,3 +236,34 @@ def test_the_temperature_is_fitted_on_validation_and_kept_with_the_model(tmp_pat
     # calibration rescales, it never reorders: top-1 is unchanged
     raw = model.predict_logits(ds.x).argmax(1)
     assert (model.predict_proba(ds.x).argmax(1) == raw).all() and res.test_accuracy is not None
+
+
+class _Killed(BaseException):
+    """Stands for kill -9 at one chosen moment: nothing after it runs, no handler cleans up."""
+
+
+@pytest.mark.parametrize("moment", ["a best model mid-run", "the final model"])
+def test_a_kill_between_the_epoch_commit_and_model_json_is_resumed(tmp_path, monkeypatch, moment):
+    import doodle.train as train_module
+
+    reference = fit(config(), blobs(), tmp_path / "reference")
+    real, calls = train_module.save_model, []
+
+    def dies(run_dir, model, meta):
+        calls.append(meta["metrics"].get("epochs_run"))
+        final = "epochs_run" in meta["metrics"]
+        if (moment == "the final model" and final) or (moment != "the final model" and not final):
+            raise _Killed
+        return real(run_dir, model, meta)
+
+    monkeypatch.setattr(train_module, "save_model", dies)
+    with pytest.raises(_Killed):
+        fit(config(), blobs(), tmp_path / "run")
+    monkeypatch.setattr(train_module, "save_model", real)
+    res = fit(config(), blobs(), tmp_path / "run", resume=True)
+    assert res.test_accuracy == reference.test_accuracy and res.best_epoch == reference.best_epoch
+    a, b = load_model(tmp_path / "run"), load_model(tmp_path / "reference")
+    assert all(np.array_equal(a[0].state_dict()[k], b[0].state_dict()[k]) for k in a[0].state_dict())
+    assert a[1]["metrics"]["epochs_run"] == 4
+    with pytest.raises(DoodleError, match="already trained 4 epochs"):
+        fit(config(), blobs(), tmp_path / "run", resume=True)  # now it is finished
