@@ -2,4 +2,5 @@
 
 from doodle.cli import app
 
-app()
+if __name__ == "__main__":  # not when a worker process re-imports the main module
+    app()

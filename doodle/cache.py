@@ -5,7 +5,8 @@ A category is read CHUNK_ROWS drawings at a time; each chunk is rasterised and a
 .npy beside the final file, whose header is rewritten with the row count at the end (the bytes are then
 exactly what `np.save` writes for the whole array). The temporary is renamed into place, then the JSON
 sidecar is written. An interrupted build leaves finished categories in place and only temporaries
-(`.<name>.*.tmp`) for the others; the next build sweeps those away and does only what is missing.
+(`.<name>.*.tmp`) for the others, which are never read (doodle.dataset removes them once an hour old, so
+a live writer's are spared); the next build does only what is missing.
 
 Categories are the unit of parallel work: each worker parses, rasterises and writes its own files, so a
 build uses all cores as long as there are at least as many categories to build as cores.
@@ -14,6 +15,7 @@ build uses all cores as long as there are at least as many categories to build a
 from __future__ import annotations
 
 import io
+import json
 import time
 from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
@@ -38,21 +40,34 @@ def npy_header(rows: int, size: int) -> bytes:
     return buf.getvalue()
 
 
-def open_cache(out: Path, size: int) -> np.ndarray | None:
-    """A finished cache file as a read-only memory map, or None if it is missing or unusable."""
+def open_cache(out: Path, size: int) -> tuple[np.ndarray, dict] | None:
+    """A finished cache entry: (read-only memory map, load statistics), or None if it must be built.
+
+    The sidecar is written after the bitmaps, so an entry without a readable sidecar naming the same key
+    and row count was interrupted (or predates the statistics) and is rebuilt."""
     if not out.is_file():
         return None
     try:
+        side = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
         arr = np.load(out, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError):
+    except (OSError, ValueError, EOFError):
+        return None
+    if not isinstance(side, dict) or side.get("key") != _key(out) or side.get("rows") != len(arr) \
+            or not isinstance(side.get("stats"), dict):
         return None
     if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[1:] != (size, size):
         return None
-    return arr
+    return arr, side["stats"]
+
+
+def _key(out: Path) -> str:
+    """The cache key in a file name `<word>.<key>.npy`."""
+    return out.name.rsplit(".", 2)[-2]
 
 
 def temporaries(out: Path) -> list[Path]:
-    """Leftovers of interrupted builds of `out` (fsutil.atomic_path names them `.<name>.<random>.npy.tmp`)."""
+    """What interrupted builds of `out` left (fsutil.atomic_path names them `.<name>.<random>.npy.tmp`):
+    never renamed into place, so never read; fsutil.clean_temporaries removes them once they are old."""
     return sorted(out.parent.glob(f".{out.name}.*.tmp"))
 
 
@@ -90,10 +105,11 @@ def build_category(source: str | Path, out: str | Path, data: dict, padding: flo
                 raise DoodleError(f"{out}: .npy header changed size ({len(header)} -> {len(final)} bytes)")
             fh.seek(0)
             fh.write(final)
-    fsutil.write_json(out.with_suffix(".json"), {"source": str(source), "key": out.suffixes[-2].lstrip("."),
-                                                 "rows": rows, "problems": stats.summary()})
-    return {"out": str(out), "rows": rows, "summary": stats.summary(), "skipped": stats.skipped,
-            "seconds": time.perf_counter() - tick}
+    summary = {"lines": stats.lines, "kept": stats.kept, "filtered": stats.filtered, "skipped": stats.skipped,
+               "summary": stats.summary()}
+    fsutil.write_json(out.with_suffix(".json"), {"source": str(source), "key": _key(out), "rows": rows,
+                                                 "problems": stats.summary(), "stats": summary})
+    return {"out": str(out), "rows": rows, "stats": summary, "seconds": time.perf_counter() - tick}
 
 
 def _append(fh, drawings: list, size: int, line_width: float, padding: float) -> int:
@@ -117,7 +133,6 @@ def build_all(jobs: list[tuple[Path, Path]], data: dict, padding: float, workers
     results: list[dict | None] = [None] * len(jobs)
     if not todo:
         return results
-    sweep([out for _, out in jobs])
     # Biggest files first, so the last worker to finish does not start a long job at the end.
     todo.sort(key=lambda i: -jobs[i][0].stat().st_size)
     reporter.start("cache", "rasterizing", total=len(todo), unit="categories")
@@ -135,10 +150,6 @@ def build_all(jobs: list[tuple[Path, Path]], data: dict, padding: float, workers
             _run_local(task, jobs, todo, data, padding, n, results, reporter)
     finally:
         reporter.end("cache")
-        sweep([out for _, out in jobs])  # what a killed worker left behind; every job is finished now
-    for result in results:
-        if result is not None and result["skipped"]:
-            reporter.log(result["summary"])
     return results
 
 
@@ -169,17 +180,4 @@ def _progress(reporter: Reporter, result: dict) -> None:
     reporter.update("cache", advance=1, drawings=f"{result['rows']:,} in {Path(result['out']).name.split('.')[0]}")
 
 
-def sweep(outs: list[Path]) -> int:
-    """Remove the temporaries interrupted builds of these files left behind; returns how many."""
-    n = 0
-    for out in outs:
-        for tmp in temporaries(Path(out)):
-            try:
-                tmp.unlink()
-                n += 1
-            except FileNotFoundError:
-                pass
-    return n
-
-
-__all__ = ["build_category", "build_all", "open_cache", "npy_header", "sweep", "CHUNK_ROWS"]
+__all__ = ["build_category", "build_all", "open_cache", "npy_header", "temporaries", "CHUNK_ROWS"]

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
+import re
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -19,6 +22,8 @@ from doodle.categories import CATEGORIES, SYNTHETIC_SHAPES, is_category, suggest
 from doodle.errors import DoodleError
 
 SOURCES = ("simplified", "raw", "numpy_bitmap", "synthetic")
+MAX_NODES = 10_000  # values a config may hold once its YAML aliases are expanded (a real one has ~50)
+SEED_MAX = 2 ** 32 - 1
 
 
 @dataclass(frozen=True)
@@ -35,7 +40,13 @@ def _is_int(v) -> bool:
 
 
 def _is_num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A finite int or float (NaN, infinities and ints too big for a float are not numbers to a config)."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
 
 
 def int_in(lo, hi=None, nullable=False):
@@ -57,7 +68,8 @@ def num_in(lo, hi=None, nullable=False, lo_open=False):
         if bad:
             low = f"> {lo}" if lo_open else f">= {lo}"
             rng = low if hi is None else f"{low} and <= {hi}"
-            return f"must be a number {rng}" + (" or null" if nullable else "")
+            kind = "finite number" if isinstance(v, float) and not math.isfinite(v) else "number"
+            return f"must be a {kind} {rng}" + (" or null" if nullable else "")
         return None
     return check
 
@@ -83,9 +95,9 @@ def categories_check(v):
         return "must be a non-empty list of category names, or 'all'"
     for c in v:
         if not is_category(c):
-            close = suggest(c)
+            close = suggest(c) if len(c) <= 60 else []  # the longest name has 27 characters
             hint = f" (did you mean {', '.join(repr(x) for x in close)}?)" if close else ""
-            return f"has unknown category '{c}'{hint}; `doodle categories` lists the 345 names"
+            return f"has unknown category {short_repr(c)}{hint}; `doodle categories` lists the 345 names"
     if len(set(v)) != len(v):
         return "lists a category twice"
     return None
@@ -116,7 +128,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "source": Key("simplified", one_of(*SOURCES), "which files to train from"),
         "categories": Key(["apple", "banana", "cat", "house", "bicycle", "fish", "flower", "tree", "car", "star"],
                           categories_check, "class names in order, or 'all' for the 345"),
-        "per_category": Key(3000, int_in(1, nullable=True), "drawings kept per category (null = whole file)"),
+        "per_category": Key(3000, int_in(1, 10 ** 9, nullable=True), "drawings kept per category (null = whole file)"),
         "image_size": Key(28, int_in(8, 256), "raster side in pixels (numpy_bitmap is always 28)"),
         "line_width": Key(16.0, num_in(0, 128, lo_open=True), "pen diameter in the 256-unit drawing box"),
         "recognized_only": Key(False, boolean, "keep only drawings Google's game recognised"),
@@ -125,7 +137,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "val_fraction": Key(0.1, num_in(0, 0.5), "share of each category held out for validation"),
         "test_fraction": Key(0.1, num_in(0, 0.5), "share of each category held out for testing"),
         "test_split": Key("random", one_of("random", "tail"), "random per category, or the last rows of each file"),
-        "seed": Key(0, int_in(0), "seed of the split"),
+        "seed": Key(0, int_in(0, SEED_MAX), "seed of the split"),
         "base_url": Key(None, optional_str, "download mirror (null = $DOODLE_BASE_URL or Google's bucket)"),
         "shuffle": Key("full", one_of("full", "blocks"), "epoch order: full permutation, or shuffled blocks "
                        "of rows mixed in windows (reads the disk in blocks; for data larger than memory)"),
@@ -151,13 +163,15 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "weight_decay": Key(0.0001, num_in(0, 1), "L2 (SGD) or decoupled (Adam) weight decay; biases are not decayed"),
         "schedule": Key("cosine", one_of("constant", "step", "cosine"), "learning-rate schedule"),
         "warmup_epochs": Key(1.0, num_in(0, 1000), "linear warm-up length in epochs (capped below the run's length)"),
-        "step_epochs": Key(10, int_in(1), "step schedule: epochs between decays"),
+        "step_epochs": Key(10, int_in(1, 10000), "step schedule: epochs between decays"),
         "gamma": Key(0.1, num_in(0, 1, lo_open=True), "step schedule: decay factor"),
         "min_lr": Key(0.0, num_in(0, 10), "cosine schedule: final learning rate"),
         "loss": Key("cross_entropy", one_of("cross_entropy", "mse"), "training loss"),
+        "backprop": Key("manual", one_of("manual", "graph"),
+                        "how gradients are found: hand-written layer backward (fast) or the autodiff graph"),
         "clip_norm": Key(None, num_in(0, nullable=True, lo_open=True), "clip the global gradient norm (null = off)"),
         "patience": Key(None, int_in(1, nullable=True), "early stopping: epochs without val improvement (null = off)"),
-        "seed": Key(0, int_in(0), "seed of initialisation, shuffling, dropout and augmentation"),
+        "seed": Key(0, int_in(0, SEED_MAX), "seed of initialisation, shuffling, dropout and augmentation"),
     },
     "augment": {
         "shift": Key(0.05, num_in(0, 0.5), "random translation, as a fraction of the image side"),
@@ -173,7 +187,26 @@ def defaults() -> dict:
     return {sec: {k: copy.deepcopy(key.default) for k, key in keys.items()} for sec, keys in SCHEMA.items()}
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 2, 6, 6, 40, 40, 40
+
+
+def short_repr(value: Any) -> str:
+    """repr() for a message: bounded in size and time whatever the value (a YAML alias bomb, a huge number)."""
+    try:
+        text = _REPR.repr(value)
+    except ValueError:  # an int with more digits than Python converts to text
+        text = "<a huge number>"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    """Text for a message, cut to `limit` characters."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _unknown(where: str, name: str, known: dict) -> DoodleError:
+    name = _clip(name, 40)
     hint = difflib.get_close_matches(name, list(known), n=1)
     if hint and isinstance(known[hint[0]], Key):
         dym = f" (did you mean '{hint[0]}': {known[hint[0]].help}?)"
@@ -209,30 +242,117 @@ def _merge(cfg: dict, data: Any, where: str) -> None:
 
 def _set(cfg: dict, sec: str, key: str, value: Any, where: str) -> None:
     spec = SCHEMA[sec][key]
-    if isinstance(spec.default, float) and _is_int(value):
+    if isinstance(spec.default, float) and _is_num(value):
         value = float(value)  # `lr: 1` means 1.0
     problem = spec.check(value)
     if problem:
-        raise DoodleError(f"{where}: {sec}.{key} {problem} (got {value!r})")
+        raise DoodleError(f"{where}: {sec}.{key} {problem} (got {short_repr(value)})")
     cfg[sec][key] = value
+
+
+class YamlProblem(Exception):
+    """What the strict loader refuses, with the 0-based line when known."""
+
+    def __init__(self, problem: str, line: int | None = None, hint: str = "fix the YAML syntax"):
+        super().__init__(problem)
+        self.problem, self.line, self.hint = problem, line, hint
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, made as strict as the schema: a key written twice in one mapping is an error
+    (plain YAML keeps the last silently), `1e-3` is a number (YAML 1.1 wants a dot in it, people don't),
+    and aliases may not expand past MAX_NODES values (a 1 KB 'billion laughs' file would otherwise build
+    a value whose every use, even in an error message, costs gigabytes)."""
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            _check_expanded_size(node)
+        return node
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node)
+                if key in seen:
+                    raise YamlProblem(f"duplicate key '{str(key)[:40]}' (first on line "
+                                      f"{seen[key] + 1})", key_node.start_mark.line, "keep only one of them")
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+_StrictLoader.add_implicit_resolver(  # 1e-3, -2E+4, 5e10: floats (YAML 1.1 reads them as strings)
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def _check_expanded_size(root) -> None:
+    """Refuse a document holding more than MAX_NODES nodes once aliases are expanded, or a recursive alias."""
+    size: dict[int, int] = {}
+    stack: list[tuple[object, bool]] = [(root, False)]
+    open_: set[int] = set()
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in size:
+            continue
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = []
+        if not children_done:
+            if id(node) in open_:
+                raise YamlProblem("a recursive alias (a value that contains itself)", node.start_mark.line,
+                                  "remove the alias")
+            open_.add(id(node))
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in size)
+            continue
+        open_.discard(id(node))
+        total = 1 + sum(size.get(id(c), 0) for c in children)
+        if total > MAX_NODES:
+            raise YamlProblem(f"the values expand to over {MAX_NODES:,} items (through aliases?)",
+                              node.start_mark.line, "write the config out plainly")
+        size[id(node)] = total
+
+
+def load_yaml(text: str):
+    """YAML text -> python values through the strict loader; YamlProblem when it is not acceptable."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise YamlProblem(getattr(exc, "problem", None) or "invalid YAML",
+                          None if mark is None else mark.line) from None
+    except RecursionError:
+        raise YamlProblem("nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        raise YamlProblem(f"unreadable value ({str(exc)[:60]})") from None
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
     """'train.lr=0.01' -> ('train', 'lr', 0.01); values are YAML scalars or lists."""
     if "=" not in text:
-        raise DoodleError(f"--set {text}: expected section.key=value, e.g. --set train.lr=0.01")
+        raise DoodleError(f"--set {_clip(text)}: expected section.key=value, e.g. --set train.lr=0.01")
     dotted, raw = text.split("=", 1)
     if dotted.count(".") != 1:
-        raise DoodleError(f"--set {text}: expected section.key=value, e.g. --set train.lr=0.01")
+        raise DoodleError(f"--set {_clip(text)}: expected section.key=value, e.g. --set train.lr=0.01")
     sec, key = dotted.strip().split(".")
     if sec not in SCHEMA:
-        raise _unknown(f"--set {text}", sec, SCHEMA)
+        raise _unknown(f"--set {_clip(text)}", sec, SCHEMA)
     if key not in SCHEMA[sec]:
-        raise _unknown(f"--set {text}: {sec}", key, SCHEMA[sec])
+        raise _unknown(f"--set {_clip(text)}: {sec}", key, SCHEMA[sec])
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
+        value = load_yaml(raw) if raw.strip() else None
+    except YamlProblem as exc:
+        if exc.hint == "fix the YAML syntax":
+            value = raw  # not YAML: a plain string, which the key's check judges
+        else:
+            raise DoodleError(f"--set {_clip(text)}: {exc.problem}; {exc.hint}") from None
     return sec, key, value
 
 
@@ -244,19 +364,27 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if not path.is_file():
             raise DoodleError(f"{path}: config file not found; see configs/ for examples")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = f":{mark.line + 1}" if mark is not None else ""
-            reason = getattr(exc, "problem", None) or "invalid YAML"
-            raise DoodleError(f"{path}{line}: {reason}; fix the YAML syntax") from None
+            data = load_yaml(path.read_text(encoding="utf-8-sig"))
+        except YamlProblem as exc:
+            line = f":{exc.line + 1}" if exc.line is not None else ""
+            raise DoodleError(f"{path}{line}: {exc.problem}; {exc.hint}") from None
         except UnicodeDecodeError:
             raise DoodleError(f"{path}: not a UTF-8 text file; give a YAML config") from None
+        except OSError as exc:
+            raise DoodleError(f"{path}: cannot read the config ({exc.strerror or exc})") from None
         _merge(cfg, data, str(path))
     for text in overrides:
         sec, key, value = parse_override(text)
-        _set(cfg, sec, key, value, f"--set {text}")
+        _set(cfg, sec, key, value, f"--set {_clip(text)}")
     check_consistency(cfg, str(path) if path else "config")
+    return cfg
+
+
+def from_dict(data: Any, where: str) -> dict:
+    """A config given as python values (e.g. the one a model.json keeps), checked like a file."""
+    cfg = defaults()
+    _merge(cfg, data, where)
+    check_consistency(cfg, where)
     return cfg
 
 

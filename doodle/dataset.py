@@ -2,8 +2,10 @@
 into a cache under the data directory, and split by a fixed seed.
 
 Cache files are `<data_dir>/cache/<source>/<word>.<key>.npy` (uint8 (N, S, S)) with a JSON sidecar;
-`<key>` hashes the source file's identity (size, mtime) and every setting that changes the pixels,
-so editing either rebuilds the cache and nothing stale is ever reused.
+`<key>` hashes the source file's identity (size, mtime), every setting that changes the pixels and
+every loader setting that decides which lines are kept (strict included), so editing any of them
+rebuilds the cache and nothing stale is ever reused. The sidecar keeps the load statistics, so a
+cached run warns about skipped lines exactly as the first run did.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from doodle import fsutil
 from doodle.batches import Labels, RowStore
 from doodle.cache import build_all, open_cache
 from doodle.categories import local_path
@@ -24,10 +27,12 @@ from doodle.config import class_names, load_config
 from doodle.download import ensure_downloaded
 from doodle.errors import DoodleError
 from doodle.progress import NULL_REPORTER, Reporter
-from doodle.strokes import load_bitmaps
+from doodle.raster import rasterize_batch
+from doodle.strokes import MAX_LINE_BYTES, MAX_POINTS, LoadStats, iter_drawings, load_bitmaps
 from doodle.synthetic import write_synthetic
 
-CACHE_VERSION = 1  # bump when the rasteriser's output changes
+CACHE_VERSION = 2  # bump when the rasteriser's output or the loader's choice of lines changes
+STALE_TEMPORARY = 3600.0  # seconds: older temporaries in a cache folder were left by a killed process
 PADDING = 16.0  # Google's padding around the 256-unit box, in drawing units
 
 
@@ -57,10 +62,20 @@ def _download_limit(data: dict) -> int | None:
     return math.ceil(n * 1.5) + 50 if filtered and data["source"] != "numpy_bitmap" else n
 
 
-def fetch_sources(cfg: dict, data_dir: str | Path, reporter: Reporter = NULL_REPORTER) -> list[Path]:
-    """Make sure every category's source file is on disk (downloading or generating what is missing)."""
+def fetch_sources(cfg: dict, data_dir: str | Path, reporter: Reporter = NULL_REPORTER,
+                  download: bool = True) -> list[Path]:
+    """Make sure every category's source file is on disk (downloading or generating what is missing);
+    without `download`, a missing download is a DoodleError instead."""
     data = cfg["data"]
     words = class_names(cfg)
+    if not download and data["source"] != "synthetic":
+        paths = [local_path(data_dir, data["source"], w) for w in words]
+        missing = [p for p in paths if not p.is_file()]
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise DoodleError(f"{missing[0]}: missing{more}; pass --data-dir where this run's data is, "
+                              "or DATA files")
+        return paths
     if data["source"] == "synthetic":
         n = data["per_category"] or 1000
         paths = [local_path(data_dir, "synthetic", w) for w in words]
@@ -78,13 +93,14 @@ def _count_lines(path: Path) -> int:
 
 
 def cache_key(path: Path, data: dict) -> str:
-    """Hash of the source file's identity and every setting that changes the pixels."""
+    """Hash of the source file's identity and every setting that changes the pixels or the lines kept."""
     st = path.stat()
     ident = {
         "version": CACHE_VERSION, "file": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
         "image_size": data["image_size"], "line_width": float(data["line_width"]), "padding": PADDING,
         "recognized_only": data["recognized_only"], "countrycodes": data["countrycodes"],
-        "per_category": data["per_category"],
+        "per_category": data["per_category"], "strict": data["strict"], "max_points": MAX_POINTS,
+        "max_line_bytes": MAX_LINE_BYTES,
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -98,33 +114,80 @@ def rasterize_file(path: Path, data: dict, cache_dir: Path, reporter: Reporter =
 def build_caches(paths: list[Path], data: dict, cache_dir: Path, reporter: Reporter = NULL_REPORTER,
                  workers: int = 0) -> list[np.ndarray]:
     """The cache files of these ndjson files, memory-mapped; missing ones are rasterised first, streaming,
-    on `workers` processes (0 = all cores) or on the Dask cluster at data.scheduler."""
+    on `workers` processes (0 = all cores) or on the Dask cluster at data.scheduler.
+
+    A cache folder that cannot be written (read-only data, a full disk) only costs the cache: the
+    bitmaps are made in memory, with a warning."""
     jobs = [(Path(p), Path(cache_dir) / f"{Path(p).stem}.{cache_key(Path(p), data)}.npy") for p in paths]
+    size = data["image_size"]
+    if any(open_cache(out, size) is None for _, out in jobs):
+        problem = _unwritable(Path(cache_dir))
+        if problem:
+            reporter.log(f"not cached ({problem}); using the bitmaps from memory")
+            return [_in_memory(path, out, data, reporter, workers) for path, out in jobs]
     built = build_all(jobs, data, PADDING, workers=workers, scheduler=data["scheduler"], reporter=reporter)
     arrays = []
     for (path, out), result in zip(jobs, built):
-        if result is not None and data["per_category"] and result["rows"] < data["per_category"]:
-            reporter.log(f"{path.name}: {result['rows']} drawings kept, fewer than data.per_category="
-                         f"{data['per_category']}")
-        arr = open_cache(out, data["image_size"])
-        if arr is None:
+        cached = open_cache(out, size)
+        if cached is None:
             raise DoodleError(f"{out}: cache file unreadable right after it was written; check the disk "
-                              "(space, permissions) and delete the file")
+                              "and delete the file")
+        arr, stats = cached
+        if stats.get("skipped"):
+            reporter.log(stats["summary"])
+        if result is not None and data["per_category"] and len(arr) < data["per_category"]:
+            reporter.log(f"{path.name}: {len(arr)} drawings kept, fewer than data.per_category="
+                         f"{data['per_category']}")
         arrays.append(arr)
     return arrays
 
 
+def _unwritable(folder: Path) -> str | None:
+    """Why nothing can be written in `folder` (None if it can)."""
+    probe = folder / ".write-probe"
+    try:
+        fsutil.write_bytes(probe, b"")
+        probe.unlink()
+    except DoodleError as exc:
+        return str(exc)
+    except OSError as exc:
+        return str(fsutil.write_error(probe, exc))
+    return None
+
+
+def _in_memory(path: Path, out: Path, data: dict, reporter: Reporter, workers: int) -> np.ndarray:
+    """A category's bitmaps without the cache: its finished cache file if there is one, else rasterised here."""
+    cached = open_cache(out, data["image_size"])
+    if cached is not None:
+        return cached[0]
+    stats = LoadStats(str(path))
+    drawings = [d["drawing"] for d in iter_drawings(
+        path, recognized_only=data["recognized_only"], countrycodes=data["countrycodes"],
+        limit=data["per_category"], strict=data["strict"], stats=stats)]
+    if stats.skipped:
+        reporter.log(stats.summary())
+    if not drawings:
+        raise DoodleError(f"{path}: no usable drawings (after filters: {stats.summary()}); "
+                          "check the file or relax data.recognized_only / data.countrycodes")
+    return rasterize_batch(drawings, size=data["image_size"], line_width=data["line_width"], padding=PADDING,
+                           workers=workers, reporter=reporter)
+
+
 def load_dataset(cfg: dict, data_dir: str | Path, reporter: Reporter = NULL_REPORTER,
-                 workers: int = 0) -> Dataset:
+                 workers: int = 0, download: bool = True) -> Dataset:
     """Fetch and rasterise (cached) every category of the config; the bitmaps stay in their memory-mapped
-    files (one per category), addressed as one array, so the dataset is never copied into memory."""
+    files (one per category), addressed as one array, so the dataset is never copied into memory.
+    `download=False` uses only what is on disk."""
     data = cfg["data"]
     classes = class_names(cfg)
-    paths = fetch_sources(cfg, data_dir, reporter)
+    paths = fetch_sources(cfg, data_dir, reporter, download=download)
+    cache_dir = Path(data_dir) / "cache" / data["source"]
+    if cache_dir.is_dir():
+        fsutil.clean_temporaries(cache_dir, older_than=STALE_TEMPORARY)
     if data["source"] == "numpy_bitmap":
         parts = [load_bitmaps(path, limit=data["per_category"]) for path in paths]
     else:
-        parts = build_caches(paths, data, Path(data_dir) / "cache" / data["source"], reporter, workers)
+        parts = build_caches(paths, data, cache_dir, reporter, workers)
     for path, arr in zip(paths, parts):
         if len(arr) == 0:
             raise DoodleError(f"{path}: no drawings; delete it and download again")

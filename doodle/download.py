@@ -1,24 +1,36 @@
-"""Fetch Quick, Draw! files from Google's bucket (or a mirror), resumably, never half-written.
+"""Fetch Quick, Draw! files from Google's bucket (or a mirror), resumably, never half-written or wrong.
 
 Upstream `<base>/full/<format>/<word>.<ext>` lands in `<data_dir>/<format>/<word>.<ext>`.
-A download streams into `<path>.part` and is renamed into place only when complete, so an
-interrupted one resumes from the `.part` with an HTTP Range request. `max_drawings=N` reads only
-the first N lines (ndjson) or the header plus N rows (npy, by Range request), because upstream
-files are 50-300 MB. A sidecar `<data_dir>/<format>/.<word>.<ext>.json` records the limit a file
-was fetched with, so asking later for more drawings fetches again and asking for fewer does not.
+A download streams into `<path>.part` and is renamed into place only when complete and checked:
+an ndjson file must end with a newline and its first and last lines must be drawing records; an
+.npy must have a valid header and exactly the size that header declares. A body whose end cannot
+be confirmed (no Content-Length) is confirmed with a Range request for the bytes after it.
+
+An interrupted download resumes from the `.part` with a Range request, but only with `If-Range`
+set to the ETag (or Last-Modified) the server gave when the `.part` was started, kept in
+`.<word>.<ext>.part.json`: a file that changed on the server since is fetched again from the start.
+While a file is fetched, an exclusive lock on `.<word>.<ext>.lock` keeps a second doodle process
+from writing the same `.part`; it waits, then finds the file complete.
+
+`max_drawings=N` reads only the first N lines (ndjson) or the header plus N rows (npy, by Range
+request), because upstream files are 50-300 MB. A sidecar `.<word>.<ext>.json` records the limit a
+file was fetched with, so asking later for more drawings fetches again and asking for fewer does not.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import fcntl
 import http.client
 import io
 import json
-import concurrent.futures
 import operator
 import os
 import re
 import socket
 import ssl
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -36,14 +48,16 @@ from doodle.progress import NULL_REPORTER, Reporter
 
 DEFAULT_BASE_URL = "https://storage.googleapis.com/quickdraw_dataset"
 
-CHUNK = 64 * 1024  # bytes per read: one progress update each
+CHUNK = 64 * 1024  # most bytes per read (read1: whatever has arrived, so Ctrl-C and bars never wait long)
 USER_AGENT = "doodle/0.1 (+https://quickdraw.withgoogle.com/data)"
 # Google's bitmaps are a 128-byte header then uint8 rows of 28*28; guessing that layout lets the
 # first Range request of a limited .npy fetch carry everything (a second request covers the rest).
 NPY_HEADER_GUESS = 128
 NPY_ROW_GUESS = 784
 NPY_MAX_HEADER = 1 << 16  # numpy itself refuses headers over 10,000 bytes unless told otherwise
+MAX_LINE = 1 << 24  # longest ndjson line we look at when checking a file (raw drawings reach ~1 MB)
 RETRY_STATUS = (408, 429)  # 4xx codes that mean "try again later"; every 5xx is retried too
+OVERALL = "files"  # reporter key of the overall line of a multi-file download
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 _NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
                        (2, 0): np.lib.format.read_array_header_2_0}
@@ -60,7 +74,13 @@ class DownloadResult:
     bytes: int  # size of the file on disk (0 when failed)
     drawings: int | None  # lines / rows in the file; None when unknown (a file we did not write)
     seconds: float
-    error: str | None = None  # one line, when failed
+    error: str | None = None  # one line, when failed: names the URL or file and what to do
+    url: str = ""
+
+    @property
+    def reason(self) -> str | None:
+        """The error without the URL in front, so failures for the same reason can be grouped."""
+        return None if self.error is None else self.error.removeprefix(f"{self.url}: ")
 
 
 class _Transient(Exception):
@@ -69,6 +89,18 @@ class _Transient(Exception):
 
 class _Fatal(Exception):
     """A failure that retrying will not fix (404, not a .npy file, disk error); str() is the message."""
+
+
+class _Bad(_Fatal):
+    """A file's content is not what it should be; `cut` when it looks cut off (more bytes may fix it)."""
+
+    def __init__(self, message: str, cut: bool = False):
+        super().__init__(message)
+        self.cut = cut
+
+
+class _Stopped(Exception):
+    """The download was interrupted (Ctrl-C in the main thread): workers stop at the next chunk."""
 
 
 @dataclass
@@ -85,19 +117,64 @@ class _Job:
         return self.path.with_name(self.path.name + ".part")
 
     @property
+    def part_meta(self) -> Path:  # the validators (ETag, Last-Modified) the .part was started with
+        return self.path.with_name(f".{self.path.name}.part.json")
+
+    @property
     def sidecar(self) -> Path:
         return self.path.with_name(f".{self.path.name}.json")
+
+    @property
+    def lock(self) -> Path:
+        return self.path.with_name(f".{self.path.name}.lock")
 
     @property
     def name(self) -> str:
         return self.path.name
 
+    @property
+    def ndjson(self) -> bool:
+        return self.fmt != "numpy_bitmap"
+
+
+class _Overall:
+    """The one line for a multi-file download: files finished of those asked; fields `received` (bytes),
+    `rate` (bytes/s) and `failed` (files)."""
+
+    def __init__(self, reporter: Reporter, files: int):
+        self.reporter, self.active = reporter, files > 1
+        self.received = self.failed = 0
+        self.lock = threading.Lock()
+        self.t0 = time.perf_counter()
+        if self.active:
+            reporter.start(OVERALL, f"{files} files", total=files, unit="files")
+
+    def _update(self, files: int) -> None:
+        if self.active:
+            rate = self.received / max(time.perf_counter() - self.t0, 1e-3)
+            self.reporter.update(OVERALL, advance=files, received=self.received, rate=rate, failed=self.failed)
+
+    def add_bytes(self, n: int) -> None:
+        with self.lock:
+            self.received += n
+            self._update(0)
+
+    def finished(self, result: DownloadResult) -> None:
+        with self.lock:
+            self.failed += result.status == "failed"
+            self._update(1)
+
+    def end(self) -> None:
+        if self.active:
+            self.reporter.end(OVERALL)
+
 
 class _Progress:
     """Reporter calls for one file: `start` on the first response, `update(completed=)` on later ones."""
 
-    def __init__(self, reporter: Reporter, key: str, description: str):
+    def __init__(self, reporter: Reporter, key: str, description: str, overall: _Overall, stop: threading.Event):
         self.reporter, self.key, self.description = reporter, key, description
+        self.overall, self.stop = overall, stop
         self.started = False
         self.done = 0  # bytes in the output so far; the retry loop watches it to see progress
 
@@ -112,8 +189,12 @@ class _Progress:
         self.done = completed
 
     def advance(self, n: int) -> None:
+        """`n` more bytes written; also the point where an interrupted download stops."""
+        if self.stop.is_set():
+            raise _Stopped
         self.done += n
         self.reporter.update(self.key, advance=n)
+        self.overall.add_bytes(n)
 
     def end(self) -> None:
         if self.started:
@@ -154,12 +235,18 @@ def _check_words(words: Sequence[str]) -> list[str]:
 
 # ---------------------------------------------------------------------------------------- HTTP
 
-def _open(url: str, timeout: float, start: int = 0, end: int | None = None):
-    """GET `url`, asking for bytes start..end (inclusive) when that is not the whole file."""
+def _open(url: str, timeout: float, start: int = 0, end: int | None = None, if_range: str | None = None):
+    """GET `url`, asking for bytes start..end (inclusive) when that is not the whole file.
+
+    With `if_range` (an ETag or Last-Modified date) the server sends the range only if its file
+    still carries that validator, and the whole file otherwise.
+    """
     # identity: no gzip, so byte offsets in Range and Content-Range are offsets in the file itself
     headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
     if start or end is not None:
         headers["Range"] = f"bytes={start}-{'' if end is None else end}"
+        if if_range:
+            headers["If-Range"] = if_range
     return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
 
 
@@ -173,6 +260,28 @@ def _span(resp, start: int) -> tuple[int, int | None, int | None]:
     if m is None or int(m.group(1)) != start:
         raise _Transient(f"asked for bytes from {start}, got Content-Range {resp.headers.get('Content-Range')!r}")
     return start, length, None if m.group(3) == "*" else int(m.group(3))
+
+
+def _unsatisfiable_size(exc: urllib.error.HTTPError) -> int | None:
+    """The file size a 416 (range past the end) states in its `Content-Range: bytes */SIZE`, if any."""
+    m = re.fullmatch(r"bytes\s+\*/(\d+)", (exc.headers.get("Content-Range") or "").strip())
+    return int(m.group(1)) if m else None
+
+
+def _validators(headers) -> dict:
+    """What identifies this version of the remote file: a strong ETag and the Last-Modified date."""
+    etag = headers.get("ETag")
+    return {"etag": etag if etag and not etag.startswith("W/") else None,  # weak ETags cannot be used in If-Range
+            "last_modified": headers.get("Last-Modified") or None}
+
+
+def _if_range(tags: dict | None) -> str | None:
+    return (tags.get("etag") or tags.get("last_modified")) if tags else None
+
+
+def _same_file(saved: dict | None, got: dict) -> bool:
+    """False when a response names a different version than the one we saved (a server ignoring If-Range)."""
+    return not saved or all(not saved.get(k) or not got.get(k) or saved[k] == got[k] for k in got)
 
 
 def _not_found(url: str, word: str, why: str) -> _Fatal:
@@ -213,27 +322,156 @@ def _classify(exc: BaseException, job: _Job) -> Exception:
 def _retrying(attempt, job: _Job, prog: _Progress, retries: int, backoff: float, reporter: Reporter):
     """Run `attempt()` until it succeeds; transient failures wait backoff * 2**k and try again.
 
-    An attempt that moved the file forward does not count against `retries`: a 300 MB download
-    over a link that drops every few minutes still finishes, resuming each time.
+    An attempt that moved the file further than ever before does not count against `retries`: a
+    300 MB download over a link that drops every few minutes still finishes, resuming each time,
+    while a server that keeps sending the same cut-off body is given up on.
     """
     failures = 0
+    furthest = prog.done
     while True:
-        before = prog.done
         try:
             return attempt()
         except (OSError, http.client.HTTPException, _Transient, _Fatal) as exc:
             err = _classify(exc, job)
             if isinstance(err, _Fatal):
                 raise err from None
-            if prog.done > before:
-                failures = 0
+            if prog.done > furthest:
+                furthest, failures = prog.done, 0
             if failures >= retries:
-                raise _Fatal(f"{job.url}: {err} (gave up after {retries + 1} attempts)") from None
+                tries = f"{retries + 1} attempt{'s' if retries else ''}"
+                raise _Fatal(f"{job.url}: {err} (gave up after {tries})") from None
             delay = backoff * 2 ** failures
             failures += 1
             reporter.log(f"retrying {job.fmt}/{job.name} after {err} "
                          f"(retry {failures} of {retries}, in {delay:.1f} s)")
-            time.sleep(delay)
+            if prog.stop.wait(delay):
+                raise _Stopped from None
+
+
+# ---------------------------------------------------------------------------------------- checks
+
+def _snippet(data: bytes) -> str:
+    return repr(data[:60].decode("utf-8", "replace"))
+
+
+def _drawing_record(line: bytes) -> bool | None:
+    """True for a JSON object with a "drawing" list, False for other JSON, None for what is not JSON."""
+    try:
+        obj = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    return isinstance(obj, dict) and isinstance(obj.get("drawing"), list)
+
+
+def _first_line(fh) -> tuple[bytes, bool]:
+    """(the first line, whether a newline ended it); at most about MAX_LINE bytes."""
+    blocks, seen = [], 0
+    while seen < MAX_LINE:
+        block = fh.read(CHUNK)
+        if not block:
+            break
+        at = block.find(b"\n")
+        if at >= 0:
+            blocks.append(block[:at])
+            return b"".join(blocks), True
+        blocks.append(block)
+        seen += len(block)
+    return b"".join(blocks), False
+
+
+def _last_line(fh, size: int) -> bytes:
+    """The last line of a file of `size` bytes that ends with a newline (without it); at most about MAX_LINE."""
+    blocks = []
+    pos = end = size - 1  # the final newline
+    while pos > 0 and end - pos < MAX_LINE:
+        step = min(CHUNK, pos)
+        pos -= step
+        fh.seek(pos)
+        block = fh.read(step)
+        at = block.rfind(b"\n")
+        if at >= 0:
+            blocks.append(block[at + 1:])
+            break
+        blocks.append(block)
+    return b"".join(reversed(blocks))
+
+
+def _check_ndjson(path: Path) -> None:
+    """Raise _Bad unless `path` is whole ndjson drawings: a final newline, first and last lines drawing records."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        first, ended = _first_line(fh)
+        if not first and not ended:
+            raise _Bad("is empty", cut=True)
+        if not ended and len(first) < size:
+            raise _Bad(f"is not ndjson (no newline in its first {MAX_LINE:,} bytes)")
+        record = _drawing_record(first)
+        if record is None and not ended and first.lstrip()[:1] == b"{":
+            raise _Bad("ends in the middle of its first line (cut off)", cut=True)
+        if not record:
+            raise _Bad(f"is not Quick, Draw! drawings (its first line is {_snippet(first)})")
+        fh.seek(size - 1)
+        if fh.read(1) != b"\n":
+            raise _Bad("ends in the middle of a line (cut off)", cut=True)
+        last = _last_line(fh, size)
+        if not _drawing_record(last):
+            raise _Bad(f"has a last line that is not a drawing record ({_snippet(last)})")
+
+
+def _npy_header_size(buf: bytes) -> int | None:
+    """Total header length of a .npy that starts with `buf`, or None if `buf` is too short to tell."""
+    magic = np.lib.format.MAGIC_PREFIX
+    if buf[:len(magic)] != magic[:len(buf)]:
+        raise _Bad("is not a .npy file (bad magic bytes)")
+    if len(buf) < 8:
+        return None
+    width = 2 if buf[6] == 1 else 4  # version 1 stores the header length in 2 bytes, later ones in 4
+    if len(buf) < 8 + width:
+        return None
+    return 8 + width + int.from_bytes(buf[8:8 + width], "little")
+
+
+def _npy_layout(header: bytes) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, bytes per row) from a complete .npy header; rows must be contiguous."""
+    fp = io.BytesIO(header)
+    try:
+        version = np.lib.format.read_magic(fp)
+        if version not in _NPY_HEADER_READERS:
+            raise _Bad(f"is a bad .npy: unsupported version {version[0]}.{version[1]}")
+        shape, fortran, dtype = _NPY_HEADER_READERS[version](fp)
+    except ValueError as exc:
+        raise _Bad(f"is a bad .npy: its header does not parse ({exc})") from None
+    if dtype.hasobject or not shape or (fortran and len(shape) > 1):
+        raise _Bad(f"is a bad .npy: unexpected layout (shape {shape}, dtype {dtype}, fortran_order {fortran})")
+    return shape, dtype, int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+
+
+def _check_npy(path: Path) -> int:
+    """Rows in a .npy, after checking its header and that the file has exactly the size it declares."""
+    actual = path.stat().st_size
+    with open(path, "rb") as fh:
+        buf = fh.read(12)
+        size = _npy_header_size(buf)
+        if size is not None and size > NPY_MAX_HEADER:
+            raise _Bad(f"is a bad .npy: implausible header of {size} bytes")
+        if size is None or actual < size:
+            raise _Bad(f"is a bad .npy: it ends inside its header, after {actual} bytes (cut off)", cut=True)
+        buf += fh.read(size - len(buf))
+    shape, _, row_bytes = _npy_layout(buf)
+    expected = size + shape[0] * row_bytes
+    if actual != expected:
+        cut = " (cut off)" if actual < expected else ""
+        raise _Bad(f"is a bad .npy: its header says {shape} ({expected} bytes) but it has {actual}{cut}",
+                   cut=actual < expected)
+    return shape[0]
+
+
+def _check_file(path: Path, fmt: str) -> int | None:
+    """Raise _Bad unless `path` is a whole file of format `fmt`; the rows of an .npy (None for ndjson)."""
+    if fmt == "numpy_bitmap":
+        return _check_npy(path)
+    _check_ndjson(path)
+    return None
 
 
 # ---------------------------------------------------------------------------------------- streaming
@@ -259,109 +497,110 @@ def _after_nth_newline(chunk: bytes, n: int) -> int:
     return at + 1
 
 
+def _read_json(path: Path) -> dict | None:
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _discard_part(job: _Job) -> None:
+    """Forget a partial download: the .part, then the validators it was started with."""
+    job.part.unlink(missing_ok=True)
+    job.part_meta.unlink(missing_ok=True)
+
+
 def _stream_attempt(job: _Job, limit: int | None, timeout: float, prog: _Progress, state: dict) -> None:
     """One attempt to extend `job.part` towards the whole file (or its first `limit` lines, for ndjson).
 
-    Sets state["lines"] (newlines written), state["stopped"] (True if cut at `limit`), and
-    state["resumed"] (this attempt appended to existing bytes through an honoured Range request).
+    Sets state["lines"] (newlines written), state["stopped"] (True if cut at `limit`),
+    state["resumed"] (this attempt appended to existing bytes) and state["confirmed"] (the server
+    stated the file's size and we have exactly that many bytes).
     """
     have = job.part.stat().st_size if job.part.exists() else 0
-    ndjson = job.fmt != "numpy_bitmap"
-    lines = _lines_in(job.part)[0] if ndjson and have else 0
+    saved = _read_json(job.part_meta) if have else None
+    if have and not _if_range(saved):  # nothing to ask the server whether its file is still this one
+        _discard_part(job)
+        have = 0
+    lines = _lines_in(job.part)[0] if job.ndjson and have else 0
     try:
-        resp = _open(job.url, timeout, start=have)
+        resp = _open(job.url, timeout, start=have, if_range=_if_range(saved) if have else None)
     except urllib.error.HTTPError as exc:
         if exc.code != 416 or not have:
             raise
-        # Range past the end: either the .part is already whole (killed before the rename) or stale.
-        m = re.search(r"/(\d+)", exc.headers.get("Content-Range", ""))
+        # Range past the end of the same file: the .part is already whole (killed before the rename).
+        whole = _unsatisfiable_size(exc) == have and _same_file(saved, _validators(exc.headers))
         exc.close()
-        if m and int(m.group(1)) == have:
-            state.update(lines=lines, stopped=False, resumed=True)
+        if whole:
+            state.update(lines=lines, stopped=False, resumed=True, confirmed=True)
             return
-        job.part.unlink()
-        raise _Transient("partial file larger than the remote one; starting again") from None
+        _discard_part(job)
+        raise _Transient("the partial file does not match the remote one; starting again") from None
     with resp:
         try:
             first, length, total = _span(resp, have)
         except _Transient:  # a 206 for some other range: trust nothing, start again
-            job.part.unlink(missing_ok=True)
+            _discard_part(job)
             raise
+        tags = _validators(resp.headers)
+        if first and not _same_file(saved, tags):  # a server that honours Range but not If-Range
+            _discard_part(job)
+            raise _Transient("the remote file changed since the partial download; starting again")
+        if not first:  # fresh start, or the server sent the whole (possibly changed) file: rewrite from byte 0
+            _discard_part(job)
+            # Written in place, not renamed: a torn one does not parse, and the .part then starts over.
+            job.part_meta.write_text(json.dumps({"url": job.url, **tags}))
+            lines = 0
         state["resumed"] = first > 0
-        if first == 0:
-            lines = 0  # fresh start, or the server ignored Range: rewrite from byte 0
         prog.begin(total=None if limit else total, completed=first)
         got = 0
         with open(job.part, "ab" if first else "wb") as fh:
-            while chunk := resp.read(CHUNK):
+            while chunk := resp.read1(CHUNK):
                 n = chunk.count(b"\n")
                 if limit is not None and lines + n >= limit:  # enough drawings: cut after the limit-th line
                     chunk = chunk[:_after_nth_newline(chunk, limit - lines)]
                     fh.write(chunk)
                     prog.advance(len(chunk))
-                    state.update(lines=limit, stopped=True)
+                    state.update(lines=limit, stopped=True, confirmed=True)
                     return
                 fh.write(chunk)
                 got += len(chunk)
                 lines += n
                 prog.advance(len(chunk))
+        state.update(lines=lines, stopped=False, confirmed=total is not None)
         if length is not None and got != length:
-            state["lines"] = lines
             raise _Transient(f"connection dropped after {got} of {length} bytes")
-    state.update(lines=lines, stopped=False)
+        if total is not None and first + got != total:
+            raise _Transient(f"connection dropped at byte {first + got} of {total}")
 
 
-def _end_bytes(path: Path) -> tuple[bytes, bytes]:
-    """The first and last byte of `path` (b"" for an empty file)."""
-    with open(path, "rb") as fh:
-        first = fh.read(1)
-        if not first:
-            return b"", b""
-        fh.seek(-1, os.SEEK_END)
-        return first, fh.read(1)
+def _confirm_end(job: _Job, timeout: float) -> bool:
+    """Ask for the bytes after the .part when no Content-Length said where the file ends.
 
-
-def _npy_header_size(buf: bytes) -> int | None:
-    """Total header length of a .npy that starts with `buf`, or None if `buf` is too short to tell."""
-    if len(buf) < 8:
-        return None
-    if buf[:6] != np.lib.format.MAGIC_PREFIX:
-        raise _Fatal("not a .npy file (bad magic bytes)")
-    width = 2 if buf[6] == 1 else 4  # version 1 stores the header length in 2 bytes, later ones in 4
-    if len(buf) < 8 + width:
-        return None
-    return 8 + width + int.from_bytes(buf[8:8 + width], "little")
-
-
-def _npy_layout(header: bytes) -> tuple[tuple[int, ...], np.dtype, int]:
-    """(shape, dtype, bytes per row) from a complete .npy header; rows must be contiguous."""
-    fp = io.BytesIO(header)
+    True when the server confirms there are none, False when it cannot tell (it ignores Range and
+    states no size); a _Transient when the file goes on (the connection was cut: resume).
+    """
+    have = job.part.stat().st_size
+    saved = _read_json(job.part_meta)
     try:
-        version = np.lib.format.read_magic(fp)
-        if version not in _NPY_HEADER_READERS:
-            raise _Fatal(f"unsupported .npy version {version[0]}.{version[1]}")
-        shape, fortran, dtype = _NPY_HEADER_READERS[version](fp)
-    except ValueError as exc:
-        raise _Fatal(f"bad .npy header ({exc})") from None
-    if dtype.hasobject or not shape or (fortran and len(shape) > 1):
-        raise _Fatal(f"unexpected .npy layout: shape {shape}, dtype {dtype}, fortran_order {fortran}")
-    return shape, dtype, int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
-
-
-def _npy_rows(path: Path) -> int:
-    """Rows in a downloaded .npy, after checking that its size matches its header."""
-    with open(path, "rb") as fh:
-        buf = fh.read(12)
-        size = _npy_header_size(buf)
-        if size is None:
-            raise _Fatal("not a .npy file (too short)")
-        buf += fh.read(size - len(buf))
-    shape, _, row_bytes = _npy_layout(buf)
-    expected = size + shape[0] * row_bytes
-    actual = path.stat().st_size
-    if actual != expected:
-        raise _Fatal(f"bad .npy: header says {shape} ({expected} bytes) but the file has {actual}")
-    return shape[0]
+        resp = _open(job.url, timeout, start=have, if_range=_if_range(saved))
+    except urllib.error.HTTPError as exc:
+        if exc.code != 416:
+            raise
+        size = _unsatisfiable_size(exc)
+        exc.close()
+        if size is None or size == have:
+            return True
+        _discard_part(job)
+        raise _Transient(f"the server's file has {size} bytes, the partial one {have}; starting again") from None
+    with resp:
+        first, length, _ = _span(resp, have)
+        if first:
+            raise _Transient(f"connection closed after {have} bytes, before the end of the file; resuming")
+        if length is not None and length != have:
+            raise _Transient(f"connection closed after {have} of {length} bytes")
+        return length is not None
 
 
 def _npy_head_attempt(job: _Job, limit: int, out: Path, timeout: float, prog: _Progress) -> tuple[int, bool]:
@@ -370,25 +609,30 @@ def _npy_head_attempt(job: _Job, limit: int, out: Path, timeout: float, prog: _P
     Returns (rows written, whether that is every row). The first request asks for a byte range
     sized for Google's layout; a server that ignores Range sends everything, and we stop reading
     (and close) once we have enough. A range that proves too short (wider rows, longer header) is
-    followed by a request for the rest.
+    followed by a request for the rest, with If-Range so that it comes from the same file.
     """
     head = bytearray()  # the remote header, until it is complete
     need = NPY_HEADER_GUESS + limit * NPY_ROW_GUESS  # remote bytes we want; exact once the header is parsed
     pos = 0  # remote bytes consumed so far
     rows = None  # (rows written, every row?) once the header is parsed
+    tags = None  # the validators of the first response; every later one must carry the same
     prog.done = 0
     with open(out, "wb") as fh:
         while pos < need:
-            with _open(job.url, timeout, start=pos, end=need - 1) as resp:
+            with _open(job.url, timeout, start=pos, end=need - 1, if_range=_if_range(tags) if pos else None) as resp:
                 first, length, total = _span(resp, pos)
+                if tags is None:
+                    tags = _validators(resp.headers)
+                elif not _same_file(tags, _validators(resp.headers)):
+                    raise _Transient("the remote file changed during the download; starting again")
                 got = 0
                 while first + got < pos:  # a 200 to a follow-up request starts again at byte 0
-                    chunk = resp.read(min(CHUNK, pos - first - got))
+                    chunk = resp.read1(min(CHUNK, pos - first - got))
                     if not chunk:
                         break
                     got += len(chunk)
                 while first + got == pos < need:
-                    chunk = resp.read(min(CHUNK, need - pos))
+                    chunk = resp.read1(min(CHUNK, need - pos))
                     if not chunk:
                         break
                     got += len(chunk)
@@ -400,7 +644,7 @@ def _npy_head_attempt(job: _Job, limit: int, out: Path, timeout: float, prog: _P
                     head += chunk
                     size = _npy_header_size(head)
                     if size is not None and size > NPY_MAX_HEADER:
-                        raise _Fatal(f"bad .npy: implausible header of {size} bytes")
+                        raise _Bad(f"is a bad .npy: implausible header of {size} bytes")
                     if size is None or len(head) < size:
                         need = max(need, size or 0)  # a header longer than guessed: read all of it
                         continue
@@ -421,36 +665,41 @@ def _npy_head_attempt(job: _Job, limit: int, out: Path, timeout: float, prog: _P
                     break
                 if length is not None and got < length:
                     raise _Transient(f"connection dropped after {got} of {length} bytes")
-                if total is None or first + got >= total:  # we have the whole remote file, and it is short
-                    raise _Fatal(f"bad .npy: the file ends after {first + got} bytes, its header needs {need}")
+                if total is None:  # no size stated: a cut connection, or a short file (retries tell)
+                    raise _Transient(f"the body ended after {first + got} bytes, the header needs {need}")
+                if first + got >= total:  # we have the whole remote file, and it is short
+                    raise _Bad(f"is a bad .npy: it ends after {first + got} bytes, its header needs {need}")
     if rows is None:
-        raise _Fatal("bad .npy: the header never ended")
+        raise _Bad("is a bad .npy: its header never ended")
     return rows
 
 
 # ---------------------------------------------------------------------------------------- one file
 
-def _read_sidecar(path: Path) -> dict | None:
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return meta if isinstance(meta, dict) else None
+def _satisfied(job: _Job, limit: int | None, reporter: Reporter | None = None) -> tuple[bool, int | None]:
+    """(whether the file on disk already answers this request, its drawings if known).
 
-
-def _satisfied(job: _Job, limit: int | None) -> tuple[bool, int | None]:
-    """(whether the file on disk already answers this request, its drawings if known)."""
+    A file is only ever renamed into place whole, but one put there by hand, or by an older doodle
+    that trusted a cut-off body, may not be: its content is checked too, and `reporter` told why not.
+    """
     if not job.path.is_file():
         return False, None
-    meta = _read_sidecar(job.sidecar)
-    if meta is None:
-        # No sidecar: a whole file put there by hand (we only rename complete files into place).
-        # An unreadable one: we cannot tell what the file holds, so fetch it again.
-        return not job.sidecar.exists(), None
-    if meta.get("bytes") != job.path.stat().st_size:
-        return False, None  # the sidecar describes a replacement that never got renamed into place
-    had = meta.get("max_drawings")
-    return had is None or (limit is not None and limit <= had), meta.get("drawings")
+    meta = _read_json(job.sidecar)
+    if meta is None and job.sidecar.exists():
+        return False, None  # an unreadable sidecar: we cannot tell what the file holds, so fetch it again
+    if meta is not None:
+        if meta.get("bytes") != job.path.stat().st_size:
+            return False, None  # the sidecar describes a replacement that never got renamed into place
+        had = meta.get("max_drawings")
+        if not (had is None or (limit is not None and limit <= had)):
+            return False, None
+    try:
+        _check_file(job.path, job.fmt)
+    except _Bad as bad:
+        if reporter is not None:
+            reporter.log(f"{job.path} {bad}: fetching it again")
+        return False, None
+    return True, meta.get("drawings") if meta else None
 
 
 def _record(job: _Job, src: Path, limit: int | None, drawings: int, stopped: bool) -> int:
@@ -467,67 +716,137 @@ def _record(job: _Job, src: Path, limit: int | None, drawings: int, stopped: boo
 
 def _fetch_stream(job, limit, timeout, prog, retries, backoff, reporter) -> tuple[str, int, int]:
     """Stream (or resume) into the .part, check it, rename it into place: (status, bytes, drawings)."""
-    state: dict = {}
-    ndjson = job.fmt != "numpy_bitmap"
-    if limit is not None and job.part.exists():
+    if limit is not None and job.ndjson and job.part.exists():
         lines, cut = _lines_in(job.part, stop=limit)
         if lines >= limit:  # an interrupted bigger download already holds enough: copy, keep the .part
-            with open(job.part, "rb") as fh:
-                head = fh.read(cut)
-            with fsutil.atomic_path(job.path) as tmp:
-                tmp.write_bytes(head)
-                size = _record(job, tmp, limit, limit, stopped=True)
-            return "resumed", size, limit
-    _retrying(lambda: _stream_attempt(job, limit, timeout, prog, state), job, prog, retries, backoff, reporter)
-    if ndjson:
-        first, last = _end_bytes(job.part)
-        if first and first not in b"{[":  # an HTML error page served with 200, say
-            job.part.unlink()
-            raise _Fatal(f"{job.url}: does not look like ndjson (starts with {first!r})")
-        drawings = state["lines"] + (1 if last and last != b"\n" else 0)  # a last line without newline
-    else:
+            try:
+                with fsutil.atomic_path(job.path) as tmp:
+                    with open(job.part, "rb") as fh:
+                        tmp.write_bytes(fh.read(cut))
+                    _check_ndjson(tmp)
+                    size = _record(job, tmp, limit, limit, stopped=True)
+                return "resumed", size, limit
+            except _Bad:
+                _discard_part(job)  # not drawings after all: fetch them
+    state: dict = {}
+
+    def attempt():
+        _stream_attempt(job, limit, timeout, prog, state)
+        if not state["confirmed"]:
+            state["confirmed"] = _confirm_end(job, timeout)
         try:
-            drawings = _npy_rows(job.part)
-        except _Fatal as err:
-            job.part.unlink()
-            raise _Fatal(f"{job.url}: {err}") from None
-    size = _record(job, job.part, limit, drawings, state.get("stopped", False))
+            state["rows"] = _check_file(job.part, job.fmt)
+        except _Bad as bad:
+            if bad.cut and not state["confirmed"]:  # no stated size: maybe cut off, maybe the server's file
+                raise _Transient(f"what the server sent {bad}, and it stated no size") from None
+            _discard_part(job)
+            raise _Fatal(f"{job.url}: what the server sent {bad}; check the base URL, or try again later") from None
+
+    _retrying(attempt, job, prog, retries, backoff, reporter)
+    drawings = state["lines"] if job.ndjson else state["rows"]
+    size = _record(job, job.part, limit, drawings, state["stopped"])
     os.replace(job.part, job.path)
+    job.part_meta.unlink(missing_ok=True)
     return ("resumed" if state.get("resumed") else "downloaded"), size, drawings
 
 
 def _fetch_npy_head(job, limit, timeout, prog, retries, backoff, reporter) -> tuple[str, int, int]:
-    """Fetch the first `limit` rows of a .npy into a temp file and rename it into place."""
+    """Fetch the first `limit` rows of a .npy into a temp file, check it, and rename it into place."""
     with fsutil.atomic_path(job.path, suffix=".npy") as tmp:
         try:
             n, whole = _retrying(lambda: _npy_head_attempt(job, limit, tmp, timeout, prog),
                                  job, prog, retries, backoff, reporter)
-        except _Fatal as err:
-            msg = str(err)
-            raise _Fatal(msg if msg.startswith(job.url) else f"{job.url}: {msg}") from None
+            _check_npy(tmp)
+        except _Bad as bad:
+            raise _Fatal(f"{job.url}: what the server sent {bad}; check the base URL") from None
         size = _record(job, tmp, limit, n, stopped=not whole)
     return "downloaded", size, n
 
 
-def _download_one(job: _Job, limit, force, timeout, retries, backoff, reporter) -> DownloadResult:
+@contextlib.contextmanager
+def _locked(job: _Job, reporter: Reporter, stop: threading.Event):
+    """Hold an exclusive lock on `.<name>.lock` while the file is fetched; wait while another process has it.
+
+    The lock file is removed on release; a waiter that then finds it
+    holds the lock of a removed file tries again on the current one, so two processes never both
+    hold the lock of one file. The lock dies with its process, kill -9 included.
+    """
+    waited = False
+    while True:
+        fd = os.open(job.lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not waited:
+                        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                        reporter.log(f"{job.fmt}/{job.name}: another doodle download (pid {holder}) is fetching "
+                                     f"it; waiting for it")
+                        waited = True
+                    if stop.wait(0.05):
+                        raise _Stopped from None
+            try:
+                current = os.path.samestat(os.fstat(fd), os.stat(job.lock))
+            except FileNotFoundError:
+                current = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if current:
+            break
+        os.close(fd)
+    try:
+        os.pwrite(fd, f"{os.getpid():>10}\n".encode(), 0)  # fixed width: no truncation (ext4 would flush on close)
+        yield
+    finally:
+        job.lock.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _temporaries(folder: Path) -> list[str]:
+    """The temporary files (`*.tmp`) in `folder`, listed once per run: what killed runs may have left."""
+    return [entry.name for entry in os.scandir(folder) if entry.name.endswith(".tmp")]
+
+
+def _clean_temporaries(job: _Job, temporaries: list[str]) -> None:
+    """Remove what a killed run left of this file's atomic writes (we hold its lock: nobody is writing them)."""
+    mine = (f".{job.name}.", f"..{job.name}.")  # the data file's temporaries; its sidecar's
+    for name in temporaries:
+        if name.startswith(mine):
+            (job.path.parent / name).unlink(missing_ok=True)
+    if not job.part.exists():
+        job.part_meta.unlink(missing_ok=True)
+
+
+def _download_one(job: _Job, limit, force, timeout, retries, backoff, reporter, overall, stop,
+                  temporaries) -> DownloadResult:
     t0 = time.perf_counter()
 
     def result(status, size, drawings, error=None):
-        return DownloadResult(job.word, job.fmt, job.path, status, size, drawings, time.perf_counter() - t0, error)
+        return DownloadResult(job.word, job.fmt, job.path, status, size, drawings, time.perf_counter() - t0,
+                              error, job.url)
 
     if not force:
-        ok, drawings = _satisfied(job, limit)
+        ok, drawings = _satisfied(job, limit)  # no lock needed: complete files are only renamed into place
         if ok:
             return result("skipped", job.path.stat().st_size, drawings)
-    else:
-        job.part.unlink(missing_ok=True)  # force means from scratch, not from an old partial
-    prog = _Progress(reporter, f"{job.fmt}/{job.word}", job.word)
+    prog = _Progress(reporter, f"{job.fmt}/{job.word}", job.word, overall, stop)
     fetch = _fetch_npy_head if job.fmt == "numpy_bitmap" and limit is not None else _fetch_stream
     try:
-        status, size, drawings = fetch(job, limit, timeout, prog, retries, backoff, reporter)
+        with _locked(job, reporter, stop):
+            _clean_temporaries(job, temporaries)
+            if force:
+                _discard_part(job)  # force means from scratch, not from an old partial
+            else:  # another process may have fetched it while we waited for the lock
+                ok, drawings = _satisfied(job, limit, reporter)
+                if ok:
+                    return result("skipped", job.path.stat().st_size, drawings)
+            status, size, drawings = fetch(job, limit, timeout, prog, retries, backoff, reporter)
     except _Fatal as err:
         return result("failed", 0, None, str(err))
-    except OSError as err:  # the disk (rename, sidecar), not the network
+    except OSError as err:  # the disk (lock, rename, sidecar), not the network
         return result("failed", 0, None, f"{err.filename or job.path}: {err.strerror or err}")
     finally:
         prog.end()
@@ -542,21 +861,18 @@ def download(words: Sequence[str], fmt: str = "simplified", data_dir: str | os.P
              reporter: Reporter = NULL_REPORTER, jobs: int = 4) -> list[DownloadResult]:
     """Fetch each category's file (once per distinct word); one result per word, failures included.
 
-    `jobs` files are fetched at once: small limited fetches are latency-bound, not bandwidth-bound.
+    `jobs` files are fetched at once (parallel connections): small limited fetches are
+    latency-bound, not bandwidth-bound. With several files the reporter also gets one overall task
+    (key OVERALL, unit "files"; see `_Overall`). On Ctrl-C every worker stops at its next chunk,
+    keeping its .part for the next run.
     """
     if isinstance(words, str):
         words = [words]
     extension(fmt)
     words = _check_words(words)
-    limit = None
-    if max_drawings is not None:
-        try:
-            limit = operator.index(max_drawings)  # ints (numpy ones too), not floats or strings
-        except TypeError:
-            limit = 0
-        if isinstance(max_drawings, bool) or limit < 1:
-            raise DoodleError(f"max_drawings must be a whole number of at least 1 (or None for whole files), "
-                              f"got {max_drawings!r}")
+    limit = _whole_number(max_drawings, "max_drawings", "(or None for whole files)") \
+        if max_drawings is not None else None
+    _whole_number(jobs, "jobs", "(files fetched at once)")
     if retries < 0:
         raise DoodleError(f"retries must be 0 or more, got {retries}")
     base = resolve_base_url(base_url)
@@ -565,23 +881,49 @@ def download(words: Sequence[str], fmt: str = "simplified", data_dir: str | os.P
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise DoodleError(f"cannot create data folder {folder}: {err.strerror or err}") from None
-    def one(w: str) -> DownloadResult:
-        return _download_one(_Job(w, fmt, remote_url(base, fmt, w), local_path(data_dir, fmt, w)),
-                             limit, force, timeout, retries, backoff, reporter)
+    stop = threading.Event()
+    overall = _Overall(reporter, len(words))
+    temporaries = _temporaries(folder)
 
-    if jobs <= 1 or len(words) == 1:
-        return [one(w) for w in words]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(one, words))  # results in the order asked
+    def one(w: str) -> DownloadResult:
+        job = _Job(w, fmt, remote_url(base, fmt, w), local_path(data_dir, fmt, w))
+        res = _download_one(job, limit, force, timeout, retries, backoff, reporter, overall, stop, temporaries)
+        overall.finished(res)
+        return res
+
+    try:
+        if jobs == 1 or len(words) == 1:
+            return [one(w) for w in words]
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(jobs, len(words)))
+        try:
+            return list(pool.map(one, words))  # results in the order asked
+        except BaseException:  # Ctrl-C: stop the running files at their next chunk, start no more
+            stop.set()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        overall.end()
+
+
+def _whole_number(value, name: str, hint: str) -> int:
+    """`value` as an int of at least 1 (numpy ints too, not floats, strings or bools), else a DoodleError."""
+    try:
+        n = operator.index(value)
+    except TypeError:
+        n = 0
+    if isinstance(value, bool) or n < 1:
+        raise DoodleError(f"{name} must be a whole number of at least 1 {hint}, got {value!r}")
+    return n
 
 
 def ensure_downloaded(words: Sequence[str], fmt: str = "simplified", data_dir: str | os.PathLike = "data",
                       base_url: str | None = None, max_drawings: int | None = None, force: bool = False,
                       retries: int = 4, backoff: float = 0.5, timeout: float = 30.0,
-                      reporter: Reporter = NULL_REPORTER) -> list[Path]:
+                      reporter: Reporter = NULL_REPORTER, jobs: int = 4) -> list[Path]:
     """Like `download`, for pipelines: the local paths, or one DoodleError listing what failed."""
     results = download(words, fmt=fmt, data_dir=data_dir, base_url=base_url, max_drawings=max_drawings,
-                       force=force, retries=retries, backoff=backoff, timeout=timeout, reporter=reporter)
+                       force=force, retries=retries, backoff=backoff, timeout=timeout, reporter=reporter, jobs=jobs)
     failed = [r for r in results if r.status == "failed"]
     if failed:
         shown = "; ".join(r.error or r.word for r in failed[:3])

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from doodle import fsutil
 from doodle.checkpoint import load_model, load_split, resolve_model_path
-from doodle.config import check_consistency
+from doodle.config import from_dict
 from doodle.dataset import load_dataset
 from doodle.errors import DoodleError
 from doodle.images import IMAGE_SUFFIXES, image_to_bitmap
@@ -111,28 +112,54 @@ def _read_image_folder(folder: Path, raster: dict, add, problems: list[str], rep
         add(np.stack(bitmaps), [folder.name] * len(bitmaps))
 
 
-def test_split_bitmaps(run_dir: Path, meta: dict, data_dir: str | Path,
+def run_data_dir(run_dir: Path, meta: dict, data_dir: str | Path | None) -> Path:
+    """Where the run's training data is: `data_dir` when given, else the folder the run recorded (so
+    `doodle evaluate` works from any folder), else ./data for runs that recorded none."""
+    if data_dir is not None:
+        return Path(data_dir)
+    recorded = meta.get("data_dir")
+    if not isinstance(recorded, str):
+        return Path("data")
+    if not Path(recorded).is_dir():
+        raise DoodleError(f"{run_dir}: was trained on data in {recorded}, which is gone; pass --data-dir where "
+                          "that data is now, or DATA files to evaluate on")
+    return Path(recorded)
+
+
+def test_split_bitmaps(run_dir: Path, meta: dict, data_dir: str | Path | None,
                        reporter: Reporter = NULL_REPORTER) -> LabelledBitmaps:
-    """Rebuild the run's held-out test split exactly (same data, same seed, saved indices)."""
-    cfg = meta["config"]
-    check_consistency(cfg, str(run_dir / "model.json"))
+    """Rebuild the run's held-out test split exactly (same data, same seed, saved indices), from the data
+    on disk only: evaluating never downloads."""
+    cfg = from_dict(meta.get("config"), f"{run_dir / 'model.json'} config")
     split = load_split(run_dir)
-    ds = load_dataset(cfg, data_dir, reporter)
+    data_dir = run_data_dir(run_dir, meta, data_dir)
+    ds = load_dataset(cfg, data_dir, reporter, download=False)
     if list(split["counts"]) != ds.counts:
         raise DoodleError(f"{run_dir}: the data under {data_dir} changed since training (rows per class differ), "
                           "so the test split cannot be reproduced; pass DATA files instead")
     idx = split["test"]
+    if len(idx) and (idx.min() < 0 or idx.max() >= len(ds.y)):
+        raise DoodleError(f"{run_dir / 'split.npz'}: test rows outside the data; the run is damaged (pass DATA files)")
     if len(idx) == 0:
         raise DoodleError(f"{run_dir}: the run held out no test split (data.test_fraction = 0); pass DATA files")
     return LabelledBitmaps(x=ds.x[idx], labels=[ds.classes[c] for c in ds.y[idx]],
                            sources=[f"{run_dir} test split"])
 
 
-def evaluate(model_path: str | Path | None = None, inputs: list[str | Path] = (), data_dir: str | Path = "data",
-             report_dir: str | Path | None = None, reporter: Reporter = NULL_REPORTER, strict: bool = False) -> dict:
-    """Evaluate one model; returns the metrics summary (the `--json` document)."""
+def evaluate(model_path: str | Path | None = None, inputs: list[str | Path] = (), data_dir: str | Path | None = None,
+             report_dir: str | Path | None = None, reporter: Reporter = NULL_REPORTER, strict: bool = False,
+             calibrated: bool = True) -> dict:
+    """Evaluate one model; returns the metrics summary (the `--json` document). Probabilities use the
+    model's fitted temperature unless `calibrated` is False (then the raw softmax)."""
+    if report_dir is not None:  # before the work: a folder that cannot be written fails now, not after it
+        try:
+            Path(report_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise fsutil.write_error(report_dir, exc) from None
     run_dir = resolve_model_path(model_path)
     model, meta = load_model(run_dir)
+    if not calibrated:
+        model.temperature = 1.0
     classes = meta["classes"]
     data = read_inputs(list(inputs), meta["raster"], reporter, strict) if inputs else \
         test_split_bitmaps(run_dir, meta, data_dir, reporter)
@@ -151,6 +178,7 @@ def evaluate(model_path: str | Path | None = None, inputs: list[str | Path] = ()
     probs = model.predict_proba(x)
     summary = summarize(probs, y, classes)
     summary["model"] = str(run_dir)
+    summary["temperature"] = model.temperature
     summary["data"] = data.sources
     summary["unknown_categories"] = dict(sorted(unknown.items()))
     summary["problems"] = data.problems

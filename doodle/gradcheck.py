@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from doodle import autodiff
 from doodle.config import class_names, load_config
 from doodle.errors import DoodleError
 from doodle.nn import LOSSES, MLP, Dropout, Layer
@@ -102,13 +103,23 @@ def check_loss(loss: str, logits: np.ndarray, y: np.ndarray, eps: float = 1e-6) 
     return rel_error(dlogits, n.reshape(logits.shape))
 
 
+# The three agreements `doodle gradcheck` reports, and the worst relative error each may show. Manual
+# and graph compute the same float64 sums in another order (~1e-13 apart); finite differences carry
+# ~1e-10 of absolute noise (see the module docstring).
+TOLERANCES = {"manual_vs_graph": 1e-9, "manual_vs_numeric": 1e-6, "graph_vs_numeric": 1e-6}
+
+
 def check_gradients(layer_sizes: list[int], activation: str = "relu", loss: str = "cross_entropy",
                     dropout: float = 0.0, seed: int = 0, batch: int = 4, max_entries: int | None = None,
-                    eps: float = 1e-6) -> dict[str, float]:
-    """Build the MLP in float64 on random inputs; {param name: worst relative error}, plus "input".
+                    eps: float = 1e-6) -> dict[str, dict[str, float | None]]:
+    """Three-way check of the MLP's gradients in float64 on random inputs.
 
-    Dropout replays one fixed mask for every forward. max_entries samples that many entries per
-    tensor, so big networks (784-256-...) check in a moment.
+    For every parameter (and "input"): {"manual_vs_graph", "manual_vs_numeric", "graph_vs_numeric"},
+    each the worst relative error between the hand-written backward (doodle.nn), the autodiff graph
+    (doodle.autodiff) and central finite differences. The graph gives the pixels no gradient, so
+    "input" has None for its graph entries. Dropout replays one fixed mask for every forward.
+    max_entries samples that many entries per tensor for the finite differences, so big networks
+    (784-256-...) check in a moment; manual and graph are compared on every entry.
     """
     if loss not in LOSSES:
         raise DoodleError(f"unknown loss {loss!r}: use one of {', '.join(LOSSES)}")
@@ -122,9 +133,12 @@ def check_gradients(layer_sizes: list[int], activation: str = "relu", loss: str 
     loss_fn = LOSSES[loss]
     drops = [layer for layer in model.layers if isinstance(layer, Dropout)]
 
-    def forward() -> np.ndarray:
+    def replay() -> None:
         for k, layer in enumerate(drops):  # same generator state -> same mask every time
             layer.rng = np.random.default_rng([seed, k])
+
+    def forward() -> np.ndarray:
+        replay()
         return model.forward(x, train=True)
 
     def f() -> np.ndarray:
@@ -132,21 +146,40 @@ def check_gradients(layer_sizes: list[int], activation: str = "relu", loss: str 
 
     _, dlogits = loss_fn(forward(), y)
     dx = model.backward(dlogits, input_grad=True)
-    analytic = dict(zip(model.state_dict(), (g.copy() for g in model.gradients())))
-    analytic["input"] = dx
+    manual = dict(zip(model.state_dict(), (g.copy() for g in model.gradients())))
+    manual["input"] = dx
+    replay()
+    graph_loss, tensors, _ = autodiff.mlp_loss(x, y, model.parameters(), activation, loss, model.dropout_masks(batch))
+    graph_loss.backward()
+    graph = dict(zip(model.state_dict(), (t.grad for t in tensors)))
 
     errors = {}
-    tensors = dict(zip(model.state_dict(), model.parameters()))
-    tensors["input"] = x
-    for name, t in tensors.items():
+    values = dict(zip(model.state_dict(), model.parameters()))
+    values["input"] = x
+    for name, t in values.items():
         idx = _pick(rng, t.size, max_entries)
         n = numerical_gradient(f, t, eps, idx)
-        errors[name] = rel_error(analytic[name].reshape(-1)[idx], n)
+        g = graph.get(name)
+        errors[name] = {
+            "manual_vs_graph": None if g is None else rel_error(manual[name], g),
+            "manual_vs_numeric": rel_error(manual[name].reshape(-1)[idx], n),
+            "graph_vs_numeric": None if g is None else rel_error(g.reshape(-1)[idx], n),
+        }
     return errors
 
 
-def check_config(config_path=None, overrides=(), max_entries: int | None = 20) -> tuple[list[int], dict[str, float]]:
-    """The gradient check of the network a config describes: (layer sizes, {parameter: worst relative error})."""
+def worst(errors: dict[str, dict[str, float | None]]) -> dict[str, float]:
+    """The worst error of each kind over all tensors."""
+    return {kind: max((e[kind] for e in errors.values() if e[kind] is not None), default=0.0) for kind in TOLERANCES}
+
+
+def passed(errors: dict[str, dict[str, float | None]]) -> bool:
+    """True when every agreement is within its tolerance."""
+    return all(w < TOLERANCES[kind] for kind, w in worst(errors).items())
+
+
+def check_config(config_path=None, overrides=(), max_entries: int | None = 20) -> tuple[list[int], dict]:
+    """The three-way gradient check of the network a config describes: (layer sizes, errors as check_gradients)."""
     cfg = load_config(config_path, overrides)
     m, d = cfg["model"], cfg["data"]
     sizes = [d["image_size"] ** 2, *m["hidden"], len(class_names(cfg))]

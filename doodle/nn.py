@@ -173,13 +173,17 @@ class Dropout(Layer):
         self.rng = np.random.default_rng() if rng is None else rng
         self.mask: np.ndarray | None = None  # cache: 0 or 1/(1-p), in x's dtype
 
+    def draw_mask(self, shape: tuple, dtype) -> np.ndarray:
+        """The next mask from this layer's generator: 0 or 1/(1-p) per unit (the graph path draws the same)."""
+        mask = (self.rng.random(shape, dtype=dtype) >= self.p).astype(dtype)
+        mask *= 1.0 / (1.0 - self.p)
+        return mask
+
     def forward(self, x, train=False):
         if not train or self.p == 0.0:
             self.mask = None
             return x
-        mask = self.rng.random(x.shape, dtype=x.dtype) >= self.p
-        self.mask = mask.astype(x.dtype)
-        self.mask *= 1.0 / (1.0 - self.p)
+        self.mask = self.draw_mask(x.shape, x.dtype)
         return x * self.mask
 
     def backward(self, dout):
@@ -256,9 +260,13 @@ class MLP:
         self.layer_sizes = [int(n) for n in sizes]
         self.activation, self.dropout, self.init, self.seed = activation, float(dropout), init, seed
         self.dtype = np.dtype(dtype)
+        # Divides the logits in predict_proba. Training fits it on the validation split so that a
+        # probability of 0.8 is right about 80% of the time (temperature scaling); 1.0 = raw softmax.
+        self.temperature = 1.0
         # Separate streams, so switching dropout on does not change the initial weights.
         init_ss, drop_ss = np.random.SeedSequence(seed).spawn(2)
         init_rng, drop_rng = np.random.default_rng(init_ss), np.random.default_rng(drop_ss)
+        self.dropout_rng = drop_rng  # shared by every Dropout layer; --resume saves and restores its state
 
         self.layers: list[Layer] = []
         self.dense: list[Dense] = []
@@ -294,6 +302,13 @@ class MLP:
             d = layer.backward(d)
         self.dense[0].input_grad = False
         return d
+
+    def dropout_masks(self, batch: int) -> list[np.ndarray | None]:
+        """One training-mode mask (batch, n) per hidden layer, drawn as forward(train=True) would draw them."""
+        drops = [layer for layer in self.layers if isinstance(layer, Dropout)]
+        if not drops or self.dropout == 0.0:
+            return [None] * (len(self.layer_sizes) - 2)
+        return [d.draw_mask((batch, n), self.dtype) for d, n in zip(drops, self.layer_sizes[1:-1])]
 
     def parameters(self) -> list[np.ndarray]:
         """[dense0.W, dense0.b, dense1.W, ...], the live arrays."""
@@ -333,8 +348,11 @@ class MLP:
         return out
 
     def predict_proba(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-        """Class probabilities (N, C) float32 in eval mode."""
-        return softmax(self.predict_logits(x, batch_size)).astype(np.float32, copy=False)
+        """Class probabilities (N, C) float32 in eval mode: softmax(logits / temperature)."""
+        logits = self.predict_logits(x, batch_size)
+        if self.temperature != 1.0:
+            logits *= 1.0 / self.temperature
+        return softmax(logits).astype(np.float32, copy=False)
 
 
 def _rehome(dicts: list[dict[str, np.ndarray]], dtype) -> tuple[np.ndarray, list[np.ndarray]]:

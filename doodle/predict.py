@@ -7,7 +7,6 @@ One result per input (per line for ndjson): `{"input", "top": [{"category", "pro
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import IO, Iterator
@@ -18,47 +17,38 @@ from doodle.checkpoint import load_model, resolve_model_path
 from doodle.errors import DoodleError
 from doodle.images import IMAGE_SUFFIXES, image_to_bitmap
 from doodle.raster import rasterize
-from doodle.strokes import parse_drawing
+from doodle.strokes import read_records
 
 
-def _ndjson_items(name: str, stream: IO[str]) -> Iterator[tuple[str, dict | None, str | None]]:
-    """(input name, drawing record or None, error or None) for each non-blank line."""
-    for lineno, line in enumerate(stream, 1):
-        if not line.strip():
-            continue
-        where = f"{name}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield where, None, f"{where}: malformed JSON ({exc.msg}); each line must be one drawing object"
-            continue
-        try:
-            yield where, parse_drawing(obj, where), None
-        except DoodleError as exc:
-            yield where, None, str(exc)
-
-
-def _bitmaps(inputs: list[str], raster: dict, stdin: IO[str] | None) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
+def _bitmaps(inputs: list[str], raster: dict, stdin: IO | None) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
     """(input name, (S, S) uint8 bitmap or None, error or None) for every input."""
     size, lw, pad = raster["size"], raster["line_width"], raster["padding"]
     for item in inputs:
         if item == "-" or item.endswith(".ndjson"):
             if item == "-":
-                stream, name, close = (stdin or sys.stdin), "<stdin>", False
+                stdin = stdin or sys.stdin
+                stream, name, close = getattr(stdin, "buffer", stdin), "<stdin>", False  # bytes, like files
             else:
                 try:
-                    stream, name, close = open(item, encoding="utf-8"), item, True
+                    stream, name, close = open(item, "rb"), item, True
                 except OSError as exc:
                     yield item, None, f"{item}: cannot read ({exc.strerror or exc}); check the path"
                     continue
             try:
-                for where, rec, err in _ndjson_items(name, stream):
-                    if err:
-                        yield where, None, err
-                    else:
-                        yield where, rasterize(rec["drawing"], size=size, line_width=lw, padding=pad), None
-            except UnicodeDecodeError:
-                yield name, None, f"{name}: not UTF-8 text; give an ndjson file of drawings"
+                empty = True
+                for where, rec, err in read_records(stream, name):
+                    empty = False
+                    if not err:
+                        try:
+                            yield where, rasterize(rec["drawing"], size=size, line_width=lw, padding=pad), None
+                            continue
+                        except DoodleError as exc:
+                            err = f"{where}: {exc}"
+                    yield where, None, err
+                if empty:
+                    yield name, None, f"{name}: no drawings (no non-blank line); give one drawing per line"
+            except OSError as exc:
+                yield name, None, f"{name}: cannot read ({exc.strerror or exc}); check the path"
             finally:
                 if close:
                     stream.close()
@@ -75,14 +65,17 @@ def _bitmaps(inputs: list[str], raster: dict, stdin: IO[str] | None) -> Iterator
 
 
 def predict(inputs: list[str], model_path: str | Path | None = None, top_k: int = 3,
-            stdin: IO[str] | None = None) -> tuple[list[dict], dict]:
-    """Top-k categories for every input; returns (results, model metadata)."""
+            stdin: IO | None = None, calibrated: bool = True) -> tuple[list[dict], dict]:
+    """Top-k categories for every input; returns (results, model metadata). Probabilities use the model's
+    fitted temperature unless `calibrated` is False (then the raw softmax)."""
     if top_k < 1:
         raise DoodleError(f"--top-k must be at least 1 (got {top_k})")
     if not inputs:
         raise DoodleError("no inputs; give image files, .ndjson files or '-' for standard input")
     run_dir = resolve_model_path(model_path)
     model, meta = load_model(run_dir)
+    if not calibrated:
+        model.temperature = 1.0
     classes = meta["classes"]
     k = min(top_k, len(classes))
     results: list[dict] = []

@@ -25,6 +25,7 @@ import functools
 import itertools
 import math
 import os
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from operator import itemgetter
@@ -44,6 +45,7 @@ EDGE = 1e-3  # pixels: lines closer than this to a cap's very top or bottom are 
 CHUNK_PIXELS = 50_000  # drawings per chunk = this / size**2: small enough that the per-line arrays stay in cache
 MAX_COORD = 1e5  # larger coordinates are surely a mistake, and would overflow float32 pixel maths
 PARALLEL_MIN = 8192  # below this many drawings, worker processes cost more than they save
+ORPHAN_POLL = 0.5  # seconds between a worker's checks that the process that started it is still there
 TASK_CHUNKS = 32  # chunks per worker task: tasks of ~2,000 drawings keep inter-process traffic negligible
 
 
@@ -71,7 +73,7 @@ def _flatten(drawings, base: int = 0):
         ny = np.fromiter(map(len, map(itemgetter(1), flat)), dtype=np.int64, count=len(flat))
         xs = np.array(list(itertools.chain.from_iterable(map(itemgetter(0), flat))), dtype=np.float64)
         ys = np.array(list(itertools.chain.from_iterable(map(itemgetter(1), flat))), dtype=np.float64)
-    except (TypeError, ValueError, IndexError, KeyError) as err:
+    except (TypeError, ValueError, IndexError, KeyError, OverflowError) as err:
         where = _culprit(strokes, base)
         raise DoodleError(f"{where}: every stroke must be [xs, ys] lists of numbers ({err})") from None
     if xs.ndim != 1 or ys.ndim != 1:
@@ -406,7 +408,9 @@ def process_pool(workers: int) -> ProcessPoolExecutor:
         method = "fork"
     else:
         method = "forkserver" if "forkserver" in methods else "spawn"
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+    context = multiprocessing.get_context(method)
+    parent = os.getpid() if method == "fork" else None
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init, initargs=(parent,))
 
 
 def _parallel(tasks, out, workers: int, reporter: Reporter) -> None:
@@ -423,6 +427,56 @@ def _parallel(tasks, out, workers: int, reporter: Reporter) -> None:
                 _store(out, j, future.result(), reporter)
     except BrokenProcessPool:
         raise DoodleError("a rasterizer worker process died (out of memory?): retry with fewer workers") from None
+
+
+def _worker_init(parent: int | None) -> None:
+    """Make a worker process end with the process it works for, even when that one is killed (kill -9
+    leaves nobody to shut the pool down, and idle workers would wait for tasks forever).
+
+    Forked workers: the kernel sends them SIGKILL when their parent goes (Linux prctl PR_SET_PDEATHSIG).
+    Forkserver workers are children of the server, which outlives our process as long as they live; for
+    them (and as a second line everywhere) a thread waits on multiprocessing's parent sentinel, a pipe
+    that only our process holds open, and polls that our process still runs."""
+    import ctypes
+    import multiprocessing
+    import signal
+    import sys
+    import threading
+    from multiprocessing.connection import wait
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    ppid, owner = os.getppid(), multiprocessing.parent_process()
+    if parent is not None and ppid != parent:  # the parent was gone before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == ppid and (owner is None or _running(owner.pid)):
+            if owner is None or owner.sentinel is None:
+                time.sleep(ORPHAN_POLL)
+            elif wait([owner.sentinel], timeout=ORPHAN_POLL):
+                break  # the owner's end of the pipe closed: it is gone
+        os._exit(1)
+
+    threading.Thread(target=watch, name="doodle-orphan-watch", daemon=True).start()
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie (dead, waiting for its parent to notice)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True  # no /proc: existing is all we can tell
 
 
 def _store(out, i: int, bitmaps, reporter: Reporter) -> None:

@@ -18,6 +18,7 @@ from itertools import chain
 from pathlib import Path
 
 import numpy as np
+import orjson
 
 from doodle.errors import DoodleError
 
@@ -25,6 +26,8 @@ RDP_EPSILON = 2.0  # Google's Ramer-Douglas-Peucker tolerance, in 0..255 units
 RESAMPLE_STEP = 1.0  # Google resamples every stroke at 1-pixel spacing before RDP
 MAX_COORD = 1e9  # canvas coordinates are pixels; anything bigger is corrupt (and would overflow scaling)
 RAW_BATCH = 64  # raw drawings simplified together: numpy calls are shared, ~3x faster than one by one
+MAX_POINTS = 20_000  # per drawing: real ones have at most ~1,200 (raw); rasterising costs ~10 KB of memory a point
+MAX_LINE_BYTES = 8_000_000  # one drawing's line: 20,000 raw points take ~1 MB; longer lines are refused unparsed
 MAX_PROBLEMS = 20  # LoadStats keeps the first few bad lines, enough to show a pattern
 _STRICT_HINT = "fix the line or run without --strict"
 _decode = json.JSONDecoder().decode  # str -> object; json.loads(bytes) would sniff the encoding per line
@@ -255,11 +258,18 @@ def _check_numbers(values: list, what: str) -> None:
     """Find what is wrong with one coordinate list (only called once the drawing failed its check)."""
     for v in values:
         if type(v) not in (int, float):
-            raise _BadRecord(f"{what} has a non-numeric value {json.dumps(v)[:40]}")
-        if not math.isfinite(v):
+            raise _BadRecord(f"{what} has a non-numeric value {_short_json(v)}")
+        if type(v) is float and not math.isfinite(v):
             raise _BadRecord(f"{what} has a non-finite number (NaN or infinity)")
-        if abs(v) > MAX_COORD:
+        if abs(v) > MAX_COORD:  # exact for ints of any size (math.isfinite would overflow on them)
             raise _BadRecord(f"{what} has a coordinate of magnitude over {MAX_COORD:.0e}")
+
+
+def _short_json(v) -> str:
+    """A value as a short JSON snippet for a message (never the whole of a big one)."""
+    if isinstance(v, (list, dict)):
+        return "[...]" if isinstance(v, list) else "{...}"
+    return json.dumps(v[:40] if isinstance(v, str) else v)[:40]
 
 
 def _check_record(obj) -> dict:
@@ -285,7 +295,7 @@ def _check_record(obj) -> dict:
     drawing = obj["drawing"]
     if not isinstance(drawing, list):
         raise _BadRecord("'drawing' is not a list of strokes")
-    rows, columns = set(), []
+    rows, columns, points = set(), [], 0
     for i, stroke in enumerate(drawing, 1):
         if type(stroke) is not list or len(stroke) not in (2, 3):
             raise _BadRecord(f"stroke {i} is not [xs, ys] or [xs, ys, ts]")
@@ -296,13 +306,20 @@ def _check_record(obj) -> dict:
             raise _BadRecord(f"stroke {i} has {len(xs)} x but {len(ys)} y values")
         rows.add(len(stroke))
         columns += (xs, ys)
+        points += len(xs)
+    if points > MAX_POINTS:  # before any numpy work: memory stays proportional to the line
+        raise _BadRecord(f"drawing has {points:,} points, over the limit of {MAX_POINTS:,} per drawing "
+                         "(real drawings have at most a few thousand)")
     # One pass over every number of the drawing (C-speed: a 300 MB file holds ~10^8 of them); the
     # per-stroke walk that names the culprit only runs when something is wrong.
     values = list(chain.from_iterable(columns))
     if not values:
         raise _BadRecord("empty drawing (no points)")
     kinds = set(map(type, values))
-    numeric = kinds <= {int, float} and (float not in kinds or all(map(math.isfinite, values)))
+    try:
+        numeric = kinds <= {int, float} and (float not in kinds or all(map(math.isfinite, values)))
+    except OverflowError:  # an int too big for a float beside the floats: _check_numbers names it
+        numeric = False
     low, high = (min(values), max(values)) if numeric else (0, 0)
     if not numeric or low < -MAX_COORD or high > MAX_COORD:
         for i, column in enumerate(columns):
@@ -361,6 +378,61 @@ def _open(path) -> tuple[Path, object]:
         raise DoodleError(f"{path}: cannot read ({err.strerror or err})") from None
 
 
+def decode_line(text: bytes):
+    """One ndjson line (bytes) -> its JSON value; _BadRecord saying why when it is not JSON.
+
+    orjson is the fast path (~3x json's speed). A line it refuses goes through json too, which names
+    NaN, infinities and huge integers as values the record check then rejects with a precise reason;
+    either way a line nested too deeply or with a 400-digit number is a bad line, never a crash.
+    """
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return _decode(text.decode("utf-8"))
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
+        raise _BadRecord(f"malformed JSON ({_json_reason(err)})") from None
+    except RecursionError:
+        raise _BadRecord("malformed JSON (nested too deeply)") from None
+
+
+def _checked_lines(fh) -> Iterator[tuple[int, dict | None, str | None]]:
+    """(1-based line, checked record or None, reason or None) for each non-blank line of a binary stream.
+
+    A UTF-8 byte order mark on the first line (files saved by some Windows editors) is ignored.
+    """
+    for number, text in enumerate(fh, 1):
+        if isinstance(text, str):  # a text stream (e.g. io.StringIO): same bytes as from a file
+            text = text.encode("utf-8", "surrogateescape")
+        if number == 1 and text.startswith(codecs.BOM_UTF8):
+            text = text[len(codecs.BOM_UTF8):]
+        if not text.strip():
+            continue
+        if len(text) > MAX_LINE_BYTES:  # decoding it would take ~10x its size in memory
+            yield number, None, f"line of {len(text) / 1e6:.1f} MB, over the limit of {MAX_LINE_BYTES / 1e6:.0f} MB " \
+                                "for one drawing"
+            continue
+        try:
+            yield number, _check_record(decode_line(text)), None
+        except _BadRecord as err:
+            yield number, None, str(err)
+
+
+def read_records(stream, name: str) -> Iterator[tuple[str, dict | None, str | None]]:
+    """("name:line", drawing record or None, error or None) per non-blank line of an ndjson stream
+    (binary, or text): what `doodle predict` shows one result for. Drawings are in simplified coordinates."""
+    for number, record, reason in _checked_lines(stream):
+        where = f"{name}:{number}"
+        if reason is not None:
+            yield where, None, f"{where}: {reason}"
+            continue
+        try:
+            yield where, _finish(record), None
+        except DoodleError as err:
+            yield where, None, f"{where}: {err}"
+
+
 def iter_drawings(path, *, recognized_only: bool = False, countrycodes: Collection[str] | None = None,
                   limit: int | None = None, strict: bool = False,
                   stats: LoadStats | None = None) -> Iterator[dict]:
@@ -387,23 +459,13 @@ def iter_drawings(path, *, recognized_only: bool = False, countrycodes: Collecti
     with fh:
         if limit is not None and limit <= 0:
             return
-        for number, text in enumerate(fh, 1):
-            if number == 1 and text.startswith(codecs.BOM_UTF8):
-                text = text[len(codecs.BOM_UTF8):]  # files saved by some Windows editors
-            if not text.strip():
-                continue
+        for number, record, reason in _checked_lines(fh):
             stats.lines += 1
-            try:
-                try:
-                    obj = _decode(text.decode("utf-8"))
-                except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
-                    raise _BadRecord(f"malformed JSON ({_json_reason(err)})") from None
-                record = _check_record(obj)
-            except _BadRecord as err:
+            if reason is not None:
                 if strict:
                     yield from flush()  # the good lines before it still arrive first
-                    raise DoodleError(f"{path}:{number}: {err}; {_STRICT_HINT}") from None
-                stats.add_problem(number, str(err))
+                    raise DoodleError(f"{path}:{number}: {reason}; {_STRICT_HINT}") from None
+                stats.add_problem(number, reason)
                 continue
             if (recognized_only and record["recognized"] is not True) or (
                     wanted is not None and (record["countrycode"] or "").upper() not in wanted):

@@ -6,7 +6,15 @@ A run folder holds everything needed to use or continue the run:
   config.yaml              the resolved config
   split.npz                train/val/test row indices (evaluate reproduces the test split from them)
   metrics.jsonl            one JSON line per epoch
-  last.npz, optimizer.npz, state.json   the latest epoch, for `--resume`
+  last.npz                 everything `--resume` needs, as one file: the latest weights, the best ones,
+                           the optimizer state, every random state and the history
+  state.json               the same state (no arrays) for people and scripts
+  .lock                    held (flock) by the one `doodle train` working in the folder
+
+A run id (a uuid) is written into every one of these files, so a folder whose files come from
+different runs is refused instead of scored. Each epoch ends in one atomic rename of last.npz: a run
+killed at any point resumes from the last complete epoch and continues exactly as if never stopped
+(the files written after last.npz, state.json and metrics.jsonl, are rewritten from it on resume).
 """
 
 from __future__ import annotations
@@ -14,22 +22,32 @@ from __future__ import annotations
 import json
 import math
 import time
+import uuid
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from doodle import __version__, fsutil
+from doodle import __version__, autodiff, fsutil
 from doodle.augment import augment_batch
 from doodle.batches import RowView, epoch_order
-from doodle.checkpoint import load_model, save_model
+from doodle.checkpoint import (CONFIG_YAML, METRICS_JSONL, SPLIT_NPZ, STATE_JSON, config_header, config_run_id,
+                               load_split, save_model)
 from doodle.config import dump, load_config
 from doodle.dataset import PADDING, Dataset, load_dataset, split_indices
 from doodle.errors import DoodleError
+from doodle.metrics import expected_calibration_error, fit_temperature
 from doodle.nn import LOSSES, MLP, lookup
 from doodle.optim import Optimizer, clip_grad_norm, make_schedule, optimizer_from_settings
 from doodle.progress import NULL_REPORTER, Reporter
+
+LAST_NPZ = "last.npz"
+CALIBRATION_ROWS = 50_000  # validation rows the temperature is fitted on, at most
+_BUSY = ("{folder}: another `doodle train` (pid {{pid}}) is using this run folder; wait for it to finish, "
+         "or pick another --out")
+
 
 @dataclass
 class TrainResult:
@@ -75,43 +93,109 @@ def default_run_dir(config_path: str | Path | None, runs_dir: str | Path = "runs
     return run
 
 
-def model_meta(cfg: dict, classes: list[str], layer_sizes: list[int], metrics: dict) -> dict:
+def model_meta(cfg: dict, classes: list[str], layer_sizes: list[int], metrics: dict, run_id: str | None = None,
+               data_dir: str | None = None) -> dict:
     """The metadata written beside the weights."""
     data = cfg["data"]
-    return {
+    meta = {
         "classes": classes, "layer_sizes": layer_sizes, "activation": cfg["model"]["activation"],
         "raster": {"size": data["image_size"], "line_width": float(data["line_width"]), "padding": PADDING,
                    "source": data["source"]},
         "config": cfg, "metrics": metrics,
     }
+    if run_id is not None:
+        meta["run_id"] = run_id
+    if data_dir is not None:
+        meta["data_dir"] = data_dir  # absolute: `doodle evaluate` finds the test split's data from anywhere
+    return meta
 
 
 def train(config_path: str | Path | None = None, overrides: tuple[str, ...] | list[str] = (),
           data_dir: str | Path = "data", out: str | Path | None = None, resume: str | Path | None = None,
           reporter: Reporter = NULL_REPORTER, workers: int = 0) -> TrainResult:
-    """Load the config and data, then train; see `fit` for the loop."""
+    """Load the config, claim the run folder, load the data, then train; see `fit` for the loop."""
     if resume is not None:
         run_dir = Path(resume)
-        if not (run_dir / "state.json").is_file() or not (run_dir / "config.yaml").is_file():
-            raise DoodleError(f"{run_dir}: not a resumable run (needs state.json and config.yaml from `doodle train`)")
-        cfg = load_config(run_dir / "config.yaml", overrides)
+        if not (run_dir / LAST_NPZ).is_file() or not (run_dir / CONFIG_YAML).is_file():
+            raise DoodleError(f"{run_dir}: not a resumable run (needs {LAST_NPZ} and {CONFIG_YAML} from "
+                              "`doodle train`, written at the end of each epoch)")
+        cfg = load_config(run_dir / CONFIG_YAML, overrides)
     else:
         cfg = load_config(config_path, overrides)
         run_dir = Path(out) if out is not None else default_run_dir(config_path)
-        if (run_dir / "state.json").exists():
-            raise DoodleError(f"{run_dir}: already holds a run; pick another --out or continue it with --resume {run_dir}")
-    ds = load_dataset(cfg, data_dir, reporter, workers=workers)
-    return fit(cfg, ds, run_dir, reporter, resume=resume is not None)
+    fresh = not run_dir.exists()
+    # Claimed before anything is read or written, for the whole run: a second `doodle train` with the
+    # same --out stops here instead of mixing its files with this run's.
+    with fsutil.lock_folder(run_dir, _BUSY.format(folder=run_dir)):
+        try:
+            if resume is None and any((run_dir / f).exists() for f in (LAST_NPZ, STATE_JSON, "model.json")):
+                raise DoodleError(f"{run_dir}: already holds a run; pick another --out or continue it with "
+                                  f"--resume {run_dir}")
+            ds = load_dataset(cfg, data_dir, reporter, workers=workers)
+            return fit(cfg, ds, run_dir, reporter, resume=resume is not None,
+                       data_dir=str(Path(data_dir).resolve()))
+        except BaseException:
+            if fresh:
+                _remove_if_unused(run_dir)
+            raise
 
 
-def train_step(model: MLP, optimizer: Optimizer, loss: str, x: np.ndarray, y: np.ndarray, lr: float | None = None,
-               clip_norm: float | None = None) -> tuple[float, int]:
-    """One minibatch: forward (train mode), loss, backward, optional clipping, update; returns (loss, n_correct)."""
+def _finished(run_dir: Path, run_id: str) -> bool:
+    """True when the run's final model.json (written after the test score) is there; a run killed between
+    its last epoch and that write is finished by --resume instead."""
+    try:
+        meta = json.loads((run_dir / "model.json").read_text(encoding="utf-8"))
+        return meta.get("run_id") == run_id and "epochs_run" in meta.get("metrics", {})
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _remove_if_unused(run_dir: Path) -> None:
+    """Remove a run folder this process created when nothing but its lock file ended up in it."""
+    try:
+        if {p.name for p in run_dir.iterdir()} <= {fsutil.LOCK_NAME}:
+            (run_dir / fsutil.LOCK_NAME).unlink(missing_ok=True)
+            run_dir.rmdir()
+    except OSError:
+        pass
+
+
+BACKPROP = ("manual", "graph")  # how gradients are found: hand-written layer backward, or the autodiff graph
+
+
+def gradients(model: MLP, loss: str, x: np.ndarray, y: np.ndarray, backprop: str = "manual",
+              workspace: dict | None = None) -> tuple[float, int]:
+    """Forward (train mode), loss and backward on one batch, filling model.gradients(); returns (loss, n_correct).
+
+    "manual" runs the layers' hand-written backward (doodle.nn); "graph" builds the loss's computational
+    graph from elementary operations and differentiates it (doodle.autodiff), with the same dropout
+    masks, writing into the same gradient buffers. A workspace dict, kept for a run, lets the graph
+    reuse its hidden-layer arrays from step to step.
+    """
+    if backprop not in BACKPROP:
+        raise DoodleError(f"unknown backprop {backprop!r}: use one of {', '.join(BACKPROP)}")
+    if backprop == "graph":
+        if x.dtype != model.dtype:
+            x = x.astype(model.dtype)
+        graph_loss, _, logits = autodiff.mlp_loss(x, y, model.parameters(), model.activation, loss,
+                                                  model.dropout_masks(len(x)), model.gradients(), workspace)
+        n_correct = int(np.count_nonzero(logits.value.argmax(axis=1) == y))
+        value = float(graph_loss.value)
+        graph_loss.backward()
+        return value, n_correct
     loss_fn = lookup(LOSSES, loss, "loss")
     logits = model.forward(x, train=True)  # (B, C)
     n_correct = int(np.count_nonzero(logits.argmax(axis=1) == y))
     value, dlogits = loss_fn(logits, y)
     model.backward(dlogits)
+    return value, n_correct
+
+
+def train_step(model: MLP, optimizer: Optimizer, loss: str, x: np.ndarray, y: np.ndarray, lr: float | None = None,
+               clip_norm: float | None = None, backprop: str = "manual",
+               workspace: dict | None = None) -> tuple[float, int]:
+    """One minibatch: forward (train mode), loss, backward, optional clipping, update; returns (loss, n_correct)."""
+    value, n_correct = gradients(model, loss, x, y, backprop, workspace)
     if clip_norm is not None:
         clip_grad_norm(model.gradients(), clip_norm)
     if optimizer.flat is not None and optimizer.flat[1] is model.flat_grads:
@@ -149,17 +233,24 @@ class _Run:
     rng: np.random.Generator  # shuffling and augmentation
     lr_at: object  # step -> learning rate
     steps_per_epoch: int
+    run_id: str = ""
+    data_dir: str | None = None  # absolute, recorded for `doodle evaluate`
     epoch: int = 0  # epochs completed
     best: dict = field(default_factory=lambda: {"epoch": 0, "val_accuracy": -1.0})
     best_state: dict | None = None  # the best epoch's weights
+    patience_left: int | None = None  # early stopping: epochs without improvement still allowed
     train_seconds: float = 0.0
     history: list[dict] = field(default_factory=list)
+    workspace: dict = field(default_factory=dict)  # the graph path's reusable arrays (backprop: graph)
 
 
-def _start(cfg: dict, ds: Dataset, run_dir: Path, resume: bool) -> _Run:
-    """Build the model, optimizer and schedule; a new run writes its config and split, a resumed one reloads its state."""
+def _start(cfg: dict, ds: Dataset, run_dir: Path, resume: bool, data_dir: str | None) -> _Run:
+    """Build the model, optimizer and schedule; a new run writes its config and split, a resumed one reloads
+    its state. The caller holds the folder's lock."""
     t, d, m = cfg["train"], cfg["data"], cfg["model"]
-    split = split_indices(ds.counts, d["val_fraction"], d["test_fraction"], d["test_split"], d["seed"])
+    fsutil.clean_temporaries(run_dir)  # left by a killed run: nobody else can be writing here
+    split = load_split(run_dir) if resume else split_indices(ds.counts, d["val_fraction"], d["test_fraction"],
+                                                             d["test_split"], d["seed"])
     if len(split["train"]) == 0:
         raise DoodleError("the training split is empty; raise data.per_category or lower the held-out fractions")
     layer_sizes = [d["image_size"] ** 2, *m["hidden"], len(ds.classes)]
@@ -167,51 +258,92 @@ def _start(cfg: dict, ds: Dataset, run_dir: Path, resume: bool) -> _Run:
     optimizer = optimizer_from_settings(t, model.parameters(), flat=(model.flat_params, model.flat_grads))
     steps_per_epoch = math.ceil(len(split["train"]) / t["batch_size"])
     run = _Run(cfg, ds, run_dir, split, layer_sizes, model, optimizer, np.random.default_rng([t["seed"], 1]),
-               _schedule(t, steps_per_epoch), steps_per_epoch)
-    run_dir.mkdir(parents=True, exist_ok=True)
+               _schedule(t, steps_per_epoch), steps_per_epoch, data_dir=data_dir, patience_left=t["patience"])
     if not resume:
-        fsutil.write_text(run_dir / "config.yaml", dump(cfg))
-        with fsutil.atomic_path(run_dir / "split.npz", suffix=".npz") as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **split, counts=np.asarray(ds.counts))
-        fsutil.write_text(run_dir / "metrics.jsonl", "")
+        run.run_id = uuid.uuid4().hex
+        fsutil.write_text(run_dir / CONFIG_YAML, config_header(run.run_id) + dump(cfg))
+        fsutil.save_npz(run_dir / SPLIT_NPZ, {**split, "counts": np.asarray(ds.counts), "run_id": np.array(run.run_id)})
+        fsutil.write_text(run_dir / METRICS_JSONL, "")
         return run
-    state = json.loads((run_dir / "state.json").read_text())
-    if state.get("split_counts") != ds.counts:
+    arrays, state = _read_last(run_dir)
+    run.run_id = state["run_id"]
+    for name, other in ((CONFIG_YAML, config_run_id(run_dir / CONFIG_YAML)), (SPLIT_NPZ, str(split.get("run_id")))):
+        if other != run.run_id:
+            raise DoodleError(f"{run_dir / name}: belongs to another run than {LAST_NPZ}; this folder mixes two "
+                              "runs and cannot be resumed: start a new run")
+    if state["split_counts"] != ds.counts or list(split["counts"]) != ds.counts:
         raise DoodleError(f"{run_dir}: the data changed since this run started (rows per class differ); "
                           "start a new run instead of --resume")
-    model.load_state_dict(dict(np.load(run_dir / "last.npz", allow_pickle=False)))
-    optimizer.load_state_dict(dict(np.load(run_dir / "optimizer.npz", allow_pickle=False)))
-    run.rng.bit_generator.state = state["rng"]
-    run.epoch, run.best, run.train_seconds = state["epoch"], state["best"], state["train_seconds"]
-    run.history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
-    if run.epoch >= t["epochs"]:
+    try:
+        model.load_state_dict(_prefixed(arrays, "model/"))
+        optimizer.load_state_dict(_prefixed(arrays, "optimizer/"))
+        run.epoch, run.best = state["epoch"], state["best"]
+        run.best_state = _prefixed(arrays, "best/") if run.best["epoch"] != run.epoch else model.state_dict()
+        own = model.state_dict()
+        if {k: v.shape for k, v in run.best_state.items()} != {k: v.shape for k, v in own.items()}:
+            raise ValueError("the best epoch's weights are missing or misshapen")
+        model.dropout_rng.bit_generator.state = state["dropout_rng"]
+        run.rng.bit_generator.state = state["rng"]
+        run.train_seconds = state["train_seconds"]
+        run.patience_left, run.history = state["patience_left"], state["history"]
+    except (DoodleError, KeyError, TypeError, ValueError) as exc:
+        raise DoodleError(f"{run_dir / LAST_NPZ}: does not fit this run's config ({str(exc)[:200]}); "
+                          "the settings that shape the network cannot change on --resume") from None
+    if run.epoch >= t["epochs"] and _finished(run_dir, run.run_id):
         raise DoodleError(f"{run_dir}: already trained {run.epoch} epochs of {t['epochs']}; "
                           f"raise them with --set train.epochs={run.epoch + 10}")
-    if run.best["epoch"]:
-        run.best_state = load_model(run_dir)[0].state_dict()
+    # last.npz is the commit point of an epoch: what was written after it (or torn by a kill) is rewritten.
+    fsutil.write_text(run_dir / CONFIG_YAML, config_header(run.run_id) + dump(cfg))
+    _write_records(run)
     return run
 
 
+def _prefixed(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
+def _read_last(run_dir: Path) -> tuple[dict[str, np.ndarray], dict]:
+    """(arrays, state) from last.npz, or a DoodleError saying the run cannot be resumed."""
+    path = run_dir / LAST_NPZ
+    damaged = (f"{path}: damaged or unreadable ({{}}); this run cannot be resumed exactly: start a new run "
+               "(its best model so far is still in model.npz)")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+        state = json.loads(str(arrays.pop("state")))
+    except FileNotFoundError:
+        raise DoodleError(f"{path}: missing; this run cannot be resumed: start a new run") from None
+    except KeyError:
+        raise DoodleError(damaged.format("no resume state: written by an older doodle?")) from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise DoodleError(damaged.format(type(exc).__name__)) from None
+    keys = ("run_id", "epoch", "best", "train_seconds", "rng", "dropout_rng", "split_counts", "history",
+            "patience_left")
+    if not isinstance(state, dict) or any(k not in state for k in keys):
+        raise DoodleError(damaged.format("incomplete resume state"))
+    return arrays, state
+
+
 def fit(cfg: dict, ds: Dataset, run_dir: Path, reporter: Reporter = NULL_REPORTER,
-        resume: bool = False) -> TrainResult:
+        resume: bool = False, data_dir: str | None = None) -> TrainResult:
     """Minibatch gradient descent with a per-epoch validation pass; the best epoch is what is kept."""
+    run_dir = Path(run_dir)
+    with fsutil.lock_folder(run_dir, _BUSY.format(folder=run_dir)):
+        return _fit(cfg, ds, run_dir, reporter, resume, data_dir)
+
+
+def _fit(cfg: dict, ds: Dataset, run_dir: Path, reporter: Reporter, resume: bool, data_dir: str | None) -> TrainResult:
     t = cfg["train"]
-    run = _start(cfg, ds, run_dir, resume)
-    patience_left = t["patience"]
+    run = _start(cfg, ds, run_dir, resume, data_dir)
     interrupted = False
     try:
         for epoch in range(run.epoch + 1, t["epochs"] + 1):
             row = _run_epoch(run, epoch, reporter)
-            improved = _end_epoch(run, row)
+            _end_epoch(run, row)
             reporter.epoch(row)
-            if improved:
-                patience_left = t["patience"]
-            elif patience_left is not None:
-                patience_left -= 1
-                if patience_left <= 0:
-                    reporter.log(f"early stopping: no validation improvement for {t['patience']} epochs")
-                    break
+            if run.patience_left is not None and run.patience_left <= 0:
+                reporter.log(f"early stopping: no validation improvement for {t['patience']} epochs")
+                break
     except KeyboardInterrupt:
         interrupted = True
         reporter.log("interrupted: keeping the best epoch so far")
@@ -236,7 +368,8 @@ def _run_epoch(run: _Run, epoch: int, reporter: Reporter) -> dict:
             tick = time.perf_counter()
             idx, xb = next(batches)
             lr = run.lr_at(step0 + b)
-            loss, n_ok = train_step(run.model, run.optimizer, t["loss"], xb, y[idx], lr=lr, clip_norm=t["clip_norm"])
+            loss, n_ok = train_step(run.model, run.optimizer, t["loss"], xb, y[idx], lr=lr, clip_norm=t["clip_norm"],
+                                    backprop=t["backprop"], workspace=run.workspace)
             seconds += time.perf_counter() - tick
             if not math.isfinite(loss):
                 raise DoodleError(f"loss became {loss} at epoch {epoch}, batch {b + 1}: the learning rate is too "
@@ -280,26 +413,37 @@ def _batches(x: np.ndarray, order: np.ndarray, bs: int, steps: int, aug: dict, r
 
 
 def _end_epoch(run: _Run, row: dict) -> bool:
-    """Record the epoch (metrics, best model, resume state); True when it is the best so far."""
+    """Record the epoch (best model, resume state, metrics); True when it is the best so far.
+
+    last.npz is the one atomic commit of the epoch; state.json, metrics.jsonl and model.json follow it, so they
+    are never ahead of it, and --resume rewrites them from it."""
     run.epoch = row["epoch"]
     run.history.append(row)
-    with open(run.dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(row) + "\n")
     score_ = row["val_accuracy"] if row["val_accuracy"] is not None else row["train_accuracy"]
     improved = score_ > run.best["val_accuracy"]
     if improved:
         run.best = {"epoch": run.epoch, "val_accuracy": score_}
         run.best_state = run.model.state_dict()  # already a copy
-        save_model(run.dir, run.model, model_meta(run.cfg, run.ds.classes, run.layer_sizes,
-                                                  {"best_epoch": run.epoch, **row}))
-    _save_state(run)
+        run.patience_left = run.cfg["train"]["patience"]
+    elif run.patience_left is not None:
+        run.patience_left -= 1
+    _save_state(run)  # the commit; a kill before it leaves nothing of this epoch, after it a resumable run
+    if improved:
+        save_model(run.dir, run.model, _meta(run, {"best_epoch": run.epoch, **row}))
+    with open(run.dir / METRICS_JSONL, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({**row, "run_id": run.run_id}) + "\n")
     return improved
+
+
+def _meta(run: _Run, metrics: dict) -> dict:
+    return model_meta(run.cfg, run.ds.classes, run.layer_sizes, metrics, run.run_id, run.data_dir)
 
 
 def _finish(run: _Run, interrupted: bool) -> TrainResult:
     """Restore the best epoch, score it on the test split and write the final model."""
     t, test = run.cfg["train"], run.split["test"]
     run.model.load_state_dict(run.best_state)
+    calibration = _calibrate(run)
     test_loss = test_acc = None
     if len(test):
         test_loss, test_acc = score(run.model, RowView(run.ds.x, test), run.ds.y[test], t["loss"])
@@ -307,23 +451,58 @@ def _finish(run: _Run, interrupted: bool) -> TrainResult:
     sps = samples / run.train_seconds if run.train_seconds > 0 else 0.0
     best_row = next(h for h in run.history if h["epoch"] == run.best["epoch"])
     metrics = {"best_epoch": run.best["epoch"], **best_row, "test_accuracy": test_acc, "test_loss": test_loss,
-               "samples_per_second": sps, "epochs_run": len(run.history)}
-    save_model(run.dir, run.model, model_meta(run.cfg, run.ds.classes, run.layer_sizes, metrics))
+               "samples_per_second": sps, "epochs_run": len(run.history), **calibration}
+    meta = _meta(run, metrics)
+    meta["temperature"] = run.model.temperature
+    save_model(run.dir, run.model, meta)
     return TrainResult(run=str(run.dir), classes=run.ds.classes, layer_sizes=run.layer_sizes,
                        batch_size=t["batch_size"], epochs=len(run.history), best_epoch=run.best["epoch"],
                        val_accuracy=best_row["val_accuracy"], test_accuracy=test_acc, test_loss=test_loss,
                        samples_per_second=sps, interrupted=interrupted, history=run.history)
 
 
+def _calibrate(run: _Run) -> dict:
+    """Fit the model's temperature on the validation split (minimum NLL); returns the figures for the metrics."""
+    val = run.split["val"]
+    if not len(val):
+        return {"temperature": 1.0}
+    if len(val) > CALIBRATION_ROWS:  # one scalar needs no million rows, and (rows, classes) logits would be GBs
+        val = val[np.linspace(0, len(val) - 1, CALIBRATION_ROWS).astype(np.int64)]  # evenly: every class
+    xv, y = run.ds.x[val], run.ds.y[val]  # gathered once (out of core, each gather reads the files)
+    logits = run.model.predict_logits(xv)
+    run.model.temperature = 1.0
+    raw = expected_calibration_error(run.model.predict_proba(xv), y)
+    run.model.temperature = fit_temperature(logits, y)
+    return {"temperature": run.model.temperature, "val_ece_raw": raw,
+            "val_ece": expected_calibration_error(run.model.predict_proba(xv), y)}
+
+
+def _state(run: _Run) -> dict:
+    """Everything --resume needs besides the arrays (JSON-safe)."""
+    return {"run_id": run.run_id, "epoch": run.epoch, "best": run.best, "train_seconds": run.train_seconds,
+            "patience_left": run.patience_left, "rng": run.rng.bit_generator.state,
+            "dropout_rng": run.model.dropout_rng.bit_generator.state, "split_counts": run.ds.counts,
+            "data_dir": run.data_dir, "history": run.history, "doodle_version": __version__}
+
+
 def _save_state(run: _Run) -> None:
-    """What --resume needs: the latest weights, optimizer state and RNG state."""
-    for name, arrays in (("last.npz", run.model.state_dict()), ("optimizer.npz", run.optimizer.state_dict())):
-        with fsutil.atomic_path(run.dir / name, suffix=".npz") as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
-    fsutil.write_json(run.dir / "state.json", {
-        "epoch": run.epoch, "best": run.best, "train_seconds": run.train_seconds, "rng": run.rng.bit_generator.state,
-        "split_counts": run.ds.counts, "doodle_version": __version__})
+    """The epoch's commit: latest and best weights, optimizer and random states, history, in one atomic
+    last.npz; then its readable copy, state.json."""
+    state = _state(run)
+    arrays = {f"model/{k}": v for k, v in run.model.state_dict().items()}
+    if run.best["epoch"] != run.epoch:  # when this epoch is the best, its weights are already there once
+        arrays.update({f"best/{k}": v for k, v in (run.best_state or {}).items()})
+    arrays.update({f"optimizer/{k}": v for k, v in run.optimizer.state_dict().items()})
+    arrays["state"] = np.array(json.dumps(state))
+    fsutil.save_npz(run.dir / LAST_NPZ, arrays)
+    fsutil.write_json(run.dir / STATE_JSON, state)
+
+
+def _write_records(run: _Run) -> None:
+    """state.json and metrics.jsonl, rewritten from the committed state (on resume)."""
+    fsutil.write_json(run.dir / STATE_JSON, _state(run))
+    fsutil.write_text(run.dir / METRICS_JSONL,
+                      "".join(json.dumps({**row, "run_id": run.run_id}) + "\n" for row in run.history))
 
 
 __all__ = ["TrainResult", "train", "fit", "train_step", "score"]

@@ -1,4 +1,12 @@
-"""Shared fixtures: where the shared Quick, Draw! sample lives, and a loopback static file server."""
+"""Shared fixtures: the committed Quick, Draw! fixture, the whole shared sample, and a loopback static file server.
+
+Two kinds of data tests:
+- behaviour tests use `quickdraw_dir`, the small real sample committed under tests/fixtures/quickdraw/ (always
+  present, so a bare clone tests every behaviour);
+- sweeps over the whole shared sample are marked `@pytest.mark.shared` and use `shared_quickdraw_dir`
+  ($DOODLE_QUICKDRAW, else ../shared/quickdraw beside the repo). Without the sample they are skipped with a
+  one-line reason; with DOODLE_REQUIRE_SHARED=1 (CI) that skip, and any other skip, is a failure instead.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +19,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "quickdraw"
+REQUIRE_SHARED = os.environ.get("DOODLE_REQUIRE_SHARED", "") not in ("", "0")
 
 
 def quickdraw_root() -> Path:
@@ -18,12 +28,43 @@ def quickdraw_root() -> Path:
     return Path(os.environ.get("DOODLE_QUICKDRAW", REPO.parent / "shared" / "quickdraw"))
 
 
+def pytest_collection_modifyitems(config, items):
+    """Without the shared sample, each `shared` sweep is skipped, saying where the sample was looked for."""
+    root = quickdraw_root()
+    if (root / "full").is_dir():
+        return
+    reason = f"whole-sample sweep: no shared Quick, Draw! sample at {root} (set DOODLE_QUICKDRAW)"
+    skip = pytest.mark.skip(reason=reason)
+    for item in items:
+        if item.get_closest_marker("shared") is not None:
+            item.add_marker(skip)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With DOODLE_REQUIRE_SHARED=1 nothing may be skipped silently: a skip becomes a failure naming its reason."""
+    outcome = yield
+    report = outcome.get_result()
+    if REQUIRE_SHARED and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr
+        if isinstance(reason, tuple):  # (path, line, "Skipped: <reason>")
+            reason = reason[2].removeprefix("Skipped: ")
+        report.outcome = "failed"
+        report.longrepr = f"skipped, but DOODLE_REQUIRE_SHARED=1 forbids skips: {reason}"
+
+
 @pytest.fixture(scope="session")
 def quickdraw_dir() -> Path:
-    root = quickdraw_root()
-    if not (root / "full").is_dir():
-        pytest.skip(f"shared Quick, Draw! sample not found at {root} (set DOODLE_QUICKDRAW)")
-    return root
+    """The committed fixture, in Google's bucket layout (full/<format>/<word>.<ext>, pairs.json, sketches/)."""
+    return FIXTURE
+
+
+@pytest.fixture
+def shared_quickdraw_dir(request) -> Path:
+    """The whole shared sample, for tests marked `shared` (which are skipped when it is absent)."""
+    if request.node.get_closest_marker("shared") is None:
+        pytest.fail(f"{request.node.nodeid} uses shared_quickdraw_dir: mark it @pytest.mark.shared", pytrace=False)
+    return quickdraw_root()
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -33,7 +74,7 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="session")
 def static_server(quickdraw_dir):
-    """Serve the shared sample on 127.0.0.1 like `python -m http.server` (which ignores Range).
+    """Serve the fixture on 127.0.0.1 like `python -m http.server` (which ignores Range).
 
     Yields the base URL; `<base>/full/<format>/<word>.<ext>` is Google's bucket layout.
     """
@@ -46,3 +87,28 @@ def static_server(quickdraw_dir):
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ---------------------------------------------------------------- doodle play
+
+
+@pytest.fixture(scope="session")
+def play_model(tmp_path_factory) -> Path:
+    """A small model of the built-in offline shapes (a few seconds), good enough to call a drawn circle a circle."""
+    from doodle.train import train
+
+    root = tmp_path_factory.mktemp("play-model")
+    result = train(REPO / "configs" / "offline.yaml", ["data.per_category=300", "train.epochs=4", "model.hidden=[64]"],
+                   data_dir=root / "data", out=root / "run", workers=1)
+    return Path(result.run)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """List the files tests kept for people to look at (screenshots), so CI logs show where they are."""
+    paths = [value for reports in terminalreporter.stats.values() for report in reports
+             for name, value in getattr(report, "user_properties", ()) if name == "artifact"]
+    if paths:
+        terminalreporter.section("artifacts")
+        for path in dict.fromkeys(paths):
+            terminalreporter.write_line(str(path))
+

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from doodle.cli import app
 
 runner = CliRunner()
-WORDS = ["apple", "banana", "eye"]  # in the shared sample as simplified strokes, bitmaps and sketches
+WORDS = ["apple", "banana", "eye"]  # in the committed fixture as 40 simplified drawings, bitmaps and sketches
 
 
 def run(*args, input=None):
@@ -59,13 +59,13 @@ def test_download_mistakes_are_one_line(tmp_path, static_server):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, static_server):
-    """A real run: 3 categories x 80 drawings downloaded over loopback, rasterised and trained."""
+    """A real run: 3 categories x 40 drawings downloaded over loopback, rasterised and trained."""
     root = tmp_path_factory.mktemp("cli")
     cfg = root / "tiny.yaml"
     cfg.write_text(
         "data:\n"
         f"  categories: [{', '.join(WORDS)}]\n"
-        "  per_category: 80\n"
+        "  per_category: 40\n"
         "  val_fraction: 0.15\n"
         "  test_fraction: 0.2\n"
         f"  base_url: {static_server}\n"
@@ -86,7 +86,7 @@ def test_train_json_and_run_folder(trained):
     assert 0.4 < out["test_accuracy"] <= 1.0  # 3 classes: well above chance after 6 epochs
     assert len((root / "run" / "metrics.jsonl").read_text().splitlines()) == 6
     cache = list((root / "data" / "cache" / "simplified").glob("*.npy"))
-    assert len(cache) == 3 and all(np.load(p).shape == (80, 28, 28) for p in cache)
+    assert len(cache) == 3 and all(np.load(p).shape == (40, 28, 28) for p in cache)
 
 
 def test_evaluate_reproduces_test_split(trained):
@@ -94,7 +94,7 @@ def test_evaluate_reproduces_test_split(trained):
     res = run("evaluate", "--model", root / "run", "--data-dir", root / "data", "--json")
     assert res.exit_code == 0, res.output
     s = json.loads(res.stdout)
-    assert s["n"] == 3 * 16 and s["accuracy"] == pytest.approx(out["test_accuracy"])
+    assert s["n"] == 3 * 8 and s["accuracy"] == pytest.approx(out["test_accuracy"])
     for key in ("top3_accuracy", "map3", "per_class", "confusion"):
         assert key in s
     # MAP@3 from the model's own probabilities on the same split, computed independently
@@ -192,7 +192,39 @@ def test_gradcheck_command():
     res = run("gradcheck", "--set", "model.hidden=[8]", "--set", "data.image_size=8", "--max-entries", 5, "--json")
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
-    assert out["passed"] and out["worst"] < 1e-6 and out["layer_sizes"] == [64, 8, 10]
+    assert out["passed"] and out["layer_sizes"] == [64, 8, 10]
+    assert set(out["worst"]) == set(out["tolerances"]) == {"manual_vs_graph", "manual_vs_numeric", "graph_vs_numeric"}
+    assert all(out["worst"][k] < out["tolerances"][k] for k in out["worst"])
+    assert set(out["errors"]) == {"dense0.W", "dense0.b", "dense1.W", "dense1.b", "input"}
+
+
+def test_gradcheck_fails_loudly_on_a_wrong_backward(monkeypatch):
+    from doodle.nn import ReLU
+
+    monkeypatch.setattr(ReLU, "backward", lambda self, dout: dout)  # forgets the mask
+    res = run("gradcheck", "--set", "model.hidden=[8]", "--set", "data.image_size=8", "--max-entries", 5)
+    assert res.exit_code == 1
+    assert "manual vs graph" in res.stderr and "manual vs finite diff." in res.stderr and "FAIL" in res.stdout
+
+
+def test_graph_command_draws_the_loss_graph_and_the_weight_slice(tmp_path):
+    base = ("--set", "data.source=synthetic", "--set", "data.categories=[circle, star]", "--set",
+            "data.per_category=40", "--set", "model.hidden=[16]", "--data-dir", tmp_path)
+    res = run("train", *base, "--set", "train.epochs=1", "--out", tmp_path / "run", "--json")
+    assert res.exit_code == 0, res.output
+    res = run("graph", "--model", tmp_path / "run", "--out", tmp_path / "g.svg", "--slice", "1:3:0", "--json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["label_source"] == "drawing" and doc["label"] in ("circle", "star") and doc["nodes"] > 15
+    svg = (tmp_path / "g.svg").read_text()
+    for op in ("matmul", "relu", "exp", "log", "pick", "mean"):
+        assert f">{op}" in svg, op
+    assert doc["slice"]["weight"] == "W1[3, 0]" and (tmp_path / "g.slice.svg").is_file()
+    dot = run("graph", "--model", tmp_path / "run", "--out", tmp_path / "g.dot", "--format", "dot")
+    assert dot.exit_code == 0 and (tmp_path / "g.dot").read_text().startswith("digraph")
+    assert "matmul" in dot.stdout  # the terminal tree
+    bad = run("graph", "--model", tmp_path / "run", "--slice", "1:x", "--out", tmp_path / "h.svg")
+    assert bad.exit_code == 2 and "LAYER:ROW:COL" in bad.stderr
 
 
 def test_download_synthetic_then_offline_train_and_resume(tmp_path):

@@ -93,11 +93,11 @@ def test_bad_lines_are_skipped_or_strict(data_dir):
 
 def test_numpy_bitmap_source_over_file_url(tmp_path, quickdraw_dir):
     base = quickdraw_dir.resolve().as_uri()
-    c = load_config(None, ["data.source=numpy_bitmap", "data.categories=[eye, train]", "data.per_category=40",
+    c = load_config(None, ["data.source=numpy_bitmap", "data.categories=[eye, apple]", "data.per_category=15",
                            f"data.base_url={base}"])
     ds = load_dataset(c, tmp_path)
-    ref = np.load(quickdraw_dir / "full" / "numpy_bitmap" / "train.npy")[:40].reshape(-1, 28, 28)
-    assert ds.counts == [40, 40] and np.array_equal(ds.x[40:], ref)
+    ref = np.load(quickdraw_dir / "full" / "numpy_bitmap" / "apple.npy")  # 20 rows: the limit takes 15
+    assert ds.counts == [15, 15] and np.array_equal(ds.x[15:], ref[:15].reshape(-1, 28, 28))
 
 
 def test_synthetic_source_generates_then_reuses(tmp_path):

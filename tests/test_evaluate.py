@@ -3,6 +3,7 @@ unknown categories counted, not dropped; and a whole offline train -> evaluate -
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 
@@ -118,3 +119,27 @@ def test_data_with_no_usable_drawing_says_so(offline_run, tmp_path):
     bad.write_text("{broken\n")
     with pytest.raises(DoodleError, match=r"no usable drawings in .*bad.ndjson \(bad.ndjson: 0 drawings, 1 bad line"):
         evaluate(root / "run", [bad])
+
+
+def test_calibration_is_applied_unless_asked_not_to(tmp_path):
+    from doodle.checkpoint import load_model
+    from doodle.evaluate import evaluate
+    from doodle.predict import predict
+    from doodle.train import fit
+    from test_train import blobs, config
+
+    ds = blobs(size=28)  # numpy_bitmap files are 28x28
+    fit(config("train.epochs=6", "train.lr=0.05", "data.image_size=28"), ds, tmp_path / "run")
+    t = load_model(tmp_path / "run")[0].temperature
+    assert t != 1.0
+    np.save(tmp_path / "square.npy", ds.x[ds.y == 1])
+    cal = evaluate(tmp_path / "run", [tmp_path / "square.npy"])
+    raw = evaluate(tmp_path / "run", [tmp_path / "square.npy"], calibrated=False)
+    assert cal["temperature"] == t and raw["temperature"] == 1.0
+    assert cal["accuracy"] == raw["accuracy"] and cal["nll"] != raw["nll"]
+    line = json.dumps({"word": "square", "drawing": [[[0, 100], [0, 100]]]})
+
+    p_cal = predict(["-"], tmp_path / "run", stdin=io.StringIO(line))[0][0]["top"]
+    p_raw = predict(["-"], tmp_path / "run", stdin=io.StringIO(line), calibrated=False)[0][0]["top"]
+    assert [r["category"] for r in p_cal] == [r["category"] for r in p_raw]
+    assert p_cal[0]["probability"] != p_raw[0]["probability"]

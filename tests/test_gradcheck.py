@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from doodle.errors import DoodleError
-from doodle.gradcheck import check_gradients, check_layer, check_loss, numerical_gradient, rel_error
+from doodle.gradcheck import (TOLERANCES, check_gradients, check_layer, check_loss, numerical_gradient, passed,
+                              rel_error, worst)
 from doodle.nn import ACTIVATIONS, LOSSES, Dense, Dropout, LeakyReLU, ReLU, Sigmoid, Tanh
 
 TOL = 1e-6
@@ -79,14 +80,20 @@ def test_loss_gradients(loss):
 def test_whole_network(activation, loss, dropout):
     errors = check_gradients([3, 5, 4, 3], activation=activation, loss=loss, dropout=dropout, seed=0, batch=4)
     assert set(errors) == {"dense0.W", "dense0.b", "dense1.W", "dense1.b", "dense2.W", "dense2.b", "input"}
-    assert max(errors.values()) < TOL, errors
+    w = worst(errors)
+    assert w["manual_vs_numeric"] < TOL and w["graph_vs_numeric"] < TOL, errors
+    assert w["manual_vs_graph"] < 1e-12, errors  # the same sums in another order
+    assert errors["input"]["manual_vs_graph"] is None  # the graph gives the pixels no gradient
+    assert passed(errors)
 
 
 def test_big_network_sampled():
     errors = check_gradients([784, 256, 128, 10], max_entries=8, seed=1)
     assert len(errors) == 7
     # Sampled entries of a big net sit nearer the float64 floor described above.
-    assert max(errors.values()) < 1e-5, errors
+    w = worst(errors)
+    assert w["manual_vs_numeric"] < 1e-5 and w["graph_vs_numeric"] < 1e-5, errors
+    assert w["manual_vs_graph"] < TOLERANCES["manual_vs_graph"], errors
     assert check_gradients([784, 256, 128, 10], max_entries=8, seed=1) == errors  # deterministic
 
 
@@ -94,7 +101,26 @@ def test_a_wrong_backward_is_caught(monkeypatch):
     # ReLU passing every gradient through (forgetting the mask) must show up loudly.
     monkeypatch.setattr(ReLU, "backward", lambda self, dout: dout)
     errors = check_gradients([3, 5, 4, 3], activation="relu", seed=0)
-    assert errors["dense0.W"] > 1e-2
+    assert errors["dense0.W"]["manual_vs_numeric"] > 1e-2 and errors["dense0.W"]["manual_vs_graph"] > 1e-2
+    assert errors["dense0.W"]["graph_vs_numeric"] < TOL  # the graph is right: the manual side is to blame
+    assert not passed(errors)
+
+
+def test_a_wrong_graph_rule_is_caught(monkeypatch):
+    import doodle.autodiff as ad
+
+    real = ad.tanh
+
+    def tanh_without_chain_rule(x, out=None, grad_out=None):
+        t = real(x, out=out, grad_out=grad_out)
+        rule = t._backward
+        t._backward = lambda g: tuple(None if r is None else r / np.maximum(1 - t.value ** 2, 1e-3) for r in rule(g))
+        return t
+
+    monkeypatch.setitem(ad.ACTIVATIONS, "tanh", tanh_without_chain_rule)
+    errors = check_gradients([3, 5, 4, 3], activation="tanh", seed=0)
+    assert errors["dense0.W"]["graph_vs_numeric"] > 1e-2 and errors["dense0.W"]["manual_vs_graph"] > 1e-2
+    assert errors["dense0.W"]["manual_vs_numeric"] < TOL
 
 
 def test_a_wrong_bias_gradient_is_caught(monkeypatch):
@@ -106,7 +132,7 @@ def test_a_wrong_bias_gradient_is_caught(monkeypatch):
         return dx
 
     monkeypatch.setattr(Dense, "backward", mean_not_sum)
-    assert check_gradients([3, 5, 4, 3], seed=0)["dense1.b"] > 1e-2
+    assert check_gradients([3, 5, 4, 3], seed=0)["dense1.b"]["manual_vs_numeric"] > 1e-2
 
 
 def test_softmax_diagonal_only_jacobian_is_caught(monkeypatch):

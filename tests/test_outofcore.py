@@ -137,8 +137,9 @@ def test_all_yaml_names_the_345_categories_and_trains_when_shrunk(tmp_path):
     assert res.classes == list(SYNTHETIC_SHAPES) and res.epochs == 1 and res.test_accuracy is not None
 
 
-def test_all_yaml_on_the_shared_345_categories(tmp_path, quickdraw_dir):
-    base = quickdraw_dir.resolve().as_uri()
+@pytest.mark.shared
+def test_all_yaml_on_the_shared_345_categories(tmp_path, shared_quickdraw_dir):
+    base = shared_quickdraw_dir.resolve().as_uri()
     res = train(REPO / "configs" / "all.yaml", ["data.per_category=5", "model.hidden=[8]", "train.epochs=1",
                                                  f"data.base_url={base}"],
                 data_dir=tmp_path / "data", out=tmp_path / "run")
@@ -165,7 +166,7 @@ def test_evaluate_shows_extremes_for_many_classes(capsys):
     probs = rng.dirichlet(np.ones(40), size=200).astype(np.float32)
     probs[np.arange(200), y] += np.linspace(0, 1, 40)[y]  # later classes are easier
     summary = summarize(probs / probs.sum(1, keepdims=True), y, names)
-    summary.update(model="m", unknown_categories={}, problems=[])
+    summary.update(model="m", unknown_categories={}, problems=[], temperature=1.0)
     cli._show_summary(summary)
     shown = capsys.readouterr().out
     assert "worst 10 of 40 categories" in shown and "best 10 categories" in shown

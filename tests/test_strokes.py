@@ -57,9 +57,8 @@ def test_simplified_file_loads_exactly(quickdraw_dir):
     assert stats.summary() == f"cat.ndjson: {len(expected)} drawings"
 
 
-def test_raw_files_match_google_simplified(quickdraw_dir):
-    """Every shared raw/simplified pair: raw through our recipe == Google's simplified, almost always."""
-    full = quickdraw_dir / "full"
+def _raw_vs_google(full):
+    """(identical, total) over the raw drawings of `full` that have a simplified twin (same key_id)."""
     same = total = 0
     for raw_path in sorted((full / "raw").glob("*.ndjson")):
         google = {d["key_id"]: d["drawing"] for _, d in _json_lines(full / "simplified" / raw_path.name)}
@@ -69,25 +68,40 @@ def test_raw_files_match_google_simplified(quickdraw_dir):
                 total += 1
                 same += rec["drawing"] == want
                 assert len(rec["drawing"]) == len(want)  # strokes are never merged or dropped
+    return same, total
+
+
+def test_raw_files_match_google_simplified(quickdraw_dir):
+    """The fixture's raw drawings (each has its simplified twin): raw through our recipe == Google's simplified."""
+    assert _raw_vs_google(quickdraw_dir / "full") == (19, 19)
+
+
+@pytest.mark.shared
+def test_raw_files_match_google_simplified_on_the_whole_sample(shared_quickdraw_dir):
+    """Every shared raw/simplified pair: identical, almost always."""
+    same, total = _raw_vs_google(shared_quickdraw_dir / "full")
     assert total == 5528
     assert same / total >= MIN_IDENTICAL, f"{same}/{total} identical"
 
 
 def test_raw_invariants_on_real_drawings(quickdraw_dir):
-    raw_path = quickdraw_dir / "full" / "raw" / "owl.ndjson"
-    records = _json_lines(raw_path)
-    loaded = list(iter_drawings(raw_path))
-    assert len(loaded) == len(records)
-    for rec, (_, obj) in zip(loaded, records):
-        raw = obj["drawing"]
-        out = rec["drawing"]
-        assert len(out) == len(raw)
-        values = [v for s in out for v in s[0] + s[1]]
-        assert all(type(v) is int and 0 <= v <= 255 for v in values)
-        for stroke, (first, last) in zip(out, _scaled_ends(raw)):
-            assert len(stroke[0]) == len(stroke[1]) >= 2
-            assert (stroke[0][0], stroke[1][0]) == first  # RDP keeps both ends of every stroke
-            assert (stroke[0][-1], stroke[1][-1]) == last
+    n = 0
+    for raw_path in sorted((quickdraw_dir / "full" / "raw").glob("*.ndjson")):
+        records = _json_lines(raw_path)
+        loaded = list(iter_drawings(raw_path))
+        assert len(loaded) == len(records)
+        for rec, (_, obj) in zip(loaded, records):
+            raw = obj["drawing"]
+            out = rec["drawing"]
+            assert len(out) == len(raw)
+            values = [v for s in out for v in s[0] + s[1]]
+            assert all(type(v) is int and 0 <= v <= 255 for v in values)
+            for stroke, (first, last) in zip(out, _scaled_ends(raw)):
+                assert len(stroke[0]) == len(stroke[1]) >= 2
+                assert (stroke[0][0], stroke[1][0]) == first  # RDP keeps both ends of every stroke
+                assert (stroke[0][-1], stroke[1][-1]) == last
+            n += 1
+    assert n == 19
 
 
 # ---------------------------------------------------------------------------------------------

@@ -169,3 +169,101 @@ def test_pickled_arrays_are_never_loaded(tmp_path):
         np.savez(fh, **state)
     with pytest.raises(DoodleError):
         load_model(run)
+
+
+# --- training through the computational graph (train.backprop: graph) ----------------------------
+
+
+@pytest.mark.parametrize("extra", [(), ("model.dropout=0.3", "augment.shift=0.1"),
+                                   ("train.loss=mse", "model.activation=tanh", "train.optimizer=nesterov")])
+def test_graph_backprop_trains_the_same_run_in_float32(tmp_path, extra):
+    a = fit(config(*extra), blobs(), tmp_path / "a")
+    b = fit(config("train.backprop=graph", *extra), blobs(), tmp_path / "b")
+    la = np.array([h["train_loss"] for h in a.history])
+    lb = np.array([h["train_loss"] for h in b.history])
+    # float32 round-off: the two paths sum the same terms in a different order (measured <= 1.2e-7 here)
+    np.testing.assert_allclose(lb, la, rtol=1e-6)
+    assert [h["val_accuracy"] for h in a.history] == [h["val_accuracy"] for h in b.history]
+    assert (tmp_path / "b" / "model.npz").is_file() and load_model(tmp_path / "b")[1]["config"]["train"]["backprop"] \
+        == "graph"
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "tanh", "sigmoid"])
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_graph_and_manual_gradients_agree_step_by_step_in_float64(activation, loss):
+    from doodle.nn import MLP
+    from doodle.optim import make_optimizer
+    from doodle.train import gradients
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 20))
+    y = rng.integers(0, 5, 64)
+    models = [MLP([20, 16, 12, 5], activation=activation, dropout=0.25, seed=3, dtype=np.float64) for _ in range(2)]
+    opts = [make_optimizer("adam", m.parameters(), flat=(m.flat_params, m.flat_grads), lr=0.01) for m in models]
+    workspace = {}
+    for step in range(8):
+        (va, _), (vb, _) = gradients(models[0], loss, x, y, "manual"), gradients(models[1], loss, x, y, "graph",
+                                                                               workspace)
+        assert vb == pytest.approx(va, rel=1e-13)
+        for ga, gb in zip(models[0].gradients(), models[1].gradients()):
+            # relative to the tensor's size: entries that nearly cancel carry 1e-16 of the sum's magnitude
+            assert np.max(np.abs(ga - gb)) <= 1e-10 * np.max(np.abs(ga)), step
+        for o in opts:
+            o.step()
+
+
+def test_unknown_backprop_is_a_user_error():
+    from doodle.nn import MLP
+    from doodle.train import gradients
+
+    with pytest.raises(DoodleError, match="backprop"):
+        gradients(MLP([4, 2]), "cross_entropy", np.zeros((1, 4), np.float32), np.array([0]), "symbolic")
+
+
+def test_the_temperature_is_fitted_on_validation_and_kept_with_the_model(tmp_path):
+    from doodle.metrics import expected_calibration_error, fit_temperature
+
+    res = fit(config("train.epochs=6", "train.lr=0.05"), blobs(), tmp_path / "run")
+    model, meta = load_model(tmp_path / "run")
+    m = meta["metrics"]
+    assert meta["temperature"] == model.temperature == m["temperature"] != 1.0
+    # the same fit, redone independently on the run's validation rows
+    ds = blobs()
+    val = split_indices(ds.counts, 0.1, 0.1, "random", 0)["val"]
+    assert model.temperature == pytest.approx(fit_temperature(model.predict_logits(ds.x[val]), ds.y[val]))
+    assert m["val_ece"] == pytest.approx(expected_calibration_error(model.predict_proba(ds.x[val]), ds.y[val]))
+    assert m["val_ece"] <= m["val_ece_raw"] + 1e-9
+    # calibration rescales, it never reorders: top-1 is unchanged
+    raw = model.predict_logits(ds.x).argmax(1)
+    assert (model.predict_proba(ds.x).argmax(1) == raw).all() and res.test_accuracy is not None
+
+
+class _Killed(BaseException):
+    """Stands for kill -9 at one chosen moment: nothing after it runs, no handler cleans up."""
+
+
+@pytest.mark.parametrize("moment", ["a best model mid-run", "the final model"])
+def test_a_kill_between_the_epoch_commit_and_model_json_is_resumed(tmp_path, monkeypatch, moment):
+    import doodle.train as train_module
+
+    reference = fit(config(), blobs(), tmp_path / "reference")
+    real, calls = train_module.save_model, []
+
+    def dies(run_dir, model, meta):
+        calls.append(meta["metrics"].get("epochs_run"))
+        final = "epochs_run" in meta["metrics"]
+        if (moment == "the final model" and final) or (moment != "the final model" and not final):
+            raise _Killed
+        return real(run_dir, model, meta)
+
+    monkeypatch.setattr(train_module, "save_model", dies)
+    with pytest.raises(_Killed):
+        fit(config(), blobs(), tmp_path / "run")
+    monkeypatch.setattr(train_module, "save_model", real)
+    res = fit(config(), blobs(), tmp_path / "run", resume=True)
+    assert res.test_accuracy == reference.test_accuracy and res.best_epoch == reference.best_epoch
+    a, b = load_model(tmp_path / "run"), load_model(tmp_path / "reference")
+    assert all(np.array_equal(a[0].state_dict()[k], b[0].state_dict()[k]) for k in a[0].state_dict())
+    assert a[1]["metrics"]["epochs_run"] == 4
+    with pytest.raises(DoodleError, match="already trained 4 epochs"):
+        fit(config(), blobs(), tmp_path / "run", resume=True)  # now it is finished

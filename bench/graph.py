@@ -1,0 +1,247 @@
+"""Training-step speed: the computational graph (doodle.autodiff) against the hand-written backward.
+
+For each network, float32, batch 256 on random inputs, one step is forward + loss + backward (no
+optimizer): the manual path exactly as nn.train_step runs it (MLP.forward in train mode, the fused
+loss, MLP.backward), the graph path as the lead will run it (dropout masks drawn like nn.Dropout,
+autodiff.mlp_loss writing into the model's own gradient buffers, loss.backward()). Steps of the two
+paths alternate one by one, so a neighbour hogging the CPU hurts both alike; each step is timed,
+and both the ratio of the medians and the median of the per-pair ratios are printed. Then a
+second, instrumented pass charges the graph path's time to its ops (forward and backward apart)
+and the manual path's to its layers, to show where the difference goes; what the ops do not
+account for is the engine's own bookkeeping. BLAS threads: numpy's defaults (OPENBLAS_NUM_THREADS
+to change); on a shared machine multithreaded BLAS makes single steps erratic, and the load
+average printed first says how shared it was.
+
+    python bench/graph.py [--steps 60] [--batch 256] [--loss cross_entropy|mse]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections import defaultdict
+
+import _common  # noqa: F401  (puts the repo on sys.path)
+import numpy as np
+
+from doodle import autodiff as ad
+from doodle.nn import LOSSES, MLP
+
+NETWORKS = [  # (label, layer sizes, dropout)
+    ("784-256-128-10", [784, 256, 128, 10], 0.0),
+    ("quickdraw16 784-1024-512-16, dropout 0.3", [784, 1024, 512, 16], 0.3),
+]
+GROUPS = {"matmul": "dense", "add": "dense", "Dense": "dense", "mul": "dropout", "Dropout": "dropout",
+          "masks": "dropout", **{k: "activation" for k in ("relu", "leaky_relu", "tanh", "sigmoid", "ReLU",
+                                                           "LeakyReLU", "Tanh", "Sigmoid")}}
+
+
+def draw_masks(model: MLP, batch: int, rng: np.random.Generator) -> list[np.ndarray | None]:
+    """One dropout mask per hidden layer, drawn as nn.Dropout draws it: 0 or 1/(1-p), model dtype."""
+    if model.dropout == 0.0:
+        return [None] * (len(model.layer_sizes) - 2)
+    masks = []
+    for n in model.layer_sizes[1:-1]:
+        m = (rng.random((batch, n), dtype=model.dtype) >= model.dropout).astype(model.dtype)
+        m *= 1.0 / (1.0 - model.dropout)
+        masks.append(m)
+    return masks
+
+
+def manual_step(model: MLP, x, y, loss: str) -> float:
+    """forward (train mode) + fused loss + hand-written backward, as nn.train_step does."""
+    value, dlogits = LOSSES[loss](model.forward(x, train=True), y)
+    model.backward(dlogits)
+    return value
+
+
+def graph_step(model: MLP, x, y, loss: str, rng, workspace: dict, masks_fn=draw_masks) -> float:
+    """The same step through the graph, gradients landing in model.gradients()."""
+    masks = masks_fn(model, len(x), rng)
+    value, _, _ = ad.mlp_loss(x, y, model.parameters(), model.activation, loss, masks, model.gradients(),
+                              workspace)
+    value.backward()
+    return float(value.value)
+
+
+def timed(step) -> float:
+    """Seconds of one call."""
+    t0 = time.perf_counter()
+    step()
+    return time.perf_counter() - t0
+
+
+def alternate(manual, graph, pairs: int) -> tuple[list[float], list[float]]:
+    """Per-step seconds of both paths, steps alternating (ABBA order, so neither always goes first)."""
+    m_times, g_times = [], []
+    for i in range(pairs):
+        if i % 2:
+            g_times.append(timed(graph))
+            m_times.append(timed(manual))
+        else:
+            m_times.append(timed(manual))
+            g_times.append(timed(graph))
+    return m_times, g_times
+
+
+class OpTimer:
+    """Charges time to graph ops (by wrapping doodle.autodiff's op functions) and to manual layers."""
+
+    def __init__(self):
+        self.fwd = defaultdict(float)
+        self.bwd = defaultdict(float)
+        self.count = defaultdict(int)
+        self._undo = []
+
+    def _wrap_op(self, fn):
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            out = fn(*args, **kwargs)
+            self.fwd[out.op] += time.perf_counter() - t0
+            self.count[out.op] += 1
+            rule = out._backward
+            if rule is not None:
+                def timed_rule(g, op=out.op):
+                    t1 = time.perf_counter()
+                    res = rule(g)
+                    self.bwd[op] += time.perf_counter() - t1
+                    return res
+                out._backward = timed_rule
+            return out
+        return timed
+
+    def _patch(self, owner, name, value, setter=setattr):
+        old = owner[name] if isinstance(owner, dict) else getattr(owner, name)
+        setter(owner, name, value)
+        self._undo.append((owner, name, old, setter))
+
+    def install_graph(self):
+        """Wrap every op: module functions, Tensor methods, and the activation table."""
+        for name in ("add", "sub", "mul", "div", "neg", "matmul", "exp", "log", "power", "square", "pick"):
+            self._patch(ad, name, self._wrap_op(getattr(ad, name)))
+        for name in ("sum", "mean", "max", "reshape", "transpose"):
+            self._patch(ad.Tensor, name, self._wrap_op(getattr(ad.Tensor, name)))
+        for name, fn in list(ad.ACTIVATIONS.items()):
+            self._patch(ad.ACTIVATIONS, name, self._wrap_op(fn), dict.__setitem__)
+
+    def install_manual(self, model: MLP, loss: str):
+        """Wrap each layer's forward/backward and the loss function, charged to the class name."""
+        for layer in model.layers:
+            key = type(layer).__name__
+            for attr, table in (("forward", self.fwd), ("backward", self.bwd)):
+                self._patch(layer, attr, self._wrap_call(getattr(layer, attr), key, table, attr == "forward"))
+        self._patch(LOSSES, loss, self._wrap_call(LOSSES[loss], f"loss {loss}", self.fwd, True), dict.__setitem__)
+
+    def _wrap_call(self, fn, key, table, counts):
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            out = fn(*args, **kwargs)
+            table[key] += time.perf_counter() - t0
+            self.count[key] += counts
+            return out
+        return timed
+
+    def wrap_masks(self, fn):
+        """Charge dropout-mask drawing to "masks"."""
+        return self._wrap_call(fn, "masks", self.fwd, True)
+
+    def uninstall(self):
+        for owner, name, old, setter in reversed(self._undo):
+            setter(owner, name, old)
+        self._undo.clear()
+
+
+def breakdown(model, x, y, loss, rng, workspace, steps: int) -> tuple[OpTimer, float, OpTimer, float]:
+    """Instrumented, alternating runs of both paths: (graph timer, s/step, manual timer, s/step)."""
+    g, m = OpTimer(), OpTimer()
+    g.install_graph()
+    m.install_manual(model, loss)  # the graph path uses neither model.layers nor nn.LOSSES
+    masks_fn = g.wrap_masks(draw_masks)
+    try:
+        m_times, g_times = alternate(lambda: manual_step(model, x, y, loss),
+                                     lambda: graph_step(model, x, y, loss, rng, workspace, masks_fn), steps)
+    finally:
+        g.uninstall()
+        m.uninstall()
+    return g, sum(g_times) / steps, m, sum(m_times) / steps
+
+
+def print_breakdown(g: OpTimer, g_total: float, m: OpTimer, m_total: float, steps: int) -> None:
+    ms = 1e3 / steps
+    print(f"  {'graph op':<12}{'n/step':>7}{'fwd ms':>9}{'bwd ms':>9}     {'manual':<20}{'n/step':>7}{'fwd ms':>9}"
+          f"{'bwd ms':>9}")
+    g_keys = sorted(g.count, key=lambda k: -(g.fwd[k] + g.bwd[k]))
+    m_keys = sorted(m.count, key=lambda k: -(m.fwd[k] + m.bwd[k]))
+    for i in range(max(len(g_keys), len(m_keys))):
+        left = right = ""
+        if i < len(g_keys):
+            k = g_keys[i]
+            left = f"{k:<12}{g.count[k] / steps:>7.0f}{g.fwd[k] * ms:>9.3f}{g.bwd[k] * ms:>9.3f}"
+        if i < len(m_keys):
+            k = m_keys[i]
+            right = f"{k:<20}{m.count[k] / steps:>7.0f}{m.fwd[k] * ms:>9.3f}{m.bwd[k] * ms:>9.3f}"
+        print(f"  {left:<37}     {right}")
+    groups = defaultdict(lambda: [0.0, 0.0])
+    for timer, col in ((g, 0), (m, 1)):
+        for k in timer.count:
+            groups[GROUPS.get(k, "loss")][col] += (timer.fwd[k] + timer.bwd[k]) * ms
+    groups["engine/other"] = [g_total * 1e3 - sum(v[0] for v in groups.values()),
+                              m_total * 1e3 - sum(v[1] for v in groups.values())]
+    print(f"  {'where it goes':<14}{'graph ms':>10}{'manual ms':>11}{'diff ms':>9}")
+    for name in ("dense", "activation", "dropout", "loss", "engine/other"):
+        gv, mv = groups[name]
+        print(f"  {name:<14}{gv:>10.3f}{mv:>11.3f}{gv - mv:>+9.3f}")
+    print(f"  {'total':<14}{g_total * 1e3:>10.3f}{m_total * 1e3:>11.3f}{(g_total - m_total) * 1e3:>+9.3f}"
+          f"   (instrumented run: timers add a little to both)")
+
+
+def compare(label: str, sizes: list[int], dropout: float, args) -> tuple[float, float, float]:
+    """Time both paths on one network and print the figures; (manual ms, graph ms, pair ratio) medians."""
+    rng = np.random.default_rng(0)
+    model = MLP(sizes, dropout=dropout, seed=0)
+    x = rng.random((args.batch, sizes[0]), dtype=np.float32)
+    y = rng.integers(0, sizes[-1], size=args.batch)
+    workspace = {}
+
+    def manual():
+        manual_step(model, x, y, args.loss)
+
+    def graph():
+        graph_step(model, x, y, args.loss, rng, workspace)
+
+    for _ in range(3):  # warm-up: page faults, BLAS threads
+        manual()
+        graph()
+    m_times, g_times = alternate(manual, graph, args.steps)
+    m_med, g_med = statistics.median(m_times), statistics.median(g_times)
+    ratios = [g / m for m, g in zip(m_times, g_times)]
+    q1, q3 = np.percentile(ratios, [25, 75])
+    print(f"\n{label}, batch {args.batch}, float32, {args.loss}, {args.steps} alternating steps per path:")
+    print(f"  manual  median {m_med * 1e3:8.3f} ms/step   (min {min(m_times) * 1e3:.3f})")
+    print(f"  graph   median {g_med * 1e3:8.3f} ms/step   (min {min(g_times) * 1e3:.3f})")
+    m10, g10 = np.percentile(m_times, 10), np.percentile(g_times, 10)  # the quiet moments of a busy machine
+    print(f"  ratio graph/manual {g_med / m_med:.3f} of medians, {g10 / m10:.3f} of 10th percentiles;"
+          f" step-pair ratios: median {statistics.median(ratios):.3f}, quartiles {q1:.3f}-{q3:.3f}"
+          f"   target <= 1.25")
+    print_breakdown(*breakdown(model, x, y, args.loss, rng, workspace, args.steps), steps=args.steps)
+    return m_med * 1e3, g_med * 1e3, statistics.median(ratios)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=60, help="timed steps of each path")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--loss", default="cross_entropy", choices=sorted(LOSSES))
+    args = ap.parse_args()
+    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs, "
+          f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'default')}")
+    summary = [(label, *compare(label, sizes, dropout, args)) for label, sizes, dropout in NETWORKS]
+    print("\nsummary (median ms/step):")
+    for label, m_med, g_med, pair in summary:
+        print(f"  {label:<42} manual {m_med:8.3f}   graph {g_med:8.3f}   ratio {g_med / m_med:.3f} (pairs {pair:.3f})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,458 @@
+"""`doodle play`: a local web page to draw on while the network guesses, as in Quick, Draw!
+
+The browser sends strokes, never pixels. The server turns them into the model's input by exactly the
+path the training data took: Google's raw -> simplified recipe (`doodle.strokes.simplify_raw`), then
+`doodle.rasterize` with the model's own raster settings, then the model. So a drawing made here means
+what a Quick, Draw! drawing meant in training, and the API's probabilities equal `doodle predict` on
+the same ndjson.
+
+API (JSON in, JSON out; errors are 4xx `{"error": "..."}`):
+  GET  /api/model                  run name, categories, raster settings, limits
+  POST /api/predict[?top_k=N]      {"drawing": [[xs, ys, ts], ...], "format": "raw"|"simplified"}
+                                   -> {"top": [{"category", "probability"}], "bitmap": 28 rows of 0..255}
+  POST /api/save                   {"drawing": raw strokes with times, "word": category}
+                                   -> appends Google's raw record to <save-dir>/<word>.ndjson
+The page itself is doodle/static/ (index.html, play.css, play.js), served from that folder only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import math
+import os
+import secrets
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from doodle.checkpoint import load_model, resolve_model_path
+from doodle.errors import DoodleError
+from doodle.progress import NULL_REPORTER, Reporter
+from doodle.raster import rasterize
+from doodle.strokes import simplify_raw
+
+STATIC_DIR = Path(__file__).with_name("static")
+MAX_BODY = 1_000_000  # bytes per request: 20,000 points of raw JSON take ~0.5 MB
+MAX_POINTS = 20_000  # per drawing; a long Quick, Draw! drawing has ~1,000 raw points
+MAX_STROKES = 1_000  # per drawing; Quick, Draw! drawings have a few dozen at most
+MAX_COORD = 1e9  # like doodle.strokes: canvas pixels, anything bigger is corrupt
+LOOPBACK_NAMES = ("localhost",)
+_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
+          ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png",
+          ".ico": "image/x-icon"}
+# The page needs nothing from anywhere else; say so to the browser.
+_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data:; base-uri 'none'; "
+                                       "frame-ancestors 'none'; form-action 'none'",
+            "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
+
+
+class ApiError(Exception):
+    """A request the API refuses: an HTTP status and a one-line reason for the JSON body."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+# ---------------------------------------------------------------------------------------------
+# Strokes -> the model's input
+
+
+def _reject_constant(name: str):
+    raise ApiError(400, f"{name} is not a number; coordinates must be finite numbers")
+
+
+def parse_json(body: bytes):
+    """Request bytes -> JSON value; NaN and Infinity (which Python's json accepts) are refused."""
+    try:
+        return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise ApiError(400, "body is not UTF-8 text; send JSON") from None
+    except json.JSONDecodeError as exc:
+        raise ApiError(400, f"body is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except (ValueError, RecursionError) as exc:  # an integer of thousands of digits; nesting thousands deep
+        raise ApiError(400, f"body is JSON that cannot be used ({str(exc)[:80]})") from None
+
+
+def _numbers(values, what: str, lo: float, hi: float, integers: bool = False) -> None:
+    """Every value a finite number in lo..hi (ints only with `integers`); ApiError naming `what` if not."""
+    if type(values) is not list:
+        raise ApiError(400, f"{what} is not a list of numbers")
+    for v in values:
+        if type(v) is not int and (integers or type(v) is not float):  # bool is an int subclass: refused too
+            kind = "an integer" if integers else "a number"
+            raise ApiError(400, f"{what} has {json.dumps(v)[:40]}, not {kind}")
+        if not (lo <= v <= hi):  # False for NaN too (1e999 parses as inf)
+            raise ApiError(400, f"{what} has {str(v)[:40]}, outside {lo:g}..{hi:g}")
+
+
+def check_drawing(drawing, fmt: str = "raw", need_times: bool = False) -> list:
+    """Validate a request's drawing; returns its non-empty strokes. Raw: [xs, ys(, ts)] canvas numbers;
+    simplified: [xs, ys] integers in 0..255 (Google's simplified files)."""
+    if fmt not in ("raw", "simplified"):
+        raise ApiError(400, f"format must be 'raw' or 'simplified', got {json.dumps(fmt)[:40]}")
+    if type(drawing) is not list:
+        raise ApiError(400, "'drawing' must be a list of strokes [xs, ys, ts]")
+    if len(drawing) > MAX_STROKES:
+        raise ApiError(413, f"drawing has {len(drawing)} strokes; the limit is {MAX_STROKES}")
+    rows = (3,) if need_times else (2, 3) if fmt == "raw" else (2,)
+    lo, hi = (0, 255) if fmt == "simplified" else (-MAX_COORD, MAX_COORD)
+    points, strokes = 0, []
+    for i, stroke in enumerate(drawing, 1):
+        if type(stroke) is not list or len(stroke) not in rows:
+            shape = {(3,): "[xs, ys, ts] (times in ms)", (2, 3): "[xs, ys] or [xs, ys, ts]", (2,): "[xs, ys]"}[rows]
+            raise ApiError(400, f"stroke {i} is not {shape}")
+        n = len(stroke[0]) if type(stroke[0]) is list else 0
+        points += n
+        if points > MAX_POINTS:
+            raise ApiError(413, f"drawing has more than {MAX_POINTS:,} points; that is the limit")
+        for j, name in enumerate("xyt"[:len(stroke)]):
+            if name == "t":
+                _numbers(stroke[j], f"stroke {i} t", 0, MAX_COORD)
+            else:
+                _numbers(stroke[j], f"stroke {i} {name}", lo, hi, integers=fmt == "simplified")
+            if len(stroke[j]) != n:
+                raise ApiError(400, f"stroke {i} has {n} x but {len(stroke[j])} {name} values")
+        if n:
+            strokes.append(stroke)
+    if not strokes:
+        raise ApiError(400, "empty drawing: no points to guess from")
+    return strokes
+
+
+def prepare(strokes: list, fmt: str, raster: dict) -> np.ndarray:
+    """Checked strokes -> the (S, S) uint8 bitmap the model sees, by training's own path."""
+    simplified = simplify_raw(strokes) if fmt == "raw" else [[s[0], s[1]] for s in strokes]
+    return rasterize(simplified, size=raster["size"], line_width=raster["line_width"], padding=raster["padding"])
+
+
+def probabilities(model, bitmaps: np.ndarray) -> np.ndarray:
+    """(N, S, S) uint8 -> (N, C) class probabilities: the one place where calibration would go."""
+    return model.predict_proba(bitmaps)
+
+
+def top_categories(p: np.ndarray, classes: list[str], k: int) -> list[dict]:
+    """The k most probable classes, ties in class order (as `doodle predict`)."""
+    return [{"category": classes[j], "probability": float(p[j])} for j in np.argsort(-p, kind="stable")[:k]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Saving
+
+
+def raw_record(word: str, drawing: list, recognized: bool) -> dict:
+    """A record in Google's raw ndjson format (countrycode ZZ: unknown)."""
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f UTC")
+    return {"key_id": str(10 ** 15 + secrets.randbelow(9 * 10 ** 15)), "word": word, "countrycode": "ZZ",
+            "timestamp": stamp, "recognized": bool(recognized), "drawing": drawing}
+
+
+def append_line(path: Path, line: bytes) -> None:
+    """Append one line atomically: one write on an O_APPEND descriptor, under an exclusive lock, synced.
+
+    A crash can only lose this line, never tear an earlier one; a file left without its final newline
+    by an earlier crash gets one first, so the new record starts on its own line. A short write (disk
+    full) is cut back off, so the file never ends in half a record.
+    """
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    created = not path.exists()
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line
+        try:
+            written = os.write(fd, line)
+        except OSError as exc:
+            os.ftruncate(fd, size)
+            raise DoodleError(f"{path}: cannot save ({exc.strerror or exc})") from None
+        if written != len(line):
+            os.ftruncate(fd, size)
+            raise DoodleError(f"{path}: cannot save (disk full?); nothing was written")
+        os.fsync(fd)
+    finally:
+        os.close(fd)  # also releases the lock
+    if created:  # the new name must survive a crash too
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+# ---------------------------------------------------------------------------------------------
+# The app
+
+
+class Player:
+    """The loaded model and the save folder behind the API (plain methods, no web framework)."""
+
+    def __init__(self, model_path: str | Path | None, save_dir: str | Path):
+        self.run_dir = resolve_model_path(model_path)
+        self.model, self.meta = load_model(self.run_dir)
+        self.classes: list[str] = list(self.meta["classes"])
+        self.raster: dict = self.meta["raster"]
+        self.save_dir = Path(save_dir)
+        self._lock = threading.Lock()  # one forward pass at a time: layers keep per-call caches
+
+    def info(self) -> dict:
+        metrics = self.meta.get("metrics") or {}
+        return {"run": self.run_dir.name, "path": str(self.run_dir), "save_dir": str(self.save_dir),
+                "categories": self.classes,
+                "raster": self.raster, "test_accuracy": metrics.get("test_accuracy"),
+                "limits": {"body_bytes": MAX_BODY, "points": MAX_POINTS, "strokes": MAX_STROKES}}
+
+    def _guess(self, strokes: list, fmt: str) -> tuple[np.ndarray, np.ndarray]:
+        bitmap = prepare(strokes, fmt, self.raster)
+        with self._lock:
+            p = probabilities(self.model, bitmap[None])[0]
+        return bitmap, p
+
+    def predict(self, body, top_k: str | None) -> dict:
+        """Top guesses and the bitmap for one drawing."""
+        k = _top_k(top_k, len(self.classes))
+        fmt = _field(body, "format", "raw")
+        bitmap, p = self._guess(check_drawing(_field(body, "drawing"), fmt), fmt)
+        return {"top": top_categories(p, self.classes, k), "bitmap": bitmap.tolist()}
+
+    def save(self, body) -> dict:
+        """Append the drawing to <save_dir>/<word>.ndjson; `recognized` is whether the model's top guess is `word`."""
+        word = _field(body, "word")
+        if _field(body, "format", "raw") != "raw":
+            raise ApiError(400, "save takes raw drawings: strokes [xs, ys, ts] in canvas pixels and milliseconds")
+        if not isinstance(word, str) or word not in self.classes:
+            raise ApiError(400, f"unknown word {json.dumps(word)[:60]}; this model knows: {', '.join(self.classes)}")
+        if Path(word).name != word or word.startswith("."):  # class names come from model.json: trust nothing
+            raise ApiError(400, f"{word!r} cannot be a file name")
+        strokes = check_drawing(_field(body, "drawing"), "raw", need_times=True)
+        _, p = self._guess(strokes, "raw")
+        top = top_categories(p, self.classes, 1)
+        record = raw_record(word, strokes, recognized=top[0]["category"] == word)
+        path = self.save_dir / f"{word}.ndjson"
+        try:
+            append_line(path, (json.dumps(record, separators=(",", ":")) + "\n").encode("utf-8"))
+        except (DoodleError, OSError) as exc:
+            raise ApiError(507, str(exc) if isinstance(exc, DoodleError) else f"{path}: cannot save ({exc})") from None
+        return {"saved": str(path), "key_id": record["key_id"], "recognized": record["recognized"],
+                "word": word, "top": top}
+
+
+def _field(body, name: str, default=None):
+    if not isinstance(body, dict):
+        raise ApiError(400, f"body must be a JSON object with a '{name}' field")
+    if name not in body and default is None:
+        raise ApiError(400, f"missing '{name}'")
+    return body.get(name, default)
+
+
+def _top_k(value: str | None, n_classes: int) -> int:
+    if value is None:
+        return min(5, n_classes)
+    try:
+        k = int(value)
+    except ValueError:
+        raise ApiError(400, f"top_k must be a whole number, got {value[:20]!r}") from None
+    if k < 1:
+        raise ApiError(400, f"top_k must be at least 1, got {k}")
+    return min(k, n_classes)
+
+
+async def read_body(request, limit: int = MAX_BODY) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed `limit` (Content-Length or
+    bytes counted while streaming a chunked body), so a huge body is never read whole."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        # Also what keeps other web sites out: a cross-site JSON POST needs a CORS preflight we never grant.
+        raise ApiError(415, "send the body as JSON with the header Content-Type: application/json")
+    length = request.headers.get("content-length")
+    if length is not None and not length.isdigit():
+        raise ApiError(400, f"bad Content-Length {length[:20]!r}")
+    if length is not None and int(length) > limit:
+        raise ApiError(413, f"body over the {limit:,}-byte limit")
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise ApiError(413, f"body over the {limit:,}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def make_app(model_path: str | Path | None = None, save_dir: str | Path = "data/mine",
+             allowed_hosts: list[str] | None = None):
+    """The Starlette app: the page (doodle/static) and the JSON API over one loaded model.
+
+    `allowed_hosts` (e.g. ["127.0.0.1", "localhost"]) refuses requests for any other Host header, which
+    stops a DNS-rebinding web site from talking to a loopback server.
+    """
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
+    from starlette.middleware import Middleware
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+    from starlette.responses import FileResponse, JSONResponse
+    from starlette.routing import Route
+
+    player = Player(model_path, save_dir)
+    # Served names are fixed when the app starts: a request can only ever name one of these files.
+    files = {p.name: p for p in STATIC_DIR.iterdir() if p.is_file() and p.suffix in _TYPES}
+
+    def static(name: str):
+        if name not in files:
+            raise HTTPException(404, "no such file")
+        return FileResponse(files[name], media_type=_TYPES[files[name].suffix], headers=_HEADERS)
+
+    async def index(request):
+        return static("index.html")
+
+    async def asset(request):
+        return static(request.path_params["name"])
+
+    async def model_info(request):
+        return JSONResponse(player.info())
+
+    def timed(fn):
+        async def endpoint(request):
+            raw = await read_body(request)
+            t0 = time.perf_counter()
+            body = parse_json(raw)
+            result = await run_in_threadpool(fn, body, request)
+            ms = (time.perf_counter() - t0) * 1000
+            return JSONResponse(result, headers={"Server-Timing": f"{fn.__name__};dur={ms:.2f}"})
+        return endpoint
+
+    def predict(body, request):
+        return player.predict(body, request.query_params.get("top_k"))
+
+    def save(body, request):
+        return player.save(body)
+
+    async def api_error(request, exc: ApiError):
+        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    async def doodle_error(request, exc: DoodleError):  # a drawing the recipe or the rasterizer refuses
+        return JSONResponse({"error": str(exc)}, status_code=400)
+
+    async def http_error(request, exc: HTTPException):
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    routes = [Route("/", index), Route("/static/{name}", asset), Route("/api/model", model_info),
+              Route("/api/predict", timed(predict), methods=["POST"]),
+              Route("/api/save", timed(save), methods=["POST"])]
+    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)] if allowed_hosts else []
+    app = Starlette(routes=routes, middleware=middleware,
+                    exception_handlers={ApiError: api_error, DoodleError: doodle_error, HTTPException: http_error})
+    app.state.player = player
+    return app
+
+
+# ---------------------------------------------------------------------------------------------
+# Serving
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def bind(host: str, port: int):
+    """A listening socket on host:port (port 0: any free one); DoodleError when that is impossible."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise DoodleError(f"--host {host}: unknown host ({exc.strerror}); use e.g. 127.0.0.1") from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise DoodleError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another --port, "
+                          "or --port 0 for any free one") from None
+    return sock
+
+
+def url_of(sock) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+
+
+def _can_open_browser() -> bool:
+    """A graphical browser is likely: without a display, webbrowser would start a text browser in this terminal."""
+    import sys
+
+    return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _server(app):
+    import uvicorn
+
+    return uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+
+
+@contextlib.contextmanager
+def running(app, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Serve an app with uvicorn in a background thread (tests, scripts); yields its base URL, no final slash."""
+    sock = bind(host, port)
+    server = _server(app)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not server.started:
+            raise DoodleError(f"the server on {url_of(sock)} did not start")
+        yield url_of(sock).rstrip("/")
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def serve(model_path: str | Path | None = None, host: str = "127.0.0.1", port: int = 8000,
+          save_dir: str | Path = "data/mine", open_browser: bool = True, reporter: Reporter = NULL_REPORTER,
+          on_ready: Callable[[dict], None] | None = None) -> None:
+    """Serve the page until Ctrl-C (which returns normally). `on_ready(info)` gets the URL, the model and
+    its categories once the port is open."""
+    loopback = is_loopback(host)
+    allowed = ["127.0.0.1", "localhost", "::1", "[::1]"] if loopback else None
+    app = make_app(model_path, save_dir, allowed_hosts=allowed)
+    sock = bind(host, port)
+    url = url_of(sock)
+    if not loopback:
+        reporter.log(f"warning: serving on {host}, not only this machine: anyone who can reach {url} can use the "
+                     "model and add drawings to the save folder")
+    if on_ready is not None:
+        on_ready(dict(app.state.player.info(), url=url))
+    if open_browser:
+        if _can_open_browser():
+            import webbrowser
+
+            threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
+        else:
+            reporter.log(f"no display to open a browser on: open {url} yourself")
+    server = _server(app)
+    try:
+        server.run(sockets=[sock])  # on Ctrl-C it finishes the requests in flight, then stops
+    except KeyboardInterrupt:
+        pass  # uvicorn re-raises the signal it caught once it has shut down; stopping is the normal end
+    finally:
+        sock.close()

@@ -1,0 +1,422 @@
+"""`doodle play`'s API through Starlette's TestClient (and, where it matters, a real uvicorn on a loopback
+port): guesses, every kind of bad input, the size limit, static files only from doodle/static, saving in
+Google's raw format, parity with `doodle predict`, and the CLI command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import socket
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from starlette.testclient import TestClient
+from typer.testing import CliRunner
+
+from conftest import REPO
+from doodle import play
+from doodle.checkpoint import load_model
+from doodle.cli import app as cli_app
+from doodle.play import MAX_BODY, MAX_POINTS, MAX_STROKES, make_app, running
+from doodle.predict import predict
+from doodle.raster import rasterize
+from doodle.strokes import iter_drawings, parse_drawing, simplify_raw
+
+FIXTURE = REPO / "tests" / "fixtures" / "play" / "raw_shapes.ndjson"
+SHAPES = ["circle", "square", "triangle", "hexagon", "octagon", "star", "line", "zigzag"]
+JSON = {"Content-Type": "application/json"}
+
+
+def circle(n=60, cx=300.0, cy=260.0, r=140.0) -> list:
+    """One raw stroke going once round a circle, in canvas pixels, 16 ms apart."""
+    a = np.linspace(0, 2 * np.pi, n)
+    return [[(cx + r * np.cos(a)).round(2).tolist(), (cy + r * np.sin(a)).round(2).tolist(), list(range(0, 16 * n, 16))]]
+
+
+@pytest.fixture(scope="module")
+def client(play_model, tmp_path_factory):
+    return TestClient(make_app(play_model, tmp_path_factory.mktemp("mine")))
+
+
+def post(client, path, body=None, content=None, headers=JSON, **params):
+    if content is None:
+        content = json.dumps(body)
+    return client.post(path, content=content, headers=headers, params=params)
+
+
+def error_of(res, status: int) -> str:
+    assert res.status_code == status, res.text
+    body = res.json()
+    assert list(body) == ["error"] and "\n" not in body["error"], body
+    return body["error"]
+
+
+# ---------------------------------------------------------------- model, page, static files
+
+
+def test_model_endpoint(client, play_model):
+    info = client.get("/api/model").json()
+    _, meta = load_model(play_model)
+    assert info["categories"] == meta["classes"] == SHAPES
+    assert info["raster"] == meta["raster"] and info["run"] == play_model.name
+    assert info["limits"] == {"body_bytes": MAX_BODY, "points": MAX_POINTS, "strokes": MAX_STROKES}
+
+
+def test_page_is_served_from_the_package(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert '<canvas id="pad"' in page.text and "/static/play.js" in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    for name, kind in (("play.js", "text/javascript"), ("play.css", "text/css"), ("favicon.svg", "image/svg+xml")):
+        res = client.get(f"/static/{name}")
+        assert res.status_code == 200 and res.headers["content-type"].startswith(kind)
+        assert res.content == (REPO / "doodle" / "static" / name).read_bytes()
+    assert "http" not in (REPO / "doodle" / "static" / "index.html").read_text().replace("http-equiv", "")  # no CDN
+
+
+def asgi_call(app, path: str, method: str = "GET", headers=(), chunks=(), endless: bytes | None = None):
+    """Call the ASGI app directly (raw, un-normalised path; body in chunks). Returns (status, body, chunks read)."""
+    sent, reads = [], [0]
+    pieces = list(chunks)
+
+    async def receive():
+        reads[0] += 1
+        if endless is not None:
+            return {"type": "http.request", "body": endless, "more_body": True}
+        body = pieces.pop(0) if pieces else b""
+        return {"type": "http.request", "body": body, "more_body": bool(pieces)}
+
+    async def send(message):
+        sent.append(message)
+
+    raw_path = path.encode()
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+             "path": path, "raw_path": raw_path, "query_string": b"", "root_path": "",
+             "headers": [(k.lower().encode(), v.encode()) for k, v in headers], "client": ("127.0.0.1", 1),
+             "server": ("127.0.0.1", 80)}
+    asyncio.run(app(scope, receive, send))
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return status, body, reads[0]
+
+
+TRAVERSALS = ["/static/../play.py", "/static/..%2fplay.py", "/static/%2e%2e%2fplay.py", "/static/%2e%2e/play.py",
+              "/static/..%2f..%2fpyproject.toml", "/static/..%5c..%5cpyproject.toml", "/static/%2fetc%2fpasswd",
+              "/static//etc/passwd", "/static/.%2e/play.py", "/static/%252e%252e%252fplay.py", "/static/",
+              "/static/__init__.py", "/static/play.py", "/../pyproject.toml", "/static/..", "/static/play.js/.."]
+
+
+@pytest.mark.parametrize("path", TRAVERSALS)
+def test_nothing_outside_the_static_folder(client, path):
+    served = {p.read_bytes() for p in (REPO / "doodle" / "static").iterdir()}
+    res = client.get(path)  # httpx sends %-escapes as they are, but resolves a literal /../ itself
+    assert res.status_code in (400, 404) or res.content in served, (path, res.status_code)
+    status, body, _ = asgi_call(client.app, path.replace("%2f", "/").replace("%2e", "."))  # decoded, as a server may
+    assert status in (400, 404) or body in served, (path, status)
+
+
+# ---------------------------------------------------------------- guesses
+
+
+def test_a_drawn_circle_is_a_circle(client, play_model):
+    res = post(client, "/api/predict", {"drawing": circle()})
+    assert res.status_code == 200, res.text
+    out = res.json()
+    assert out["top"][0]["category"] == "circle"
+    assert len(out["top"]) == 5 and [t["probability"] for t in out["top"]] == sorted(
+        (t["probability"] for t in out["top"]), reverse=True)
+    bitmap = np.array(out["bitmap"])
+    assert bitmap.shape == (28, 28) and bitmap.min() == 0 and bitmap.max() == 255
+    assert "predict;dur=" in res.headers["server-timing"]
+    every = post(client, "/api/predict", {"drawing": circle()}, top_k="100").json()["top"]  # clipped to all 8
+    assert sorted(t["category"] for t in every) == sorted(SHAPES) and math.isclose(
+        sum(t["probability"] for t in every), 1.0, abs_tol=1e-5)
+    assert len(post(client, "/api/predict", {"drawing": circle()}, top_k="1").json()["top"]) == 1
+    no_times = [s[:2] for s in circle()]
+    assert post(client, "/api/predict", {"drawing": no_times}).json() == out
+
+
+def test_simplified_format_goes_straight_to_the_rasterizer(client, play_model):
+    from doodle.synthetic import generate
+
+    model, meta = load_model(play_model)
+    drawing = generate("square", 1, seed=3)[0]["drawing"]
+    out = post(client, "/api/predict", {"drawing": drawing, "format": "simplified"}, top_k="8").json()
+    bitmap = rasterize(drawing, size=28, line_width=meta["raster"]["line_width"], padding=meta["raster"]["padding"])
+    assert out["bitmap"] == bitmap.tolist()
+    p = model.predict_proba(bitmap[None])[0]
+    assert {t["category"]: t["probability"] for t in out["top"]} == {c: float(v) for c, v in zip(SHAPES, p)}
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def stroke(n=3):
+    return [list(range(n)), list(range(n)), list(range(n))]
+
+
+BAD = [
+    ("not JSON", "{\"drawing\": [", 400, "not JSON"),
+    ("not UTF-8", b"\xff\xfe{}", 400, "UTF-8"),
+    ("array body", [[1, 2]], 400, "JSON object"),
+    ("no drawing", {"strokes": []}, 400, "missing 'drawing'"),
+    ("drawing a number", {"drawing": 5}, 400, "list of strokes"),
+    ("stroke of one row", {"drawing": [[[1, 2]]]}, 400, "stroke 1 is not"),
+    ("stroke of four rows", {"drawing": [stroke() + [[1, 2, 3]]]}, 400, "stroke 1 is not"),
+    ("stroke a dict", {"drawing": [stroke(), {"x": 1}]}, 400, "stroke 2 is not"),
+    ("xs not a list", {"drawing": [[5, [1], [0]]]}, 400, "stroke 1 x is not a list"),
+    ("string coordinate", {"drawing": [[["a"], [1], [0]]]}, 400, "stroke 1 x has \"a\""),
+    ("boolean coordinate", {"drawing": [[[1], [True], [0]]]}, 400, "stroke 1 y has true"),
+    ("null coordinate", {"drawing": [[[1, None], [1, 2], [0, 1]]]}, 400, "stroke 1 x has null"),
+    ("nested coordinate", {"drawing": [[[[1]], [1], [0]]]}, 400, "not a number"),
+    ("NaN", "{\"drawing\": [[[NaN], [1], [0]]]}", 400, "NaN is not a number"),
+    ("Infinity", "{\"drawing\": [[[1], [-Infinity], [0]]]}", 400, "-Infinity is not a number"),
+    ("overflow to inf", "{\"drawing\": [[[1e999], [1], [0]]]}", 400, "outside"),
+    ("huge coordinate", {"drawing": [[[1e12], [1], [0]]]}, 400, "outside"),
+    ("huge integer", {"drawing": [[[10 ** 80], [1], [0]]]}, 400, "outside"),
+    ("integer of 5,000 digits", "{\"drawing\": [[[" + "9" * 5000 + "], [1], [0]]]}", 400, "cannot be used"),
+    ("nested 100,000 deep", "[" * 100_000 + "]" * 100_000, 400, "cannot be used"),
+    ("lengths differ", {"drawing": [[[1, 2], [1], [0, 1]]]}, 400, "2 x but 1 y"),
+    ("times short", {"drawing": [[[1, 2], [1, 2], [0]]]}, 400, "2 x but 1 t"),
+    ("negative time", {"drawing": [[[1], [1], [-5]]]}, 400, "stroke 1 t has -5"),
+    ("empty drawing", {"drawing": []}, 400, "empty drawing"),
+    ("only empty strokes", {"drawing": [[[], [], []], [[], []]]}, 400, "empty drawing"),
+    ("too many points", {"drawing": [stroke(MAX_POINTS // 2), stroke(MAX_POINTS // 2 + 1)]}, 413, "20,000 points"),
+    ("too many strokes", {"drawing": [stroke(1)] * (MAX_STROKES + 1)}, 413, f"limit is {MAX_STROKES}"),
+    ("unknown format", {"drawing": [stroke()], "format": "svg"}, 400, "format must be"),
+    ("simplified floats", {"drawing": [[[1.5], [1]]], "format": "simplified"}, 400, "not an integer"),
+    ("simplified out of range", {"drawing": [[[300], [1]]], "format": "simplified"}, 400, "outside 0..255"),
+    ("simplified with times", {"drawing": [stroke()], "format": "simplified"}, 400, "is not [xs, ys]"),
+]
+
+
+@pytest.mark.parametrize("name,body,status,fragment", BAD, ids=[b[0] for b in BAD])
+def test_bad_predictions_are_4xx_json(client, name, body, status, fragment):
+    content = body if isinstance(body, (str, bytes)) else json.dumps(body)
+    assert fragment in error_of(post(client, "/api/predict", content=content), status)
+
+
+@pytest.mark.parametrize("top_k", ["0", "-2", "three", "1.5", ""])
+def test_bad_top_k(client, top_k):
+    assert "top_k" in error_of(post(client, "/api/predict", {"drawing": circle()}, top_k=top_k), 400)
+
+
+def test_wrong_content_type_and_routes(client):
+    text = post(client, "/api/predict", content=json.dumps({"drawing": circle()}), headers={"Content-Type": "text/plain"})
+    assert "Content-Type: application/json" in error_of(text, 415)
+    assert error_of(client.get("/api/predict"), 405)
+    assert error_of(client.get("/api/nothing"), 404)
+
+
+def test_bodies_over_the_limit_are_refused_unread(client):
+    big = json.dumps({"drawing": circle(), "pad": "x" * MAX_BODY})
+    assert "limit" in error_of(post(client, "/api/predict", content=big), 413)
+    # A chunked body (no Content-Length) that never ends: refused once the limit is passed, not read whole.
+    chunk = b" " * 65536
+    status, body, reads = asgi_call(client.app, "/api/predict", "POST", [("content-type", "application/json")],
+                                    endless=chunk)
+    assert status == 413 and b"limit" in body
+    assert reads <= MAX_BODY // len(chunk) + 2
+    status, body, reads = asgi_call(client.app, "/api/predict", "POST",
+                                    [("content-type", "application/json"), ("content-length", str(10 ** 9))],
+                                    endless=chunk)
+    assert status == 413 and reads == 0  # Content-Length alone says no
+    status, _, _ = asgi_call(client.app, "/api/predict", "POST",
+                             [("content-type", "application/json"), ("content-length", "lots")], endless=chunk)
+    assert status == 400
+
+
+def test_a_real_server_refuses_a_huge_body_before_it_is_sent(play_model, tmp_path):
+    """uvicorn on a loopback port: a 50 MB Content-Length gets its 413 with not one body byte sent."""
+    with running(make_app(play_model, tmp_path)) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 50000000\r\n\r\n")
+            reply = b""
+            while b"}" not in reply and (part := s.recv(4096)):
+                reply += part
+    reply = reply.decode()
+    assert reply.startswith("HTTP/1.1 413") and "limit" in reply
+
+
+def test_other_host_names_are_refused_when_asked(play_model, tmp_path):
+    """A DNS-rebinding page reaches the loopback server under its own host name: refused."""
+    guarded = TestClient(make_app(play_model, tmp_path, allowed_hosts=["127.0.0.1", "localhost"]),
+                         base_url="http://127.0.0.1:8000")
+    assert guarded.get("/api/model").status_code == 200
+    assert guarded.get("/api/model", headers={"Host": "evil.example:8000"}).status_code == 400
+
+
+# ---------------------------------------------------------------- saving
+
+
+def fixture_records() -> list[dict]:
+    return [json.loads(line) for line in FIXTURE.read_text().splitlines()]
+
+
+def test_save_appends_google_raw_records_that_doodle_reads_back(play_model, tmp_path):
+    save_dir = tmp_path / "mine"
+    client = TestClient(make_app(play_model, save_dir))
+    sent = fixture_records()[:6]
+    for rec in sent:
+        res = post(client, "/api/save", {"word": rec["word"], "drawing": rec["drawing"]})
+        assert res.status_code == 200, res.text
+        assert res.json()["saved"] == str(save_dir / f"{rec['word']}.ndjson")
+    files = sorted(save_dir.glob("*.ndjson"))
+    assert [f.name for f in files] == ["circle.ndjson", "square.ndjson", "triangle.ndjson"]
+    saved = [json.loads(line) for f in files for line in f.read_text().splitlines()]
+    assert len(saved) == 6 and all(list(r) == ["key_id", "word", "countrycode", "timestamp", "recognized", "drawing"]
+                                   for r in saved)
+    assert sorted(map(json.dumps, (r["drawing"] for r in saved))) == sorted(map(json.dumps, (r["drawing"] for r in sent)))
+    assert len({r["key_id"] for r in saved}) == 6 and all(r["key_id"].isdigit() and len(r["key_id"]) == 16 for r in saved)
+    assert all(r["timestamp"].endswith(" UTC") and r["countrycode"] == "ZZ" for r in saved)
+    # recognized = the model's top guess was the word, as in the game
+    results, _ = predict([str(f) for f in files], play_model, top_k=1)
+    assert [r["recognized"] for r in saved] == [res["top"][0]["category"] == r["word"] for res, r in zip(results, saved)]
+    read = [d for f in files for d in iter_drawings(f, strict=True)]
+    assert [d["word"] for d in read] == [r["word"] for r in saved]
+    assert [d["drawing"] for d in read] == [simplify_raw(r["drawing"]) for r in saved]
+    # ...and `doodle evaluate <save-dir>/*.ndjson` scores the model on them
+    res = CliRunner().invoke(cli_app, ["evaluate", *map(str, files), "--model", str(play_model), "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["n"] == 6 and {k: v["support"] for k, v in summary["per_class"].items()
+                                  if v["support"]} == {"circle": 3, "square": 2, "triangle": 1}
+
+
+def test_save_after_a_torn_line_keeps_everything(play_model, tmp_path):
+    """A file an earlier crash left without its final newline: the new record starts a line of its own."""
+    path = tmp_path / "circle.ndjson"
+    good = fixture_records()[0]
+    before = (json.dumps(good) + "\n" + '{"word": "circle", "drawi').encode()
+    path.write_bytes(before)
+    client = TestClient(make_app(play_model, tmp_path))
+    assert post(client, "/api/save", {"word": "circle", "drawing": circle()}).status_code == 200
+    after = path.read_bytes()
+    assert after.startswith(before + b"\n") and after.endswith(b"\n")
+    drawings = list(iter_drawings(path))
+    assert len(drawings) == 2 and drawings[1]["drawing"] == simplify_raw(circle())
+
+
+@pytest.mark.parametrize("body,fragment", [
+    ({"word": "cat", "drawing": circle()}, "unknown word \"cat\""),
+    ({"word": ["circle"], "drawing": circle()}, "unknown word"),
+    ({"drawing": circle()}, "missing 'word'"),
+    ({"word": "circle", "drawing": [s[:2] for s in circle()]}, "[xs, ys, ts]"),
+    ({"word": "circle", "drawing": circle(), "format": "simplified"}, "save takes raw drawings"),
+    ({"word": "circle", "drawing": []}, "empty drawing"),
+])
+def test_bad_saves_write_nothing(play_model, tmp_path, body, fragment):
+    client = TestClient(make_app(play_model, tmp_path / "mine"))
+    assert fragment in error_of(post(client, "/api/save", body), 400)
+    assert not (tmp_path / "mine").exists()
+
+
+def test_concurrent_appends_never_interleave(tmp_path):
+    path = tmp_path / "star.ndjson"
+    lines = [json.dumps({"i": i, "pad": chr(97 + i) * 300_000}).encode() + b"\n" for i in range(12)]
+    threads = [threading.Thread(target=play.append_line, args=(path, line)) for line in lines]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(path.read_bytes().splitlines(keepends=True)) == sorted(lines)
+
+
+# ---------------------------------------------------------------- parity with `doodle predict`
+
+
+def parity(client, files: list[Path], play_model, n_classes: int) -> tuple[int, float]:
+    """(drawings compared, max |API - doodle predict| probability) over every line of the files.
+
+    The bitmaps must be identical; the probabilities then differ only by float32 rounding, as `doodle predict`
+    runs all its drawings through the network as one batch and the API one at a time.
+    """
+    results, meta = predict([str(f) for f in files], play_model, top_k=n_classes)
+    records = [json.loads(line) for f in files for line in f.read_text().splitlines() if line.strip()]
+    assert len(records) == len(results)
+    worst = 0.0
+    for rec, expected in zip(records, results):
+        out = post(client, "/api/predict", {"drawing": rec["drawing"]}, top_k=str(n_classes)).json()
+        trained_way = rasterize(parse_drawing(rec, "x")["drawing"], size=28, line_width=meta["raster"]["line_width"],
+                                padding=meta["raster"]["padding"])  # what `doodle predict` feeds the model
+        assert out["bitmap"] == trained_way.tolist(), expected["input"]
+        got = out["top"]
+        mine = {t["category"]: t["probability"] for t in got}
+        theirs = {t["category"]: t["probability"] for t in expected["top"]}
+        assert mine.keys() == theirs.keys() and got[0]["category"] == expected["top"][0]["category"], expected["input"]
+        worst = max(worst, max(abs(mine[c] - theirs[c]) for c in mine))
+    return len(records), worst
+
+
+def test_parity_with_doodle_predict_on_the_committed_drawings(client, play_model):
+    n, worst = parity(client, [FIXTURE], play_model, len(SHAPES))
+    assert n == 10 and worst <= 1e-6
+
+
+@pytest.mark.shared
+def test_parity_with_doodle_predict_on_the_shared_raw_sample(client, play_model, shared_quickdraw_dir, record_property):
+    files = [shared_quickdraw_dir / "full" / "raw" / f"{w}.ndjson"
+             for w in SHAPES + ["cat", "The Eiffel Tower", "bicycle"]]
+    n, worst = parity(client, files, play_model, len(SHAPES))
+    record_property("parity", f"{n} drawings, max abs diff {worst:.2e}")
+    assert n > 300 and worst <= 1e-6
+
+
+# ---------------------------------------------------------------- the command
+
+
+def ctrl_c(monkeypatch) -> list:
+    """uvicorn's Server.run replaced by Ctrl-C at once; returns the list of (app, address) it was asked to serve."""
+    import uvicorn
+
+    served = []
+
+    def run(server, sockets=None):
+        served.append((server.config.app, sockets[0].getsockname()))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
+    return served
+
+
+def test_doodle_play_prints_url_model_categories_and_stops_cleanly(play_model, tmp_path, monkeypatch):
+    served = ctrl_c(monkeypatch)
+    res = CliRunner().invoke(cli_app, ["play", "--model", str(play_model), "--port", "0", "--no-open",
+                                       "--save-dir", str(tmp_path / "mine")])
+    assert res.exit_code == 0, res.output
+    (app, (host, port)), = served
+    assert host == "127.0.0.1" and port > 0 and f"http://127.0.0.1:{port}/" in res.stdout
+    assert str(play_model) in res.stdout and ", ".join(SHAPES) in res.stdout and "warning" not in res.output
+    assert TestClient(app, base_url=f"http://127.0.0.1:{port}").get("/api/model").json()["categories"] == SHAPES
+    with socket.socket() as busy:  # a port in use is a one-line error
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        res = CliRunner().invoke(cli_app, ["play", "--model", str(play_model), "--port", str(busy.getsockname()[1]),
+                                           "--no-open"])
+    assert res.exit_code == 2 and res.stderr.startswith("error: cannot listen on 127.0.0.1") and "Traceback" not in res.output
+    res = CliRunner().invoke(cli_app, ["play", "--model", str(tmp_path / "nope"), "--no-open"])
+    assert res.exit_code == 2 and "no such model" in res.stderr
+
+
+def test_serving_beyond_loopback_warns(play_model, tmp_path, monkeypatch):
+    from doodle.progress import Reporter
+
+    class Logs(Reporter):
+        lines: list[str] = []
+
+        def log(self, message):
+            self.lines.append(message)
+
+    ctrl_c(monkeypatch)
+    seen = []
+    play.serve(play_model, host="0.0.0.0", port=0, save_dir=tmp_path, open_browser=False, reporter=Logs(),
+               on_ready=seen.append)
+    assert any(line.startswith("warning: serving on 0.0.0.0") for line in Logs.lines)
+    assert seen[0]["url"].startswith("http://0.0.0.0:") and seen[0]["categories"] == SHAPES
+    assert play.is_loopback("127.0.0.1") and play.is_loopback("::1") and play.is_loopback("localhost")
+    assert not play.is_loopback("0.0.0.0") and not play.is_loopback("192.168.1.5")
