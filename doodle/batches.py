@@ -20,8 +20,9 @@ import mmap
 
 import numpy as np
 
-RELEASE_BYTES = 256 << 20  # hand mapped pages back to the kernel once up to this much is mapped
-FAULT_SPAN = 64 << 10  # a page fault maps up to 64 KB around it (Linux's fault-around), not just the row
+RELEASE_BYTES = 256 << 20  # hand mapped pages back to the kernel once this much of files is resident
+CHECK_BYTES = 32 << 20  # look at the resident file pages after this much may have been newly mapped
+FAULT_SPAN = 64 << 10  # a page fault maps at least the 64 KB around it (fault-around), not just the row
 
 
 class RowStore:
@@ -92,8 +93,11 @@ class RowStore:
         fresh = span[~self._touched[span]]
         self._touched[fresh] = True
         self._mapped += len(fresh) * FAULT_SPAN
-        if self._mapped >= RELEASE_BYTES:
-            self.release()
+        if self._mapped >= CHECK_BYTES:  # the kernel may map more (large page-cache folios): ask it
+            self._mapped = 0
+            resident = _resident_file_bytes()
+            if resident is None or resident >= RELEASE_BYTES:
+                self.release()
 
     def release(self) -> None:
         """Drop the mapped pages from this process (the page cache keeps them): resident memory stays flat."""
@@ -138,6 +142,15 @@ class Labels:
     def __array__(self, dtype=None, copy=None):
         whole = self[:]
         return whole if dtype is None else whole.astype(dtype)
+
+
+def _resident_file_bytes() -> int | None:
+    """This process's resident file-backed memory (Linux /proc/self/statm), None where unknown."""
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[2]) * mmap.PAGESIZE
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _index(i: int, n: int) -> int:

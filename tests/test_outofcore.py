@@ -78,6 +78,7 @@ def test_release_drops_mapped_pages_from_the_process(tmp_path):
 
 @needs_madvise
 def test_random_batches_keep_resident_memory_flat(tmp_path, monkeypatch):
+    monkeypatch.setattr(doodle.batches, "CHECK_BYTES", 256 << 10)
     monkeypatch.setattr(doodle.batches, "RELEASE_BYTES", 1 << 20)
     parts = []
     for c in range(4):  # 4 x 2,500 rows: 7.8 MB of files
