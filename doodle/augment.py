@@ -85,15 +85,12 @@ def _random_affine(xb, rng, shift, rotate, scale, mask) -> np.ndarray:
 
 
 def augment_batch(xb: np.ndarray, rng: np.random.Generator, shift: float = 0.0, rotate: float = 0.0,
-                  scale: float = 0.0, probability: float = 1.0, cutout: float = 0.0, flip: float = 0.0) -> np.ndarray:
+                  scale: float = 0.0, probability: float = 1.0, flip: float = 0.0) -> np.ndarray:
     """uint8 (B, S, S) -> augmented float32 (B, S*S) in [0, 1]; identity when every setting is 0.
 
-    cutout > 0 then erases, in each image chosen with `probability`, a square of side cutout * S at a
-    random place (it may hang over the edge), so no single stroke can carry the decision alone; flip
-    mirrors each image left to right with that probability."""
+    `flip` is the share of images then mirrored left to right: a mirrored cat is still a cat, and
+    the MLP, which has no notion of symmetry, sees twice as many kinds of drawing."""
     out = _transform(xb, rng, shift, rotate, scale, probability)
-    if cutout > 0 and probability > 0:
-        _cutout(out.reshape(xb.shape), rng, cutout, rng.random(len(xb)) < probability)
     if flip > 0:
         images = out.reshape(xb.shape)
         mirror = rng.random(len(xb)) < flip
@@ -102,6 +99,7 @@ def augment_batch(xb: np.ndarray, rng: np.random.Generator, shift: float = 0.0, 
 
 
 def _transform(xb, rng, shift, rotate, scale, probability) -> np.ndarray:
+    """The shifts, rotations and zooms of augment_batch, as float32 (B, S*S) (always a new array)."""
     b, s, _ = xb.shape
     if (shift == 0 and rotate == 0 and scale == 0) or probability == 0:
         return to_float(xb)
@@ -110,16 +108,3 @@ def _transform(xb, rng, shift, rotate, scale, probability) -> np.ndarray:
         max_px = int(round(shift * s))
         return to_float(_integer_shift(xb, rng, max_px, mask)) if max_px else to_float(xb)
     return _random_affine(xb, rng, shift, rotate, scale, mask)
-
-
-def _cutout(x: np.ndarray, rng: np.random.Generator, size: float, mask: np.ndarray) -> None:
-    """Zero a side-`size * S` square centred at a uniformly random pixel of each masked image of x (B, S, S), in place."""
-    b, s, _ = x.shape
-    side = max(int(round(size * s)), 1)
-    centre = rng.integers(0, s, size=(b, 2))  # (B, 2) row, column
-    lo = centre - side // 2  # (B, 2) may be negative: the square is clipped to the image
-    grid = np.arange(s)
-    rows = (grid[None, :] >= lo[:, :1]) & (grid[None, :] < lo[:, :1] + side)  # (B, S)
-    cols = (grid[None, :] >= lo[:, 1:]) & (grid[None, :] < lo[:, 1:] + side)  # (B, S)
-    erase = rows[:, :, None] & cols[:, None, :] & mask[:, None, None]  # (B, S, S)
-    x[erase] = 0.0

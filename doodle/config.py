@@ -145,8 +145,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "activation": Key("relu", one_of("relu", "leaky_relu", "tanh", "sigmoid"), "non-linearity"),
         "dropout": Key(0.2, num_in(0, 0.95), "dropout after each hidden layer"),
         "init": Key("he", one_of("he", "xavier", "glorot"), "weight initialisation"),
-        "norm": Key("none", one_of("none", "layer", "batch"),
-                    "normalise each hidden layer before its activation: layer norm, batch norm or none"),
+        "norm": Key("none", one_of("none", "batch"), "batch norm between each hidden layer and its activation"),
         "tta": Key("none", one_of("none", "shift", "flip", "flip_shift"),
                    "test-time augmentation: average the logits of the image and its 1-pixel shifts, its mirror "
                    "image, or both (10 views)"),
@@ -167,8 +166,6 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "min_lr": Key(0.0, num_in(0, 10), "cosine schedule: final learning rate"),
         "loss": Key("cross_entropy", one_of("cross_entropy", "mse"), "training loss"),
         "label_smoothing": Key(0.0, num_in(0, 0.5), "train on targets 1 - e on the true class, e spread over all"),
-        "ema": Key(0.0, num_in(0, 0.9999), "keep an exponential moving average of the weights with this decay per "
-                                            "step and validate/keep it (0 = off)"),
         "backprop": Key("manual", one_of("manual", "graph"),
                         "how gradients are found: hand-written layer backward (fast) or the autodiff graph"),
         "clip_norm": Key(None, num_in(0, nullable=True, lo_open=True), "clip the global gradient norm (null = off)"),
@@ -180,10 +177,6 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "rotate": Key(8.0, num_in(0, 180), "random rotation, in degrees either way"),
         "scale": Key(0.08, num_in(0, 0.9), "random zoom, +- this fraction"),
         "probability": Key(0.8, num_in(0, 1), "share of training samples that are augmented"),
-        "mixup": Key(0.0, num_in(0, 10), "mixup: blend each batch with a shuffled copy of itself, weight ~ "
-                                         "Beta(a, a), targets blended alike (0 = off)"),
-        "cutout": Key(0.0, num_in(0, 0.9), "erase a random square of this fraction of the side in each "
-                                           "augmented image (0 = off)"),
         "flip": Key(0.0, num_in(0, 1), "share of training images mirrored left to right"),
     },
 }

@@ -22,7 +22,7 @@ import numpy as np
 from doodle import autodiff
 from doodle.config import class_names, load_config
 from doodle.errors import DoodleError
-from doodle.nn import LOSSES, MLP, Dropout, Layer
+from doodle.nn import LOSSES, MLP, Dropout, Layer, soft_targets
 
 
 def rel_error(a: np.ndarray, n: np.ndarray) -> float:
@@ -111,7 +111,7 @@ TOLERANCES = {"manual_vs_graph": 1e-9, "manual_vs_numeric": 1e-6, "graph_vs_nume
 
 def check_gradients(layer_sizes: list[int], activation: str = "relu", loss: str = "cross_entropy",
                     dropout: float = 0.0, seed: int = 0, batch: int = 4, max_entries: int | None = None,
-                    eps: float = 1e-6) -> dict[str, dict[str, float | None]]:
+                    eps: float = 1e-6, label_smoothing: float = 0.0) -> dict[str, dict[str, float | None]]:
     """Three-way check of the MLP's gradients in float64 on random inputs.
 
     For every parameter (and "input"): {"manual_vs_graph", "manual_vs_numeric", "graph_vs_numeric"},
@@ -119,7 +119,8 @@ def check_gradients(layer_sizes: list[int], activation: str = "relu", loss: str 
     (doodle.autodiff) and central finite differences. The graph gives the pixels no gradient, so
     "input" has None for its graph entries. Dropout replays one fixed mask for every forward.
     max_entries samples that many entries per tensor for the finite differences, so big networks
-    (784-256-...) check in a moment; manual and graph are compared on every entry.
+    (784-256-...) check in a moment; manual and graph are compared on every entry. label_smoothing > 0
+    trains on smoothed target rows instead of the labels, as train.label_smoothing does.
     """
     if loss not in LOSSES:
         raise DoodleError(f"unknown loss {loss!r}: use one of {', '.join(LOSSES)}")
@@ -130,6 +131,8 @@ def check_gradients(layer_sizes: list[int], activation: str = "relu", loss: str 
             p[:] = rng.normal(0.0, 0.1, size=p.shape)
     x = rng.standard_normal((batch, layer_sizes[0]))
     y = rng.integers(0, layer_sizes[-1], size=batch)
+    if label_smoothing:
+        y = soft_targets(y, layer_sizes[-1], label_smoothing, np.float64)
     loss_fn = LOSSES[loss]
     drops = [layer for layer in model.layers if isinstance(layer, Dropout)]
 
@@ -184,5 +187,6 @@ def check_config(config_path=None, overrides=(), max_entries: int | None = 20) -
     m, d = cfg["model"], cfg["data"]
     sizes = [d["image_size"] ** 2, *m["hidden"], len(class_names(cfg))]
     errors = check_gradients(sizes, activation=m["activation"], loss=cfg["train"]["loss"], dropout=m["dropout"],
-                             seed=cfg["train"]["seed"], max_entries=max_entries)
+                             seed=cfg["train"]["seed"], max_entries=max_entries,
+                             label_smoothing=cfg["train"]["label_smoothing"])
     return sizes, errors

@@ -193,41 +193,6 @@ class Dropout(Layer):
 ACTIVATIONS: dict[str, type[Layer]] = {"relu": ReLU, "leaky_relu": LeakyReLU, "tanh": Tanh, "sigmoid": Sigmoid}
 
 
-class LayerNorm(Layer):
-    """Each sample's units standardised to mean 0 and variance 1 over the layer (Ba et al. 2016), then
-    scaled by `gain` and shifted by `bias` per unit. The same in training and evaluation."""
-
-    def __init__(self, n: int, eps: float = 1e-5, dtype=np.float32):
-        super().__init__()
-        self.eps = float(eps)
-        self.params["gain"], self.params["bias"] = np.ones(n, dtype=dtype), np.zeros(n, dtype=dtype)
-        self.grads["gain"], self.grads["bias"] = np.zeros(n, dtype=dtype), np.zeros(n, dtype=dtype)
-        self.buffers: dict[str, np.ndarray] = {}  # running statistics (BatchNorm has them)
-        self.xhat: np.ndarray | None = None  # cache: the standardised input (B, n)
-        self.inv: np.ndarray | None = None  # cache: 1 / sqrt(var + eps), per sample (B, 1)
-
-    def forward(self, x, train=False):
-        xc = x - x.mean(axis=1, keepdims=True)  # (B, n)
-        var = np.einsum("ij,ij->i", xc, xc)[:, None] * (1.0 / x.shape[1])  # (B, 1)
-        self.inv = 1.0 / np.sqrt(var + self.eps)
-        xc *= self.inv
-        self.xhat = xc
-        return _scale_shift(xc, self.params["gain"], self.params["bias"])
-
-    def backward(self, dout):
-        # out = g * xhat + b, xhat = (x - mean) * inv; through the mean and the variance,
-        # dx = inv * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), means over the layer's units.
-        xhat, n = self.xhat, self.xhat.shape[1]
-        np.einsum("ij,ij->j", dout, xhat, out=self.grads["gain"])
-        np.sum(dout, axis=0, out=self.grads["bias"])
-        dxhat = dout * self.params["gain"]  # (B, n)
-        proj = np.einsum("ij,ij->i", dxhat, xhat)[:, None] * (1.0 / n)  # (B, 1)
-        dxhat -= dxhat.mean(axis=1, keepdims=True)
-        dxhat -= xhat * proj
-        dxhat *= self.inv
-        return dxhat
-
-
 class BatchNorm(Layer):
     """Each unit standardised over the batch (Ioffe & Szegedy 2015), then scaled by `gain` and shifted by
     `bias`. Training uses the batch's mean and variance and folds them into running averages
@@ -266,7 +231,8 @@ class BatchNorm(Layer):
         return _scale_shift(xc, self.params["gain"], self.params["bias"])
 
     def backward(self, dout):
-        # As LayerNorm's, with the means over the batch: dx = inv * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)).
+        # out = g * xhat + b, xhat = (x - mean) * inv; through the batch mean and variance,
+        # dx = inv * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), means over the batch.
         xhat, B = self.xhat, len(self.xhat)
         np.einsum("ij,ij->j", dout, xhat, out=self.grads["gain"])
         np.sum(dout, axis=0, out=self.grads["bias"])
@@ -285,7 +251,7 @@ def _scale_shift(xhat: np.ndarray, gain: np.ndarray, bias: np.ndarray) -> np.nda
 
 
 # None: no normalisation; otherwise applied between each hidden Dense and its activation.
-NORMS: dict[str, type[Layer] | None] = {"none": None, "layer": LayerNorm, "batch": BatchNorm}
+NORMS: dict[str, type[Layer] | None] = {"none": None, "batch": BatchNorm}
 
 
 # --- softmax and losses: name -> fn(logits (B, C), y) -> (loss, dlogits (B, C)) ----------------------

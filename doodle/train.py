@@ -237,7 +237,6 @@ class _Run:
     train_seconds: float = 0.0
     history: list[dict] = field(default_factory=list)
     workspace: dict = field(default_factory=dict)  # the graph path's reusable arrays (backprop: graph)
-    ema: np.ndarray | None = None  # train.ema: the moving average of model.flat_params
 
 
 def _start(cfg: dict, ds: Dataset, run_dir: Path, resume: bool, data_dir: str | None) -> _Run:
@@ -255,8 +254,7 @@ def _start(cfg: dict, ds: Dataset, run_dir: Path, resume: bool, data_dir: str | 
     optimizer = optimizer_from_settings(t, model.parameters(), flat=(model.flat_params, model.flat_grads))
     steps_per_epoch = math.ceil(len(split["train"]) / t["batch_size"])
     run = _Run(cfg, ds, run_dir, split, layer_sizes, model, optimizer, np.random.default_rng([t["seed"], 1]),
-               _schedule(t, steps_per_epoch), steps_per_epoch, data_dir=data_dir, patience_left=t["patience"],
-               ema=model.flat_params.copy() if t["ema"] else None)
+               _schedule(t, steps_per_epoch), steps_per_epoch, data_dir=data_dir, patience_left=t["patience"])
     if not resume:
         run.run_id = uuid.uuid4().hex
         fsutil.write_text(run_dir / CONFIG_YAML, config_header(run.run_id) + dump(cfg))
@@ -276,12 +274,7 @@ def _start(cfg: dict, ds: Dataset, run_dir: Path, resume: bool, data_dir: str | 
         model.load_state_dict(_prefixed(arrays, "model/"))
         optimizer.load_state_dict(_prefixed(arrays, "optimizer/"))
         run.epoch, run.best = state["epoch"], state["best"]
-        if run.ema is not None:
-            if arrays["ema"].shape != model.flat_params.shape:
-                raise ValueError("the moving average of the weights is misshapen")
-            run.ema = arrays["ema"].astype(model.dtype)
-        kept_in_model = run.best["epoch"] == run.epoch and run.ema is None
-        run.best_state = model.state_dict() if kept_in_model else _prefixed(arrays, "best/")
+        run.best_state = _prefixed(arrays, "best/") if run.best["epoch"] != run.epoch else model.state_dict()
         own = model.state_dict()
         if {k: v.shape for k, v in run.best_state.items()} != {k: v.shape for k, v in own.items()}:
             raise ValueError("the best epoch's weights are missing or misshapen")
@@ -369,12 +362,10 @@ def _run_epoch(run: _Run, epoch: int, reporter: Reporter) -> dict:
     try:
         for b in range(run.steps_per_epoch):
             tick = time.perf_counter()
-            idx, xb, mix = next(batches)
+            idx, xb = next(batches)
             lr = run.lr_at(step0 + b)
-            loss, n_ok = train_step(run.model, run.optimizer, t["loss"], xb, _targets(run, y[idx], mix), lr=lr,
+            loss, n_ok = train_step(run.model, run.optimizer, t["loss"], xb, _targets(run, y[idx]), lr=lr,
                                     clip_norm=t["clip_norm"], backprop=t["backprop"], workspace=run.workspace)
-            if run.ema is not None:
-                _update_ema(run)
             seconds += time.perf_counter() - tick
             if not math.isfinite(loss):
                 raise DoodleError(f"loss became {loss} at epoch {epoch}, batch {b + 1}: the learning rate is too "
@@ -392,7 +383,7 @@ def _run_epoch(run: _Run, epoch: int, reporter: Reporter) -> dict:
            "samples": seen, "seconds": round(seconds, 3), "val_loss": None, "val_accuracy": None}
     if len(run.split["val"]):
         val = run.split["val"]
-        with _kept_weights(run), _no_tta(run.model):  # TTA would cost half an epoch here; it rarely changes the best epoch
+        with _no_tta(run.model):  # TTA would cost half an epoch here, for a choice of epoch it rarely changes
             row["val_loss"], row["val_accuracy"] = score(run.model, x[val], y[val], t["loss"])
     return row
 
@@ -407,65 +398,21 @@ def _no_tta(model: MLP):
         model.tta = saved
 
 
-def _targets(run: _Run, y: np.ndarray, mix: tuple[np.ndarray, float] | None) -> np.ndarray:
-    """What the loss compares with: the labels themselves, or (B, C) target rows under label smoothing or
-    mixup (the rows of a mixed batch blended with the same weight as its images)."""
+def _targets(run: _Run, y: np.ndarray) -> np.ndarray:
+    """What the loss compares with: the labels, or with train.label_smoothing their smoothed (B, C) target rows."""
     smoothing = run.cfg["train"]["label_smoothing"]
-    if not smoothing and mix is None:
-        return y
-    t = soft_targets(y, run.layer_sizes[-1], smoothing, run.model.dtype)
-    if mix is not None:
-        t = _blend(t, *mix)
-    return t
-
-
-def _blend(a: np.ndarray, perm: np.ndarray, lam: float) -> np.ndarray:
-    """lam * a + (1 - lam) * a[perm], computed in place in a (float32 stays float32)."""
-    other = a[perm]  # a copy, taken before a changes
-    other *= 1.0 - lam
-    a *= lam
-    a += other
-    return a
-
-
-def _update_ema(run: _Run) -> None:
-    """ema <- d * ema + (1 - d) * weights, with d ramped up over the first steps (min(d, (1+t)/(10+t)), t the
-    optimizer's step count), so the average does not remember the random initialisation for long."""
-    steps = run.optimizer.t
-    d = min(run.cfg["train"]["ema"], (1.0 + steps) / (10.0 + steps))
-    run.ema *= d
-    run.ema += (1.0 - d) * run.model.flat_params
-
-
-@contextlib.contextmanager
-def _kept_weights(run: _Run):
-    """Within this block the model holds the weights a run keeps: the moving average with train.ema, else
-    the live ones."""
-    if run.ema is None:
-        yield
-        return
-    live = run.model.flat_params.copy()
-    np.copyto(run.model.flat_params, run.ema)
-    try:
-        yield
-    finally:
-        np.copyto(run.model.flat_params, live)
+    return soft_targets(y, run.layer_sizes[-1], smoothing, run.model.dtype) if smoothing else y
 
 
 def _batches(x: np.ndarray, order: np.ndarray, bs: int, steps: int, aug: dict, rng: np.random.Generator):
-    """(rows, float32 batch, mixup (partner order, weight) or None) for each step of an epoch, augmented; the
-    next batch is prepared in a thread while the current one trains (numpy releases the GIL), one at a time
-    and in order, so `rng` draws exactly as without the thread and runs stay deterministic."""
+    """(rows, float32 batch) for each step of an epoch, augmented; the next batch is prepared in a thread
+    while the current one trains (numpy releases the GIL), one at a time and in order, so `rng` draws
+    exactly as without the thread and runs stay deterministic."""
 
-    def prepare(b: int) -> tuple[np.ndarray, np.ndarray, tuple | None]:
+    def prepare(b: int) -> tuple[np.ndarray, np.ndarray]:
         idx = np.sort(order[b * bs:(b + 1) * bs])  # sorted gathers read the uint8 array in order
-        xb = augment_batch(x[idx], rng, aug["shift"], aug["rotate"], aug["scale"], aug["probability"], aug["cutout"],
-                          aug["flip"])
-        if not aug["mixup"]:
-            return idx, xb, None
-        lam = float(rng.beta(aug["mixup"], aug["mixup"]))
-        perm = rng.permutation(len(idx))
-        return idx, _blend(xb, perm, lam), (perm, lam)
+        return idx, augment_batch(x[idx], rng, aug["shift"], aug["rotate"], aug["scale"], aug["probability"],
+                                  aug["flip"])
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="doodle-batches") as pool:
         ahead = pool.submit(prepare, 0)
@@ -490,10 +437,9 @@ def _end_epoch(run: _Run, row: dict) -> bool:
     improved = score_ > run.best["val_accuracy"]
     if improved:
         run.best = {"epoch": run.epoch, "val_accuracy": score_}
+        run.best_state = run.model.state_dict()  # already a copy
         run.patience_left = run.cfg["train"]["patience"]
-        with _kept_weights(run):
-            run.best_state = run.model.state_dict()  # already a copy
-            save_model(run.dir, run.model, _meta(run, {"best_epoch": run.epoch, **row}))
+        save_model(run.dir, run.model, _meta(run, {"best_epoch": run.epoch, **row}))
     elif run.patience_left is not None:
         run.patience_left -= 1
     _save_state(run)
@@ -558,10 +504,8 @@ def _save_state(run: _Run) -> None:
     last.npz; then its readable copy, state.json."""
     state = _state(run)
     arrays = {f"model/{k}": v for k, v in run.model.state_dict().items()}
-    if run.best["epoch"] != run.epoch or run.ema is not None:  # else the best weights are model/ already
+    if run.best["epoch"] != run.epoch:  # when this epoch is the best, its weights are already there once
         arrays.update({f"best/{k}": v for k, v in (run.best_state or {}).items()})
-    if run.ema is not None:
-        arrays["ema"] = run.ema
     arrays.update({f"optimizer/{k}": v for k, v in run.optimizer.state_dict().items()})
     arrays["state"] = np.array(json.dumps(state))
     fsutil.save_npz(run.dir / LAST_NPZ, arrays)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from doodle.errors import DoodleError
-from doodle.nn import (ACTIVATIONS, INITS, LOSSES, MLP, Dense, Dropout, LeakyReLU, ReLU, Sigmoid, Tanh,
-                       cross_entropy, mse, softmax)
+from doodle.nn import (ACTIVATIONS, INITS, LOSSES, MLP, TTA, Dense, Dropout, LeakyReLU, ReLU, Sigmoid, Tanh,
+                       cross_entropy, mirror_images, mse, shift_images, soft_targets, softmax)
 from doodle.optim import SGD, make_optimizer
 from doodle.raster import to_float
 from doodle.train import train_step
@@ -366,3 +366,62 @@ def test_learns_separable_blobs(opt_name, kwargs, loss):
         last, correct = train_step(m, opt, loss, x, y)
     assert last < first / 10
     assert correct >= 0.97 * 300
+
+
+# --- target rows (label smoothing) and test-time augmentation -----------------------------------
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_losses_take_target_rows_and_a_one_hot_row_is_its_label(loss):
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((6, 4)) * 2
+    y = rng.integers(0, 4, size=6)
+    value, d = LOSSES[loss](z.copy(), y)
+    value_rows, d_rows = LOSSES[loss](z.copy(), np.eye(4)[y])
+    assert value_rows == pytest.approx(value, rel=1e-14)
+    np.testing.assert_allclose(d_rows, d, atol=1e-16)
+
+
+def test_cross_entropy_with_smoothed_targets_matches_direct_computation():
+    rng = np.random.default_rng(6)
+    z = rng.standard_normal((5, 4)) * 3
+    y = rng.integers(0, 4, size=5)
+    t = soft_targets(y, 4, smoothing=0.2, dtype=np.float64)
+    np.testing.assert_allclose(t.sum(axis=1), 1.0)
+    assert t[0, y[0]] == pytest.approx(0.8 + 0.05) and np.sort(t[0])[0] == pytest.approx(0.05)
+    loss, d = cross_entropy(z.copy(), t)
+    p = ref_softmax(z)
+    assert loss == pytest.approx(np.mean(-np.sum(t * np.log(p), axis=1)), rel=1e-12)
+    np.testing.assert_allclose(d, (p - t) / 5, atol=1e-15)
+    assert soft_targets(y, 4).dtype == F32  # float32 unless asked otherwise: no promotion in training
+
+
+def test_image_views_shift_and_mirror():
+    img = np.arange(9, dtype=F32).reshape(1, 9)  # [[0 1 2] [3 4 5] [6 7 8]]
+    assert shift_images(img, 1, 0).reshape(3, 3).tolist() == [[0, 0, 0], [0, 1, 2], [3, 4, 5]]
+    assert shift_images(img, 0, -1).reshape(3, 3).tolist() == [[1, 2, 0], [4, 5, 0], [7, 8, 0]]
+    assert mirror_images(img).reshape(3, 3).tolist() == [[2, 1, 0], [5, 4, 3], [8, 7, 6]]
+    assert img.reshape(3, 3)[0].tolist() == [0, 1, 2]  # the input is left alone
+    with pytest.raises(DoodleError, match="square images"):
+        mirror_images(np.zeros((1, 8), F32))
+
+
+@pytest.mark.parametrize("tta", sorted(set(TTA) - {"none"}))
+def test_tta_averages_the_logits_of_every_view(tta):
+    rng = np.random.default_rng(7)
+    imgs = rng.integers(0, 256, size=(5, 6, 6), dtype=np.uint8)
+    m = MLP([36, 8, 3], seed=0, tta=tta)
+    x = to_float(imgs)
+    views = []
+    for mirrored, dy, dx in TTA[tta]:
+        v = x.reshape(5, 6, 6)[:, :, ::-1] if mirrored else x.reshape(5, 6, 6)
+        out = np.zeros_like(v)  # shifted by hand: rows move dy down, columns dx right, zeros come in
+        out[:, max(dy, 0):6 + min(dy, 0), max(dx, 0):6 + min(dx, 0)] = \
+            v[:, max(-dy, 0):6 + min(-dy, 0), max(-dx, 0):6 + min(-dx, 0)]
+        views.append(m.forward(out.reshape(5, 36)))
+    np.testing.assert_allclose(m.predict_logits(imgs, batch_size=2), np.mean(views, axis=0), rtol=1e-5, atol=1e-6)
+    plain = MLP([36, 8, 3], seed=0)
+    assert not np.allclose(plain.predict_logits(imgs), m.predict_logits(imgs))  # the views do matter
+    assert len(TTA[tta]) > 1 and TTA[tta][0] == (False, 0, 0)  # the image itself is always one view
+    with pytest.raises(DoodleError, match="unknown tta"):
+        MLP([36, 3], tta="rotate")

@@ -175,7 +175,8 @@ def test_pickled_arrays_are_never_loaded(tmp_path):
 
 
 @pytest.mark.parametrize("extra", [(), ("model.dropout=0.3", "augment.shift=0.1"),
-                                   ("train.loss=mse", "model.activation=tanh", "train.optimizer=nesterov")])
+                                   ("train.loss=mse", "model.activation=tanh", "train.optimizer=nesterov"),
+                                   ("train.label_smoothing=0.1", "augment.flip=0.5", "model.tta=flip_shift")])
 def test_graph_backprop_trains_the_same_run_in_float32(tmp_path, extra):
     a = fit(config(*extra), blobs(), tmp_path / "a")
     b = fit(config("train.backprop=graph", *extra), blobs(), tmp_path / "b")
@@ -190,14 +191,17 @@ def test_graph_backprop_trains_the_same_run_in_float32(tmp_path, extra):
 
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu", "tanh", "sigmoid"])
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
-def test_graph_and_manual_gradients_agree_step_by_step_in_float64(activation, loss):
-    from doodle.nn import MLP
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_graph_and_manual_gradients_agree_step_by_step_in_float64(activation, loss, smoothing):
+    from doodle.nn import MLP, soft_targets
     from doodle.optim import make_optimizer
     from doodle.train import gradients
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((64, 20))
     y = rng.integers(0, 5, 64)
+    if smoothing:  # train.label_smoothing's target rows
+        y = soft_targets(y, 5, smoothing, np.float64)
     models = [MLP([20, 16, 12, 5], activation=activation, dropout=0.25, seed=3, dtype=np.float64) for _ in range(2)]
     opts = [make_optimizer("adam", m.parameters(), flat=(m.flat_params, m.flat_grads), lr=0.01) for m in models]
     workspace = {}
