@@ -132,10 +132,11 @@ def load_model(run_dir: str | Path):
     # Shapes first: the network is only built (and its memory taken) once the arrays on disk fit it.
     shapes = {}
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        shapes[f"dense{i}.W"], shapes[f"dense{i}.b"] = (n_in, n_out), (n_out,)
-        if i < len(sizes) - 2 and norm != "none":
-            names = ("gain", "bias", "mean", "var") if norm == "batch" else ("gain", "bias")
-            shapes.update({f"norm{i}.{k}": (n_out,) for k in names})
+        shapes[f"dense{i}.W"] = (n_in, n_out)
+        if i < len(sizes) - 2 and norm == "batch":  # the norm's shift replaces the Dense bias
+            shapes.update({f"norm{i}.{k}": (n_out,) for k in ("gain", "bias", "mean", "var")})
+        else:
+            shapes[f"dense{i}.b"] = (n_out,)
     try:
         check_names(shapes, arrays, f"model weights do not match the {sizes} network of {MODEL_JSON}")
     except DoodleError as exc:
@@ -148,6 +149,8 @@ def load_model(run_dir: str | Path):
         if not np.isfinite(arr).all():
             raise DoodleError(f"{npz}: weight {name} holds NaN or infinity (did training diverge?); "
                               "retrain, e.g. with a lower train.lr")
+        if name.endswith(".var") and (arr < 0).any():
+            raise DoodleError(f"{npz}: {name} holds a negative variance; the run is damaged; retrain or restore it")
     check_run_files(run_dir, meta)
     model = MLP(sizes, activation=meta["activation"], dropout=0.0, norm=norm, tta=tta)
     model.load_state_dict(arrays)

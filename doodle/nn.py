@@ -68,17 +68,17 @@ class Layer:
 
 
 class Dense(Layer):
-    """Affine map x @ W + b."""
+    """Affine map x @ W + b; without `bias`, just x @ W (batch norm after it brings its own shift)."""
 
     def __init__(self, n_in: int, n_out: int, init: str = "he", rng: np.random.Generator | None = None,
-                 dtype=np.float32):
+                 dtype=np.float32, bias: bool = True):
         super().__init__()
         rng = np.random.default_rng() if rng is None else rng
         self.params["W"] = np.ascontiguousarray(lookup(INITS, init, "init")(rng, n_in, n_out, dtype))
-        self.params["b"] = np.zeros(n_out, dtype=dtype)
+        if bias:
+            self.params["b"] = np.zeros(n_out, dtype=dtype)
         # Written in place by backward, so optimizers and MLP.gradients() can hold on to them.
-        self.grads["W"] = np.zeros_like(self.params["W"])
-        self.grads["b"] = np.zeros_like(self.params["b"])
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         # The network's first layer sets this False: the pixels need no gradient, and skipping
         # dX saves the biggest backward matmul but one.
         self.input_grad = True
@@ -87,13 +87,15 @@ class Dense(Layer):
     def forward(self, x, train=False):
         self.x = x
         out = x @ self.params["W"]  # (B, n_out)
-        out += self.params["b"]
+        if "b" in self.params:
+            out += self.params["b"]
         return out
 
     def backward(self, dout):
         x = self.x
         np.matmul(x.T, dout, out=self.grads["W"])  # (n_in, n_out); x.T is a BLAS transpose flag, no copy
-        np.sum(dout, axis=0, out=self.grads["b"])
+        if "b" in self.grads:
+            np.sum(dout, axis=0, out=self.grads["b"])
         return dout @ self.params["W"].T if self.input_grad else None  # (B, n_in)
 
 
@@ -206,6 +208,7 @@ class BatchNorm(Layer):
         self.buffers = {"mean": np.zeros(n, dtype=dtype), "var": np.ones(n, dtype=dtype)}
         self.xhat: np.ndarray | None = None  # cache: the standardised input (B, n)
         self.inv: np.ndarray | None = None  # cache: 1 / sqrt(var + eps), per unit (n,)
+        self.batch_stats = False  # cache: whether the last forward used the batch's statistics (training)
 
     def track(self, mean: np.ndarray, var: np.ndarray, batch: int) -> None:
         """Fold one training batch's mean and (biased) variance into the running averages, in place."""
@@ -227,18 +230,20 @@ class BatchNorm(Layer):
             var = self.buffers["var"]
         self.inv = 1.0 / np.sqrt(var + self.eps)
         xc *= self.inv
-        self.xhat = xc
+        self.xhat, self.batch_stats = xc, train
         return _scale_shift(xc, self.params["gain"], self.params["bias"])
 
     def backward(self, dout):
-        # out = g * xhat + b, xhat = (x - mean) * inv; through the batch mean and variance,
-        # dx = inv * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), means over the batch.
+        # out = g * xhat + b, xhat = (x - mean) * inv. With the batch's own mean and variance the gradient
+        # flows through them too: dx = inv * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), means
+        # over the batch; with the running ones (constants) it is just inv * dxhat.
         xhat, B = self.xhat, len(self.xhat)
         np.einsum("ij,ij->j", dout, xhat, out=self.grads["gain"])
         np.sum(dout, axis=0, out=self.grads["bias"])
         dxhat = dout * self.params["gain"]  # (B, n)
-        dxhat -= self.grads["bias"] * (self.params["gain"] * (1.0 / B))  # mean(dxhat) = g * sum(dout) / B
-        dxhat -= xhat * (self.grads["gain"] * self.params["gain"] * (1.0 / B))  # mean(dxhat * xhat) likewise
+        if self.batch_stats:
+            dxhat -= self.grads["bias"] * (self.params["gain"] * (1.0 / B))  # mean(dxhat) = g * sum(dout) / B
+            dxhat -= xhat * (self.grads["gain"] * self.params["gain"] * (1.0 / B))  # mean(dxhat * xhat) likewise
         dxhat *= self.inv
         return dxhat
 
@@ -328,7 +333,9 @@ LOSSES: dict[str, Callable] = {"cross_entropy": cross_entropy, "mse": mse}
 class MLP:
     """Dense [-> norm] -> activation [-> dropout] ... -> Dense, producing logits (softmax lives in the loss).
 
-    The parameters, in order: dense0.W, dense0.b, [norm0.gain, norm0.bias,] dense1.W, ...; batch norm's
+    The parameters, in order: dense0.W, dense0.b, dense1.W, ..., or with batch norm dense0.W, norm0.gain,
+    norm0.bias, dense1.W, ... (a hidden Dense before batch norm has no bias: the norm's own shift does its
+    job, and a bias whose gradient is zero but for rounding would only wander under Adam). The norms'
     running statistics (norm0.mean, norm0.var, ...) are buffers: in state_dict, not in parameters().
     """
 
@@ -361,11 +368,12 @@ class MLP:
         self.norms: list[Layer] = []
         owners: list[tuple[str, Layer]] = []  # (name, layer) of each layer with parameters, in order
         for i, (n_in, n_out) in enumerate(zip(self.layer_sizes[:-1], self.layer_sizes[1:])):
-            d = Dense(n_in, n_out, init=init, rng=init_rng, dtype=self.dtype)
+            hidden = i < len(self.layer_sizes) - 2
+            d = Dense(n_in, n_out, init=init, rng=init_rng, dtype=self.dtype, bias=not hidden or norm_layer is None)
             self.layers.append(d)
             self.dense.append(d)
             owners.append((f"dense{i}", d))
-            if i < len(self.layer_sizes) - 2:  # hidden layer
+            if hidden:
                 if norm_layer is not None:
                     self.norms.append(norm_layer(n_out, dtype=self.dtype))
                     self.layers.append(self.norms[-1])
@@ -377,15 +385,11 @@ class MLP:
                     self.layers.append(Dropout(dropout, drop_rng))
         self.dense[0].input_grad = False
         self.param_names = [f"{name}.{k}" for name, layer in owners for k in layer.params]
-        self._buffers = {f"norm{i}.{k}": v for i, layer in zip(self._hidden_index(), self.norms)
-                         for k, v in getattr(layer, "buffers", {}).items()}
+        self._buffers = {f"norm{i}.{k}": v for i, layer in enumerate(self.norms) for k, v in layer.buffers.items()}
         # All parameters live back to back in one flat buffer, and all gradients in another, so an
         # optimizer can update the whole network in a dozen numpy calls instead of a dozen per array.
         self.flat_params, self._params = _rehome([layer.params for _, layer in owners], self.dtype)
         self.flat_grads, self._grads = _rehome([layer.grads for _, layer in owners], self.dtype)
-
-    def _hidden_index(self) -> range:
-        return range(len(self.layer_sizes) - 2)
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         """Logits (B, C) for float inputs (B, n_in)."""
@@ -410,6 +414,16 @@ class MLP:
         if not drops or self.dropout == 0.0:
             return [None] * (len(self.layer_sizes) - 2)
         return [d.draw_mask((batch, n), self.dtype) for d, n in zip(drops, self.layer_sizes[1:-1])]
+
+    def running_stats(self) -> list[tuple[np.ndarray, np.ndarray]] | None:
+        """Each batch norm's running (mean, var), the statistics evaluation uses; None without batch norm."""
+        return [(n.buffers["mean"], n.buffers["var"]) for n in self.norms] if self.norms else None
+
+    def track(self, batch_stats: list[tuple[np.ndarray, np.ndarray]], batch: int) -> None:
+        """Fold each batch norm's training-batch (mean, var), found elsewhere (the autodiff graph), into its
+        running statistics, as forward(train=True) does."""
+        for norm, (mean, var) in zip(self.norms, batch_stats, strict=True):
+            norm.track(mean, var, batch)
 
     def parameters(self) -> list[np.ndarray]:
         """The live parameter arrays, in param_names order."""

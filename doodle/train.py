@@ -167,8 +167,11 @@ def gradients(model: MLP, loss: str, x: np.ndarray, y: np.ndarray, backprop: str
     if backprop == "graph":
         if x.dtype != model.dtype:
             x = x.astype(model.dtype)
+        batch_stats: list = []  # batch norm's batch statistics, for the model's running averages
         graph_loss, _, logits = autodiff.mlp_loss(x, y, model.parameters(), model.activation, loss,
-                                                  model.dropout_masks(len(x)), model.gradients(), workspace)
+                                                  model.dropout_masks(len(x)), model.gradients(), workspace,
+                                                  norm=model.norm, batch_stats=batch_stats)
+        model.track(batch_stats, len(x))
         n_correct = _n_correct(logits.value, y)
         value = float(graph_loss.value)
         graph_loss.backward()
