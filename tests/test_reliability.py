@@ -375,10 +375,12 @@ def test_models_from_before_test_time_augmentation_load_and_predict_as_before(ru
     run = copy_run(run_dir, tmp_path)
     meta = json.loads((run / "model.json").read_text())
     model, _ = load_model(run)
+    assert model.tta == meta["tta"] == "flip_shift"  # the built-in default
     x = np.random.default_rng(0).integers(0, 256, (5, 8, 8), dtype=np.uint8)
     del meta["tta"]
     (run / "model.json").write_text(json.dumps(meta))
     old, _ = load_model(run)
+    model.tta = "none"
     assert old.tta == "none" and np.array_equal(old.predict_proba(x), model.predict_proba(x))
     _edit_meta(run, tta="flip")  # the metadata decides how the model predicts
     flipped, _ = load_model(run)

@@ -174,7 +174,8 @@ def test_pickled_arrays_are_never_loaded(tmp_path):
 # --- training through the computational graph (train.backprop: graph) ----------------------------
 
 
-@pytest.mark.parametrize("extra", [(), ("model.dropout=0.3", "augment.shift=0.1"),
+@pytest.mark.parametrize("extra", [("train.label_smoothing=0", "augment.flip=0", "model.tta=none"),
+                                   ("model.dropout=0.3", "augment.shift=0.1"),
                                    ("train.loss=mse", "model.activation=tanh", "train.optimizer=nesterov"),
                                    ("train.label_smoothing=0.1", "augment.flip=0.5", "model.tta=flip_shift",
                                     "model.norm=batch", "model.dropout=0.1")])
