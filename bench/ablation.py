@@ -7,7 +7,8 @@ time and the machine's load average (2 cores, shared: timings carry that load). 
 the Markdown table kept in bench/ablation.md.
 
     python bench/ablation.py NAME [--set key=value ...] [--config configs/quickdraw16.yaml]
-    python bench/ablation.py --table
+    python bench/ablation.py --table     # the log as Markdown
+    python bench/ablation.py --costs     # each lever's time against the plain recipe, measured in one run
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import os
 import tempfile
 import time
 from pathlib import Path
+
+import yaml
 
 from _common import REPO, quickdraw_root
 
@@ -65,7 +68,9 @@ def run_one(name: str, overrides: list[str], config: Path, data_dir: Path, out: 
     res = train(config, overrides, data_dir=data_dir, out=out, reporter=EpochPrinter())
     seconds = time.perf_counter() - t0
     figures = scores(out, data_dir, overrides, config)
-    row = {"name": name, "run": str(out), "config": str(config.relative_to(REPO)) if config.is_relative_to(REPO) else str(config),
+    resolved = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
+    resolved["data"].pop("base_url", None)
+    row = {"name": name, "run": str(out), "resolved": resolved, "config": str(config.relative_to(REPO)) if config.is_relative_to(REPO) else str(config),
            "set": overrides[1:], "epochs": res.epochs, "best_epoch": res.best_epoch, **figures,
            "seconds": round(seconds, 1), "train_seconds": round(sum(h["seconds"] for h in res.history), 1),
            "load": [round(a, 2) for a in (*load_before, *os.getloadavg())],
@@ -75,17 +80,90 @@ def run_one(name: str, overrides: list[str], config: Path, data_dir: Path, out: 
     return row
 
 
+# What a setting meant before it existed (runs older than issue 13's keys) or after it was removed again:
+# off. TTA was briefly a number of pixels, 0 for none.
+OFF = {("model", "norm"): "none", ("model", "tta"): "none", ("train", "label_smoothing"): 0.0,
+       ("augment", "flip"): 0.0, ("train", "ema"): 0.0, ("augment", "mixup"): 0.0, ("augment", "cutout"): 0.0}
+
+
+def differences(resolved: dict, reference: dict) -> str:
+    """A run's settings that differ from a reference config, as key=value (settings it predates count as off)."""
+    def value(cfg: dict, sec: str, key: str):
+        v = cfg.get(sec, {}).get(key, OFF.get((sec, key)))
+        return "none" if (sec, key) == ("model", "tta") and v == 0 else v
+
+    keys = {(sec, key) for cfg in (resolved, reference) for sec in cfg for key in cfg[sec]} | set(OFF)
+    out = [f"{sec}.{key}={json.dumps(value(resolved, sec, key))}" for sec, key in sorted(keys)
+           if (sec, key) not in (("data", "base_url"), ("data", "categories"))
+           and value(resolved, sec, key) != value(reference, sec, key)]
+    return ", ".join(out).replace('"', "") or "-"
+
+
 def table(rows: list[dict]) -> str:
-    lines = ["| run | config / overrides | epochs | val top-1 | val top-3 | test top-1 | test top-3 | test ECE | "
-             "time (s) | load (start, end) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    """The log as Markdown; each run's settings are shown as their differences from today's config file."""
+    references = {}
+    lines = ["| run | differs from today's config file | epochs | val top-1 | val top-3 | test top-1 | test top-3 | "
+             "test ECE | time (s) | load (start, end) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        sets = ", ".join(s for s in r["set"] if not s.startswith("data.base_url")) or "-"
+        name = Path(r["config"]).name
+        if name not in references:
+            references[name] = load_config(REPO / "configs" / name)
+        sets = f"{name}: {differences(r['resolved'], references[name])}"
         test = r.get("test", {})
-        lines.append(f"| {r['name']} | {Path(r['config']).name}: {sets} | {r['epochs']} (best {r['best_epoch']}) | "
+        lines.append(f"| {r['name']} | {sets} | {r['epochs']} (best {r['best_epoch']}) | "
                      f"{r['val']['top1']:.2%} | {r['val']['top3']:.2%} | {test.get('top1', float('nan')):.2%} | "
                      f"{test.get('top3', float('nan')):.2%} | {test.get('ece', float('nan')):.2%} | "
                      f"{r['seconds']:.0f} | {r['load'][0]:.1f}, {r['load'][3]:.1f} |")
     return "\n".join(lines)
+
+
+def costs(rounds: int = 7) -> dict[str, float]:
+    """Each lever's time against the plain recipe, measured within one run on random 28x28 bitmaps: a training
+    step of 784-1024-512-16 at batch 256 (manual backprop, Adam), a batch's augmentation, and prediction.
+    Variants alternate round by round, so a busy neighbour slows them alike; the medians of the per-round
+    ratios are returned."""
+    import statistics
+
+    import numpy as np
+
+    from doodle.augment import augment_batch
+    from doodle.nn import MLP
+    from doodle.optim import make_optimizer
+    from doodle.train import train_step
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (256, 28, 28), dtype=np.uint8)
+    y = rng.integers(0, 16, 256)
+    xf = augment_batch(x, rng, 0.08, 12, 0.12, 0.9)
+    test = rng.integers(0, 256, (2000, 28, 28), dtype=np.uint8)
+
+    def stepper(norm: str):
+        m = MLP([784, 1024, 512, 16], dropout=0.1, norm=norm)
+        opt = make_optimizer("adam", m.parameters(), flat=(m.flat_params, m.flat_grads), lr=1e-3)
+        return lambda: train_step(m, opt, "cross_entropy", xf, y)
+
+    def predictor(tta: str):
+        m = MLP([784, 1024, 512, 16], tta=tta)
+        return lambda: m.predict_logits(test)
+
+    variants = {  # name: (plain, with the lever, repeats per timing)
+        "batch norm (train step)": (stepper("none"), stepper("batch"), 10),
+        "flips (augmentation of a batch)": (lambda: augment_batch(x, rng, 0.08, 12, 0.12, 0.9),
+                                            lambda: augment_batch(x, rng, 0.08, 12, 0.12, 0.9, flip=0.5), 10),
+        "TTA flip_shift (prediction)": (predictor("none"), predictor("flip_shift"), 2),
+    }
+    ratios: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(rounds):
+        for name, (plain, lever, n) in variants.items():
+            times = []
+            for fn in (plain, lever):
+                fn()  # warm
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    fn()
+                times.append(time.perf_counter() - t0)
+            ratios[name].append(times[1] / times[0])
+    return {k: statistics.median(v) for k, v in ratios.items()}
 
 
 def main() -> None:
@@ -98,7 +176,14 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=Path(tempfile.gettempdir()) / "doodle-ablation-runs",
                     help="where run folders are kept (RUNS/NAME-<time>)")
     ap.add_argument("--table", action="store_true", help="print the log as a Markdown table")
+    ap.add_argument("--costs", action="store_true", help="time each lever against the plain recipe (ratios)")
     args = ap.parse_args()
+    if args.costs:
+        load = os.getloadavg()[0]
+        for name, ratio in costs().items():
+            print(f"{name:<34} {ratio:.2f}x")
+        print(f"load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (2 cores)")
+        return
     if args.table:
         rows = [json.loads(line) for line in LOG.read_text(encoding="utf-8").splitlines() if line.strip()]
         print(table(rows))

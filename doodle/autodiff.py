@@ -443,27 +443,18 @@ def softmax(logits: Tensor) -> Tensor:
     return e / e.sum(axis=1, keepdims=True)  # (B, C) / (B, 1)
 
 
-# y is (B,) class indices or (B, C) target rows (label smoothing, mixup), as for doodle.nn's losses.
-
-
 def softmax_cross_entropy(logits: Tensor, y: np.ndarray) -> Tensor:
-    """Mean over the batch of log-sum-exp(z) - z[y], z = logits - row max (so exp cannot overflow); with
-    target rows t, log-sum-exp(z) - sum_c t_c z_c."""
+    """Mean over the batch of log-sum-exp(z) - z[y], z = logits - row max (so exp cannot overflow)."""
     z = logits - logits.max(axis=1, keepdims=True)  # (B, C), each row's max is now 0
     lse = log(exp(z).sum(axis=1))  # (B,), >= 0 since one term is e^0
-    if y.ndim == 2:
-        return (lse - (z * Tensor(y, name="targets")).sum(axis=1)).mean()  # scalar
     return (lse - pick(z, y)).mean()  # scalar
 
 
 def squared_error(logits: Tensor, y: np.ndarray) -> Tensor:
     """The essay's loss: sum over classes of (softmax - one-hot truth)^2, averaged over the batch."""
     p = softmax(logits)  # (B, C)
-    if y.ndim == 2:
-        truth = Tensor(y, name="targets")  # (B, C) constant
-    else:
-        truth = Tensor(np.eye(p.shape[1], dtype=p.dtype)[y], name="onehot")  # (B, C) constant
-    return square(p - truth).sum(axis=1).mean()  # scalar
+    onehot = Tensor(np.eye(p.shape[1], dtype=p.dtype)[y], name="onehot")  # (B, C) constant
+    return square(p - onehot).sum(axis=1).mean()  # scalar
 
 
 LOSSES: dict[str, Callable[[Tensor, np.ndarray], Tensor]] = {
@@ -578,12 +569,11 @@ def mlp_loss(x: np.ndarray, y: np.ndarray, params: list[np.ndarray], activation:
              running: list | None = None, batch_stats: list | None = None) -> tuple[Tensor, list[Tensor], Tensor]:
     """The loss graph of doodle.nn.MLP on a batch: (loss, parameter tensors W0, b0, ..., logits).
 
-    x (B, n0) floats (cast to the parameters' dtype, as MLP.forward does), y (B,) class indices or (B, C)
-    target rows. Parameter tensors wrap `params` without copying; after loss.backward() their .grad are
-    the arrays in grads_out (e.g. model.gradients(), views of the model's flat gradient buffer), or new
-    ones when grads_out is None. norm, running and batch_stats: see mlp_logits. With a workspace (an
-    empty dict kept for the whole run), the next call reuses this graph's hidden-layer arrays: finish
-    with this graph first.
+    x (B, n0) floats (cast to the parameters' dtype, as MLP.forward does), y (B,) class indices. Parameter
+    tensors wrap `params` without copying; after loss.backward() their .grad are the arrays in grads_out
+    (e.g. model.gradients(), views of the model's flat gradient buffer), or new ones when grads_out is
+    None. norm, running and batch_stats: see mlp_logits. With a workspace (an empty dict kept for the
+    whole run), the next call reuses this graph's hidden-layer arrays: finish with this graph first.
     """
     loss_fn = _lookup(LOSSES, loss, "loss")
     names = param_names(len(params), norm)
@@ -592,10 +582,7 @@ def mlp_loss(x: np.ndarray, y: np.ndarray, params: list[np.ndarray], activation:
     dtype = params[0].dtype
     n_classes = params[-1].shape[0]
     y = np.asarray(y)
-    if y.ndim == 2:
-        if y.shape != (len(x), n_classes) or y.dtype != dtype:
-            raise DoodleError(f"target rows must be {dtype} ({len(x)}, {n_classes}), got {y.dtype} {y.shape}")
-    elif y.shape != (len(x),) or y.dtype.kind not in "iu" or (len(y) and not 0 <= y.min() <= y.max() < n_classes):
+    if y.shape != (len(x),) or y.dtype.kind not in "iu" or (len(y) and not 0 <= y.min() <= y.max() < n_classes):
         raise DoodleError(f"labels must be {len(x)} integers in [0, {n_classes}), got {y.dtype} {y.shape}")
     tensors = [Tensor(p, requires_grad=True, name=name, grad_into=None if grads_out is None else grads_out[k])
                for k, (p, name) in enumerate(zip(params, names))]

@@ -165,7 +165,6 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "gamma": Key(0.1, num_in(0, 1, lo_open=True), "step schedule: decay factor"),
         "min_lr": Key(0.0, num_in(0, 10), "cosine schedule: final learning rate"),
         "loss": Key("cross_entropy", one_of("cross_entropy", "mse"), "training loss"),
-        "label_smoothing": Key(0.1, num_in(0, 0.5), "train on targets 1 - e on the true class, e spread over all"),
         "backprop": Key("manual", one_of("manual", "graph"),
                         "how gradients are found: hand-written layer backward (fast) or the autodiff graph"),
         "clip_norm": Key(None, num_in(0, nullable=True, lo_open=True), "clip the global gradient norm (null = off)"),

@@ -22,7 +22,7 @@ import numpy as np
 from doodle import autodiff
 from doodle.config import class_names, load_config
 from doodle.errors import DoodleError
-from doodle.nn import LOSSES, MLP, Dropout, Layer, soft_targets
+from doodle.nn import LOSSES, MLP, Dropout, Layer
 
 
 def rel_error(a: np.ndarray, n: np.ndarray) -> float:
@@ -111,8 +111,7 @@ TOLERANCES = {"manual_vs_graph": 1e-9, "manual_vs_numeric": 1e-6, "graph_vs_nume
 
 def check_gradients(layer_sizes: list[int], activation: str = "relu", loss: str = "cross_entropy",
                     dropout: float = 0.0, seed: int = 0, batch: int = 4, max_entries: int | None = None,
-                    eps: float = 1e-6, label_smoothing: float = 0.0,
-                    norm: str = "none") -> dict[str, dict[str, float | None]]:
+                    eps: float = 1e-6, norm: str = "none") -> dict[str, dict[str, float | None]]:
     """Three-way check of the MLP's gradients in float64 on random inputs.
 
     For every parameter (and "input"): {"manual_vs_graph", "manual_vs_numeric", "graph_vs_numeric"},
@@ -120,9 +119,8 @@ def check_gradients(layer_sizes: list[int], activation: str = "relu", loss: str 
     (doodle.autodiff) and central finite differences. The graph gives the pixels no gradient, so
     "input" has None for its graph entries. Dropout replays one fixed mask for every forward.
     max_entries samples that many entries per tensor for the finite differences, so big networks
-    (784-256-...) check in a moment; manual and graph are compared on every entry. label_smoothing > 0
-    trains on smoothed target rows instead of the labels, as train.label_smoothing does; norm="batch"
-    checks batch norm in training mode (the batch's statistics, through which the gradient flows).
+    (784-256-...) check in a moment; manual and graph are compared on every entry. norm="batch" checks
+    batch norm in training mode (the batch's statistics, through which the gradient flows).
     """
     if loss not in LOSSES:
         raise DoodleError(f"unknown loss {loss!r}: use one of {', '.join(LOSSES)}")
@@ -133,8 +131,6 @@ def check_gradients(layer_sizes: list[int], activation: str = "relu", loss: str 
             p += rng.normal(0.0, 0.1 if name.endswith("b") or name.endswith("bias") else 0.3, size=p.shape)
     x = rng.standard_normal((batch, layer_sizes[0]))
     y = rng.integers(0, layer_sizes[-1], size=batch)
-    if label_smoothing:
-        y = soft_targets(y, layer_sizes[-1], label_smoothing, np.float64)
     loss_fn = LOSSES[loss]
     drops = [layer for layer in model.layers if isinstance(layer, Dropout)]
 
@@ -191,5 +187,5 @@ def check_config(config_path=None, overrides=(), max_entries: int | None = 20) -
     sizes = [d["image_size"] ** 2, *m["hidden"], len(class_names(cfg))]
     errors = check_gradients(sizes, activation=m["activation"], loss=cfg["train"]["loss"], dropout=m["dropout"],
                              seed=cfg["train"]["seed"], max_entries=max_entries,
-                             label_smoothing=cfg["train"]["label_smoothing"], norm=m["norm"])
+                             norm=m["norm"])
     return sizes, errors

@@ -39,7 +39,7 @@ from doodle.config import dump, load_config
 from doodle.dataset import PADDING, Dataset, load_dataset, split_indices
 from doodle.errors import DoodleError
 from doodle.metrics import expected_calibration_error, fit_temperature
-from doodle.nn import LOSSES, MLP, lookup, soft_targets
+from doodle.nn import LOSSES, MLP, lookup
 from doodle.optim import Optimizer, clip_grad_norm, make_schedule, optimizer_from_settings
 from doodle.progress import NULL_REPORTER, Reporter
 
@@ -172,21 +172,16 @@ def gradients(model: MLP, loss: str, x: np.ndarray, y: np.ndarray, backprop: str
                                                   model.dropout_masks(len(x)), model.gradients(), workspace,
                                                   norm=model.norm, batch_stats=batch_stats)
         model.track(batch_stats, len(x))
-        n_correct = _n_correct(logits.value, y)
+        n_correct = int(np.count_nonzero(logits.value.argmax(axis=1) == y))
         value = float(graph_loss.value)
         graph_loss.backward()
         return value, n_correct
     loss_fn = lookup(LOSSES, loss, "loss")
     logits = model.forward(x, train=True)  # (B, C)
-    n_correct = _n_correct(logits, y)
+    n_correct = int(np.count_nonzero(logits.argmax(axis=1) == y))
     value, dlogits = loss_fn(logits, y)
     model.backward(dlogits)
     return value, n_correct
-
-
-def _n_correct(logits: np.ndarray, y: np.ndarray) -> int:
-    """Rows whose top logit is the label (with target rows: the class of the largest target)."""
-    return int(np.count_nonzero(logits.argmax(axis=1) == (y.argmax(axis=1) if y.ndim == 2 else y)))
 
 
 def train_step(model: MLP, optimizer: Optimizer, loss: str, x: np.ndarray, y: np.ndarray, lr: float | None = None,
@@ -367,7 +362,7 @@ def _run_epoch(run: _Run, epoch: int, reporter: Reporter) -> dict:
             tick = time.perf_counter()
             idx, xb = next(batches)
             lr = run.lr_at(step0 + b)
-            loss, n_ok = train_step(run.model, run.optimizer, t["loss"], xb, _targets(run, y[idx]), lr=lr,
+            loss, n_ok = train_step(run.model, run.optimizer, t["loss"], xb, y[idx], lr=lr,
                                     clip_norm=t["clip_norm"], backprop=t["backprop"], workspace=run.workspace)
             seconds += time.perf_counter() - tick
             if not math.isfinite(loss):
@@ -399,12 +394,6 @@ def _no_tta(model: MLP):
         yield
     finally:
         model.tta = saved
-
-
-def _targets(run: _Run, y: np.ndarray) -> np.ndarray:
-    """What the loss compares with: the labels, or with train.label_smoothing their smoothed (B, C) target rows."""
-    smoothing = run.cfg["train"]["label_smoothing"]
-    return soft_targets(y, run.layer_sizes[-1], smoothing, run.model.dtype) if smoothing else y
 
 
 def _batches(x: np.ndarray, order: np.ndarray, bs: int, steps: int, aug: dict, rng: np.random.Generator):

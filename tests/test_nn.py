@@ -7,7 +7,7 @@ import pytest
 
 from doodle.errors import DoodleError
 from doodle.nn import (ACTIVATIONS, INITS, LOSSES, MLP, TTA, BatchNorm, Dense, Dropout, LeakyReLU, ReLU, Sigmoid, Tanh,
-                       cross_entropy, mirror_images, mse, shift_images, soft_targets, softmax)
+                       cross_entropy, mirror_images, mse, shift_images, softmax)
 from doodle.optim import SGD, make_optimizer
 from doodle.raster import to_float
 from doodle.train import train_step
@@ -368,32 +368,7 @@ def test_learns_separable_blobs(opt_name, kwargs, loss):
     assert correct >= 0.97 * 300
 
 
-# --- target rows (label smoothing) and test-time augmentation -----------------------------------
-
-
-@pytest.mark.parametrize("loss", sorted(LOSSES))
-def test_losses_take_target_rows_and_a_one_hot_row_is_its_label(loss):
-    rng = np.random.default_rng(5)
-    z = rng.standard_normal((6, 4)) * 2
-    y = rng.integers(0, 4, size=6)
-    value, d = LOSSES[loss](z.copy(), y)
-    value_rows, d_rows = LOSSES[loss](z.copy(), np.eye(4)[y])
-    assert value_rows == pytest.approx(value, rel=1e-14)
-    np.testing.assert_allclose(d_rows, d, atol=1e-16)
-
-
-def test_cross_entropy_with_smoothed_targets_matches_direct_computation():
-    rng = np.random.default_rng(6)
-    z = rng.standard_normal((5, 4)) * 3
-    y = rng.integers(0, 4, size=5)
-    t = soft_targets(y, 4, smoothing=0.2, dtype=np.float64)
-    np.testing.assert_allclose(t.sum(axis=1), 1.0)
-    assert t[0, y[0]] == pytest.approx(0.8 + 0.05) and np.sort(t[0])[0] == pytest.approx(0.05)
-    loss, d = cross_entropy(z.copy(), t)
-    p = ref_softmax(z)
-    assert loss == pytest.approx(np.mean(-np.sum(t * np.log(p), axis=1)), rel=1e-12)
-    np.testing.assert_allclose(d, (p - t) / 5, atol=1e-15)
-    assert soft_targets(y, 4).dtype == F32  # float32 unless asked otherwise: no promotion in training
+# --- test-time augmentation ----------------------------------------------------------------------
 
 
 def test_image_views_shift_and_mirror():
