@@ -85,8 +85,21 @@ def _random_affine(xb, rng, shift, rotate, scale, mask) -> np.ndarray:
 
 
 def augment_batch(xb: np.ndarray, rng: np.random.Generator, shift: float = 0.0, rotate: float = 0.0,
-                  scale: float = 0.0, probability: float = 1.0) -> np.ndarray:
-    """uint8 (B, S, S) -> augmented float32 (B, S*S) in [0, 1]; identity when every setting is 0."""
+                  scale: float = 0.0, probability: float = 1.0, flip: float = 0.0) -> np.ndarray:
+    """uint8 (B, S, S) -> augmented float32 (B, S*S) in [0, 1]; identity when every setting is 0.
+
+    `flip` is the share of images then mirrored left to right: a mirrored cat is still a cat, and
+    the MLP, which has no notion of symmetry, sees twice as many kinds of drawing."""
+    out = _transform(xb, rng, shift, rotate, scale, probability)
+    if flip > 0:
+        images = out.reshape(xb.shape)
+        mirror = rng.random(len(xb)) < flip
+        images[mirror] = images[mirror, :, ::-1]
+    return out
+
+
+def _transform(xb, rng, shift, rotate, scale, probability) -> np.ndarray:
+    """The shifts, rotations and zooms of augment_batch, as float32 (B, S*S) (always a new array)."""
     b, s, _ = xb.shape
     if (shift == 0 and rotate == 0 and scale == 0) or probability == 0:
         return to_float(xb)

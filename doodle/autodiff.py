@@ -471,20 +471,62 @@ def _lookup(table: dict, name: str, what: str):
     return table[name]
 
 
-def mlp_logits(x: Tensor, params: list[Tensor], activation: str = "relu",
-               dropout_masks: list[np.ndarray | None] | None = None, workspace: dict | None = None) -> Tensor:
-    """Logits (B, C) of x (B, n0) through Dense -> activation [-> * mask] ... -> Dense.
+NORMS = ("none", "batch")  # as doodle.nn.NORMS
 
-    params = [W0 (n0, n1), b0 (n1,), W1 (n1, n2), b1 (n2,), ...]; dropout_masks[i] (B, n_{i+1}),
-    one per hidden layer or None, holds 0 or 1/(1-p) in the model's dtype (as nn.Dropout draws it).
-    A workspace dict keeps the hidden layers' values and gradients from one call to the next: a
-    fresh 1 MB array is mapped page by page, and the page faults cost more than the arithmetic.
+
+def batch_norm(h: Tensor, gain: Tensor, shift: Tensor, eps: float = 1e-5,
+               running: tuple[np.ndarray, np.ndarray] | None = None, batch_stats: list | None = None) -> Tensor:
+    """(h - mean) / sqrt(var + eps) * gain + shift per unit (h (B, n)), as doodle.nn.BatchNorm.
+
+    Training (running None): mean and var are the batch's, graph nodes the gradient flows through, and
+    their values are appended to batch_stats for the running averages. Evaluation: running = (mean, var),
+    constants."""
+    if running is None:
+        mean = h.mean(axis=0, keepdims=True)  # (1, n)
+        centred = h - mean
+        var = square(centred).mean(axis=0, keepdims=True)  # (1, n) the biased variance
+        if batch_stats is not None:
+            batch_stats.append((mean.value[0], var.value[0]))
+        xhat = centred * power(var + eps, -0.5)
+    else:
+        mean, var = running
+        inv = (1.0 / np.sqrt(var + eps)).astype(h.dtype)
+        xhat = (h - Tensor(mean, name="running mean")) * Tensor(inv, name="1/running sd")
+    return xhat * gain + shift
+
+
+def split_params(params: list, norm: str = "none") -> list[list]:
+    """The per-layer groups of an MLP's parameter list: [W, b] per layer, or with batch norm [W, gain, shift]
+    per hidden layer and [W, b] for the output (doodle.nn.MLP.parameters()'s order)."""
+    _lookup(dict.fromkeys(NORMS), norm, "norm")
+    per = 3 if norm == "batch" else 2
+    if len(params) < 2 or (len(params) - 2) % per:
+        layout = "W0, gain0, shift0, ..., Wn, bn" if norm == "batch" else "W0, b0, W1, b1, ..."
+        raise DoodleError(f"params must be [{layout}], got {len(params)} arrays")
+    hidden = [list(params[k:k + per]) for k in range(0, len(params) - 2, per)]
+    return hidden + [list(params[-2:])]
+
+
+def mlp_logits(x: Tensor, params: list[Tensor], activation: str = "relu",
+               dropout_masks: list[np.ndarray | None] | None = None, workspace: dict | None = None,
+               norm: str = "none", running: list | None = None, batch_stats: list | None = None) -> Tensor:
+    """Logits (B, C) of x (B, n0) through Dense [-> batch norm] -> activation [-> * mask] ... -> Dense.
+
+    params as split_params describes; dropout_masks[i] (B, n_{i+1}), one per hidden layer or None, holds
+    0 or 1/(1-p) in the model's dtype (as nn.Dropout draws it). With batch norm, `running` (one
+    (mean, var) per hidden layer) selects evaluation mode, and otherwise each batch's statistics are
+    appended to `batch_stats`. A workspace dict keeps the hidden layers' values and gradients from one
+    call to the next: a fresh 1 MB array is mapped page by page, and the page faults cost more than the
+    arithmetic.
     """
     act = _lookup(ACTIVATIONS, activation, "activation")
-    n_hidden = len(params) // 2 - 1
+    layers = split_params(params, norm)
+    n_hidden = len(layers) - 1
     masks = [None] * n_hidden if dropout_masks is None else list(dropout_masks)
     if len(masks) != n_hidden:
         raise DoodleError(f"dropout_masks needs one entry (or None) per hidden layer: {n_hidden}, got {len(masks)}")
+    if running is not None and len(running) != n_hidden:
+        raise DoodleError(f"running needs one (mean, var) per hidden layer: {n_hidden}, got {len(running)}")
     dtype = params[0].dtype
 
     def buf(key: str, shape: tuple) -> np.ndarray | None:
@@ -496,13 +538,15 @@ def mlp_logits(x: Tensor, params: list[Tensor], activation: str = "relu",
         return workspace[key]
 
     h = x
-    for i in range(n_hidden + 1):
-        W, b = params[2 * i], params[2 * i + 1]
+    for i, (W, *rest) in enumerate(layers):
         shape = (x.shape[0], W.shape[1])  # (B, n_{i+1})
         h = matmul(h, W, out=buf(f"matmul{i}", shape), grad_out=buf(f"d_matmul{i}", h.shape) if i else None)
         if i == n_hidden:
-            return add(h, b)  # the logits: a new array, the caller may keep it
-        h = add(h, b, out=buf(f"add{i}", shape))
+            return add(h, rest[0])  # the logits: a new array, the caller may keep it
+        if norm == "batch":
+            h = batch_norm(h, *rest, running=None if running is None else running[i], batch_stats=batch_stats)
+        else:
+            h = add(h, rest[0], out=buf(f"add{i}", shape))
         h = act(h, out=buf(f"act{i}", shape), grad_out=buf(f"d_act{i}", shape))
         if masks[i] is not None:
             if masks[i].shape != shape or masks[i].dtype != dtype:
@@ -510,21 +554,29 @@ def mlp_logits(x: Tensor, params: list[Tensor], activation: str = "relu",
             h = mul(h, Tensor(masks[i], name=f"mask{i}"), out=buf(f"mul{i}", shape), grad_out=buf(f"d_mul{i}", shape))
 
 
+def param_names(n_params: int, norm: str = "none") -> list[str]:
+    """Graph names of an MLP's parameters: W0, b0, W1, ... or with batch norm W0, gain0, shift0, W1, ..."""
+    names = []
+    for i, group in enumerate(split_params([None] * n_params, norm)):
+        kinds = ("W", "gain", "shift") if len(group) == 3 else ("W", "b")
+        names += [f"{k}{i}" for k in kinds]
+    return names
+
+
 def mlp_loss(x: np.ndarray, y: np.ndarray, params: list[np.ndarray], activation: str = "relu",
              loss: str = "cross_entropy", dropout_masks: list[np.ndarray | None] | None = None,
-             grads_out: list[np.ndarray] | None = None,
-             workspace: dict | None = None) -> tuple[Tensor, list[Tensor], Tensor]:
+             grads_out: list[np.ndarray] | None = None, workspace: dict | None = None, norm: str = "none",
+             running: list | None = None, batch_stats: list | None = None) -> tuple[Tensor, list[Tensor], Tensor]:
     """The loss graph of doodle.nn.MLP on a batch: (loss, parameter tensors W0, b0, ..., logits).
 
-    x (B, n0) floats (cast to the parameters' dtype, as MLP.forward does), y (B,) class indices.
-    Parameter tensors wrap `params` without copying; after loss.backward() their .grad are the
-    arrays in grads_out (e.g. model.gradients(), views of the model's flat gradient buffer), or
-    new ones when grads_out is None. With a workspace (an empty dict kept for the whole run), the
-    next call reuses this graph's hidden-layer arrays: finish with this graph first.
+    x (B, n0) floats (cast to the parameters' dtype, as MLP.forward does), y (B,) class indices. Parameter
+    tensors wrap `params` without copying; after loss.backward() their .grad are the arrays in grads_out
+    (e.g. model.gradients(), views of the model's flat gradient buffer), or new ones when grads_out is
+    None. norm, running and batch_stats: see mlp_logits. With a workspace (an empty dict kept for the
+    whole run), the next call reuses this graph's hidden-layer arrays: finish with this graph first.
     """
     loss_fn = _lookup(LOSSES, loss, "loss")
-    if len(params) < 2 or len(params) % 2:
-        raise DoodleError(f"params must be [W0, b0, W1, b1, ...], got {len(params)} arrays")
+    names = param_names(len(params), norm)
     if grads_out is not None and len(grads_out) != len(params):
         raise DoodleError(f"grads_out needs one array per parameter ({len(params)}), got {len(grads_out)}")
     dtype = params[0].dtype
@@ -532,8 +584,8 @@ def mlp_loss(x: np.ndarray, y: np.ndarray, params: list[np.ndarray], activation:
     y = np.asarray(y)
     if y.shape != (len(x),) or y.dtype.kind not in "iu" or (len(y) and not 0 <= y.min() <= y.max() < n_classes):
         raise DoodleError(f"labels must be {len(x)} integers in [0, {n_classes}), got {y.dtype} {y.shape}")
-    tensors = [Tensor(p, requires_grad=True, name=f"{'Wb'[k % 2]}{k // 2}",
-                      grad_into=None if grads_out is None else grads_out[k]) for k, p in enumerate(params)]
+    tensors = [Tensor(p, requires_grad=True, name=name, grad_into=None if grads_out is None else grads_out[k])
+               for k, (p, name) in enumerate(zip(params, names))]
     inputs = Tensor(x if x.dtype == dtype else x.astype(dtype), name="x")  # the pixels: no gradient
-    logits = mlp_logits(inputs, tensors, activation, dropout_masks, workspace)
+    logits = mlp_logits(inputs, tensors, activation, dropout_masks, workspace, norm, running, batch_stats)
     return loss_fn(logits, y), tensors, logits

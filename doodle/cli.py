@@ -527,7 +527,8 @@ def _show_summary(s: dict) -> None:
                  ("top-3 accuracy", f"{s['top3_accuracy']:.2%}"), ("MAP@3", f"{s['map3']:.4f}"),
                  ("macro F1", f"{s['macro_f1']:.4f}"), ("NLL", f"{s['nll']:.4f}"),
                  ("ECE (15 bins)", f"{s['ece']:.2%}"),
-                 ("temperature", "1 (raw softmax)" if s["temperature"] == 1.0 else f"{s['temperature']:.3f}")):
+                 ("temperature", "1 (raw softmax)" if s["temperature"] == 1.0 else f"{s['temperature']:.3f}"),
+                 ("test-time augmentation", s.get("tta", "none"))):
         head.add_row(k, v)
     out.print(head)
     for title, rows in _per_class_tables(s["per_class"]):

@@ -147,16 +147,20 @@ SCHEMA: dict[str, dict[str, Key]] = {
                          "rasterises the categories; null = this machine's cores (needs doodle[dask])"),
     },
     "model": {
-        "hidden": Key([256, 128], hidden_check, "hidden layer sizes"),
+        "hidden": Key([512, 256], hidden_check, "hidden layer sizes"),
         "activation": Key("relu", one_of("relu", "leaky_relu", "tanh", "sigmoid"), "non-linearity"),
-        "dropout": Key(0.2, num_in(0, 0.95), "dropout after each hidden layer"),
+        "dropout": Key(0.1, num_in(0, 0.95), "dropout after each hidden layer"),
         "init": Key("he", one_of("he", "xavier", "glorot"), "weight initialisation"),
+        "norm": Key("none", one_of("none", "batch"), "batch norm between each hidden layer and its activation"),
+        "tta": Key("flip_shift", one_of("none", "shift", "flip", "flip_shift"),
+                   "test-time augmentation: average the logits of the image and its 1-pixel shifts, its mirror "
+                   "image, or both (10 views)"),
     },
     "train": {
-        "epochs": Key(15, int_in(1, 10000), "passes over the training split"),
+        "epochs": Key(30, int_in(1, 10000), "passes over the training split"),
         "batch_size": Key(256, int_in(1, 65536), "samples per gradient step"),
         "optimizer": Key("adam", one_of("sgd", "momentum", "nesterov", "adam"), "update rule"),
-        "lr": Key(0.001, num_in(0, 10, lo_open=True), "peak learning rate"),
+        "lr": Key(0.002, num_in(0, 10, lo_open=True), "peak learning rate"),
         "momentum": Key(0.9, num_in(0, 0.999), "momentum for momentum/nesterov"),
         "beta1": Key(0.9, num_in(0, 0.9999), "Adam first-moment decay"),
         "beta2": Key(0.999, num_in(0, 0.99999), "Adam second-moment decay"),
@@ -178,6 +182,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "rotate": Key(8.0, num_in(0, 180), "random rotation, in degrees either way"),
         "scale": Key(0.08, num_in(0, 0.9), "random zoom, +- this fraction"),
         "probability": Key(0.8, num_in(0, 1), "share of training samples that are augmented"),
+        "flip": Key(0.5, num_in(0, 1), "share of training images mirrored left to right"),
     },
 }
 

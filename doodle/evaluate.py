@@ -179,6 +179,7 @@ def evaluate(model_path: str | Path | None = None, inputs: list[str | Path] = ()
     summary = summarize(probs, y, classes)
     summary["model"] = str(run_dir)
     summary["temperature"] = model.temperature
+    summary["tta"] = model.tta  # the views each prediction averaged (doodle.nn.TTA)
     summary["data"] = data.sources
     summary["unknown_categories"] = dict(sorted(unknown.items()))
     summary["problems"] = data.problems

@@ -111,7 +111,7 @@ TOLERANCES = {"manual_vs_graph": 1e-9, "manual_vs_numeric": 1e-6, "graph_vs_nume
 
 def check_gradients(layer_sizes: list[int], activation: str = "relu", loss: str = "cross_entropy",
                     dropout: float = 0.0, seed: int = 0, batch: int = 4, max_entries: int | None = None,
-                    eps: float = 1e-6) -> dict[str, dict[str, float | None]]:
+                    eps: float = 1e-6, norm: str = "none") -> dict[str, dict[str, float | None]]:
     """Three-way check of the MLP's gradients in float64 on random inputs.
 
     For every parameter (and "input"): {"manual_vs_graph", "manual_vs_numeric", "graph_vs_numeric"},
@@ -119,15 +119,16 @@ def check_gradients(layer_sizes: list[int], activation: str = "relu", loss: str 
     (doodle.autodiff) and central finite differences. The graph gives the pixels no gradient, so
     "input" has None for its graph entries. Dropout replays one fixed mask for every forward.
     max_entries samples that many entries per tensor for the finite differences, so big networks
-    (784-256-...) check in a moment; manual and graph are compared on every entry.
+    (784-256-...) check in a moment; manual and graph are compared on every entry. norm="batch" checks
+    batch norm in training mode (the batch's statistics, through which the gradient flows).
     """
     if loss not in LOSSES:
         raise DoodleError(f"unknown loss {loss!r}: use one of {', '.join(LOSSES)}")
     rng = np.random.default_rng(seed)
-    model = MLP(layer_sizes, activation=activation, dropout=dropout, seed=seed, dtype=np.float64)
-    for p in model.parameters():
-        if p.ndim == 1:  # biases start at 0; make them matter
-            p[:] = rng.normal(0.0, 0.1, size=p.shape)
+    model = MLP(layer_sizes, activation=activation, dropout=dropout, seed=seed, dtype=np.float64, norm=norm)
+    for name, p in zip(model.param_names, model.parameters()):
+        if p.ndim == 1:  # biases start at 0 and gains at 1; make them matter
+            p += rng.normal(0.0, 0.1 if name.endswith("b") or name.endswith("bias") else 0.3, size=p.shape)
     x = rng.standard_normal((batch, layer_sizes[0]))
     y = rng.integers(0, layer_sizes[-1], size=batch)
     loss_fn = LOSSES[loss]
@@ -146,15 +147,16 @@ def check_gradients(layer_sizes: list[int], activation: str = "relu", loss: str 
 
     _, dlogits = loss_fn(forward(), y)
     dx = model.backward(dlogits, input_grad=True)
-    manual = dict(zip(model.state_dict(), (g.copy() for g in model.gradients())))
+    manual = dict(zip(model.param_names, (g.copy() for g in model.gradients())))
     manual["input"] = dx
     replay()
-    graph_loss, tensors, _ = autodiff.mlp_loss(x, y, model.parameters(), activation, loss, model.dropout_masks(batch))
+    graph_loss, tensors, _ = autodiff.mlp_loss(x, y, model.parameters(), activation, loss, model.dropout_masks(batch),
+                                               norm=norm)
     graph_loss.backward()
-    graph = dict(zip(model.state_dict(), (t.grad for t in tensors)))
+    graph = dict(zip(model.param_names, (t.grad for t in tensors)))
 
     errors = {}
-    values = dict(zip(model.state_dict(), model.parameters()))
+    values = dict(zip(model.param_names, model.parameters()))
     values["input"] = x
     for name, t in values.items():
         idx = _pick(rng, t.size, max_entries)
@@ -184,5 +186,6 @@ def check_config(config_path=None, overrides=(), max_entries: int | None = 20) -
     m, d = cfg["model"], cfg["data"]
     sizes = [d["image_size"] ** 2, *m["hidden"], len(class_names(cfg))]
     errors = check_gradients(sizes, activation=m["activation"], loss=cfg["train"]["loss"], dropout=m["dropout"],
-                             seed=cfg["train"]["seed"], max_entries=max_entries)
+                             seed=cfg["train"]["seed"], max_entries=max_entries,
+                             norm=m["norm"])
     return sizes, errors

@@ -364,25 +364,28 @@ class LossSlice:
 
 def loss_slice(x: np.ndarray, y: np.ndarray, params: list[np.ndarray], layer: int, row: int | None = None,
                col: int | None = None, activation: str = "relu", loss: str = "cross_entropy", points: int = 41,
-               span: float | None = None) -> LossSlice:
+               span: float | None = None, norm: str = "none", running: list | None = None) -> LossSlice:
     """The average loss on the batch (x, y) as weight W_layer[row, col] moves by up to +-span.
 
     Without row and col, the layer's steepest weight (largest |dL/dw|). The weight is changed in
     place for each evaluation and restored afterwards. The default span is three times the spread
-    of the layer's weights, at least 0.5: wide enough for the curve to bend.
+    of the layer's weights, at least 0.5: wide enough for the curve to bend. norm and running: the
+    network's batch norm and the statistics it evaluates with, as autodiff.mlp_loss takes them.
     """
-    n_layers = len(params) // 2
+    layers = ad.split_params(params, norm)
+    n_layers = len(layers)
     if not 0 <= layer < n_layers:
         raise DoodleError(f"layer must be 0..{n_layers - 1} (the network has {n_layers} weight matrices), got {layer}")
-    W = params[2 * layer]
+    W = layers[layer][0]
+    index = sum(len(group) for group in layers[:layer])  # W's place in params
     if (row is None) != (col is None) or (row is not None and not (0 <= row < W.shape[0] and 0 <= col < W.shape[1])):
         raise DoodleError(f"W{layer} is {W.shape[0]}x{W.shape[1]}: give row 0..{W.shape[0] - 1} and col "
                           f"0..{W.shape[1] - 1} (or neither, for the steepest weight), got {row}:{col}")
     if points < 3 or points % 2 == 0:
         raise DoodleError(f"points must be odd and at least 3 (the current value sits in the middle), got {points}")
-    value, tensors, _ = ad.mlp_loss(x, y, params, activation, loss)
+    value, tensors, _ = ad.mlp_loss(x, y, params, activation, loss, norm=norm, running=running)
     value.backward()
-    grad = tensors[2 * layer].grad
+    grad = tensors[index].grad
     if row is None:
         row, col = (int(i) for i in np.unravel_index(np.argmax(np.abs(grad)), grad.shape))
     current = float(W[row, col])
@@ -394,7 +397,7 @@ def loss_slice(x: np.ndarray, y: np.ndarray, params: list[np.ndarray], layer: in
         with ad.no_grad():
             for k, w in enumerate(weights):
                 W[row, col] = w
-                losses[k] = float(ad.mlp_loss(x, y, params, activation, loss)[0].value)
+                losses[k] = float(ad.mlp_loss(x, y, params, activation, loss, norm=norm, running=running)[0].value)
     finally:
         W[row, col] = current
     return LossSlice(f"W{layer}[{row}, {col}]", weights, losses, current, float(value.value), float(grad[row, col]))

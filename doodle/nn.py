@@ -68,17 +68,17 @@ class Layer:
 
 
 class Dense(Layer):
-    """Affine map x @ W + b."""
+    """Affine map x @ W + b; without `bias`, just x @ W (batch norm after it brings its own shift)."""
 
     def __init__(self, n_in: int, n_out: int, init: str = "he", rng: np.random.Generator | None = None,
-                 dtype=np.float32):
+                 dtype=np.float32, bias: bool = True):
         super().__init__()
         rng = np.random.default_rng() if rng is None else rng
         self.params["W"] = np.ascontiguousarray(lookup(INITS, init, "init")(rng, n_in, n_out, dtype))
-        self.params["b"] = np.zeros(n_out, dtype=dtype)
+        if bias:
+            self.params["b"] = np.zeros(n_out, dtype=dtype)
         # Written in place by backward, so optimizers and MLP.gradients() can hold on to them.
-        self.grads["W"] = np.zeros_like(self.params["W"])
-        self.grads["b"] = np.zeros_like(self.params["b"])
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         # The network's first layer sets this False: the pixels need no gradient, and skipping
         # dX saves the biggest backward matmul but one.
         self.input_grad = True
@@ -87,13 +87,15 @@ class Dense(Layer):
     def forward(self, x, train=False):
         self.x = x
         out = x @ self.params["W"]  # (B, n_out)
-        out += self.params["b"]
+        if "b" in self.params:
+            out += self.params["b"]
         return out
 
     def backward(self, dout):
         x = self.x
         np.matmul(x.T, dout, out=self.grads["W"])  # (n_in, n_out); x.T is a BLAS transpose flag, no copy
-        np.sum(dout, axis=0, out=self.grads["b"])
+        if "b" in self.grads:
+            np.sum(dout, axis=0, out=self.grads["b"])
         return dout @ self.params["W"].T if self.input_grad else None  # (B, n_in)
 
 
@@ -193,6 +195,70 @@ class Dropout(Layer):
 ACTIVATIONS: dict[str, type[Layer]] = {"relu": ReLU, "leaky_relu": LeakyReLU, "tanh": Tanh, "sigmoid": Sigmoid}
 
 
+class BatchNorm(Layer):
+    """Each unit standardised over the batch (Ioffe & Szegedy 2015), then scaled by `gain` and shifted by
+    `bias`. Training uses the batch's mean and variance and folds them into running averages
+    (`buffers`), which evaluation uses instead, so a prediction never depends on its batch."""
+
+    def __init__(self, n: int, momentum: float = 0.9, eps: float = 1e-5, dtype=np.float32):
+        super().__init__()
+        self.momentum, self.eps = float(momentum), float(eps)
+        self.params["gain"], self.params["bias"] = np.ones(n, dtype=dtype), np.zeros(n, dtype=dtype)
+        self.grads["gain"], self.grads["bias"] = np.zeros(n, dtype=dtype), np.zeros(n, dtype=dtype)
+        self.buffers = {"mean": np.zeros(n, dtype=dtype), "var": np.ones(n, dtype=dtype)}
+        self.xhat: np.ndarray | None = None  # cache: the standardised input (B, n)
+        self.inv: np.ndarray | None = None  # cache: 1 / sqrt(var + eps), per unit (n,)
+        self.batch_stats = False  # cache: whether the last forward used the batch's statistics (training)
+
+    def track(self, mean: np.ndarray, var: np.ndarray, batch: int) -> None:
+        """Fold one training batch's mean and (biased) variance into the running averages, in place."""
+        m = self.momentum
+        run_mean, run_var = self.buffers["mean"], self.buffers["var"]
+        run_mean *= m
+        run_mean += (1.0 - m) * mean
+        run_var *= m
+        run_var += ((1.0 - m) * batch / max(batch - 1, 1)) * var  # the unbiased estimate
+
+    def forward(self, x, train=False):
+        if train:
+            mean = x.mean(axis=0)  # (n,)
+            xc = x - mean
+            var = np.einsum("ij,ij->j", xc, xc) * (1.0 / len(x))  # (n,)
+            self.track(mean, var, len(x))
+        else:
+            xc = x - self.buffers["mean"]
+            var = self.buffers["var"]
+        self.inv = 1.0 / np.sqrt(var + self.eps)
+        xc *= self.inv
+        self.xhat, self.batch_stats = xc, train
+        return _scale_shift(xc, self.params["gain"], self.params["bias"])
+
+    def backward(self, dout):
+        # out = g * xhat + b, xhat = (x - mean) * inv. With the batch's own mean and variance the gradient
+        # flows through them too: dx = inv * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), means
+        # over the batch; with the running ones (constants) it is just inv * dxhat.
+        xhat, B = self.xhat, len(self.xhat)
+        np.einsum("ij,ij->j", dout, xhat, out=self.grads["gain"])
+        np.sum(dout, axis=0, out=self.grads["bias"])
+        dxhat = dout * self.params["gain"]  # (B, n)
+        if self.batch_stats:
+            dxhat -= self.grads["bias"] * (self.params["gain"] * (1.0 / B))  # mean(dxhat) = g * sum(dout) / B
+            dxhat -= xhat * (self.grads["gain"] * self.params["gain"] * (1.0 / B))  # mean(dxhat * xhat) likewise
+        dxhat *= self.inv
+        return dxhat
+
+
+def _scale_shift(xhat: np.ndarray, gain: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """gain * xhat + bias, per unit, as a new array."""
+    out = xhat * gain
+    out += bias
+    return out
+
+
+# None: no normalisation; otherwise applied between each hidden Dense and its activation.
+NORMS: dict[str, type[Layer] | None] = {"none": None, "batch": BatchNorm}
+
+
 # --- softmax and losses: name -> fn(logits (B, C), y (B,) int) -> (loss, dlogits (B, C)) -------------
 
 
@@ -246,23 +312,33 @@ LOSSES: dict[str, Callable] = {"cross_entropy": cross_entropy, "mse": mse}
 
 
 class MLP:
-    """Dense -> activation [-> dropout] ... -> Dense, producing logits (softmax lives in the loss)."""
+    """Dense [-> norm] -> activation [-> dropout] ... -> Dense, producing logits (softmax lives in the loss).
+
+    The parameters, in order: dense0.W, dense0.b, dense1.W, ..., or with batch norm dense0.W, norm0.gain,
+    norm0.bias, dense1.W, ... (a hidden Dense before batch norm has no bias: the norm's own shift does its
+    job, and a bias whose gradient is zero but for rounding would only wander under Adam). The norms'
+    running statistics (norm0.mean, norm0.var, ...) are buffers: in state_dict, not in parameters().
+    """
 
     def __init__(self, layer_sizes: list[int], activation: str = "relu", dropout: float = 0.0, init: str = "he",
-                 seed: int = 0, dtype=np.float32):
+                 seed: int = 0, dtype=np.float32, norm: str = "none", tta: str = "none"):
         sizes = list(layer_sizes)
         if len(sizes) < 2 or not all(isinstance(n, (int, np.integer)) and n > 0 for n in sizes):
             raise DoodleError(f"layer_sizes must be two or more positive integers (input ... classes), got {sizes}")
         act = lookup(ACTIVATIONS, activation, "activation")
+        norm_layer = lookup(NORMS, norm, "norm")
         lookup(INITS, init, "init")
         if not 0.0 <= dropout < 1.0:
             raise DoodleError(f"dropout must be in [0, 1), got {dropout}")
         self.layer_sizes = [int(n) for n in sizes]
-        self.activation, self.dropout, self.init, self.seed = activation, float(dropout), init, seed
+        self.activation, self.dropout, self.init, self.seed, self.norm = activation, float(dropout), init, seed, norm
         self.dtype = np.dtype(dtype)
         # Divides the logits in predict_proba. Training fits it on the validation split so that a
         # probability of 0.8 is right about 80% of the time (temperature scaling); 1.0 = raw softmax.
         self.temperature = 1.0
+        # Test-time augmentation: predict_logits averages the logits of these views of each image (TTA).
+        lookup(TTA, tta, "tta")
+        self.tta = tta
         # Separate streams, so switching dropout on does not change the initial weights.
         init_ss, drop_ss = np.random.SeedSequence(seed).spawn(2)
         init_rng, drop_rng = np.random.default_rng(init_ss), np.random.default_rng(drop_ss)
@@ -270,21 +346,31 @@ class MLP:
 
         self.layers: list[Layer] = []
         self.dense: list[Dense] = []
+        self.norms: list[Layer] = []
+        owners: list[tuple[str, Layer]] = []  # (name, layer) of each layer with parameters, in order
         for i, (n_in, n_out) in enumerate(zip(self.layer_sizes[:-1], self.layer_sizes[1:])):
-            d = Dense(n_in, n_out, init=init, rng=init_rng, dtype=self.dtype)
+            hidden = i < len(self.layer_sizes) - 2
+            d = Dense(n_in, n_out, init=init, rng=init_rng, dtype=self.dtype, bias=not hidden or norm_layer is None)
             self.layers.append(d)
             self.dense.append(d)
-            if i < len(self.layer_sizes) - 2:  # hidden layer
+            owners.append((f"dense{i}", d))
+            if hidden:
+                if norm_layer is not None:
+                    self.norms.append(norm_layer(n_out, dtype=self.dtype))
+                    self.layers.append(self.norms[-1])
+                    owners.append((f"norm{i}", self.norms[-1]))
                 self.layers.append(act())
                 if isinstance(self.layers[-1], ReLU):
                     self.layers[-1].inplace = True
                 if dropout > 0:
                     self.layers.append(Dropout(dropout, drop_rng))
         self.dense[0].input_grad = False
-        # All weights live back to back in one flat buffer, and all gradients in another, so an
+        self.param_names = [f"{name}.{k}" for name, layer in owners for k in layer.params]
+        self._buffers = {f"norm{i}.{k}": v for i, layer in enumerate(self.norms) for k, v in layer.buffers.items()}
+        # All parameters live back to back in one flat buffer, and all gradients in another, so an
         # optimizer can update the whole network in a dozen numpy calls instead of a dozen per array.
-        self.flat_params, self._params = _rehome([d.params for d in self.dense], self.dtype)
-        self.flat_grads, self._grads = _rehome([d.grads for d in self.dense], self.dtype)
+        self.flat_params, self._params = _rehome([layer.params for _, layer in owners], self.dtype)
+        self.flat_grads, self._grads = _rehome([layer.grads for _, layer in owners], self.dtype)
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         """Logits (B, C) for float inputs (B, n_in)."""
@@ -310,41 +396,65 @@ class MLP:
             return [None] * (len(self.layer_sizes) - 2)
         return [d.draw_mask((batch, n), self.dtype) for d, n in zip(drops, self.layer_sizes[1:-1])]
 
+    def running_stats(self) -> list[tuple[np.ndarray, np.ndarray]] | None:
+        """Each batch norm's running (mean, var), the statistics evaluation uses; None without batch norm."""
+        return [(n.buffers["mean"], n.buffers["var"]) for n in self.norms] if self.norms else None
+
+    def track(self, batch_stats: list[tuple[np.ndarray, np.ndarray]], batch: int) -> None:
+        """Fold each batch norm's training-batch (mean, var), found elsewhere (the autodiff graph), into its
+        running statistics, as forward(train=True) does."""
+        for norm, (mean, var) in zip(self.norms, batch_stats, strict=True):
+            norm.track(mean, var, batch)
+
     def parameters(self) -> list[np.ndarray]:
-        """[dense0.W, dense0.b, dense1.W, ...], the live arrays."""
+        """The live parameter arrays, in param_names order."""
         return list(self._params)
 
     def gradients(self) -> list[np.ndarray]:
         """Gradients aligned with parameters(), the live arrays backward writes into."""
         return list(self._grads)
 
+    def buffers(self) -> dict[str, np.ndarray]:
+        """The live non-parameter state (batch norm's running means and variances), by name."""
+        return dict(self._buffers)
+
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Copies of the weights named "dense0.W", "dense0.b", ... (ready for np.savez)."""
-        return {f"dense{i}.{k}": d.params[k].copy() for i, d in enumerate(self.dense) for k in ("W", "b")}
+        """Copies of the parameters and buffers, named "dense0.W", "dense0.b", "norm0.gain", ... (for np.savez)."""
+        out = {name: p.copy() for name, p in zip(self.param_names, self._params)}
+        out.update({name: b.copy() for name, b in self._buffers.items()})
+        return out
 
     def load_state_dict(self, d: dict[str, np.ndarray]) -> None:
         """Copy weights in place (optimizers keep their references); names and shapes must match exactly."""
-        own = self.state_dict()
+        own = dict(zip(self.param_names, self._params), **self._buffers)
         check_names(own, d, f"model weights do not match the {self.layer_sizes} network")
         for name, ref in own.items():
             arr = np.asarray(d[name])
             if arr.shape != ref.shape or arr.dtype.kind not in "fiu":
                 raise DoodleError(f"model weight {name} has shape {arr.shape} ({arr.dtype}), "
                                   f"expected {ref.shape} for the {self.layer_sizes} network")
-        for i, layer in enumerate(self.dense):
-            for k in ("W", "b"):
-                np.copyto(layer.params[k], d[f"dense{i}.{k}"], casting="unsafe")
+        for name, ref in own.items():
+            np.copyto(ref, d[name], casting="unsafe")
 
     def predict_logits(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-        """Logits (N, C) in eval mode, batch by batch; uint8 images go through to_float per batch."""
+        """Logits (N, C) in eval mode, batch by batch; uint8 images go through to_float per batch. With
+        test-time augmentation (self.tta), the mean of the logits of every shifted view."""
         out = np.empty((len(x), self.layer_sizes[-1]), dtype=self.dtype)
+        views = lookup(TTA, self.tta, "tta")
         for i in range(0, len(x), batch_size):
             xb = x[i:i + batch_size]
             if xb.dtype == np.uint8:
                 xb = to_float(xb)
             else:
                 xb = np.asarray(xb.reshape(len(xb), -1), dtype=self.dtype)
-            out[i:i + batch_size] = self.forward(xb, train=False)
+            if not views:
+                out[i:i + batch_size] = self.forward(xb, train=False)
+                continue
+            acc = out[i:i + batch_size]
+            acc[...] = 0.0
+            for v in tta_views(xb, views):
+                acc += self.forward(v, train=False)
+            acc *= 1.0 / len(views)
         return out
 
     def predict_proba(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
@@ -355,13 +465,52 @@ class MLP:
         return softmax(logits).astype(np.float32, copy=False)
 
 
+def shift_images(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """Square images, flattened (N, S*S), moved dy pixels down and dx right with zero fill (a new array)."""
+    n, s = x.shape[0], _side(x)
+    img = x.reshape(n, s, s)
+    out = np.zeros_like(img)
+    out[:, max(dy, 0):s + min(dy, 0), max(dx, 0):s + min(dx, 0)] = \
+        img[:, max(-dy, 0):s + min(-dy, 0), max(-dx, 0):s + min(-dx, 0)]
+    return out.reshape(n, s * s)
+
+
+def mirror_images(x: np.ndarray) -> np.ndarray:
+    """Square images, flattened (N, S*S), mirrored left to right (a new array)."""
+    n, s = x.shape[0], _side(x)
+    return np.ascontiguousarray(x.reshape(n, s, s)[:, :, ::-1]).reshape(n, s * s)
+
+
+def _side(x: np.ndarray) -> int:
+    s = int(round(np.sqrt(x.shape[1])))
+    if s * s != x.shape[1]:
+        raise DoodleError(f"test-time augmentation needs square images, got {x.shape[1]} pixels")
+    return s
+
+
+_SHIFTS = [(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)]  # the image and its four one-pixel neighbours
+# Test-time augmentation: name -> the views whose logits predict_logits averages, each (mirrored, dy, dx).
+TTA: dict[str, list[tuple[bool, int, int]]] = {
+    "none": [],
+    "shift": [(False, dy, dx) for dy, dx in _SHIFTS],
+    "flip": [(False, 0, 0), (True, 0, 0)],
+    "flip_shift": [(m, dy, dx) for m in (False, True) for dy, dx in _SHIFTS],
+}
+
+
+def tta_views(x: np.ndarray, views: list[tuple[bool, int, int]]):
+    """Each (mirrored, dy, dx) view of the flattened square images x (N, S*S), in turn."""
+    for mirrored, dy, dx in views:
+        v = mirror_images(x) if mirrored else x
+        yield shift_images(v, dy, dx) if (dy or dx) else v
+
+
 def _rehome(dicts: list[dict[str, np.ndarray]], dtype) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Move each dict's "W" and "b" into views of one new flat buffer; returns (the buffer, the views in order)."""
-    arrays = [d[k] for d in dicts for k in ("W", "b")]
-    flat = np.empty(sum(a.size for a in arrays), dtype=dtype)
+    """Move every array of the dicts into views of one new flat buffer; returns (the buffer, the views in order)."""
+    flat = np.empty(sum(a.size for d in dicts for a in d.values()), dtype=dtype)
     views, start = [], 0
     for d in dicts:
-        for k in ("W", "b"):
+        for k in d:
             view = flat[start:start + d[k].size].reshape(d[k].shape)
             view[...] = d[k]
             d[k] = view

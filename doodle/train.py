@@ -19,6 +19,7 @@ killed at any point resumes from the last complete epoch and continues exactly a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -100,6 +101,7 @@ def model_meta(cfg: dict, classes: list[str], layer_sizes: list[int], metrics: d
     data = cfg["data"]
     meta = {
         "classes": classes, "layer_sizes": layer_sizes, "activation": cfg["model"]["activation"],
+        "norm": cfg["model"]["norm"], "tta": cfg["model"]["tta"],
         "raster": {"size": data["image_size"], "line_width": float(data["line_width"]), "padding": PADDING,
                    "source": data["source"]},
         "config": cfg, "metrics": metrics,
@@ -178,8 +180,11 @@ def gradients(model: MLP, loss: str, x: np.ndarray, y: np.ndarray, backprop: str
     if backprop == "graph":
         if x.dtype != model.dtype:
             x = x.astype(model.dtype)
+        batch_stats: list = []  # batch norm's batch statistics, for the model's running averages
         graph_loss, _, logits = autodiff.mlp_loss(x, y, model.parameters(), model.activation, loss,
-                                                  model.dropout_masks(len(x)), model.gradients(), workspace)
+                                                  model.dropout_masks(len(x)), model.gradients(), workspace,
+                                                  norm=model.norm, batch_stats=batch_stats)
+        model.track(batch_stats, len(x))
         n_correct = int(np.count_nonzero(logits.value.argmax(axis=1) == y))
         value = float(graph_loss.value)
         graph_loss.backward()
@@ -255,7 +260,8 @@ def _start(cfg: dict, ds: Dataset, run_dir: Path, resume: bool, data_dir: str | 
     if len(split["train"]) == 0:
         raise DoodleError("the training split is empty; raise data.per_category or lower the held-out fractions")
     layer_sizes = [d["image_size"] ** 2, *m["hidden"], len(ds.classes)]
-    model = MLP(layer_sizes, activation=m["activation"], dropout=m["dropout"], init=m["init"], seed=t["seed"])
+    model = MLP(layer_sizes, activation=m["activation"], dropout=m["dropout"], init=m["init"], seed=t["seed"],
+                norm=m["norm"], tta=m["tta"])
     optimizer = optimizer_from_settings(t, model.parameters(), flat=(model.flat_params, model.flat_grads))
     steps_per_epoch = math.ceil(len(split["train"]) / t["batch_size"])
     run = _Run(cfg, ds, run_dir, split, layer_sizes, model, optimizer, np.random.default_rng([t["seed"], 1]),
@@ -369,8 +375,8 @@ def _run_epoch(run: _Run, epoch: int, reporter: Reporter) -> dict:
             tick = time.perf_counter()
             idx, xb = next(batches)
             lr = run.lr_at(step0 + b)
-            loss, n_ok = train_step(run.model, run.optimizer, t["loss"], xb, y[idx], lr=lr, clip_norm=t["clip_norm"],
-                                    backprop=t["backprop"], workspace=run.workspace)
+            loss, n_ok = train_step(run.model, run.optimizer, t["loss"], xb, y[idx], lr=lr,
+                                    clip_norm=t["clip_norm"], backprop=t["backprop"], workspace=run.workspace)
             seconds += time.perf_counter() - tick
             if not math.isfinite(loss):
                 raise DoodleError(f"loss became {loss} at epoch {epoch}, batch {b + 1}: the learning rate is too "
@@ -388,8 +394,19 @@ def _run_epoch(run: _Run, epoch: int, reporter: Reporter) -> dict:
            "samples": seen, "seconds": round(seconds, 3), "val_loss": None, "val_accuracy": None}
     if len(run.split["val"]):
         val = run.split["val"]
-        row["val_loss"], row["val_accuracy"] = score(run.model, RowView(x, val), y[val], t["loss"])
+        with _no_tta(run.model):  # TTA would cost half an epoch here, for a choice of epoch it rarely changes
+            row["val_loss"], row["val_accuracy"] = score(run.model, RowView(x, val), y[val], t["loss"])
     return row
+
+
+@contextlib.contextmanager
+def _no_tta(model: MLP):
+    """Within this block the model predicts from each image alone (no test-time augmentation)."""
+    saved, model.tta = model.tta, "none"
+    try:
+        yield
+    finally:
+        model.tta = saved
 
 
 def _batches(x: np.ndarray, order: np.ndarray, bs: int, steps: int, aug: dict, rng: np.random.Generator):
@@ -399,7 +416,8 @@ def _batches(x: np.ndarray, order: np.ndarray, bs: int, steps: int, aug: dict, r
 
     def prepare(b: int) -> tuple[np.ndarray, np.ndarray]:
         idx = np.sort(order[b * bs:(b + 1) * bs])  # sorted gathers read the uint8 array in order
-        return idx, augment_batch(x[idx], rng, aug["shift"], aug["rotate"], aug["scale"], aug["probability"])
+        return idx, augment_batch(x[idx], rng, aug["shift"], aug["rotate"], aug["scale"], aug["probability"],
+                                  aug["flip"])
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="doodle-batches") as pool:
         ahead = pool.submit(prepare, 0)
@@ -445,6 +463,9 @@ def _finish(run: _Run, interrupted: bool) -> TrainResult:
     t, test = run.cfg["train"], run.split["test"]
     run.model.load_state_dict(run.best_state)
     calibration = _calibrate(run)
+    if run.model.tta != "none" and len(run.split["val"]):  # the epochs were validated without it
+        val = run.split["val"]
+        calibration["val_accuracy_tta"] = score(run.model, RowView(run.ds.x, val), run.ds.y[val], t["loss"])[1]
     test_loss = test_acc = None
     if len(test):
         test_loss, test_acc = score(run.model, RowView(run.ds.x, test), run.ds.y[test], t["loss"])

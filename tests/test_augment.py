@@ -49,3 +49,18 @@ def test_random_affine_is_float32_bounded_and_seeded():
     b = augment_batch(x, np.random.default_rng(5), shift=0.1, rotate=15, scale=0.1)
     assert a.dtype == np.float32 and a.shape == (16, 784)
     assert np.array_equal(a, b) and a.min() >= 0 and a.max() <= 1
+
+
+def test_flip_mirrors_the_chosen_images_left_to_right():
+    x = np.random.default_rng(0).integers(0, 256, (40, 9, 9), dtype=np.uint8)
+    every = augment_batch(x, np.random.default_rng(2), flip=1.0).reshape(40, 9, 9)
+    assert np.array_equal(every, to_float(x[:, :, ::-1].reshape(40, 81)).reshape(40, 9, 9))
+    half = augment_batch(x, np.random.default_rng(2), flip=0.5).reshape(40, 9, 9)
+    mirrored = [np.array_equal(h, e) for h, e in zip(half, every)]
+    kept = [np.array_equal(h, to_float(xi[None]).reshape(9, 9)) for h, xi in zip(half, x)]
+    assert all(m != k for m, k in zip(mirrored, kept)) and 10 < sum(mirrored) < 30  # each image one or the other
+    assert np.array_equal(half, augment_batch(x, np.random.default_rng(2), flip=0.5).reshape(40, 9, 9))  # seeded
+    # after the shifts and rotations: the same draws for them, then the mirror
+    moved = augment_batch(x, np.random.default_rng(3), shift=0.1, rotate=10).reshape(40, 9, 9)
+    both = augment_batch(x, np.random.default_rng(3), shift=0.1, rotate=10, flip=1.0).reshape(40, 9, 9)
+    assert np.array_equal(both, moved[:, :, ::-1])

@@ -12,7 +12,7 @@ import pytest
 from doodle import autodiff as ad
 from doodle.errors import DoodleError
 from doodle.gradcheck import numerical_gradient, rel_error
-from doodle.nn import ACTIVATIONS, LOSSES, MLP, Dropout
+from doodle.nn import ACTIVATIONS, LOSSES, MLP, NORMS, Dropout
 
 TOL = 1e-6  # per-entry relative error of a right rule against central differences, in float64
 
@@ -359,7 +359,7 @@ def test_graph_gradients_equal_the_manual_ones(activation, loss, dropout):
 
 
 def test_graph_tables_match_the_network_tables():
-    assert set(ad.ACTIVATIONS) == set(ACTIVATIONS) and set(ad.LOSSES) == set(LOSSES)
+    assert set(ad.ACTIVATIONS) == set(ACTIVATIONS) and set(ad.LOSSES) == set(LOSSES) and set(ad.NORMS) == set(NORMS)
 
 
 def test_float32_network_gradients_agree_to_round_off():
@@ -394,3 +394,58 @@ def test_mlp_loss_rejects_bad_arguments():
         ad.mlp_loss(x, y, params, dropout_masks=[np.ones((5, 4))])
     with pytest.raises(DoodleError, match="one entry"):
         ad.mlp_loss(x, y, params, dropout_masks=[None, None])
+
+
+# --- batch norm: built from the ops above ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_batch_norm_graph_equals_the_manual_layers(activation, dropout):
+    rng = np.random.default_rng(3)
+    model = MLP([12, 9, 7, 5], activation=activation, dropout=dropout, seed=3, dtype=np.float64, norm="batch")
+    for p in model.parameters()[1:]:
+        if p.ndim == 1:
+            p += rng.normal(0.0, 0.2, size=p.shape)
+    x, y = rng.standard_normal((16, 12)), rng.integers(0, 5, size=16)
+    value, dlogits = LOSSES["cross_entropy"](model.forward(x, train=True), y)
+    model.backward(dlogits)
+    manual = [g.copy() for g in model.gradients()]
+    manual_stats = [(n.xhat, n.inv) for n in model.norms]
+    masks = [layer.mask for layer in model.layers if isinstance(layer, Dropout)] or None
+    stats = []
+    loss, tensors, _ = ad.mlp_loss(x, y, model.parameters(), activation, "cross_entropy", masks, norm="batch",
+                                   batch_stats=stats)
+    loss.backward()
+    assert float(loss.value) == pytest.approx(value, rel=1e-12)
+    assert [t.name for t in tensors] == ["W0", "gain0", "shift0", "W1", "gain1", "shift1", "W2", "b2"]
+    assert max(rel_error(m, t.grad) for m, t in zip(manual, tensors)) < 1e-10
+    # the batch statistics handed out for the running averages are the ones the manual layer used
+    for (mean, var), (xhat, inv) in zip(stats, manual_stats):
+        np.testing.assert_allclose(1.0 / np.sqrt(var + 1e-5), inv, rtol=1e-12)
+        assert mean.shape == inv.shape == (xhat.shape[1],)
+
+
+def test_batch_norm_graph_in_evaluation_uses_the_running_statistics():
+    rng = np.random.default_rng(4)
+    model = MLP([12, 9, 5], seed=4, dtype=np.float64, norm="batch")
+    for _ in range(3):  # move the running statistics away from (0, 1)
+        model.forward(rng.standard_normal((32, 12)) * 3 + 1, train=True)
+    x, y = rng.standard_normal((4, 12)), rng.integers(0, 5, size=4)
+    with ad.no_grad():
+        _, _, logits = ad.mlp_loss(x, y, model.parameters(), norm="batch", running=model.running_stats())
+    np.testing.assert_allclose(logits.value, model.forward(x, train=False), rtol=1e-12)
+    with ad.no_grad():  # and with the batch's own statistics, training mode
+        _, _, batch_logits = ad.mlp_loss(x, y, model.parameters(), norm="batch")
+    assert not np.allclose(batch_logits.value, logits.value)
+
+
+def test_split_params_and_names_follow_the_layout():
+    plain = [rand(4, 3), rand(3), rand(3, 2), rand(2)]
+    assert [len(g) for g in ad.split_params(plain)] == [2, 2]
+    assert ad.param_names(4) == ["W0", "b0", "W1", "b1"]
+    assert ad.param_names(5, "batch") == ["W0", "gain0", "shift0", "W1", "b1"]
+    with pytest.raises(DoodleError, match="W0, gain0, shift0"):
+        ad.split_params(plain, "batch")
+    with pytest.raises(DoodleError, match="unknown norm"):
+        ad.split_params(plain, "layer")

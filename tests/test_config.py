@@ -93,7 +93,7 @@ def test_integer_given_for_float_is_accepted():
 def test_defaults_are_valid_and_fresh():
     a, b = defaults(), defaults()
     a["model"]["hidden"].append(3)
-    assert b["model"]["hidden"] == [256, 128]
+    assert b["model"]["hidden"] == [512, 256]
 
 
 def test_built_in_defaults_equal_default_yaml():

@@ -129,7 +129,9 @@ def test_calibration_is_applied_unless_asked_not_to(tmp_path):
     from test_train import blobs, config
 
     ds = blobs(size=28)  # numpy_bitmap files are 28x28
-    fit(config("train.epochs=6", "train.lr=0.05", "data.image_size=28"), ds, tmp_path / "run")
+    # the plain recipe (no flips, no TTA), whose probabilities on these blobs stay short of certain
+    fit(config("train.epochs=6", "train.lr=0.05", "data.image_size=28", "augment.flip=0", "model.tta=none"), ds,
+        tmp_path / "run")
     t = load_model(tmp_path / "run")[0].temperature
     assert t != 1.0
     np.save(tmp_path / "square.npy", ds.x[ds.y == 1])
@@ -143,3 +145,34 @@ def test_calibration_is_applied_unless_asked_not_to(tmp_path):
     p_raw = predict(["-"], tmp_path / "run", stdin=io.StringIO(line), calibrated=False)[0][0]["top"]
     assert [r["category"] for r in p_cal] == [r["category"] for r in p_raw]
     assert p_cal[0]["probability"] != p_raw[0]["probability"]
+
+
+def test_test_time_augmentation_reaches_evaluate_predict_and_play(tmp_path):
+    from doodle.checkpoint import load_model
+    from doodle.metrics import negative_log_likelihood
+    from doodle.play import probabilities
+    from doodle.train import fit
+    from test_train import blobs, config
+
+    ds = blobs(size=28)
+    fit(config("train.epochs=3", "data.image_size=28", "model.tta=flip_shift"), ds, tmp_path / "run")
+    model = load_model(tmp_path / "run")[0]
+    assert model.tta == "flip_shift"
+    x = np.random.default_rng(1).integers(0, 120, (20, 28, 28), dtype=np.uint8)  # unsure inputs: moderate probabilities
+    np.save(tmp_path / "triangle.npy", x)
+    summary = evaluate(tmp_path / "run", [tmp_path / "triangle.npy"])
+    assert summary["tta"] == "flip_shift"
+    probs = model.predict_proba(x)
+    model.tta = "none"
+    plain = model.predict_proba(x)
+    assert np.abs(probs - plain).max() > 1e-3  # the views change the numbers, so agreement below means something
+    assert summary["nll"] == pytest.approx(negative_log_likelihood(probs, np.full(20, 2)), rel=1e-6)
+    drawing = [[[0, 100, 200], [0, 100, 0]]]
+    line = json.dumps({"word": "triangle", "drawing": drawing})
+    top = predict(["-"], tmp_path / "run", stdin=io.StringIO(line))[0][0]["top"]
+    bitmap = rasterize(drawing, size=28, line_width=16.0, padding=16.0)[None]
+    model.tta = "flip_shift"
+    p = probabilities(model, bitmap)[0]  # doodle play's path
+    assert [r["probability"] for r in top] == pytest.approx(sorted(p, reverse=True)[:3], rel=1e-6)
+    model.tta = "none"
+    assert not np.allclose(probabilities(model, bitmap)[0], p, rtol=1e-2, atol=0)  # far beyond the 1e-6 above

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from doodle.errors import DoodleError
-from doodle.nn import (ACTIVATIONS, INITS, LOSSES, MLP, Dense, Dropout, LeakyReLU, ReLU, Sigmoid, Tanh,
-                       cross_entropy, mse, softmax)
+from doodle.nn import (ACTIVATIONS, INITS, LOSSES, MLP, TTA, BatchNorm, Dense, Dropout, LeakyReLU, ReLU, Sigmoid, Tanh,
+                       cross_entropy, mirror_images, mse, shift_images, softmax)
 from doodle.optim import SGD, make_optimizer
 from doodle.raster import to_float
 from doodle.train import train_step
@@ -366,3 +366,87 @@ def test_learns_separable_blobs(opt_name, kwargs, loss):
         last, correct = train_step(m, opt, loss, x, y)
     assert last < first / 10
     assert correct >= 0.97 * 300
+
+
+# --- test-time augmentation ----------------------------------------------------------------------
+
+
+def test_image_views_shift_and_mirror():
+    img = np.arange(9, dtype=F32).reshape(1, 9)  # [[0 1 2] [3 4 5] [6 7 8]]
+    assert shift_images(img, 1, 0).reshape(3, 3).tolist() == [[0, 0, 0], [0, 1, 2], [3, 4, 5]]
+    assert shift_images(img, 0, -1).reshape(3, 3).tolist() == [[1, 2, 0], [4, 5, 0], [7, 8, 0]]
+    assert mirror_images(img).reshape(3, 3).tolist() == [[2, 1, 0], [5, 4, 3], [8, 7, 6]]
+    assert img.reshape(3, 3)[0].tolist() == [0, 1, 2]  # the input is left alone
+    with pytest.raises(DoodleError, match="square images"):
+        mirror_images(np.zeros((1, 8), F32))
+
+
+@pytest.mark.parametrize("tta", sorted(set(TTA) - {"none"}))
+def test_tta_averages_the_logits_of_every_view(tta):
+    rng = np.random.default_rng(7)
+    imgs = rng.integers(0, 256, size=(5, 6, 6), dtype=np.uint8)
+    m = MLP([36, 8, 3], seed=0, tta=tta)
+    x = to_float(imgs)
+    views = []
+    for mirrored, dy, dx in TTA[tta]:
+        v = x.reshape(5, 6, 6)[:, :, ::-1] if mirrored else x.reshape(5, 6, 6)
+        out = np.zeros_like(v)  # shifted by hand: rows move dy down, columns dx right, zeros come in
+        out[:, max(dy, 0):6 + min(dy, 0), max(dx, 0):6 + min(dx, 0)] = \
+            v[:, max(-dy, 0):6 + min(-dy, 0), max(-dx, 0):6 + min(-dx, 0)]
+        views.append(m.forward(out.reshape(5, 36)))
+    np.testing.assert_allclose(m.predict_logits(imgs, batch_size=2), np.mean(views, axis=0), rtol=1e-5, atol=1e-6)
+    plain = MLP([36, 8, 3], seed=0)
+    assert not np.allclose(plain.predict_logits(imgs), m.predict_logits(imgs))  # the views do matter
+    assert len(TTA[tta]) > 1 and TTA[tta][0] == (False, 0, 0)  # the image itself is always one view
+    with pytest.raises(DoodleError, match="unknown tta"):
+        MLP([36, 3], tta="rotate")
+
+
+# --- batch norm ------------------------------------------------------------------------------------
+
+
+def test_batch_norm_standardises_with_the_batch_then_predicts_with_running_statistics():
+    rng = np.random.default_rng(8)
+    bn = BatchNorm(3, momentum=0.9, dtype=np.float64)
+    bn.params["gain"][:] = [1.0, 2.0, 0.5]
+    bn.params["bias"][:] = [0.0, -1.0, 3.0]
+    x = rng.normal([5.0, -2.0, 0.0], [2.0, 0.1, 10.0], size=(64, 3))
+    out = bn.forward(x, train=True)
+    np.testing.assert_allclose(out.mean(axis=0), bn.params["bias"], atol=1e-12)
+    np.testing.assert_allclose(out.std(axis=0), bn.params["gain"] * np.sqrt(x.var(axis=0) / (x.var(axis=0) + 1e-5)))
+    # running averages: 0.9 * old + 0.1 * batch, with the unbiased variance
+    np.testing.assert_allclose(bn.buffers["mean"], 0.1 * x.mean(axis=0))
+    np.testing.assert_allclose(bn.buffers["var"], 0.9 + 0.1 * x.var(axis=0, ddof=1))
+    # evaluation uses them: one sample's output no longer depends on the rest of its batch
+    one = bn.forward(x[:1], train=False)
+    np.testing.assert_allclose(bn.forward(x, train=False)[:1], one)
+    expected = (x[:1] - bn.buffers["mean"]) / np.sqrt(bn.buffers["var"] + 1e-5) * bn.params["gain"] + bn.params["bias"]
+    np.testing.assert_allclose(one, expected)
+    assert bn.forward(x.astype(F32), train=True).dtype == np.float64  # the layer's arrays set the dtype
+    f32 = BatchNorm(3)
+    assert f32.forward(x.astype(F32), train=True).dtype == F32 and f32.buffers["var"].dtype == F32
+
+
+def test_mlp_with_batch_norm_structure_state_and_tracking():
+    m = MLP([6, 5, 4, 3], norm="batch", dropout=0.2)
+    kinds = [type(layer).__name__ for layer in m.layers]
+    assert kinds == ["Dense", "BatchNorm", "ReLU", "Dropout", "Dense", "BatchNorm", "ReLU", "Dropout", "Dense"]
+    # a hidden Dense before batch norm has no bias: the norm's shift is the layer's bias
+    assert m.param_names == ["dense0.W", "norm0.gain", "norm0.bias", "dense1.W", "norm1.gain", "norm1.bias",
+                             "dense2.W", "dense2.b"]
+    assert [p.shape for p in m.parameters()] == [(6, 5), (5,), (5,), (5, 4), (4,), (4,), (4, 3), (3,)]
+    assert list(m.state_dict()) == [*m.param_names, "norm0.mean", "norm0.var", "norm1.mean", "norm1.var"]
+    assert m.flat_params.size == sum(p.size for p in m.parameters())
+    # the first layers' weights are drawn as without batch norm: switching it on changes nothing else
+    np.testing.assert_array_equal(m.parameters()[0], MLP([6, 5, 4, 3], dropout=0.2).parameters()[0])
+    x = np.random.default_rng(0).standard_normal((16, 6)).astype(F32)
+    m.forward(x, train=True)
+    stats = m.running_stats()
+    assert len(stats) == 2 and not np.allclose(stats[0][0], 0)  # training moved the running mean
+    other = MLP([6, 5, 4, 3], norm="batch", seed=5)
+    other.load_state_dict(m.state_dict())
+    np.testing.assert_array_equal(other.predict_logits(x), m.predict_logits(x))  # the buffers came along
+    m.track([(np.ones(5, F32), np.ones(5, F32)), (np.ones(4, F32), np.ones(4, F32))], batch=16)
+    assert np.allclose(stats[0][0], 0.9 * other.running_stats()[0][0] + 0.1)  # track() updates in place
+    with pytest.raises(DoodleError, match="unknown norm"):
+        MLP([6, 3], norm="layer")

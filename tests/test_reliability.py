@@ -335,6 +335,8 @@ MODEL_DAMAGE = {  # name -> (how, words in the error)
     "weights missing": (lambda r: _drop_weight(r, "dense1.W"), "missing ['dense1.W']"),
     "integer-overflowing raster": (lambda r: _edit_meta(r, raster={"size": 10 ** 30, "line_width": 16.0,
                                                                    "padding": 16.0}), "'raster'"),
+    "unknown test-time augmentation": (lambda r: _edit_meta(r, tta="rotate"), "unknown tta 'rotate'"),
+    "test-time augmentation not a name": (lambda r: _edit_meta(r, tta=["flip"]), "unknown tta"),
 }
 
 
@@ -354,6 +356,35 @@ def test_damaged_models_are_refused_at_load(run_dir, tmp_path, name):
         load_model(run)
     assert words in str(err.value) and str(run) in str(err.value), str(err.value)
     one_line_error(cli("predict", "x.png", "--model", run), words)
+
+
+def test_batch_norm_models_check_their_running_statistics(data_dir, tmp_path):
+    run = tmp_path / "bn"
+    train(None, (*TINY, "model.norm=batch", "train.epochs=1"), data_dir=data_dir, out=run)
+    model, _ = load_model(run)
+    assert model.norm == "batch" and model.running_stats()[0][1].shape == (8,)
+    _edit_weights(run, **{"norm0.var": -np.ones(8, np.float32)})
+    one_line_error(cli("predict", "x.png", "--model", run), "norm0.var holds a negative variance")
+    _drop_weight(run, "norm0.mean")
+    one_line_error(cli("predict", "x.png", "--model", run), "missing ['norm0.mean']")
+    _edit_meta(run, norm="none")  # then the file holds arrays a plain network does not have
+    one_line_error(cli("predict", "x.png", "--model", run), "missing ['dense0.b']")
+
+
+def test_models_from_before_test_time_augmentation_load_and_predict_as_before(run_dir, tmp_path):
+    run = copy_run(run_dir, tmp_path)
+    meta = json.loads((run / "model.json").read_text())
+    model, _ = load_model(run)
+    assert model.tta == meta["tta"] == "flip_shift"  # the built-in default
+    x = np.random.default_rng(0).integers(0, 256, (5, 8, 8), dtype=np.uint8)
+    del meta["tta"]
+    (run / "model.json").write_text(json.dumps(meta))
+    old, _ = load_model(run)
+    model.tta = "none"
+    assert old.tta == "none" and np.array_equal(old.predict_proba(x), model.predict_proba(x))
+    _edit_meta(run, tta="flip")  # the metadata decides how the model predicts
+    flipped, _ = load_model(run)
+    assert flipped.tta == "flip" and not np.allclose(flipped.predict_proba(x), model.predict_proba(x))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -459,10 +490,16 @@ def _rows(run):
             for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("schedule", ["cosine", "step"])
-def test_two_plus_two_epochs_equal_four_bit_for_bit_with_dropout_and_augmentation(data_dir, tmp_path, schedule):
+# issue 13's options: flips draw from the run's generator, batch norm keeps running statistics, and
+# test-time augmentation changes the kept model's scores
+ACCURACY = ("augment.flip=0.5", "model.tta=flip_shift", "model.norm=batch")
+
+
+@pytest.mark.parametrize("schedule, options", [("cosine", ()), ("step", ()), ("cosine", ACCURACY)])
+def test_two_plus_two_epochs_equal_four_bit_for_bit_with_dropout_and_augmentation(data_dir, tmp_path, schedule,
+                                                                                  options):
     extra = ("train.epochs=4", f"train.schedule={schedule}", "train.step_epochs=1", "augment.probability=1.0",
-             "model.dropout=0.3", "train.patience=3")
+             "model.dropout=0.3", "train.patience=3", *options)
     cfg = load_config(None, (*TINY, *extra))
     ds = load_dataset(cfg, data_dir)
     whole = fit(cfg, ds, tmp_path / "whole")
@@ -475,6 +512,10 @@ def test_two_plus_two_epochs_equal_four_bit_for_bit_with_dropout_and_augmentatio
         assert _same_arrays(_arrays(tmp_path / "part" / name), _arrays(tmp_path / "whole" / name)), name
     # dropout matters here: without restoring its random state the resumed run differs
     assert cfg["model"]["dropout"] > 0 and cfg["augment"]["probability"] == 1.0
+    model = load_model(tmp_path / "part")[0]
+    assert model.tta == cfg["model"]["tta"] and model.norm == cfg["model"]["norm"]  # it predicts as configured
+    if model.norm == "batch":  # the running statistics are resume state too (in last.npz's model/ arrays)
+        assert "model/norm0.var" in _arrays(tmp_path / "part" / LAST_NPZ)
 
 
 def test_resume_with_more_epochs_on_a_constant_schedule_equals_one_run(data_dir, tmp_path):

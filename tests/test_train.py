@@ -174,8 +174,11 @@ def test_pickled_arrays_are_never_loaded(tmp_path):
 # --- training through the computational graph (train.backprop: graph) ----------------------------
 
 
-@pytest.mark.parametrize("extra", [(), ("model.dropout=0.3", "augment.shift=0.1"),
-                                   ("train.loss=mse", "model.activation=tanh", "train.optimizer=nesterov")])
+@pytest.mark.parametrize("extra", [("augment.flip=0", "model.tta=none"),
+                                   ("model.dropout=0.3", "augment.shift=0.1"),
+                                   ("train.loss=mse", "model.activation=tanh", "train.optimizer=nesterov"),
+                                   ("augment.flip=0.5", "model.tta=flip_shift", "model.norm=batch",
+                                    "model.dropout=0.1")])
 def test_graph_backprop_trains_the_same_run_in_float32(tmp_path, extra):
     a = fit(config(*extra), blobs(), tmp_path / "a")
     b = fit(config("train.backprop=graph", *extra), blobs(), tmp_path / "b")
@@ -190,7 +193,8 @@ def test_graph_backprop_trains_the_same_run_in_float32(tmp_path, extra):
 
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu", "tanh", "sigmoid"])
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
-def test_graph_and_manual_gradients_agree_step_by_step_in_float64(activation, loss):
+@pytest.mark.parametrize("norm", ["none", "batch"])
+def test_graph_and_manual_gradients_agree_step_by_step_in_float64(activation, loss, norm):
     from doodle.nn import MLP
     from doodle.optim import make_optimizer
     from doodle.train import gradients
@@ -198,7 +202,8 @@ def test_graph_and_manual_gradients_agree_step_by_step_in_float64(activation, lo
     rng = np.random.default_rng(0)
     x = rng.standard_normal((64, 20))
     y = rng.integers(0, 5, 64)
-    models = [MLP([20, 16, 12, 5], activation=activation, dropout=0.25, seed=3, dtype=np.float64) for _ in range(2)]
+    models = [MLP([20, 16, 12, 5], activation=activation, dropout=0.25, seed=3, dtype=np.float64, norm=norm)
+              for _ in range(2)]
     opts = [make_optimizer("adam", m.parameters(), flat=(m.flat_params, m.flat_grads), lr=0.01) for m in models]
     workspace = {}
     for step in range(8):
@@ -210,6 +215,11 @@ def test_graph_and_manual_gradients_agree_step_by_step_in_float64(activation, lo
             assert np.max(np.abs(ga - gb)) <= 1e-10 * np.max(np.abs(ga)), step
         for o in opts:
             o.step()
+        for (ma, va), (mb, vb) in zip(models[0].running_stats() or [], models[1].running_stats() or []):
+            np.testing.assert_allclose(mb, ma, rtol=1e-12, atol=1e-15)  # the graph path tracks them too
+            np.testing.assert_allclose(vb, va, rtol=1e-12)
+    if norm == "batch":
+        assert not np.allclose(models[1].running_stats()[0][1], 1.0)
 
 
 def test_unknown_backprop_is_a_user_error():
