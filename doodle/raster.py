@@ -32,6 +32,7 @@ from operator import itemgetter
 
 import numpy as np
 
+from doodle import heap
 from doodle.errors import DoodleError
 from doodle.progress import NULL_REPORTER, Reporter
 
@@ -438,7 +439,8 @@ def _worker_init(parent: int | None) -> None:
     Forked workers: the kernel sends them SIGKILL when their parent goes (Linux prctl PR_SET_PDEATHSIG).
     Forkserver workers are children of the server, which outlives our process as long as they live; for
     them (and as a second line everywhere) a thread waits on multiprocessing's parent sentinel, a pipe
-    that only our process holds open, and polls that our process still runs."""
+    that only our process holds open, and polls that our process still runs. It also keeps freed memory
+    for reuse (doodle.heap)."""
     import ctypes
     import multiprocessing
     import signal
@@ -446,6 +448,7 @@ def _worker_init(parent: int | None) -> None:
     import threading
     from multiprocessing.connection import wait
 
+    heap.keep_freed_memory()  # every chunk's temporaries reuse the last chunk's memory (see doodle.heap)
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
