@@ -80,10 +80,12 @@ def run_one(name: str, overrides: list[str], config: Path, data_dir: Path, out: 
     return row
 
 
-# What a setting meant before it existed (runs older than issue 13's keys) or after it was removed again:
-# off. TTA was briefly a number of pixels, 0 for none.
+# What a setting meant before it existed (runs older than issue 13's keys, or than issue 10's shuffle keys) or
+# after it was removed again: off, or the behaviour of the time. TTA was briefly a number of pixels, 0 for none.
 OFF = {("model", "norm"): "none", ("model", "tta"): "none", ("train", "label_smoothing"): 0.0,
-       ("augment", "flip"): 0.0, ("train", "ema"): 0.0, ("augment", "mixup"): 0.0, ("augment", "cutout"): 0.0}
+       ("augment", "flip"): 0.0, ("train", "ema"): 0.0, ("augment", "mixup"): 0.0, ("augment", "cutout"): 0.0,
+       ("data", "shuffle"): "full", ("data", "block_rows"): 64, ("data", "shuffle_window"): 65536,
+       ("data", "scheduler"): None}
 
 
 def differences(resolved: dict, reference: dict) -> str:
@@ -102,7 +104,12 @@ def differences(resolved: dict, reference: dict) -> str:
 def table(rows: list[dict]) -> str:
     """The log as Markdown; each run's settings are shown as their differences from today's config file."""
     references = {}
-    lines = ["| run | differs from today's config file | epochs | val top-1 | val top-3 | test top-1 | test top-3 | "
+    lines = ["# The accuracy ablation of issue 13, run by run", "",
+             "Written by `python bench/ablation.py --table > bench/ablation.md` from `bench/ablation.jsonl`. Each run "
+             "trained through the real pipeline on the shared sample; its settings are shown as their differences "
+             "from today's config file. The lever-by-lever summary is in the README (Better guesses). The machine "
+             "was shared: a run's time is comparable only with the runs started beside it (the load is shown).", "",
+             "| run | differs from today's config file | epochs | val top-1 | val top-3 | test top-1 | test top-3 | "
              "test ECE | time (s) | load (start, end) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         name = Path(r["config"]).name
