@@ -367,6 +367,7 @@ def rasterize_batch(drawings, size: int = 28, line_width: float = 16.0, padding:
     _check(size, line_width, padding)
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 0:
         raise DoodleError(f"workers must be 0 (all cores) or a positive integer, got {workers!r}")
+    heap.keep_freed_memory()  # chunk after chunk reuses the same memory (1.5x faster, see doodle.heap)
     size, line_width, padding = int(size), float(line_width), float(padding)
     if not hasattr(drawings, "__len__") or not hasattr(drawings, "__getitem__"):
         drawings = list(drawings)
