@@ -37,7 +37,7 @@ SETTINGS = {  # name -> overrides
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--epochs", type=int, default=15, help="epochs per run (the config's 40 take ~4x longer)")
+    ap.add_argument("--epochs", type=int, default=15, help="epochs per run (the config's 80 take ~5x longer)")
     ap.add_argument("--only", type=int, nargs="+", help="run only these settings (0 = full, 1 = noise, ...)")
     args = ap.parse_args()
     chosen = [k for i, k in enumerate(SETTINGS) if args.only is None or i in args.only]
@@ -55,7 +55,7 @@ def main() -> None:
             print(f"{name:<56} test {res.test_accuracy:.2%}  val {res.val_accuracy:.2%}  "
                   f"({rows[-1]['seconds']:.0f} s)", flush=True)
     full = rows[0]["test_accuracy"]  # the first setting run is the reference
-    print(f"\nconfigs/quickdraw16.yaml, {args.epochs} epochs (the config has 40), test = last 25% of each file")
+    print(f"\nconfigs/quickdraw16.yaml, {args.epochs} epochs (the config has 80), test = last 25% of each file")
     for r in rows:
         print(f"{r['shuffle']:<56} {r['test_accuracy']:.2%}  ({(r['test_accuracy'] - full) * 100:+.2f} points)")
     print(json.dumps(rows))
