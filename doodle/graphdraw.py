@@ -282,7 +282,9 @@ def graph_svg(root: ad.Tensor, title: str = "") -> str:
     _check(root)
     rows, box, edges = _layout(root)
     top = 76  # title and legend
-    width = max(s.x + s.width / 2 for row in rows for s in row) + MARGIN
+    title = title or "Computational graph of the loss"
+    # wide enough for the title too: a monospace character at 16 px is about 0.6 em wide
+    width = max(max(s.x + s.width / 2 for row in rows for s in row) + MARGIN, 2 * MARGIN + 16 * 0.6 * len(title))
     height = top + len(rows) * (BOX_H + GAP_Y) + 12
 
     def y_top(layer):
@@ -294,7 +296,7 @@ def graph_svg(root: ad.Tensor, title: str = "") -> str:
              'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#666"/></marker></defs>',
              '<rect width="100%" height="100%" fill="white"/>',
              f'<text x="{MARGIN}" y="28" font-size="16" font-weight="bold">'
-             f'{escape(title or "Computational graph of the loss")}</text>']
+             f'{escape(title)}</text>']
     lx = float(MARGIN)
     for role, (fill, stroke) in COLOURS.items():
         parts.append(f'<rect x="{lx:.0f}" y="42" width="14" height="14" rx="3" fill="{fill}" stroke="{stroke}"/>'
