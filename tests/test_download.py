@@ -542,6 +542,35 @@ def test_unresolvable_host_says_so(tmp_path, monkeypatch):
     assert [e[0] for e in rec.events] == ["log"] and leftovers(tmp_path) == []
 
 
+def test_a_server_that_cannot_be_reached_is_tried_once_not_once_per_file(server, tmp_path):
+    """Offline, `download --all` used to spend every file's retries on the same dead server (~11 min for 345)."""
+    words = ["cat", "dog", "apple", "banana", "bicycle", "fish"]
+    [kept] = dl.download(["cat"], data_dir=tmp_path, base_url=server.url, **FAST)  # complete before the outage
+    assert kept.status == "downloaded"
+    with socket.socket() as s:  # a loopback port nobody listens on: connections are refused at once
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    results = dl.download(words, data_dir=tmp_path, base_url=dead, jobs=2, **FAST)
+    assert [r.status for r in results] == ["skipped"] + ["failed"] * 5  # what is on disk stays good
+    tried = [r for r in results[1:] if "not tried" not in r.error]
+    assert len(tried) == 2 and all("Connection refused" in r.error and "gave up after 4 attempts" in r.error
+                                   for r in tried)  # the two files that ran at once spent their retries
+    for r in results[1:]:
+        if r not in tried:
+            assert r.error in {f"{r.url}: not tried: the server could not be reached for {t.word}: {t.reason}"
+                               for t in tried}
+    assert leftovers(tmp_path) == [".cat.ndjson.json", "cat.ndjson"]  # no .part, lock or temporary
+
+
+def test_a_file_that_fails_on_its_own_does_not_stop_the_others(tmp_server, tmp_path):
+    (tmp_server.httpd.root / "full" / "simplified").mkdir(parents=True)
+    (tmp_server.httpd.root / "full" / "simplified" / "dog.ndjson").write_bytes(tiny_ndjson("dog", 3))
+    tmp_server.cfg["failing"] = ("cat.ndjson",)  # HTTP 500 every time: a server problem with one file
+    cat, dog = dl.download(["cat", "dog"], data_dir=tmp_path, base_url=tmp_server.url, jobs=1, **FAST)
+    assert cat.status == "failed" and "HTTP 500" in cat.error and "not tried" not in cat.error
+    assert dog.status == "downloaded"
+
+
 # ---------------------------------------------------------------------------------------- what is kept is checked
 # Generated files on a tmp_server: these run without the shared sample.
 
