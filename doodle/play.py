@@ -287,6 +287,39 @@ async def read_body(request, limit: int = MAX_BODY) -> bytes:
     return b"".join(chunks)
 
 
+class _HostGuard:
+    """Starlette's TrustedHostMiddleware (Host parsing, IPv6, ports) answering a refusal in the API's own
+    form, {"error": ...} with 400, instead of its plain-text body."""
+
+    def __init__(self, app, allowed_hosts: list[str]):
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        self.app, self.allowed = app, list(allowed_hosts)
+        self.guard = TrustedHostMiddleware(self._passed, allowed_hosts=self.allowed, www_redirect=False)
+
+    async def _passed(self, scope, receive, send):
+        scope["doodle.host_ok"] = True
+        await self.app(scope, receive, send)
+
+    async def __call__(self, scope, receive, send):
+        from starlette.datastructures import Headers
+        from starlette.responses import JSONResponse
+
+        if scope["type"] != "http":
+            await self.guard(scope, receive, send)
+            return
+
+        async def answer(message):
+            if scope.get("doodle.host_ok"):
+                await send(message)
+            elif message["type"] == "http.response.start":  # the guard's refusal: ours instead, body and all
+                host = Headers(scope=scope).get("host", "")
+                await JSONResponse({"error": f"this server answers only for {', '.join(self.allowed)}, not for "
+                                             f"Host {host[:100]!r}"}, status_code=400)(scope, receive, send)
+
+        await self.guard(scope, receive, answer)
+
+
 def make_app(model_path: str | Path | None = None, save_dir: str | Path = "data/mine",
              allowed_hosts: list[str] | None = None):
     """The Starlette app: the page (doodle/static) and the JSON API over one loaded model.
@@ -298,7 +331,6 @@ def make_app(model_path: str | Path | None = None, save_dir: str | Path = "data/
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
     from starlette.middleware import Middleware
-    from starlette.middleware.trustedhost import TrustedHostMiddleware
     from starlette.responses import FileResponse, JSONResponse
     from starlette.routing import Route
 
@@ -348,7 +380,7 @@ def make_app(model_path: str | Path | None = None, save_dir: str | Path = "data/
     routes = [Route("/", index), Route("/static/{name}", asset), Route("/api/model", model_info),
               Route("/api/predict", timed(predict), methods=["POST"]),
               Route("/api/save", timed(save), methods=["POST"])]
-    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)] if allowed_hosts else []
+    middleware = [Middleware(_HostGuard, allowed_hosts=allowed_hosts)] if allowed_hosts else []
     app = Starlette(routes=routes, middleware=middleware,
                     exception_handlers={ApiError: api_error, DoodleError: doodle_error, HTTPException: http_error})
     app.state.player = player

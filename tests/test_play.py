@@ -248,7 +248,13 @@ def test_other_host_names_are_refused_when_asked(play_model, tmp_path):
     guarded = TestClient(make_app(play_model, tmp_path, allowed_hosts=["127.0.0.1", "localhost"]),
                          base_url="http://127.0.0.1:8000")
     assert guarded.get("/api/model").status_code == 200
-    assert guarded.get("/api/model", headers={"Host": "evil.example:8000"}).status_code == 400
+    refused = guarded.get("/api/model", headers={"Host": "evil.example:8000"})
+    assert refused.status_code == 400 and refused.headers["content-type"] == "application/json"
+    assert refused.json() == {"error": "this server answers only for 127.0.0.1, localhost, not for "
+                                       "Host 'evil.example:8000'"}
+    assert guarded.post("/api/predict", json={"drawing": [[[0, 10], [0, 10]]]},
+                        headers={"Host": "evil.example"}).status_code == 400  # before the body is read
+    assert guarded.get("/", headers={"Host": "localhost:8000"}).status_code == 200
 
 
 # ---------------------------------------------------------------- saving
