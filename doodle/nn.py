@@ -438,22 +438,23 @@ class MLP:
 
     def predict_logits(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
         """Logits (N, C) in eval mode, batch by batch; uint8 images go through to_float per batch. With
-        test-time augmentation (self.tta), the mean of the logits of every shifted view."""
+        test-time augmentation (self.tta), the mean of the logits of every view: all the views of a batch
+        go through the network as one stack of about batch_size rows (one drawing's 10 views: one pass)."""
         out = np.empty((len(x), self.layer_sizes[-1]), dtype=self.dtype)
         views = lookup(TTA, self.tta, "tta")
-        for i in range(0, len(x), batch_size):
-            xb = x[i:i + batch_size]
+        step = max(1, batch_size // len(views)) if views else batch_size
+        for i in range(0, len(x), step):
+            xb = x[i:i + step]
             if xb.dtype == np.uint8:
                 xb = to_float(xb)
             else:
                 xb = np.asarray(xb.reshape(len(xb), -1), dtype=self.dtype)
             if not views:
-                out[i:i + batch_size] = self.forward(xb, train=False)
+                out[i:i + step] = self.forward(xb, train=False)
                 continue
-            acc = out[i:i + batch_size]
-            acc[...] = 0.0
-            for v in tta_views(xb, views):
-                acc += self.forward(v, train=False)
+            logits = self.forward(np.concatenate(list(tta_views(xb, views))), train=False)
+            acc = out[i:i + step]
+            np.sum(logits.reshape(len(views), len(xb), -1), axis=0, out=acc)  # view after view, in order
             acc *= 1.0 / len(views)
         return out
 
