@@ -143,8 +143,8 @@ def explain(out: str | Path, model_path: str | Path | None = None, config_path: 
         masks = [((rng.random((1, n), dtype=np.float32) >= p) * np.float32(1.0 / (1.0 - p))).astype(np.float32)
                  for n in model.layer_sizes[1:-1]]
     # Batch norm of one drawing uses the running statistics, as the trained network predicts with them.
-    network = {"norm": model.norm, "running": model.running_stats()}
-    loss, _, _ = autodiff.mlp_loss(x[:1], y1, model.parameters(), model.activation, loss_name, masks, **network)
+    norm = {"norm": model.norm, "running": model.running_stats()}
+    loss, _, _ = autodiff.mlp_loss(x[:1], y1, model.parameters(), model.activation, loss_name, masks, **norm)
     loss.backward(retain_graph=True)
     title = f"{loss_name} loss of one drawing, true class '{truth}'" + (f", dropout {p:g}" if p else "")
     out = Path(out)
@@ -157,7 +157,7 @@ def explain(out: str | Path, model_path: str | Path | None = None, config_path: 
         known = [i for i, w in enumerate(words) if w in classes] or [0]
         xb = x[known]
         yb = np.array([classes.index(words[i]) if words[i] in classes else y1[0] for i in known])
-        s = graphdraw.loss_slice(xb, yb, model.parameters(), *where, model.activation, loss_name, **network)
+        s = graphdraw.loss_slice(xb, yb, model.parameters(), *where, model.activation, loss_name, **norm)
         slice_path = out.with_name(out.stem + ".slice.svg")
         fsutil.write_text(slice_path, graphdraw.slice_svg(s, title=f"average {loss_name} loss of {len(yb)} "
                                                                  f"drawing(s) along {s.name}"))

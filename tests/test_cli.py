@@ -207,14 +207,16 @@ def test_gradcheck_fails_loudly_on_a_wrong_backward(monkeypatch):
     assert "manual vs graph" in res.stderr and "manual vs finite diff." in res.stderr and "FAIL" in res.stdout
 
 
-def test_graph_command_draws_the_loss_graph_and_the_weight_slice(tmp_path):
+@pytest.mark.parametrize("norm", ["none", "batch"])
+def test_graph_command_draws_the_loss_graph_and_the_weight_slice(tmp_path, norm):
     base = ("--set", "data.source=synthetic", "--set", "data.categories=[circle, star]", "--set",
-            "data.per_category=40", "--set", "model.hidden=[16]", "--data-dir", tmp_path)
+            "data.per_category=40", "--set", "model.hidden=[16]", "--set", f"model.norm={norm}", "--data-dir", tmp_path)
     res = run("train", *base, "--set", "train.epochs=1", "--out", tmp_path / "run", "--json")
     assert res.exit_code == 0, res.output
     res = run("graph", "--model", tmp_path / "run", "--out", tmp_path / "g.svg", "--slice", "1:3:0", "--json")
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
+    assert doc["network"] == str(tmp_path / "run")  # the run, not the norm's running statistics
     assert doc["label_source"] == "drawing" and doc["label"] in ("circle", "star") and doc["nodes"] > 15
     svg = (tmp_path / "g.svg").read_text()
     for op in ("matmul", "relu", "exp", "log", "pick", "mean"):
