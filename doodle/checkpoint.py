@@ -116,8 +116,9 @@ def _check_meta(meta: dict, path: Path) -> None:
                           f"layer takes {sizes[0]}; {damaged}")
 
 
-def load_model(run_dir: str | Path):
-    """Rebuild the network from a run folder: (model, meta). Raises DoodleError on any damage."""
+def load_model(run_dir: str | Path, calibrated: bool = True):
+    """Rebuild the network from a run folder: (model, meta). Raises DoodleError on any damage. The model
+    applies the run's fitted temperature to its probabilities unless `calibrated` is False (raw softmax)."""
     run_dir = resolve_model_path(run_dir)
     meta = read_meta(run_dir)
     npz = run_dir / MODEL_NPZ
@@ -155,11 +156,10 @@ def load_model(run_dir: str | Path):
     model = MLP(sizes, activation=meta["activation"], dropout=0.0, norm=norm, tta=tta)
     model.load_state_dict(arrays)
     temperature = meta.get("temperature", 1.0)  # models from before calibration have none
-    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) \
-            or not math.isfinite(temperature) or temperature <= 0:
+    if not _is_finite(temperature) or temperature <= 0:
         raise DoodleError(f"{run_dir / MODEL_JSON}: temperature must be a positive number, got {temperature!r}; "
                           "the run is damaged; retrain or restore it")
-    model.temperature = float(temperature)
+    model.temperature = float(temperature) if calibrated else 1.0
     return model, meta
 
 

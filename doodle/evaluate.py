@@ -158,9 +158,7 @@ def evaluate(model_path: str | Path | None = None, inputs: list[str | Path] = ()
             raise fsutil.write_error(report_dir, exc) from None
     heap.keep_freed_memory()  # rasterising and batched forward passes reuse their freed arrays
     run_dir = resolve_model_path(model_path)
-    model, meta = load_model(run_dir)
-    if not calibrated:
-        model.temperature = 1.0
+    model, meta = load_model(run_dir, calibrated)
     classes = meta["classes"]
     data = read_inputs(list(inputs), meta["raster"], reporter, strict) if inputs else \
         test_split_bitmaps(run_dir, meta, data_dir, reporter)

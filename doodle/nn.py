@@ -460,9 +460,12 @@ class MLP:
 
     def predict_proba(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
         """Class probabilities (N, C) float32 in eval mode: softmax(logits / temperature)."""
-        logits = self.predict_logits(x, batch_size)
+        return self.probabilities(self.predict_logits(x, batch_size))
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """softmax(logits / temperature) as float32, for logits already computed (left unchanged)."""
         if self.temperature != 1.0:
-            logits *= 1.0 / self.temperature
+            logits = logits * (1.0 / self.temperature)
         return softmax(logits).astype(np.float32, copy=False)
 
 

@@ -73,9 +73,7 @@ def predict(inputs: list[str], model_path: str | Path | None = None, top_k: int 
     if not inputs:
         raise DoodleError("no inputs; give image files, .ndjson files or '-' for standard input")
     run_dir = resolve_model_path(model_path)
-    model, meta = load_model(run_dir)
-    if not calibrated:
-        model.temperature = 1.0
+    model, meta = load_model(run_dir, calibrated)
     classes = meta["classes"]
     k = min(top_k, len(classes))
     results: list[dict] = []
