@@ -504,8 +504,9 @@ TTA: dict[str, list[tuple[bool, int, int]]] = {
 
 def tta_views(x: np.ndarray, views: list[tuple[bool, int, int]]):
     """Each (mirrored, dy, dx) view of the flattened square images x (N, S*S), in turn."""
+    mirror = mirror_images(x) if any(m for m, _, _ in views) else None  # once, for every mirrored view
     for mirrored, dy, dx in views:
-        v = mirror_images(x) if mirrored else x
+        v = mirror if mirrored else x
         yield shift_images(v, dy, dx) if (dy or dx) else v
 
 
