@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from doodle import fsutil, heap
+from doodle import fsutil
 from doodle.errors import DoodleError
 from doodle.progress import NULL_REPORTER, Reporter
 from doodle.raster import process_pool, rasterize_batch, worker_count
@@ -80,7 +80,6 @@ def build_category(source: str | Path, out: str | Path, data: dict, padding: flo
     complete file is ever renamed onto `out`.
     """
     source, out = Path(source), Path(out)
-    heap.keep_freed_memory()  # in whichever process builds it (a pool or Dask worker): 1.5x faster here
     size, line_width = data["image_size"], float(data["line_width"])
     stats = LoadStats(str(source))
     tick = time.perf_counter()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from doodle import fsutil, heap
+from doodle import fsutil
 from doodle.checkpoint import load_model, load_split, resolve_model_path
 from doodle.config import from_dict
 from doodle.dataset import load_dataset
@@ -156,7 +156,6 @@ def evaluate(model_path: str | Path | None = None, inputs: list[str | Path] = ()
             Path(report_dir).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise fsutil.write_error(report_dir, exc) from None
-    heap.keep_freed_memory()  # rasterising and batched forward passes reuse their freed arrays
     run_dir = resolve_model_path(model_path)
     model, meta = load_model(run_dir, calibrated)
     classes = meta["classes"]

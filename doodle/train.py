@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from doodle import __version__, autodiff, fsutil, heap
+from doodle import __version__, autodiff, fsutil
 from doodle.augment import augment_batch
 from doodle.batches import RowView, epoch_order
 from doodle.checkpoint import (CONFIG_YAML, METRICS_JSONL, SPLIT_NPZ, STATE_JSON, config_header, config_run_id,
@@ -335,7 +335,6 @@ def fit(cfg: dict, ds: Dataset, run_dir: Path, reporter: Reporter = NULL_REPORTE
         resume: bool = False, data_dir: str | None = None) -> TrainResult:
     """Minibatch gradient descent with a per-epoch validation pass; the best epoch is what is kept."""
     run_dir = Path(run_dir)
-    heap.keep_freed_memory()  # a step's temporaries reuse freed memory instead of faulting in fresh pages
     with fsutil.lock_folder(run_dir, _BUSY.format(folder=run_dir)):
         return _fit(cfg, ds, run_dir, reporter, resume, data_dir)
 
