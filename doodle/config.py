@@ -202,7 +202,7 @@ def short_repr(value: Any) -> str:
         text = _REPR.repr(value)
     except ValueError:  # an int with more digits than Python converts to text
         text = "<a huge number>"
-    return text if len(text) <= 80 else text[:77] + "..."
+    return _clip(text)
 
 
 def _clip(text: str, limit: int = 80) -> str:
