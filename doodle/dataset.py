@@ -120,19 +120,22 @@ def build_caches(paths: list[Path], data: dict, cache_dir: Path, reporter: Repor
     bitmaps are made in memory, with a warning."""
     jobs = [(Path(p), Path(cache_dir) / f"{Path(p).stem}.{cache_key(Path(p), data)}.npy") for p in paths]
     size = data["image_size"]
-    if any(open_cache(out, size) is None for _, out in jobs):
+    entries = [open_cache(out, size) for _, out in jobs]  # each finished file opened once
+    built: list[dict | None] = [None] * len(jobs)
+    if any(entry is None for entry in entries):
         problem = _unwritable(Path(cache_dir))
         if problem:
             reporter.log(f"not cached ({problem}); using the bitmaps from memory")
-            return [_in_memory(path, out, data, reporter, workers) for path, out in jobs]
-    built = build_all(jobs, data, PADDING, workers=workers, scheduler=data["scheduler"], reporter=reporter)
+            return [entry[0] if entry is not None else _in_memory(path, data, reporter, workers)
+                    for entry, (path, _) in zip(entries, jobs)]
+        built = build_all(jobs, data, PADDING, workers=workers, scheduler=data["scheduler"], reporter=reporter)
+        entries = [entry or open_cache(out, size) for entry, (_, out) in zip(entries, jobs)]
     arrays = []
-    for (path, out), result in zip(jobs, built):
-        cached = open_cache(out, size)
-        if cached is None:
+    for (path, out), result, entry in zip(jobs, built, entries):
+        if entry is None:
             raise DoodleError(f"{out}: cache file unreadable right after it was written; check the disk "
                               "and delete the file")
-        arr, stats = cached
+        arr, stats = entry
         if stats.get("skipped"):
             reporter.log(stats["summary"])
         if result is not None and data["per_category"] and len(arr) < data["per_category"]:
@@ -155,11 +158,8 @@ def _unwritable(folder: Path) -> str | None:
     return None
 
 
-def _in_memory(path: Path, out: Path, data: dict, reporter: Reporter, workers: int) -> np.ndarray:
-    """A category's bitmaps without the cache: its finished cache file if there is one, else rasterised here."""
-    cached = open_cache(out, data["image_size"])
-    if cached is not None:
-        return cached[0]
+def _in_memory(path: Path, data: dict, reporter: Reporter, workers: int) -> np.ndarray:
+    """A category's bitmaps without the cache, rasterised here."""
     stats = LoadStats(str(path))
     drawings = [d["drawing"] for d in iter_drawings(
         path, recognized_only=data["recognized_only"], countrycodes=data["countrycodes"],
