@@ -133,7 +133,8 @@ def prepare(strokes: list, fmt: str, raster: dict) -> np.ndarray:
 
 
 def probabilities(model, bitmaps: np.ndarray) -> np.ndarray:
-    """(N, S, S) uint8 -> (N, C) class probabilities: the one place where calibration would go."""
+    """(N, S, S) uint8 -> (N, C) class probabilities, calibrated and test-time augmented by the model itself,
+    exactly as `doodle predict` and `doodle evaluate` compute them."""
     return model.predict_proba(bitmaps)
 
 
