@@ -93,9 +93,9 @@ def _drawings(drawing: str | None, meta: dict, held_out) -> tuple[np.ndarray, li
         data = held_out()
         return data.x[:SLICE_BATCH], list(data.labels[:SLICE_BATCH]), f"{data.sources[0]}, first drawing"
     path = Path(drawing)
+    if path.suffix.lower() in IMAGE_SUFFIXES + (".ndjson",) and not path.is_file():
+        raise DoodleError(f"{path}: no such file; give an .ndjson file of drawings or an image")
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        if not path.is_file():
-            raise DoodleError(f"{path}: no such image")
         bitmap = image_to_bitmap(path, size=raster["size"], line_width=raster["line_width"], padding=raster["padding"])
         return bitmap[None], [None], str(path)
     if path.suffix != ".ndjson":

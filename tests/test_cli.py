@@ -227,6 +227,10 @@ def test_graph_command_draws_the_loss_graph_and_the_weight_slice(tmp_path, norm)
     assert "matmul" in dot.stdout  # the terminal tree
     bad = run("graph", "--model", tmp_path / "run", "--slice", "1:x", "--out", tmp_path / "h.svg")
     assert bad.exit_code == 2 and "LAYER:ROW:COL" in bad.stderr
+    for missing in ("nowhere.ndjson", "nowhere.png"):
+        gone = run("graph", tmp_path / missing, "--model", tmp_path / "run", "--out", tmp_path / "h.svg")
+        assert gone.exit_code == 2 and gone.stderr == f"error: {tmp_path / missing}: no such file; give an .ndjson " \
+                                                      "file of drawings or an image\n"
 
 
 def test_download_synthetic_then_offline_train_and_resume(tmp_path):
