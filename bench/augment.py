@@ -26,7 +26,7 @@ from doodle.config import load_config
 from doodle.dataset import Dataset
 from doodle.nn import MLP
 from doodle.optim import optimizer_from_settings
-from doodle.raster import to_float
+from doodle.pixels import to_float
 from doodle.train import fit, train_step
 
 CONFIGS = ["configs/default.yaml", "configs/quickdraw16.yaml"]

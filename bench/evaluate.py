@@ -37,7 +37,7 @@ def make_model(n_classes: int, rng: np.random.Generator):
     """(name, fn(x_uint8) -> probs): doodle.nn when it exists, else the numpy fallback."""
     try:
         from doodle.nn import MLP, softmax
-        from doodle.raster import to_float
+        from doodle.pixels import to_float
     except ImportError:
         sizes = [784, 256, 128, n_classes]
         weights = [

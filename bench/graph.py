@@ -1,9 +1,10 @@
 """Training-step speed: the computational graph (doodle.autodiff) against the hand-written backward.
 
 For each network, float32, batch 256 on random inputs, one step is forward + loss + backward (no
-optimizer): the manual path exactly as nn.train_step runs it (MLP.forward in train mode, the fused
-loss, MLP.backward), the graph path as the lead will run it (dropout masks drawn like nn.Dropout,
-autodiff.mlp_loss writing into the model's own gradient buffers, loss.backward()). Steps of the two
+optimizer), exactly as `doodle train` runs it (doodle.nn.BACKPROP): the manual path (MLP.forward in
+train mode, the fused loss, MLP.backward) and the graph path (MLP.logits_graph: each layer's
+forward_graph, drawing its own dropout masks and reusing its arrays, the loss built from autodiff
+ops, loss.backward() writing into the model's own gradient buffers). Steps of the two
 paths alternate one by one, so a neighbour hogging the CPU hurts both alike; each step is timed,
 and both the ratio of the medians and the median of the per-pair ratios are printed. Then a
 second, instrumented pass charges the graph path's time to its ops (forward and backward apart)
@@ -27,7 +28,7 @@ import _common  # noqa: F401  (puts the repo on sys.path)
 import numpy as np
 
 from doodle import autodiff as ad
-from doodle.nn import LOSSES, MLP
+from doodle.nn import BACKPROP, LOSSES, MLP, Dropout
 
 NETWORKS = [  # (label, layer sizes, dropout, norm)
     ("784-256-128-10", [784, 256, 128, 10], 0.0, "none"),
@@ -39,34 +40,14 @@ GROUPS = {"matmul": "dense", "add": "dense", "Dense": "dense", "mul": "dropout",
                                                            "LeakyReLU", "Tanh", "Sigmoid")}}
 
 
-def draw_masks(model: MLP, batch: int, rng: np.random.Generator) -> list[np.ndarray | None]:
-    """One dropout mask per hidden layer, drawn as nn.Dropout draws it: 0 or 1/(1-p), model dtype."""
-    if model.dropout == 0.0:
-        return [None] * (len(model.layer_sizes) - 2)
-    masks = []
-    for n in model.layer_sizes[1:-1]:
-        m = (rng.random((batch, n), dtype=model.dtype) >= model.dropout).astype(model.dtype)
-        m *= 1.0 / (1.0 - model.dropout)
-        masks.append(m)
-    return masks
+def manual_step(model: MLP, loss: str):
+    """forward (train mode) + fused loss + hand-written backward, as `doodle train` runs it."""
+    return BACKPROP["manual"](model, loss)
 
 
-def manual_step(model: MLP, x, y, loss: str) -> float:
-    """forward (train mode) + fused loss + hand-written backward, as nn.train_step does."""
-    value, dlogits = LOSSES[loss](model.forward(x, train=True), y)
-    model.backward(dlogits)
-    return value
-
-
-def graph_step(model: MLP, x, y, loss: str, rng, workspace: dict, masks_fn=draw_masks) -> float:
-    """The same step through the graph, gradients landing in model.gradients()."""
-    masks = masks_fn(model, len(x), rng)
-    batch_stats: list = []  # batch norm's batch statistics, folded into the running averages as training does
-    value, _, _ = ad.mlp_loss(x, y, model.parameters(), model.activation, loss, masks, model.gradients(),
-                              workspace, norm=model.norm, batch_stats=batch_stats)
-    model.track(batch_stats, len(x))
-    value.backward()
-    return float(value.value)
+def graph_step(model: MLP, loss: str):
+    """The same step through the model's own graph, gradients landing in model.gradients()."""
+    return BACKPROP["graph"](model, loss)
 
 
 def timed(step) -> float:
@@ -93,6 +74,7 @@ class OpTimer:
     """Charges time to graph ops (by wrapping doodle.autodiff's op functions) and to manual layers."""
 
     def __init__(self):
+        self.active = True  # False while the other path runs (they share the dropout layers)
         self.fwd = defaultdict(float)
         self.bwd = defaultdict(float)
         self.count = defaultdict(int)
@@ -120,14 +102,16 @@ class OpTimer:
         setter(owner, name, value)
         self._undo.append((owner, name, old, setter))
 
-    def install_graph(self):
-        """Wrap every op: module functions, Tensor methods, and the activation table."""
-        for name in ("add", "sub", "mul", "div", "neg", "matmul", "exp", "log", "power", "square", "pick"):
+    def install_graph(self, model: MLP):
+        """Wrap every op (module functions and Tensor methods) and the dropout layers' mask drawing."""
+        for name in ("add", "sub", "mul", "div", "neg", "matmul", "exp", "log", "power", "square", "pick",
+                     "relu", "leaky_relu", "tanh", "sigmoid"):
             self._patch(ad, name, self._wrap_op(getattr(ad, name)))
         for name in ("sum", "mean", "max", "reshape", "transpose"):
             self._patch(ad.Tensor, name, self._wrap_op(getattr(ad.Tensor, name)))
-        for name, fn in list(ad.ACTIVATIONS.items()):
-            self._patch(ad.ACTIVATIONS, name, self._wrap_op(fn), dict.__setitem__)
+        for layer in model.layers:
+            if isinstance(layer, Dropout):
+                self._patch(layer, "_draw_mask", self._wrap_call(layer._draw_mask, "masks", self.fwd, True))
 
     def install_manual(self, model: MLP, loss: str):
         """Wrap each layer's forward/backward and the loss function, charged to the class name."""
@@ -141,14 +125,11 @@ class OpTimer:
         def timed(*args, **kwargs):
             t0 = time.perf_counter()
             out = fn(*args, **kwargs)
-            table[key] += time.perf_counter() - t0
-            self.count[key] += counts
+            if self.active:
+                table[key] += time.perf_counter() - t0
+                self.count[key] += counts
             return out
         return timed
-
-    def wrap_masks(self, fn):
-        """Charge dropout-mask drawing to "masks"."""
-        return self._wrap_call(fn, "masks", self.fwd, True)
 
     def uninstall(self):
         for owner, name, old, setter in reversed(self._undo):
@@ -156,15 +137,21 @@ class OpTimer:
         self._undo.clear()
 
 
-def breakdown(model, x, y, loss, rng, workspace, steps: int) -> tuple[OpTimer, float, OpTimer, float]:
+def breakdown(model, x, y, loss, steps: int) -> tuple[OpTimer, float, OpTimer, float]:
     """Instrumented, alternating runs of both paths: (graph timer, s/step, manual timer, s/step)."""
     g, m = OpTimer(), OpTimer()
-    g.install_graph()
-    m.install_manual(model, loss)  # the graph path uses neither model.layers nor nn.LOSSES
-    masks_fn = g.wrap_masks(draw_masks)
+    g.install_graph(model)
+    m.install_manual(model, loss)  # the graph path calls forward_graph, neither forward/backward nor nn.LOSSES
+    manual, graph = manual_step(model, loss), graph_step(model, loss)
+
+    def graph_only():
+        g.active = True
+        graph(x, y)
+        g.active = False
+
+    g.active = False
     try:
-        m_times, g_times = alternate(lambda: manual_step(model, x, y, loss),
-                                     lambda: graph_step(model, x, y, loss, rng, workspace, masks_fn), steps)
+        m_times, g_times = alternate(lambda: manual(x, y), graph_only, steps)
     finally:
         g.uninstall()
         m.uninstall()
@@ -206,13 +193,13 @@ def compare(label: str, sizes: list[int], dropout: float, norm: str, args) -> tu
     model = MLP(sizes, dropout=dropout, seed=0, norm=norm)
     x = rng.random((args.batch, sizes[0]), dtype=np.float32)
     y = rng.integers(0, sizes[-1], size=args.batch)
-    workspace = {}
+    manual_fn, graph_fn = manual_step(model, args.loss), graph_step(model, args.loss)
 
     def manual():
-        manual_step(model, x, y, args.loss)
+        manual_fn(x, y)
 
     def graph():
-        graph_step(model, x, y, args.loss, rng, workspace)
+        graph_fn(x, y)
 
     for _ in range(3):  # warm-up: page faults, BLAS threads
         manual()
@@ -229,7 +216,7 @@ def compare(label: str, sizes: list[int], dropout: float, norm: str, args) -> tu
           f" step-pair ratios: median {statistics.median(ratios):.3f}, quartiles {q1:.3f}-{q3:.3f}"
           f"   target <= 1.25")
     if norm == "none":
-        print_breakdown(*breakdown(model, x, y, args.loss, rng, workspace, args.steps), steps=args.steps)
+        print_breakdown(*breakdown(model, x, y, args.loss, args.steps), steps=args.steps)
     else:  # the graph builds batch norm from the loss's own elementary ops: charging by op would mislabel it
         print("  (no breakdown: the graph builds batch norm from the same elementary ops as the loss)")
     return m_med * 1e3, g_med * 1e3, statistics.median(ratios)

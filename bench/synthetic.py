@@ -18,7 +18,7 @@ from _common import quickdraw_root
 
 from doodle import rasterize_batch
 from doodle.nn import MLP
-from doodle.raster import to_float
+from doodle.pixels import to_float
 from doodle.train import train_step
 from doodle.optim import make_optimizer
 from doodle.synthetic import SHAPES, _simplify, generate

@@ -24,7 +24,7 @@ import _common  # noqa: F401  (puts the repo on sys.path)
 import numpy as np
 
 from doodle.nn import MLP
-from doodle.raster import to_float
+from doodle.pixels import to_float
 from doodle.train import train_step
 from doodle.optim import make_optimizer
 

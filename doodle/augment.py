@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from doodle.raster import to_float
+from doodle.pixels import to_float
 
 
 def _integer_shift(xb: np.ndarray, rng: np.random.Generator, max_px: int, mask: np.ndarray) -> np.ndarray:

@@ -5,13 +5,15 @@ written right beside the forward that maps the node's gradient to one gradient p
 a parent that needs none). `Tensor.backward()` walks the graph from a scalar loss in depth-first
 topological order, so a node passes its gradient on only after every path into it has delivered.
 
-The network's hand-written backward (doodle.nn) stays the fast default; this engine computes the
-same gradients from the operations the loss is made of, and doodle.graphdraw draws them.
+This is the engine only: tensors, operations, the losses built from operations, backward. The
+network states its own forward in these operations (doodle.nn's `forward_graph`, `MLP.loss_graph`);
+its hand-written backward stays the fast default, this engine computes the same gradients from the
+operations the loss is made of, and doodle.graphdraw draws them.
 
 Speed: ops work on whole arrays, a step has a few dozen of them, and the engine copies nothing it
 can avoid. An intermediate node's first gradient is simply moved in; a parameter's gradient is
-written straight into its buffer (`grad_into`) by matmul and the bias sum; the network's hidden
-values and gradients can live in a workspace reused from step to step (`out=`, `grad_out=`). Values
+written straight into its buffer (`grad_into`) by matmul and the bias sum; hidden values and
+gradients can live in arrays reused from step to step (`out=`, `grad_out=`). Values
 stay in the input dtype: scalars are python floats or take the tensor's dtype, so float32 never
 widens to float64.
 """
@@ -383,8 +385,8 @@ def relu(x, out: np.ndarray | None = None, grad_out: np.ndarray | None = None) -
                  lambda g: (np.multiply(g, mask, out=_into(x, grad_out)),))
 
 
-def leaky_relu(x, alpha: float = 0.01, out: np.ndarray | None = None, grad_out: np.ndarray | None = None) -> Tensor:
-    """x where x > 0, else alpha * x (alpha as nn.LeakyReLU), via a cached slope array."""
+def leaky_relu(x, alpha: float, out: np.ndarray | None = None, grad_out: np.ndarray | None = None) -> Tensor:
+    """x where x > 0, else alpha * x (the layer passes its own slope), via a cached slope array."""
     x = _lift(x)
     dt = x.dtype
     slope = np.where(x.value > 0, np.ones((), dt), np.asarray(alpha, dt))  # (B, n) 1 or alpha
@@ -430,10 +432,6 @@ def pick(x, idx: np.ndarray) -> Tensor:
     return _node(x.value[rows, idx], (x,), "pick", backward)
 
 
-ACTIVATIONS: dict[str, Callable[..., Tensor]] = {  # fn(x, out=None)
-    "relu": relu, "leaky_relu": leaky_relu, "tanh": tanh, "sigmoid": sigmoid}
-
-
 # --- losses, built from the ops above so the graph shows every step ----------------------------------
 
 
@@ -459,133 +457,3 @@ def squared_error(logits: Tensor, y: np.ndarray) -> Tensor:
 
 LOSSES: dict[str, Callable[[Tensor, np.ndarray], Tensor]] = {
     "cross_entropy": softmax_cross_entropy, "mse": squared_error}
-
-
-# --- the network: exactly doodle.nn.MLP's forward, as a graph ----------------------------------------
-
-
-def _lookup(table: dict, name: str, what: str):
-    """table[name], or a DoodleError listing the valid names."""
-    if name not in table:
-        raise DoodleError(f"unknown {what} {name!r}: use one of {', '.join(sorted(table))}")
-    return table[name]
-
-
-NORMS = ("none", "batch")  # as doodle.nn.NORMS
-
-
-def batch_norm(h: Tensor, gain: Tensor, shift: Tensor, eps: float = 1e-5,
-               running: tuple[np.ndarray, np.ndarray] | None = None, batch_stats: list | None = None) -> Tensor:
-    """(h - mean) / sqrt(var + eps) * gain + shift per unit (h (B, n)), as doodle.nn.BatchNorm.
-
-    Training (running None): mean and var are the batch's, graph nodes the gradient flows through, and
-    their values are appended to batch_stats for the running averages. Evaluation: running = (mean, var),
-    constants."""
-    if running is None:
-        mean = h.mean(axis=0, keepdims=True)  # (1, n)
-        centred = h - mean
-        var = square(centred).mean(axis=0, keepdims=True)  # (1, n) the biased variance
-        if batch_stats is not None:
-            batch_stats.append((mean.value[0], var.value[0]))
-        xhat = centred * power(var + eps, -0.5)
-    else:
-        mean, var = running
-        inv = (1.0 / np.sqrt(var + eps)).astype(h.dtype)
-        xhat = (h - Tensor(mean, name="running mean")) * Tensor(inv, name="1/running sd")
-    return xhat * gain + shift
-
-
-def split_params(params: list, norm: str = "none") -> list[list]:
-    """The per-layer groups of an MLP's parameter list: [W, b] per layer, or with batch norm [W, gain, shift]
-    per hidden layer and [W, b] for the output (doodle.nn.MLP.parameters()'s order)."""
-    _lookup(dict.fromkeys(NORMS), norm, "norm")
-    per = 3 if norm == "batch" else 2
-    if len(params) < 2 or (len(params) - 2) % per:
-        layout = "W0, gain0, shift0, ..., Wn, bn" if norm == "batch" else "W0, b0, W1, b1, ..."
-        raise DoodleError(f"params must be [{layout}], got {len(params)} arrays")
-    hidden = [list(params[k:k + per]) for k in range(0, len(params) - 2, per)]
-    return hidden + [list(params[-2:])]
-
-
-def mlp_logits(x: Tensor, params: list[Tensor], activation: str = "relu",
-               dropout_masks: list[np.ndarray | None] | None = None, workspace: dict | None = None,
-               norm: str = "none", running: list | None = None, batch_stats: list | None = None) -> Tensor:
-    """Logits (B, C) of x (B, n0) through Dense [-> batch norm] -> activation [-> * mask] ... -> Dense.
-
-    params as split_params describes; dropout_masks[i] (B, n_{i+1}), one per hidden layer or None, holds
-    0 or 1/(1-p) in the model's dtype (as nn.Dropout draws it). With batch norm, `running` (one
-    (mean, var) per hidden layer) selects evaluation mode, and otherwise each batch's statistics are
-    appended to `batch_stats`. A workspace dict keeps the hidden layers' values and gradients from one
-    call to the next: a fresh 1 MB array is mapped page by page, and the page faults cost more than the
-    arithmetic.
-    """
-    act = _lookup(ACTIVATIONS, activation, "activation")
-    layers = split_params(params, norm)
-    n_hidden = len(layers) - 1
-    masks = [None] * n_hidden if dropout_masks is None else list(dropout_masks)
-    if len(masks) != n_hidden:
-        raise DoodleError(f"dropout_masks needs one entry (or None) per hidden layer: {n_hidden}, got {len(masks)}")
-    if running is not None and len(running) != n_hidden:
-        raise DoodleError(f"running needs one (mean, var) per hidden layer: {n_hidden}, got {len(running)}")
-    dtype = params[0].dtype
-
-    def buf(key: str, shape: tuple) -> np.ndarray | None:
-        """workspace[key] when it still fits, else a new array kept there; None without a workspace."""
-        if workspace is None:
-            return None
-        if key not in workspace or workspace[key].shape != shape or workspace[key].dtype != dtype:
-            workspace[key] = np.empty(shape, dtype)
-        return workspace[key]
-
-    h = x
-    for i, (W, *rest) in enumerate(layers):
-        shape = (x.shape[0], W.shape[1])  # (B, n_{i+1})
-        h = matmul(h, W, out=buf(f"matmul{i}", shape), grad_out=buf(f"d_matmul{i}", h.shape) if i else None)
-        if i == n_hidden:
-            return add(h, rest[0])  # the logits: a new array, the caller may keep it
-        if norm == "batch":
-            h = batch_norm(h, *rest, running=None if running is None else running[i], batch_stats=batch_stats)
-        else:
-            h = add(h, rest[0], out=buf(f"add{i}", shape))
-        h = act(h, out=buf(f"act{i}", shape), grad_out=buf(f"d_act{i}", shape))
-        if masks[i] is not None:
-            if masks[i].shape != shape or masks[i].dtype != dtype:
-                raise DoodleError(f"dropout mask {i} must be {dtype} {shape}, got {masks[i].dtype} {masks[i].shape}")
-            h = mul(h, Tensor(masks[i], name=f"mask{i}"), out=buf(f"mul{i}", shape), grad_out=buf(f"d_mul{i}", shape))
-
-
-def param_names(n_params: int, norm: str = "none") -> list[str]:
-    """Graph names of an MLP's parameters: W0, b0, W1, ... or with batch norm W0, gain0, shift0, W1, ..."""
-    names = []
-    for i, group in enumerate(split_params([None] * n_params, norm)):
-        kinds = ("W", "gain", "shift") if len(group) == 3 else ("W", "b")
-        names += [f"{k}{i}" for k in kinds]
-    return names
-
-
-def mlp_loss(x: np.ndarray, y: np.ndarray, params: list[np.ndarray], activation: str = "relu",
-             loss: str = "cross_entropy", dropout_masks: list[np.ndarray | None] | None = None,
-             grads_out: list[np.ndarray] | None = None, workspace: dict | None = None, norm: str = "none",
-             running: list | None = None, batch_stats: list | None = None) -> tuple[Tensor, list[Tensor], Tensor]:
-    """The loss graph of doodle.nn.MLP on a batch: (loss, parameter tensors W0, b0, ..., logits).
-
-    x (B, n0) floats (cast to the parameters' dtype, as MLP.forward does), y (B,) class indices. Parameter
-    tensors wrap `params` without copying; after loss.backward() their .grad are the arrays in grads_out
-    (e.g. model.gradients(), views of the model's flat gradient buffer), or new ones when grads_out is
-    None. norm, running and batch_stats: see mlp_logits. With a workspace (an empty dict kept for the
-    whole run), the next call reuses this graph's hidden-layer arrays: finish with this graph first.
-    """
-    loss_fn = _lookup(LOSSES, loss, "loss")
-    names = param_names(len(params), norm)
-    if grads_out is not None and len(grads_out) != len(params):
-        raise DoodleError(f"grads_out needs one array per parameter ({len(params)}), got {len(grads_out)}")
-    dtype = params[0].dtype
-    n_classes = params[-1].shape[0]
-    y = np.asarray(y)
-    if y.shape != (len(x),) or y.dtype.kind not in "iu" or (len(y) and not 0 <= y.min() <= y.max() < n_classes):
-        raise DoodleError(f"labels must be {len(x)} integers in [0, {n_classes}), got {y.dtype} {y.shape}")
-    tensors = [Tensor(p, requires_grad=True, name=name, grad_into=None if grads_out is None else grads_out[k])
-               for k, (p, name) in enumerate(zip(params, names))]
-    inputs = Tensor(x if x.dtype == dtype else x.astype(dtype), name="x")  # the pixels: no gradient
-    logits = mlp_logits(inputs, tensors, activation, dropout_masks, workspace, norm, running, batch_stats)
-    return loss_fn(logits, y), tensors, logits

@@ -18,7 +18,7 @@ import numpy as np
 
 from doodle import __version__, fsutil
 from doodle.errors import DoodleError, check_names
-from doodle.nn import ACTIVATIONS, MLP, NORMS, TTA
+from doodle.nn import MLP, ModelSpec
 
 FORMAT = "doodle-model"
 FORMAT_VERSION = 1
@@ -101,12 +101,13 @@ def _check_meta(meta: dict, path: Path) -> None:
         raise DoodleError(f"{path}: 'layer_sizes' must be two or more positive whole numbers; {damaged}")
     if sizes[-1] != len(classes):
         raise DoodleError(f"{path}: {len(classes)} classes but the output layer has {sizes[-1]}; {damaged}")
-    if meta["activation"] not in ACTIVATIONS:
-        raise DoodleError(f"{path}: unknown activation {str(meta['activation'])[:40]!r}; {damaged}")
-    if meta.get("norm", "none") not in NORMS:
-        raise DoodleError(f"{path}: unknown norm {str(meta['norm'])[:40]!r}; {damaged}")
-    if not isinstance(meta.get("tta", "none"), str) or meta.get("tta", "none") not in TTA:
-        raise DoodleError(f"{path}: unknown tta {str(meta['tta'])[:40]!r}; {damaged}")
+    for key in ("activation", "norm", "tta"):
+        if not isinstance(meta.get(key, ""), str):
+            raise DoodleError(f"{path}: unknown {key} {str(meta[key])[:40]!r} (not a name); {damaged}")
+    try:
+        ModelSpec.from_meta(meta)
+    except DoodleError as exc:
+        raise DoodleError(f"{path}: {str(exc)[:120]}; {damaged}") from None
     if not isinstance(raster, dict) or not _is_int(raster.get("size")) or not 1 <= raster["size"] <= 4096 \
             or not _is_finite(raster.get("line_width")) or raster["line_width"] <= 0 \
             or not _is_finite(raster.get("padding")) or raster["padding"] < 0:
@@ -128,16 +129,10 @@ def load_model(run_dir: str | Path, calibrated: bool = True):
     except _NPZ_ERRORS as exc:
         raise DoodleError(f"{npz}: corrupted model weights ({type(exc).__name__}); retrain or restore the run") \
             from None
-    sizes = meta["layer_sizes"]
-    norm, tta = meta.get("norm", "none"), meta.get("tta", "none")  # models from before norms and TTA have neither
+    spec = ModelSpec.from_meta(meta)
+    sizes = list(spec.layer_sizes)
     # Shapes first: the network is only built (and its memory taken) once the arrays on disk fit it.
-    shapes = {}
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        shapes[f"dense{i}.W"] = (n_in, n_out)
-        if i < len(sizes) - 2 and norm == "batch":  # the norm's shift replaces the Dense bias
-            shapes.update({f"norm{i}.{k}": (n_out,) for k in ("gain", "bias", "mean", "var")})
-        else:
-            shapes[f"dense{i}.b"] = (n_out,)
+    shapes = spec.weight_shapes()
     try:
         check_names(shapes, arrays, f"model weights do not match the {sizes} network of {MODEL_JSON}")
     except DoodleError as exc:
@@ -153,7 +148,7 @@ def load_model(run_dir: str | Path, calibrated: bool = True):
         if name.endswith(".var") and (arr < 0).any():
             raise DoodleError(f"{npz}: {name} holds a negative variance; the run is damaged; retrain or restore it")
     check_run_files(run_dir, meta)
-    model = MLP(sizes, activation=meta["activation"], dropout=0.0, norm=norm, tta=tta)
+    model = MLP.from_spec(spec)
     model.load_state_dict(arrays)
     temperature = meta.get("temperature", 1.0)  # models from before calibration have none
     if not _is_finite(temperature) or temperature <= 0:

@@ -20,6 +20,9 @@ import yaml
 
 from doodle.categories import CATEGORIES, SYNTHETIC_SHAPES, is_category, suggest
 from doodle.errors import DoodleError
+from doodle.nn import ACTIVATIONS, BACKPROP, INITS, LOSSES, NORMS
+from doodle.optim import OPTIMIZERS, SCHEDULES
+from doodle.pixels import TTA
 
 SOURCES = ("simplified", "raw", "numpy_bitmap", "synthetic")
 MAX_NODES = 10_000  # values a config may hold once its YAML aliases are expanded (a real one has ~50)
@@ -148,30 +151,30 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "model": {
         "hidden": Key([512, 256], hidden_check, "hidden layer sizes"),
-        "activation": Key("relu", one_of("relu", "leaky_relu", "tanh", "sigmoid"), "non-linearity"),
+        "activation": Key("relu", one_of(*ACTIVATIONS), "non-linearity"),
         "dropout": Key(0.1, num_in(0, 0.95), "dropout after each hidden layer"),
-        "init": Key("he", one_of("he", "xavier", "glorot"), "weight initialisation"),
-        "norm": Key("none", one_of("none", "batch"), "batch norm between each hidden layer and its activation"),
-        "tta": Key("flip_shift", one_of("none", "shift", "flip", "flip_shift"),
+        "init": Key("he", one_of(*INITS), "weight initialisation"),
+        "norm": Key("none", one_of(*NORMS), "batch norm between each hidden layer and its activation"),
+        "tta": Key("flip_shift", one_of(*TTA),
                    "test-time augmentation: average the logits of the image and its 1-pixel shifts, its mirror "
                    "image, or both (10 views)"),
     },
     "train": {
         "epochs": Key(30, int_in(1, 10000), "passes over the training split"),
         "batch_size": Key(256, int_in(1, 65536), "samples per gradient step"),
-        "optimizer": Key("adam", one_of("sgd", "momentum", "nesterov", "adam"), "update rule"),
+        "optimizer": Key("adam", one_of(*OPTIMIZERS), "update rule"),
         "lr": Key(0.002, num_in(0, 10, lo_open=True), "peak learning rate"),
         "momentum": Key(0.9, num_in(0, 0.999), "momentum for momentum/nesterov"),
         "beta1": Key(0.9, num_in(0, 0.9999), "Adam first-moment decay"),
         "beta2": Key(0.999, num_in(0, 0.99999), "Adam second-moment decay"),
         "weight_decay": Key(0.0001, num_in(0, 1), "L2 (SGD) or decoupled (Adam) weight decay; biases are not decayed"),
-        "schedule": Key("cosine", one_of("constant", "step", "cosine"), "learning-rate schedule"),
+        "schedule": Key("cosine", one_of(*SCHEDULES), "learning-rate schedule"),
         "warmup_epochs": Key(1.0, num_in(0, 1000), "linear warm-up length in epochs (capped below the run's length)"),
         "step_epochs": Key(10, int_in(1, 10000), "step schedule: epochs between decays"),
         "gamma": Key(0.1, num_in(0, 1, lo_open=True), "step schedule: decay factor"),
         "min_lr": Key(0.0, num_in(0, 10), "cosine schedule: final learning rate"),
-        "loss": Key("cross_entropy", one_of("cross_entropy", "mse"), "training loss"),
-        "backprop": Key("manual", one_of("manual", "graph"),
+        "loss": Key("cross_entropy", one_of(*LOSSES), "training loss"),
+        "backprop": Key("manual", one_of(*BACKPROP),
                         "how gradients are found: hand-written layer backward (fast) or the autodiff graph"),
         "clip_norm": Key(None, num_in(0, nullable=True, lo_open=True), "clip the global gradient norm (null = off)"),
         "patience": Key(None, int_in(1, nullable=True), "early stopping: epochs without val improvement (null = off)"),

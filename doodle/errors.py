@@ -20,3 +20,11 @@ def check_names(own: dict, given: dict, mismatch: str) -> None:
     extra = sorted(set(given) - set(own))
     if missing or extra:
         raise DoodleError(f"{mismatch}: missing {missing or 'none'}, unexpected {extra or 'none'}")
+
+
+def lookup(table: dict, name, what: str):
+    """table[name], or a DoodleError listing the valid names (a config string maps straight to code)."""
+    try:
+        return table[name]
+    except (KeyError, TypeError):
+        raise DoodleError(f"unknown {what} {name!r}: use one of {', '.join(sorted(table))}") from None

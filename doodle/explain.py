@@ -21,9 +21,9 @@ from doodle.dataset import PADDING, load_dataset, split_indices
 from doodle.errors import DoodleError
 from doodle.evaluate import LabelledBitmaps, read_inputs, test_split_bitmaps
 from doodle.images import IMAGE_SUFFIXES, image_to_bitmap
-from doodle.nn import MLP
+from doodle.nn import MLP, ModelSpec
 from doodle.progress import NULL_REPORTER, Reporter
-from doodle.raster import to_float
+from doodle.pixels import to_float
 
 FORMATS = ("svg", "dot")
 SLICE_BATCH = 256  # drawings averaged in the one-weight picture's loss
@@ -69,11 +69,12 @@ def _network(model_path, config_path, overrides, data_dir, reporter) -> tuple[ML
     if model_path is not None:
         raise DoodleError("give --model RUN or --config FILE, not both")
     cfg = load_config(config_path, overrides)
-    m, d, t = cfg["model"], cfg["data"], cfg["train"]
+    d = cfg["data"]
     classes = class_names(cfg)
-    model = MLP([d["image_size"] ** 2, *m["hidden"], len(classes)], activation=m["activation"], init=m["init"],
-                seed=t["seed"], norm=m["norm"], tta=m["tta"])
-    meta = {"classes": classes, "activation": m["activation"], "config": cfg,
+    spec = ModelSpec.from_config(cfg, len(classes))
+    spec.check_fits(batch=SLICE_BATCH)
+    model = MLP.from_spec(spec, seed=cfg["train"]["seed"])
+    meta = {"classes": classes, **spec.to_meta(), "config": cfg,
             "raster": {"size": d["image_size"], "line_width": float(d["line_width"]), "padding": PADDING}}
 
     def held_out():
@@ -135,18 +136,11 @@ def explain(out: str | Path, model_path: str | Path | None = None, config_path: 
         truth = classes[int(np.argmax(model.predict_logits(x[:1])[0]))]
         label_source = "top guess"
     y1 = np.array([classes.index(truth)])
-    # The graph of a training step: dropout, when the network trains with it, enters as a mask product.
-    p = float((meta.get("config") or {}).get("model", {}).get("dropout", 0.0))
-    masks = None
-    if p > 0:
-        rng = np.random.default_rng(0)
-        masks = [((rng.random((1, n), dtype=np.float32) >= p) * np.float32(1.0 / (1.0 - p))).astype(np.float32)
-                 for n in model.layer_sizes[1:-1]]
-    # Batch norm of one drawing uses the running statistics, as the trained network predicts with them.
-    norm = {"norm": model.norm, "running": model.running_stats()}
-    loss, _, _ = autodiff.mlp_loss(x[:1], y1, model.parameters(), model.activation, loss_name, masks, **norm)
+    # Evaluation mode, as `doodle predict` runs the network: no dropout, and batch norm with the running
+    # statistics (one drawing has no batch statistics to speak of).
+    loss = model.loss_graph(x[:1], y1, loss_name, train=False)
     loss.backward(retain_graph=True)
-    title = f"{loss_name} loss of one drawing, true class '{truth}'" + (f", dropout {p:g}" if p else "")
+    title = f"{loss_name} loss of one drawing, true class '{truth}' (evaluation mode, as predict runs it)"
     out = Path(out)
     text = graphdraw.graph_svg(loss, title=title) if fmt == "svg" else graphdraw.graph_dot(loss)
     fsutil.write_text(out, text)
@@ -157,7 +151,7 @@ def explain(out: str | Path, model_path: str | Path | None = None, config_path: 
         known = [i for i, w in enumerate(words) if w in classes] or [0]
         xb = x[known]
         yb = np.array([classes.index(words[i]) if words[i] in classes else y1[0] for i in known])
-        s = graphdraw.loss_slice(xb, yb, model.parameters(), *where, model.activation, loss_name, **norm)
+        s = graphdraw.loss_slice(model, xb, yb, *where, loss=loss_name)
         slice_path = out.with_name(out.stem + ".slice.svg")
         fsutil.write_text(slice_path, graphdraw.slice_svg(s, title=f"average {loss_name} loss of {len(yb)} "
                                                                  f"drawing(s) along {s.name}"))

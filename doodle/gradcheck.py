@@ -19,10 +19,10 @@ from typing import Callable
 
 import numpy as np
 
-from doodle import autodiff
+from doodle.autodiff import Tensor
 from doodle.config import class_names, load_config
 from doodle.errors import DoodleError
-from doodle.nn import LOSSES, MLP, Dropout, Layer
+from doodle.nn import LOSSES, MLP, Dropout, Layer, ModelSpec
 
 
 def rel_error(a: np.ndarray, n: np.ndarray) -> float:
@@ -109,28 +109,36 @@ def check_loss(loss: str, logits: np.ndarray, y: np.ndarray, eps: float = 1e-6) 
 TOLERANCES = {"manual_vs_graph": 1e-9, "manual_vs_numeric": 1e-6, "graph_vs_numeric": 1e-6}
 
 
-def check_gradients(layer_sizes: list[int], activation: str = "relu", loss: str = "cross_entropy",
-                    dropout: float = 0.0, seed: int = 0, batch: int = 4, max_entries: int | None = None,
-                    eps: float = 1e-6, norm: str = "none") -> dict[str, dict[str, float | None]]:
-    """Three-way check of the MLP's gradients in float64 on random inputs.
+def gradcheck_model(spec: ModelSpec, seed: int = 0) -> MLP:
+    """The float64 network a spec describes, its biases and gains moved off 0 and 1 so that they matter."""
+    rng = np.random.default_rng([seed, 2])
+    model = MLP.from_spec(spec, seed=seed, dtype=np.float64)
+    for name, p in zip(model.param_names, model.parameters()):
+        if p.ndim == 1:
+            p += rng.normal(0.0, 0.1 if name.endswith("b") or name.endswith("bias") else 0.3, size=p.shape)
+    return model
 
-    For every parameter (and "input"): {"manual_vs_graph", "manual_vs_numeric", "graph_vs_numeric"},
-    each the worst relative error between the hand-written backward (doodle.nn), the autodiff graph
-    (doodle.autodiff) and central finite differences. The graph gives the pixels no gradient, so
-    "input" has None for its graph entries. Dropout replays one fixed mask for every forward.
-    max_entries samples that many entries per tensor for the finite differences, so big networks
-    (784-256-...) check in a moment; manual and graph are compared on every entry. norm="batch" checks
-    batch norm in training mode (the batch's statistics, through which the gradient flows).
+
+def check_gradients(model: MLP, loss: str = "cross_entropy", seed: int = 0, batch: int = 4,
+                    max_entries: int | None = None, eps: float = 1e-6) -> dict[str, dict[str, float | None]]:
+    """Three-way check of a float64 model's gradients on random inputs, in training mode.
+
+    For every parameter and the input: {"manual_vs_graph", "manual_vs_numeric", "graph_vs_numeric"},
+    each the worst relative error between the hand-written backward (the layers' `backward`), the
+    model's own graph (`MLP.loss_graph`, differentiated by doodle.autodiff, the input a node that
+    asks for its gradient) and central finite differences. Dropout replays one fixed mask for every
+    forward; batch norm uses the batch's statistics, through which the gradient flows. max_entries
+    samples that many entries per tensor for the finite differences, so big networks (784-256-...)
+    check in a moment; manual and graph are compared on every entry.
     """
+    if model.dtype != np.float64:
+        raise DoodleError(f"gradient checks run in float64, got a {model.dtype} model (see gradcheck_model)")
     if loss not in LOSSES:
         raise DoodleError(f"unknown loss {loss!r}: use one of {', '.join(LOSSES)}")
     rng = np.random.default_rng(seed)
-    model = MLP(layer_sizes, activation=activation, dropout=dropout, seed=seed, dtype=np.float64, norm=norm)
-    for name, p in zip(model.param_names, model.parameters()):
-        if p.ndim == 1:  # biases start at 0 and gains at 1; make them matter
-            p += rng.normal(0.0, 0.1 if name.endswith("b") or name.endswith("bias") else 0.3, size=p.shape)
-    x = rng.standard_normal((batch, layer_sizes[0]))
-    y = rng.integers(0, layer_sizes[-1], size=batch)
+    sizes = model.layer_sizes
+    x = rng.standard_normal((batch, sizes[0]))
+    y = rng.integers(0, sizes[-1], size=batch)
     loss_fn = LOSSES[loss]
     drops = [layer for layer in model.layers if isinstance(layer, Dropout)]
 
@@ -150,10 +158,10 @@ def check_gradients(layer_sizes: list[int], activation: str = "relu", loss: str 
     manual = dict(zip(model.param_names, (g.copy() for g in model.gradients())))
     manual["input"] = dx
     replay()
-    graph_loss, tensors, _ = autodiff.mlp_loss(x, y, model.parameters(), activation, loss, model.dropout_masks(batch),
-                                               norm=norm)
-    graph_loss.backward()
-    graph = dict(zip(model.param_names, (t.grad for t in tensors)))
+    pixels = Tensor(x.copy(), requires_grad=True, name="x")
+    model.loss_graph(pixels, y, loss, train=True).backward()
+    graph = dict(zip(model.param_names, (g.copy() for g in model.gradients())))
+    graph["input"] = pixels.grad
 
     errors = {}
     values = dict(zip(model.param_names, model.parameters()))
@@ -161,11 +169,10 @@ def check_gradients(layer_sizes: list[int], activation: str = "relu", loss: str 
     for name, t in values.items():
         idx = _pick(rng, t.size, max_entries)
         n = numerical_gradient(f, t, eps, idx)
-        g = graph.get(name)
         errors[name] = {
-            "manual_vs_graph": None if g is None else rel_error(manual[name], g),
+            "manual_vs_graph": rel_error(manual[name], graph[name]),
             "manual_vs_numeric": rel_error(manual[name].reshape(-1)[idx], n),
-            "graph_vs_numeric": None if g is None else rel_error(g.reshape(-1)[idx], n),
+            "graph_vs_numeric": rel_error(graph[name].reshape(-1)[idx], n),
         }
     return errors
 
@@ -183,9 +190,8 @@ def passed(errors: dict[str, dict[str, float | None]]) -> bool:
 def check_config(config_path=None, overrides=(), max_entries: int | None = 20) -> tuple[list[int], dict]:
     """The three-way gradient check of the network a config describes: (layer sizes, errors as check_gradients)."""
     cfg = load_config(config_path, overrides)
-    m, d = cfg["model"], cfg["data"]
-    sizes = [d["image_size"] ** 2, *m["hidden"], len(class_names(cfg))]
-    errors = check_gradients(sizes, activation=m["activation"], loss=cfg["train"]["loss"], dropout=m["dropout"],
-                             seed=cfg["train"]["seed"], max_entries=max_entries,
-                             norm=m["norm"])
-    return sizes, errors
+    spec = ModelSpec.from_config(cfg, len(class_names(cfg)))
+    spec.check_fits(batch=4, itemsize=8)
+    model = gradcheck_model(spec, seed=cfg["train"]["seed"])
+    return list(spec.layer_sizes), check_gradients(model, loss=cfg["train"]["loss"], seed=cfg["train"]["seed"],
+                                                   max_entries=max_entries)

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
 
 from doodle import autodiff as ad
 from doodle.errors import DoodleError
+
+if TYPE_CHECKING:
+    from doodle.nn import MLP
 
 # role -> (fill, stroke); also the legend, in this order
 COLOURS = {
@@ -38,9 +42,9 @@ def _role(node: ad.Tensor, root: ad.Tensor) -> str:
         return "loss"
     if node.parents:
         return "op"
-    if node.requires_grad:
-        return "parameter"
-    return "input" if node.name == "x" else "constant"  # mlp_loss names the pixels "x"
+    if node.name == "x":  # MLP.logits_graph names the pixels "x" (with or without a gradient of their own)
+        return "input"
+    return "parameter" if node.requires_grad else "constant"
 
 
 def _num(v: float) -> str:
@@ -364,32 +368,32 @@ class LossSlice:
         return self.loss + self.slope * (w - self.current)
 
 
-def loss_slice(x: np.ndarray, y: np.ndarray, params: list[np.ndarray], layer: int, row: int | None = None,
-               col: int | None = None, activation: str = "relu", loss: str = "cross_entropy", points: int = 41,
-               span: float | None = None, norm: str = "none", running: list | None = None) -> LossSlice:
-    """The average loss on the batch (x, y) as weight W_layer[row, col] moves by up to +-span.
+def loss_slice(model: MLP, x: np.ndarray, y: np.ndarray, layer: int, row: int | None = None,
+               col: int | None = None, loss: str = "cross_entropy", points: int = 41,
+               span: float | None = None) -> LossSlice:
+    """The average loss of the model (evaluation mode) on the batch (x, y) as weight dense<layer>.W[row, col]
+    moves by up to +-span.
 
     Without row and col, the layer's steepest weight (largest |dL/dw|). The weight is changed in
     place for each evaluation and restored afterwards. The default span is three times the spread
-    of the layer's weights, at least 0.5: wide enough for the curve to bend. norm and running: the
-    network's batch norm and the statistics it evaluates with, as autodiff.mlp_loss takes them.
+    of the layer's weights, at least 0.5: wide enough for the curve to bend.
     """
-    layers = ad.split_params(params, norm)
-    n_layers = len(layers)
+    n_layers = len(model.dense)
     if not 0 <= layer < n_layers:
         raise DoodleError(f"layer must be 0..{n_layers - 1} (the network has {n_layers} weight matrices), got {layer}")
-    W = layers[layer][0]
-    index = sum(len(group) for group in layers[:layer])  # W's place in params
+    dense = model.dense[layer]
+    W = dense.params["W"]
     if (row is None) != (col is None) or (row is not None and not (0 <= row < W.shape[0] and 0 <= col < W.shape[1])):
-        raise DoodleError(f"W{layer} is {W.shape[0]}x{W.shape[1]}: give row 0..{W.shape[0] - 1} and col "
+        raise DoodleError(f"{dense.name}.W is {W.shape[0]}x{W.shape[1]}: give row 0..{W.shape[0] - 1} and col "
                           f"0..{W.shape[1] - 1} (or neither, for the steepest weight), got {row}:{col}")
     if points < 3 or points % 2 == 0:
         raise DoodleError(f"points must be odd and at least 3 (the current value sits in the middle), got {points}")
-    value, tensors, _ = ad.mlp_loss(x, y, params, activation, loss, norm=norm, running=running)
+    value = model.loss_graph(x, y, loss)
     value.backward()
-    grad = tensors[index].grad
+    grad = dense.grads["W"]
     if row is None:
         row, col = (int(i) for i in np.unravel_index(np.argmax(np.abs(grad)), grad.shape))
+    slope = float(grad[row, col])
     current = float(W[row, col])
     span = max(3.0 * float(W.std()), 0.5) if span is None else float(span)
     weights = current + np.linspace(-span, span, points)
@@ -399,10 +403,10 @@ def loss_slice(x: np.ndarray, y: np.ndarray, params: list[np.ndarray], layer: in
         with ad.no_grad():
             for k, w in enumerate(weights):
                 W[row, col] = w
-                losses[k] = float(ad.mlp_loss(x, y, params, activation, loss, norm=norm, running=running)[0].value)
+                losses[k] = float(model.loss_graph(x, y, loss).value)
     finally:
         W[row, col] = current
-    return LossSlice(f"W{layer}[{row}, {col}]", weights, losses, current, float(value.value), float(grad[row, col]))
+    return LossSlice(f"{dense.name}.W[{row}, {col}]", weights, losses, current, float(value.value), slope)
 
 
 def _ticks(lo: float, hi: float, n: int = 6) -> list[tuple[float, str]]:

@@ -1,8 +1,12 @@
-"""A multilayer perceptron with hand-written backpropagation, in numpy.
+"""A multilayer perceptron with hand-written backpropagation, in numpy: the one description of the network.
 
 Each layer keeps what its backward pass needs in an explicit cache, and its `backward` sits right
 beside its `forward`. `backward` only computes gradients (into `grads`, the same arrays every time);
-updating the parameters is the optimizer's job (doodle.optim).
+updating the parameters is the optimizer's job (doodle.optim). Beside them, `forward_graph` states
+the same forward in the operations of the autodiff engine (doodle.autodiff), so the computational
+graph of a loss falls out of running the model's own layers (`MLP.loss_graph`), with the layer's
+own constants (batch norm's eps, leaky ReLU's slope) and its own dropout masks. `BACKPROP` names
+the two ways to the gradients a training step can take: the hand-written backward, or the graph.
 
 Everything stays in the model's dtype: float32 for training, float64 for gradient checks. Scalars
 are python floats, which NumPy 2 never lets widen a float32 array (a np.float64 scalar would).
@@ -10,12 +14,16 @@ are python floats, which NumPy 2 never lets widen a float32 array (a np.float64 
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from doodle.errors import DoodleError, check_names
-from doodle.raster import to_float
+from doodle import autodiff as ad
+from doodle.autodiff import Tensor
+from doodle.errors import DoodleError, check_names, lookup
+from doodle.pixels import TTA, to_float, tta_views
 
 # --- initialisation: name -> fn(rng, n_in, n_out, dtype) -> W (n_in, n_out) ----------------------
 
@@ -40,23 +48,27 @@ def _glorot(rng: np.random.Generator, n_in: int, n_out: int, dtype) -> np.ndarra
 INITS: dict[str, Callable] = {"he": _he, "xavier": _glorot, "glorot": _glorot}
 
 
-def lookup(table: dict, name: str, what: str):
-    """table[name], or a DoodleError listing the valid names."""
-    try:
-        return table[name]
-    except (KeyError, TypeError):
-        raise DoodleError(f"unknown {what} {name!r}: use one of {', '.join(sorted(table))}") from None
-
-
 # --- layers ------------------------------------------------------------------------------------
 
 
+Workspace = dict  # a layer's arrays reused by its graph from one training step to the next: key -> ndarray
+
+
 class Layer:
-    """A differentiable step. `params` and `grads` share keys; layers without weights leave them empty."""
+    """A differentiable step. `params` and `grads` share keys; layers without weights leave them empty.
+
+    `name` (set by the MLP: "dense0", "norm0", ...) prefixes the names of the layer's arrays, in
+    model.npz and in the graph alike."""
 
     def __init__(self):
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
+        self.name = type(self).__name__.lower()
+
+    @classmethod
+    def weight_shapes(cls, **kw) -> dict[str, tuple[int, ...]]:
+        """{array name: shape} of what such a layer stores in model.npz, computed without allocating."""
+        return {}
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         """Output for input `x`; caches what `backward` needs."""
@@ -65,6 +77,27 @@ class Layer:
     def backward(self, dout: np.ndarray) -> np.ndarray:
         """Gradient w.r.t. the last forward's input, given the gradient w.r.t. its output."""
         raise NotImplementedError
+
+    def forward_graph(self, x: Tensor, train: bool = False, ws: Workspace | None = None) -> Tensor:
+        """The same forward as autodiff operations on the graph node x; the backward then comes for free.
+
+        ws: arrays kept from the previous step for values and gradients (training reuses them: a fresh
+        1 MB array is mapped page by page, and the page faults cost more than the arithmetic)."""
+        raise NotImplementedError
+
+    def _leaf(self, key: str) -> Tensor:
+        """The parameter `key` as a graph leaf whose gradient lands in this layer's own grads array."""
+        return Tensor(self.params[key], requires_grad=True, name=f"{self.name}.{key}", grad_into=self.grads[key])
+
+
+def _buf(ws: Workspace | None, key: str, shape: tuple, dtype) -> np.ndarray | None:
+    """ws[key] when it still fits, else a new array kept there; None without a workspace."""
+    if ws is None:
+        return None
+    a = ws.get(key)
+    if a is None or a.shape != shape or a.dtype != dtype:
+        a = ws[key] = np.empty(shape, dtype)
+    return a
 
 
 class Dense(Layer):
@@ -82,7 +115,14 @@ class Dense(Layer):
         # The network's first layer sets this False: the pixels need no gradient, and skipping
         # dX saves the biggest backward matmul but one.
         self.input_grad = True
+        # The network's last layer sets this True: its output (the logits) leaves the network, so its
+        # graph never writes it into a workspace array that the next step would overwrite.
+        self.keep_output = False
         self.x: np.ndarray | None = None  # cache: the input (B, n_in)
+
+    @classmethod
+    def weight_shapes(cls, n_in: int, n_out: int, bias: bool = True, **_) -> dict[str, tuple[int, ...]]:
+        return {"W": (n_in, n_out), **({"b": (n_out,)} if bias else {})}
 
     def forward(self, x, train=False):
         self.x = x
@@ -97,6 +137,15 @@ class Dense(Layer):
         if "b" in self.grads:
             np.sum(dout, axis=0, out=self.grads["b"])
         return dout @ self.params["W"].T if self.input_grad else None  # (B, n_in)
+
+    def forward_graph(self, x, train=False, ws=None):
+        shape = (x.shape[0], self.params["W"].shape[1])  # (B, n_out)
+        dt = self.params["W"].dtype
+        out = ad.matmul(x, self._leaf("W"), out=_buf(ws, "matmul", shape, dt),
+                        grad_out=_buf(ws, "d_matmul", x.shape, dt) if self.input_grad else None)
+        if "b" in self.params:
+            out = ad.add(out, self._leaf("b"), out=None if self.keep_output else _buf(ws, "add", shape, dt))
+        return out
 
 
 class ReLU(Layer):
@@ -118,6 +167,9 @@ class ReLU(Layer):
     def backward(self, dout):
         return np.multiply(dout, self.mask, out=dout if self.inplace else None)
 
+    def forward_graph(self, x, train=False, ws=None):
+        return ad.relu(x, out=_buf(ws, "act", x.shape, x.dtype), grad_out=_buf(ws, "d_act", x.shape, x.dtype))
+
 
 class LeakyReLU(Layer):
     """x where x > 0, else alpha * x, so units that go negative still learn."""
@@ -133,6 +185,10 @@ class LeakyReLU(Layer):
     def backward(self, dout):
         return np.where(self.mask, dout, self.alpha * dout)
 
+    def forward_graph(self, x, train=False, ws=None):
+        return ad.leaky_relu(x, self.alpha, out=_buf(ws, "act", x.shape, x.dtype),
+                             grad_out=_buf(ws, "d_act", x.shape, x.dtype))
+
 
 class Tanh(Layer):
     """tanh(x)."""
@@ -144,6 +200,9 @@ class Tanh(Layer):
     def backward(self, dout):
         out = self.out
         return dout * (1.0 - out * out)
+
+    def forward_graph(self, x, train=False, ws=None):
+        return ad.tanh(x, out=_buf(ws, "act", x.shape, x.dtype), grad_out=_buf(ws, "d_act", x.shape, x.dtype))
 
 
 class Sigmoid(Layer):
@@ -160,6 +219,9 @@ class Sigmoid(Layer):
         out = self.out
         return dout * out * (1.0 - out)
 
+    def forward_graph(self, x, train=False, ws=None):
+        return ad.sigmoid(x, out=_buf(ws, "act", x.shape, x.dtype), grad_out=_buf(ws, "d_act", x.shape, x.dtype))
+
 
 class Dropout(Layer):
     """Inverted dropout: zero each unit with probability p while training, scale survivors by 1/(1-p).
@@ -175,8 +237,8 @@ class Dropout(Layer):
         self.rng = np.random.default_rng() if rng is None else rng
         self.mask: np.ndarray | None = None  # cache: 0 or 1/(1-p), in x's dtype
 
-    def draw_mask(self, shape: tuple, dtype) -> np.ndarray:
-        """The next mask from this layer's generator: 0 or 1/(1-p) per unit (the graph path draws the same)."""
+    def _draw_mask(self, shape: tuple, dtype) -> np.ndarray:
+        """The next mask from this layer's generator: 0 or 1/(1-p) per unit (forward and graph alike)."""
         mask = (self.rng.random(shape, dtype=dtype) >= self.p).astype(dtype)
         mask *= 1.0 / (1.0 - self.p)
         return mask
@@ -185,11 +247,17 @@ class Dropout(Layer):
         if not train or self.p == 0.0:
             self.mask = None
             return x
-        self.mask = self.draw_mask(x.shape, x.dtype)
+        self.mask = self._draw_mask(x.shape, x.dtype)
         return x * self.mask
 
     def backward(self, dout):
         return dout if self.mask is None else dout * self.mask
+
+    def forward_graph(self, x, train=False, ws=None):
+        if not train or self.p == 0.0:
+            return x
+        mask = Tensor(self._draw_mask(x.shape, x.dtype), name=f"{self.name}.mask")  # a constant: 0 or 1/(1-p)
+        return ad.mul(x, mask, out=_buf(ws, "mul", x.shape, x.dtype), grad_out=_buf(ws, "d_mul", x.shape, x.dtype))
 
 
 ACTIVATIONS: dict[str, type[Layer]] = {"relu": ReLU, "leaky_relu": LeakyReLU, "tanh": Tanh, "sigmoid": Sigmoid}
@@ -210,7 +278,11 @@ class BatchNorm(Layer):
         self.inv: np.ndarray | None = None  # cache: 1 / sqrt(var + eps), per unit (n,)
         self.batch_stats = False  # cache: whether the last forward used the batch's statistics (training)
 
-    def track(self, mean: np.ndarray, var: np.ndarray, batch: int) -> None:
+    @classmethod
+    def weight_shapes(cls, n: int, **_) -> dict[str, tuple[int, ...]]:
+        return {k: (n,) for k in ("gain", "bias", "mean", "var")}
+
+    def _track(self, mean: np.ndarray, var: np.ndarray, batch: int) -> None:
         """Fold one training batch's mean and (biased) variance into the running averages, in place."""
         m = self.momentum
         run_mean, run_var = self.buffers["mean"], self.buffers["var"]
@@ -224,7 +296,7 @@ class BatchNorm(Layer):
             mean = x.mean(axis=0)  # (n,)
             xc = x - mean
             var = np.einsum("ij,ij->j", xc, xc) * (1.0 / len(x))  # (n,)
-            self.track(mean, var, len(x))
+            self._track(mean, var, len(x))
         else:
             xc = x - self.buffers["mean"]
             var = self.buffers["var"]
@@ -246,6 +318,19 @@ class BatchNorm(Layer):
             dxhat -= xhat * (self.grads["gain"] * self.params["gain"] * (1.0 / B))  # mean(dxhat * xhat) likewise
         dxhat *= self.inv
         return dxhat
+
+    def forward_graph(self, x, train=False, ws=None):
+        if train:  # the batch's statistics are graph nodes: the gradient flows through them
+            mean = x.mean(axis=0, keepdims=True)  # (1, n)
+            centred = x - mean
+            var = ad.square(centred).mean(axis=0, keepdims=True)  # (1, n) the biased variance
+            self._track(mean.value[0], var.value[0], x.shape[0])
+            xhat = centred * ad.power(var + self.eps, -0.5)
+        else:  # the running statistics are constants
+            inv = (1.0 / np.sqrt(self.buffers["var"] + self.eps)).astype(x.dtype)
+            xhat = (x - Tensor(self.buffers["mean"], name=f"{self.name}.mean")) * \
+                Tensor(inv, name=f"1/sqrt({self.name}.var + eps)")
+        return xhat * self._leaf("gain") + self._leaf("bias")
 
 
 def _scale_shift(xhat: np.ndarray, gain: np.ndarray, bias: np.ndarray) -> np.ndarray:
@@ -311,33 +396,129 @@ LOSSES: dict[str, Callable] = {"cross_entropy": cross_entropy, "mse": mse}
 # --- the network -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """What shapes the network, as a config states it and model.json stores it; built once, read everywhere."""
+
+    layer_sizes: tuple[int, ...]  # inputs, hidden..., classes
+    activation: str = "relu"
+    norm: str = "none"  # batch norm between each hidden Dense and its activation
+    dropout: float = 0.0  # after each hidden activation, in training only
+    init: str = "he"
+    tta: str = "none"  # the views a prediction averages (doodle.pixels.TTA)
+
+    def __post_init__(self):
+        sizes = self.layer_sizes
+        if not isinstance(sizes, (list, tuple)) or len(sizes) < 2 \
+                or not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n > 0 for n in sizes):
+            raise DoodleError(f"layer_sizes must be two or more positive integers (input ... classes), got {sizes}")
+        object.__setattr__(self, "layer_sizes", tuple(int(n) for n in sizes))
+        lookup(ACTIVATIONS, self.activation, "activation")
+        lookup(NORMS, self.norm, "norm")
+        lookup(INITS, self.init, "init")
+        lookup(TTA, self.tta, "tta")
+        if not 0.0 <= self.dropout < 1.0:
+            raise DoodleError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @classmethod
+    def from_config(cls, cfg: dict, n_classes: int) -> ModelSpec:
+        """The network a config's model section describes, for its image size and n_classes."""
+        m = cfg["model"]
+        return cls((cfg["data"]["image_size"] ** 2, *m["hidden"], n_classes), activation=m["activation"],
+                   norm=m["norm"], dropout=float(m["dropout"]), init=m["init"], tta=m["tta"])
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> ModelSpec:
+        """The network model.json describes (models from before norms and TTA have neither; prediction needs
+        no dropout)."""
+        return cls(tuple(meta["layer_sizes"]), activation=meta["activation"], norm=meta.get("norm", "none"),
+                   tta=meta.get("tta", "none"))
+
+    def to_meta(self) -> dict:
+        """The entries of model.json that from_meta reads back."""
+        return {"layer_sizes": list(self.layer_sizes), "activation": self.activation, "norm": self.norm,
+                "tta": self.tta}
+
+    def plan(self) -> list[tuple[str, type[Layer], dict]]:
+        """(name, layer class, its arguments) in order: Dense [-> norm] -> activation [-> dropout] ... -> Dense.
+
+        A hidden Dense before batch norm has no bias: the norm's own shift does its job, and a bias
+        whose gradient is zero but for rounding would only wander under Adam."""
+        sizes, norm = self.layer_sizes, NORMS[self.norm]
+        out: list[tuple[str, type[Layer], dict]] = []
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            hidden = i < len(sizes) - 2
+            out.append((f"dense{i}", Dense, {"n_in": n_in, "n_out": n_out, "bias": not hidden or norm is None}))
+            if hidden:
+                if norm is not None:
+                    out.append((f"norm{i}", norm, {"n": n_out}))
+                out.append((f"act{i}", ACTIVATIONS[self.activation], {}))
+                if self.dropout > 0:
+                    out.append((f"dropout{i}", Dropout, {"p": self.dropout}))
+        return out
+
+    def weight_shapes(self) -> dict[str, tuple[int, ...]]:
+        """{"dense0.W": (784, 512), ...}: every array model.npz holds for this network, without allocating it."""
+        return {f"{name}.{k}": shape for name, cls, kw in self.plan() for k, shape in cls.weight_shapes(**kw).items()}
+
+    def training_bytes(self, batch: int, itemsize: int = 4) -> int:
+        """About the memory a training run of this network takes: parameters, gradients and up to three
+        optimizer arrays of their size, and a batch's values and gradients through every layer."""
+        params = sum(math_prod(s) for s in self.weight_shapes().values())
+        return itemsize * (6 * params + 8 * batch * sum(self.layer_sizes))
+
+    def check_fits(self, batch: int, itemsize: int = 4, what: str = "model.hidden") -> None:
+        """A one-line DoodleError, before anything is allocated, when training would need more memory than the
+        machine has available."""
+        need, have = self.training_bytes(batch, itemsize), available_memory()
+        if have is not None and need > have:
+            raise DoodleError(f"{what}: the {'-'.join(map(str, self.layer_sizes))} network needs about "
+                              f"{need / 2 ** 30:.1f} GiB to train at batch {batch}, and this machine has "
+                              f"{have / 2 ** 30:.1f} GiB available; use smaller hidden layers")
+
+
+def math_prod(shape: tuple[int, ...]) -> int:
+    """The number of entries of an array of this shape (python ints: no overflow)."""
+    n = 1
+    for k in shape:
+        n *= int(k)
+    return n
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux: MemAvailable), or None when unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
 class MLP:
     """Dense [-> norm] -> activation [-> dropout] ... -> Dense, producing logits (softmax lives in the loss).
 
     The parameters, in order: dense0.W, dense0.b, dense1.W, ..., or with batch norm dense0.W, norm0.gain,
-    norm0.bias, dense1.W, ... (a hidden Dense before batch norm has no bias: the norm's own shift does its
-    job, and a bias whose gradient is zero but for rounding would only wander under Adam). The norms'
-    running statistics (norm0.mean, norm0.var, ...) are buffers: in state_dict, not in parameters().
+    norm0.bias, dense1.W, ... (see ModelSpec.plan). The norms' running statistics (norm0.mean,
+    norm0.var, ...) are buffers: in state_dict, not in parameters(). The same names are the graph's.
     """
 
     def __init__(self, layer_sizes: list[int], activation: str = "relu", dropout: float = 0.0, init: str = "he",
                  seed: int = 0, dtype=np.float32, norm: str = "none", tta: str = "none"):
-        sizes = list(layer_sizes)
-        if len(sizes) < 2 or not all(isinstance(n, (int, np.integer)) and n > 0 for n in sizes):
-            raise DoodleError(f"layer_sizes must be two or more positive integers (input ... classes), got {sizes}")
-        act = lookup(ACTIVATIONS, activation, "activation")
-        norm_layer = lookup(NORMS, norm, "norm")
-        lookup(INITS, init, "init")
-        if not 0.0 <= dropout < 1.0:
-            raise DoodleError(f"dropout must be in [0, 1), got {dropout}")
-        self.layer_sizes = [int(n) for n in sizes]
+        spec = ModelSpec(layer_sizes, activation=activation, norm=norm, dropout=float(dropout), init=init, tta=tta)
+        self.spec = spec
+        self.layer_sizes = list(spec.layer_sizes)
         self.activation, self.dropout, self.init, self.seed, self.norm = activation, float(dropout), init, seed, norm
         self.dtype = np.dtype(dtype)
         # Divides the logits in predict_proba. Training fits it on the validation split so that a
         # probability of 0.8 is right about 80% of the time (temperature scaling); 1.0 = raw softmax.
         self.temperature = 1.0
         # Test-time augmentation: predict_logits averages the logits of these views of each image (TTA).
-        lookup(TTA, tta, "tta")
         self.tta = tta
         # Separate streams, so switching dropout on does not change the initial weights.
         init_ss, drop_ss = np.random.SeedSequence(seed).spawn(2)
@@ -345,32 +526,39 @@ class MLP:
         self.dropout_rng = drop_rng  # shared by every Dropout layer; --resume saves and restores its state
 
         self.layers: list[Layer] = []
-        self.dense: list[Dense] = []
-        self.norms: list[Layer] = []
-        owners: list[tuple[str, Layer]] = []  # (name, layer) of each layer with parameters, in order
-        for i, (n_in, n_out) in enumerate(zip(self.layer_sizes[:-1], self.layer_sizes[1:])):
-            hidden = i < len(self.layer_sizes) - 2
-            d = Dense(n_in, n_out, init=init, rng=init_rng, dtype=self.dtype, bias=not hidden or norm_layer is None)
-            self.layers.append(d)
-            self.dense.append(d)
-            owners.append((f"dense{i}", d))
-            if hidden:
-                if norm_layer is not None:
-                    self.norms.append(norm_layer(n_out, dtype=self.dtype))
-                    self.layers.append(self.norms[-1])
-                    owners.append((f"norm{i}", self.norms[-1]))
-                self.layers.append(act())
-                if isinstance(self.layers[-1], ReLU):
-                    self.layers[-1].inplace = True
-                if dropout > 0:
-                    self.layers.append(Dropout(dropout, drop_rng))
+        for name, cls, kw in spec.plan():
+            if cls is Dense:
+                layer: Layer = Dense(kw["n_in"], kw["n_out"], init=init, rng=init_rng, dtype=self.dtype,
+                                     bias=kw["bias"])
+            elif cls is Dropout:
+                layer = Dropout(kw["p"], drop_rng)
+            elif cls is BatchNorm:
+                layer = BatchNorm(kw["n"], dtype=self.dtype)
+            else:
+                layer = cls(**kw)
+            layer.name = name
+            self.layers.append(layer)
+        self.dense = [layer for layer in self.layers if isinstance(layer, Dense)]
+        self.norms = [layer for layer in self.layers if isinstance(layer, BatchNorm)]
+        for layer in self.layers:
+            if isinstance(layer, ReLU):
+                layer.inplace = True
         self.dense[0].input_grad = False
-        self.param_names = [f"{name}.{k}" for name, layer in owners for k in layer.params]
-        self._buffers = {f"norm{i}.{k}": v for i, layer in enumerate(self.norms) for k, v in layer.buffers.items()}
+        self.dense[-1].keep_output = True
+        owners = [layer for layer in self.layers if layer.params]
+        self.param_names = [f"{layer.name}.{k}" for layer in owners for k in layer.params]
+        self._buffers = {f"{n.name}.{k}": v for n in self.norms for k, v in n.buffers.items()}
         # All parameters live back to back in one flat buffer, and all gradients in another, so an
         # optimizer can update the whole network in a dozen numpy calls instead of a dozen per array.
-        self.flat_params, self._params = _rehome([layer.params for _, layer in owners], self.dtype)
-        self.flat_grads, self._grads = _rehome([layer.grads for _, layer in owners], self.dtype)
+        self.flat_params, self._params = _rehome([layer.params for layer in owners], self.dtype)
+        self.flat_grads, self._grads = _rehome([layer.grads for layer in owners], self.dtype)
+        self._workspaces: list[Workspace] = [{} for _ in self.layers]  # the graph's arrays, kept between steps
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, seed: int = 0, dtype=np.float32) -> MLP:
+        """The network a ModelSpec describes, freshly initialised."""
+        return cls(list(spec.layer_sizes), activation=spec.activation, dropout=spec.dropout, init=spec.init,
+                   seed=seed, dtype=dtype, norm=spec.norm, tta=spec.tta)
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         """Logits (B, C) for float inputs (B, n_in)."""
@@ -389,22 +577,29 @@ class MLP:
         self.dense[0].input_grad = False
         return d
 
-    def dropout_masks(self, batch: int) -> list[np.ndarray | None]:
-        """One training-mode mask (batch, n) per hidden layer, drawn as forward(train=True) would draw them."""
-        drops = [layer for layer in self.layers if isinstance(layer, Dropout)]
-        if not drops or self.dropout == 0.0:
-            return [None] * (len(self.layer_sizes) - 2)
-        return [d.draw_mask((batch, n), self.dtype) for d, n in zip(drops, self.layer_sizes[1:-1])]
+    def logits_graph(self, x: np.ndarray | Tensor, train: bool = False, reuse: bool = False) -> Tensor:
+        """The logits (B, C) as a graph node, built by walking the layers' forward_graph.
 
-    def running_stats(self) -> list[tuple[np.ndarray, np.ndarray]] | None:
-        """Each batch norm's running (mean, var), the statistics evaluation uses; None without batch norm."""
-        return [(n.buffers["mean"], n.buffers["var"]) for n in self.norms] if self.norms else None
+        x: float inputs (B, n_in) (the pixels: a constant named "x"), or a Tensor the caller made, e.g.
+        with requires_grad for the gradient with respect to the drawing. train: dropout masks and batch
+        statistics, as forward(train=True). reuse: the layers keep their hidden arrays from the previous
+        call (training steps: finish with one graph before building the next)."""
+        if not isinstance(x, Tensor):
+            x = Tensor(x if x.dtype == self.dtype else x.astype(self.dtype), name="x")
+        for layer, ws in zip(self.layers, self._workspaces):
+            x = layer.forward_graph(x, train, ws if reuse else None)
+        return x
 
-    def track(self, batch_stats: list[tuple[np.ndarray, np.ndarray]], batch: int) -> None:
-        """Fold each batch norm's training-batch (mean, var), found elsewhere (the autodiff graph), into its
-        running statistics, as forward(train=True) does."""
-        for norm, (mean, var) in zip(self.norms, batch_stats, strict=True):
-            norm.track(mean, var, batch)
+    def loss_graph(self, x: np.ndarray | Tensor, y: np.ndarray, loss: str = "cross_entropy",
+                   train: bool = False) -> Tensor:
+        """The scalar loss node of a batch (x as logits_graph takes it, y (B,) class indices): the graph whose
+        backward() fills the model's gradients (and x's, if it asked for one)."""
+        loss_fn = lookup(ad.LOSSES, loss, "loss")
+        y = np.asarray(y)
+        n_classes = self.layer_sizes[-1]
+        if y.shape != (x.shape[0],) or y.dtype.kind not in "iu" or (len(y) and not 0 <= y.min() <= y.max() < n_classes):
+            raise DoodleError(f"labels must be {x.shape[0]} integers in [0, {n_classes}), got {y.dtype} {y.shape}")
+        return loss_fn(self.logits_graph(x, train), y)
 
     def parameters(self) -> list[np.ndarray]:
         """The live parameter arrays, in param_names order."""
@@ -469,45 +664,37 @@ class MLP:
         return softmax(logits).astype(np.float32, copy=False)
 
 
-def shift_images(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """Square images, flattened (N, S*S), moved dy pixels down and dx right with zero fill (a new array)."""
-    n, s = x.shape[0], _side(x)
-    img = x.reshape(n, s, s)
-    out = np.zeros_like(img)
-    out[:, max(dy, 0):s + min(dy, 0), max(dx, 0):s + min(dx, 0)] = \
-        img[:, max(-dy, 0):s + min(-dy, 0), max(-dx, 0):s + min(-dx, 0)]
-    return out.reshape(n, s * s)
+# --- the two ways to the gradients of a training step -------------------------------------------------
+# name -> fn(model, loss name) -> step(x, y) -> (loss value, logits (B, C)), the model's gradients filled.
+# Chosen once, when a run starts.
 
 
-def mirror_images(x: np.ndarray) -> np.ndarray:
-    """Square images, flattened (N, S*S), mirrored left to right (a new array)."""
-    n, s = x.shape[0], _side(x)
-    return np.ascontiguousarray(x.reshape(n, s, s)[:, :, ::-1]).reshape(n, s * s)
+def _manual(model: MLP, loss: str) -> Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]:
+    """The layers' hand-written backward, from the fused loss's dL/dlogits."""
+    loss_fn = lookup(LOSSES, loss, "loss")
+
+    def step(x, y):
+        logits = model.forward(x, train=True)  # (B, C)
+        value, dlogits = loss_fn(logits, y)
+        model.backward(dlogits)
+        return value, logits
+    return step
 
 
-def _side(x: np.ndarray) -> int:
-    s = int(round(np.sqrt(x.shape[1])))
-    if s * s != x.shape[1]:
-        raise DoodleError(f"test-time augmentation needs square images, got {x.shape[1]} pixels")
-    return s
+def _graph(model: MLP, loss: str) -> Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]:
+    """The loss's computational graph, built by the layers themselves, differentiated by the engine."""
+    loss_fn = lookup(ad.LOSSES, loss, "loss")
+
+    def step(x, y):
+        logits = model.logits_graph(x, train=True, reuse=True)
+        value = loss_fn(logits, y)
+        out = float(value.value)
+        value.backward()  # frees the graph; the logits' values stay ours
+        return out, logits.value
+    return step
 
 
-_SHIFTS = [(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)]  # the image and its four one-pixel neighbours
-# Test-time augmentation: name -> the views whose logits predict_logits averages, each (mirrored, dy, dx).
-TTA: dict[str, list[tuple[bool, int, int]]] = {
-    "none": [],
-    "shift": [(False, dy, dx) for dy, dx in _SHIFTS],
-    "flip": [(False, 0, 0), (True, 0, 0)],
-    "flip_shift": [(m, dy, dx) for m in (False, True) for dy, dx in _SHIFTS],
-}
-
-
-def tta_views(x: np.ndarray, views: list[tuple[bool, int, int]]):
-    """Each (mirrored, dy, dx) view of the flattened square images x (N, S*S), in turn."""
-    mirror = mirror_images(x) if any(m for m, _, _ in views) else None  # once, for every mirrored view
-    for mirrored, dy, dx in views:
-        v = mirror if mirrored else x
-        yield shift_images(v, dy, dx) if (dy or dx) else v
+BACKPROP: dict[str, Callable[[MLP, str], Callable]] = {"manual": _manual, "graph": _graph}
 
 
 def _rehome(dicts: list[dict[str, np.ndarray]], dtype) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -338,6 +338,18 @@ def make_schedule(name: str, base_lr: float, total_steps: int, warmup_steps: int
     return lr
 
 
+def schedule_from_settings(settings: dict, steps_per_epoch: int) -> Callable[[int], float]:
+    """lr(step) for the schedule a config's train section names, its epochs turned into steps."""
+    kw: dict = {}
+    if settings["schedule"] == "step":
+        kw = {"step_size": settings["step_epochs"] * steps_per_epoch, "gamma": settings["gamma"]}
+    elif settings["schedule"] == "cosine":
+        kw = {"min_lr": settings["min_lr"]}
+    total = settings["epochs"] * steps_per_epoch
+    warmup = min(int(round(settings["warmup_epochs"] * steps_per_epoch)), total - 1)  # a 1-epoch run still trains
+    return make_schedule(settings["schedule"], settings["lr"], total_steps=total, warmup_steps=warmup, **kw)
+
+
 def clip_grad_norm(grads: list[np.ndarray], max_norm: float) -> float:
     """Scale all gradients in place so their global L2 norm is at most max_norm; returns the norm before."""
     # Sum of squares via dot: one pass, no temporary, accumulated in float64 across arrays.

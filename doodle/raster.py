@@ -488,13 +488,3 @@ def _running(pid: int) -> bool:
 def _store(out, i: int, bitmaps, reporter: Reporter) -> None:
     out[i:i + len(bitmaps)] = bitmaps
     reporter.update("raster", advance=len(bitmaps))
-
-
-def to_float(xb: np.ndarray) -> np.ndarray:
-    """uint8 bitmaps (B, S, S) or (B, S*S) -> float32 (B, S*S) in [0, 1]: what the network reads, in training and after."""
-    if xb.dtype != np.uint8 or xb.ndim not in (2, 3):
-        raise DoodleError(f"to_float expects a batch of uint8 images (B, 28, 28) or (B, 784), "
-                          f"got {xb.dtype} {xb.shape}")
-    out = xb.reshape(len(xb), -1).astype(np.float32)  # (B, S*S), C-contiguous
-    out *= np.float32(1.0 / 255.0)  # 255 -> exactly 1.0; in place, cheaper than dividing
-    return out

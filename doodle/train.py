@@ -20,6 +20,7 @@ killed at any point resumes from the last complete epoch and continues exactly a
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import time
@@ -28,20 +29,21 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from doodle import __version__, autodiff, fsutil
+from doodle import __version__, fsutil
 from doodle.augment import augment_batch
 from doodle.batches import RowView, epoch_order
 from doodle.checkpoint import (CONFIG_YAML, METRICS_JSONL, SPLIT_NPZ, STATE_JSON, config_header, config_run_id,
                                load_split, save_model)
 from doodle.config import dump, load_config
 from doodle.dataset import PADDING, Dataset, load_dataset, split_indices
-from doodle.errors import DoodleError
+from doodle.errors import DoodleError, lookup
 from doodle.metrics import expected_calibration_error, fit_temperature
-from doodle.nn import LOSSES, MLP, lookup
-from doodle.optim import Optimizer, clip_grad_norm, make_schedule, optimizer_from_settings
+from doodle.nn import BACKPROP, LOSSES, MLP, ModelSpec
+from doodle.optim import Optimizer, clip_grad_norm, optimizer_from_settings, schedule_from_settings
 from doodle.progress import NULL_REPORTER, Reporter
 
 LAST_NPZ = "last.npz"
@@ -72,18 +74,6 @@ class TrainResult:
         return {k: v for k, v in self.__dict__.items() if k != "history"}
 
 
-def _schedule(t: dict, steps_per_epoch: int):
-    """lr(step) for the configured schedule, its epochs turned into steps."""
-    kw = {}
-    if t["schedule"] == "step":
-        kw = {"step_size": t["step_epochs"] * steps_per_epoch, "gamma": t["gamma"]}
-    elif t["schedule"] == "cosine":
-        kw = {"min_lr": t["min_lr"]}
-    total = t["epochs"] * steps_per_epoch
-    warmup = min(int(round(t["warmup_epochs"] * steps_per_epoch)), total - 1)  # a 1-epoch run still trains
-    return make_schedule(t["schedule"], t["lr"], total_steps=total, warmup_steps=warmup, **kw)
-
-
 def default_run_dir(config_path: str | Path | None, runs_dir: str | Path = "runs") -> Path:
     """runs/<config name>-<timestamp>, never an existing folder."""
     stem = Path(config_path).stem if config_path else "default"
@@ -95,13 +85,12 @@ def default_run_dir(config_path: str | Path | None, runs_dir: str | Path = "runs
     return run
 
 
-def model_meta(cfg: dict, classes: list[str], layer_sizes: list[int], metrics: dict, run_id: str | None = None,
+def model_meta(cfg: dict, classes: list[str], spec: ModelSpec, metrics: dict, run_id: str | None = None,
                data_dir: str | None = None) -> dict:
     """The metadata written beside the weights."""
     data = cfg["data"]
     meta = {
-        "classes": classes, "layer_sizes": layer_sizes, "activation": cfg["model"]["activation"],
-        "norm": cfg["model"]["norm"], "tta": cfg["model"]["tta"],
+        "classes": classes, **spec.to_meta(),
         "raster": {"size": data["image_size"], "line_width": float(data["line_width"]), "padding": PADDING,
                    "source": data["source"]},
         "config": cfg, "metrics": metrics,
@@ -163,52 +152,31 @@ def _remove_if_unused(run_dir: Path) -> None:
         pass
 
 
-BACKPROP = ("manual", "graph")  # how gradients are found: hand-written layer backward, or the autodiff graph
+def make_step(model: MLP, optimizer: Optimizer, loss: str, backprop: str = "manual",
+              clip_norm: float | None = None) -> Callable[..., tuple[float, int]]:
+    """The training step of a run, chosen once: step(x, y, lr=None) -> (loss, n_correct) runs forward (train
+    mode), loss and backward by the `backprop` path (nn.BACKPROP), optional clipping, and the update."""
+    gradients = lookup(BACKPROP, backprop, "backprop")(model, loss)
+    grads = model.gradients()
+    if optimizer.flat is not None and optimizer.flat[1] is not model.flat_grads:
+        raise ValueError("the optimizer's flat buffers are another model's")
+    # An optimizer built on the model's flat buffers updates them in one go; one built on the arrays, array by array.
+    update = optimizer.step if optimizer.flat is not None else functools.partial(optimizer.step, grads)
 
-
-def gradients(model: MLP, loss: str, x: np.ndarray, y: np.ndarray, backprop: str = "manual",
-              workspace: dict | None = None) -> tuple[float, int]:
-    """Forward (train mode), loss and backward on one batch, filling model.gradients(); returns (loss, n_correct).
-
-    "manual" runs the layers' hand-written backward (doodle.nn); "graph" builds the loss's computational
-    graph from elementary operations and differentiates it (doodle.autodiff), with the same dropout
-    masks, writing into the same gradient buffers. A workspace dict, kept for a run, lets the graph
-    reuse its hidden-layer arrays from step to step.
-    """
-    if backprop not in BACKPROP:
-        raise DoodleError(f"unknown backprop {backprop!r}: use one of {', '.join(BACKPROP)}")
-    if backprop == "graph":
-        if x.dtype != model.dtype:
-            x = x.astype(model.dtype)
-        batch_stats: list = []  # batch norm's batch statistics, for the model's running averages
-        graph_loss, _, logits = autodiff.mlp_loss(x, y, model.parameters(), model.activation, loss,
-                                                  model.dropout_masks(len(x)), model.gradients(), workspace,
-                                                  norm=model.norm, batch_stats=batch_stats)
-        model.track(batch_stats, len(x))
-        n_correct = int(np.count_nonzero(logits.value.argmax(axis=1) == y))
-        value = float(graph_loss.value)
-        graph_loss.backward()
+    def step(x: np.ndarray, y: np.ndarray, lr: float | None = None) -> tuple[float, int]:
+        value, logits = gradients(x, y)
+        n_correct = int(np.count_nonzero(logits.argmax(axis=1) == y))
+        if clip_norm is not None:
+            clip_grad_norm(grads, clip_norm)
+        update(lr=lr)
         return value, n_correct
-    loss_fn = lookup(LOSSES, loss, "loss")
-    logits = model.forward(x, train=True)  # (B, C)
-    n_correct = int(np.count_nonzero(logits.argmax(axis=1) == y))
-    value, dlogits = loss_fn(logits, y)
-    model.backward(dlogits)
-    return value, n_correct
+    return step
 
 
 def train_step(model: MLP, optimizer: Optimizer, loss: str, x: np.ndarray, y: np.ndarray, lr: float | None = None,
-               clip_norm: float | None = None, backprop: str = "manual",
-               workspace: dict | None = None) -> tuple[float, int]:
-    """One minibatch: forward (train mode), loss, backward, optional clipping, update; returns (loss, n_correct)."""
-    value, n_correct = gradients(model, loss, x, y, backprop, workspace)
-    if clip_norm is not None:
-        clip_grad_norm(model.gradients(), clip_norm)
-    if optimizer.flat is not None and optimizer.flat[1] is model.flat_grads:
-        optimizer.step(lr=lr)  # one update over the model's flat gradient buffer
-    else:
-        optimizer.step(model.gradients(), lr=lr)
-    return value, n_correct
+               clip_norm: float | None = None, backprop: str = "manual") -> tuple[float, int]:
+    """One minibatch outside a run (tests, benchmarks): make_step's step, made for this one call."""
+    return make_step(model, optimizer, loss, backprop, clip_norm)(x, y, lr)
 
 
 def score(model: MLP, x: np.ndarray, y: np.ndarray, loss: str, batch_size: int = 4096) -> tuple[float, float]:
@@ -233,9 +201,10 @@ class _Run:
     ds: Dataset
     dir: Path
     split: dict[str, np.ndarray]  # train/val/test row indices
-    layer_sizes: list[int]
+    spec: ModelSpec
     model: MLP
     optimizer: Optimizer
+    step: Callable[..., tuple[float, int]]  # (x, y, lr) -> (loss, n_correct): make_step's, chosen once
     rng: np.random.Generator  # shuffling and augmentation
     lr_at: object  # step -> learning rate
     steps_per_epoch: int
@@ -247,25 +216,26 @@ class _Run:
     patience_left: int | None = None  # early stopping: epochs without improvement still allowed
     train_seconds: float = 0.0
     history: list[dict] = field(default_factory=list)
-    workspace: dict = field(default_factory=dict)  # the graph path's reusable arrays (backprop: graph)
 
 
 def _start(cfg: dict, ds: Dataset, run_dir: Path, resume: bool, data_dir: str | None) -> _Run:
     """Build the model, optimizer and schedule; a new run writes its config and split, a resumed one reloads
     its state. The caller holds the folder's lock."""
-    t, d, m = cfg["train"], cfg["data"], cfg["model"]
+    t, d = cfg["train"], cfg["data"]
     fsutil.clean_temporaries(run_dir)  # left by a killed run: nobody else can be writing here
     split = load_split(run_dir) if resume else split_indices(ds.counts, d["val_fraction"], d["test_fraction"],
                                                              d["test_split"], d["seed"])
     if len(split["train"]) == 0:
         raise DoodleError("the training split is empty; raise data.per_category or lower the held-out fractions")
-    layer_sizes = [d["image_size"] ** 2, *m["hidden"], len(ds.classes)]
-    model = MLP(layer_sizes, activation=m["activation"], dropout=m["dropout"], init=m["init"], seed=t["seed"],
-                norm=m["norm"], tta=m["tta"])
+    spec = ModelSpec.from_config(cfg, len(ds.classes))
+    spec.check_fits(t["batch_size"])  # before a byte of it is allocated
+    model = MLP.from_spec(spec, seed=t["seed"])
     optimizer = optimizer_from_settings(t, model.parameters(), flat=(model.flat_params, model.flat_grads))
+    step = make_step(model, optimizer, t["loss"], t["backprop"], t["clip_norm"])
     steps_per_epoch = math.ceil(len(split["train"]) / t["batch_size"])
-    run = _Run(cfg, ds, run_dir, split, layer_sizes, model, optimizer, np.random.default_rng([t["seed"], 1]),
-               _schedule(t, steps_per_epoch), steps_per_epoch, data_dir=data_dir, patience_left=t["patience"])
+    run = _Run(cfg, ds, run_dir, split, spec, model, optimizer, step, np.random.default_rng([t["seed"], 1]),
+               schedule_from_settings(t, steps_per_epoch), steps_per_epoch, data_dir=data_dir,
+               patience_left=t["patience"])
     if not resume:
         run.run_id = uuid.uuid4().hex
         fsutil.write_text(run_dir / CONFIG_YAML, config_header(run.run_id) + dump(cfg))
@@ -375,8 +345,7 @@ def _run_epoch(run: _Run, epoch: int, reporter: Reporter) -> dict:
             tick = time.perf_counter()
             idx, xb = next(batches)
             lr = run.lr_at(step0 + b)
-            loss, n_ok = train_step(run.model, run.optimizer, t["loss"], xb, y[idx], lr=lr,
-                                    clip_norm=t["clip_norm"], backprop=t["backprop"], workspace=run.workspace)
+            loss, n_ok = run.step(xb, y[idx], lr)
             seconds += time.perf_counter() - tick
             if not math.isfinite(loss):
                 raise DoodleError(f"loss became {loss} at epoch {epoch}, batch {b + 1}: the learning rate is too "
@@ -455,7 +424,7 @@ def _end_epoch(run: _Run, row: dict) -> bool:
 
 
 def _meta(run: _Run, metrics: dict) -> dict:
-    return model_meta(run.cfg, run.ds.classes, run.layer_sizes, metrics, run.run_id, run.data_dir)
+    return model_meta(run.cfg, run.ds.classes, run.spec, metrics, run.run_id, run.data_dir)
 
 
 def _finish(run: _Run, interrupted: bool) -> TrainResult:
@@ -477,7 +446,7 @@ def _finish(run: _Run, interrupted: bool) -> TrainResult:
     meta = _meta(run, metrics)
     meta["temperature"] = run.model.temperature
     save_model(run.dir, run.model, meta)
-    return TrainResult(run=str(run.dir), classes=run.ds.classes, layer_sizes=run.layer_sizes,
+    return TrainResult(run=str(run.dir), classes=run.ds.classes, layer_sizes=list(run.spec.layer_sizes),
                        batch_size=t["batch_size"], epochs=len(run.history), best_epoch=run.best["epoch"],
                        val_accuracy=best_row["val_accuracy"], test_accuracy=test_acc, test_loss=test_loss,
                        samples_per_second=sps, interrupted=interrupted, history=run.history)

@@ -3,7 +3,7 @@
 import numpy as np
 
 from doodle.augment import affine_batch, augment_batch
-from doodle.raster import to_float
+from doodle.pixels import to_float
 
 
 def dot(size=9, r=2, c=6):

@@ -221,7 +221,7 @@ def test_graph_command_draws_the_loss_graph_and_the_weight_slice(tmp_path, norm)
     svg = (tmp_path / "g.svg").read_text()
     for op in ("matmul", "relu", "exp", "log", "pick", "mean"):
         assert f">{op}" in svg, op
-    assert doc["slice"]["weight"] == "W1[3, 0]" and (tmp_path / "g.slice.svg").is_file()
+    assert doc["slice"]["weight"] == "dense1.W[3, 0]" and (tmp_path / "g.slice.svg").is_file()
     dot = run("graph", "--model", tmp_path / "run", "--out", tmp_path / "g.dot", "--format", "dot")
     assert dot.exit_code == 0 and (tmp_path / "g.dot").read_text().startswith("digraph")
     assert "matmul" in dot.stdout  # the terminal tree

@@ -6,11 +6,18 @@ import numpy as np
 import pytest
 
 from doodle.errors import DoodleError
-from doodle.gradcheck import (TOLERANCES, check_gradients, check_layer, check_loss, numerical_gradient, passed,
-                              rel_error, worst)
-from doodle.nn import ACTIVATIONS, LOSSES, BatchNorm, Dense, Dropout, LeakyReLU, ReLU, Sigmoid, Tanh
+from doodle.gradcheck import (TOLERANCES, check_gradients, check_layer, check_loss, gradcheck_model,
+                              numerical_gradient, passed, rel_error, worst)
+from doodle.nn import ACTIVATIONS, LOSSES, BatchNorm, Dense, Dropout, LeakyReLU, ModelSpec, ReLU, Sigmoid, Tanh
 
 TOL = 1e-6
+
+
+def check(sizes, activation="relu", loss="cross_entropy", dropout=0.0, norm="none", seed=0, batch=4,
+          max_entries=None):
+    """check_gradients on the float64 network these settings describe."""
+    model = gradcheck_model(ModelSpec(tuple(sizes), activation=activation, norm=norm, dropout=dropout), seed=seed)
+    return check_gradients(model, loss=loss, seed=seed, batch=batch, max_entries=max_entries)
 
 
 def test_rel_error_formula():
@@ -87,7 +94,7 @@ def test_a_batch_norm_backward_that_ignores_the_batch_statistics_is_caught(monke
     monkeypatch.setattr(BatchNorm, "backward", as_if_constant)
     x = np.random.default_rng(6).standard_normal((6, 7))
     assert check_layer(BatchNorm(7, dtype=np.float64), x, train=True)["x"] > 1e-2
-    errors = check_gradients([3, 5, 4, 3], seed=0, batch=8, norm="batch")
+    errors = check([3, 5, 4, 3], seed=0, batch=8, norm="batch")
     assert errors["dense0.W"]["manual_vs_numeric"] > 1e-2 and errors["dense0.W"]["graph_vs_numeric"] < TOL
     assert not passed(errors)
 
@@ -104,7 +111,7 @@ def test_loss_gradients(loss):
 @pytest.mark.parametrize("loss", sorted(LOSSES))
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 def test_whole_network_with_batch_norm(activation, loss):
-    errors = check_gradients([3, 5, 4, 3], activation=activation, loss=loss, seed=0, batch=8, norm="batch")
+    errors = check([3, 5, 4, 3], activation=activation, loss=loss, seed=0, batch=8, norm="batch")
     assert set(errors) == {"dense0.W", "norm0.gain", "norm0.bias", "dense1.W", "norm1.gain", "norm1.bias",
                            "dense2.W", "dense2.b", "input"}
     w = worst(errors)
@@ -115,24 +122,24 @@ def test_whole_network_with_batch_norm(activation, loss):
 def test_whole_network_with_batch_norm_and_dropout():
     # quickdraw16's combination (dropout can silence a unit for the whole batch: its gradients are then
     # nearly zero, so the finite differences are checked where they stay above the floor)
-    errors = check_gradients([3, 5, 4, 3], dropout=0.5, seed=0, batch=8, norm="batch")
+    errors = check([3, 5, 4, 3], dropout=0.5, seed=0, batch=8, norm="batch")
     assert passed(errors), errors
 
 
 def test_big_network_sampled():
-    errors = check_gradients([784, 256, 128, 10], max_entries=8, seed=1)
+    errors = check([784, 256, 128, 10], max_entries=8, seed=1)
     assert len(errors) == 7
     # Sampled entries of a big net sit nearer the float64 floor described above.
     w = worst(errors)
     assert w["manual_vs_numeric"] < 1e-5 and w["graph_vs_numeric"] < 1e-5, errors
     assert w["manual_vs_graph"] < TOLERANCES["manual_vs_graph"], errors
-    assert check_gradients([784, 256, 128, 10], max_entries=8, seed=1) == errors  # deterministic
+    assert check([784, 256, 128, 10], max_entries=8, seed=1) == errors  # deterministic
 
 
 def test_a_wrong_backward_is_caught(monkeypatch):
     # ReLU passing every gradient through (forgetting the mask) must show up loudly.
     monkeypatch.setattr(ReLU, "backward", lambda self, dout: dout)
-    errors = check_gradients([3, 5, 4, 3], activation="relu", seed=0)
+    errors = check([3, 5, 4, 3], activation="relu", seed=0)
     assert errors["dense0.W"]["manual_vs_numeric"] > 1e-2 and errors["dense0.W"]["manual_vs_graph"] > 1e-2
     assert errors["dense0.W"]["graph_vs_numeric"] < TOL  # the graph is right: the manual side is to blame
     assert not passed(errors)
@@ -149,8 +156,8 @@ def test_a_wrong_graph_rule_is_caught(monkeypatch):
         t._backward = lambda g: tuple(None if r is None else r / np.maximum(1 - t.value ** 2, 1e-3) for r in rule(g))
         return t
 
-    monkeypatch.setitem(ad.ACTIVATIONS, "tanh", tanh_without_chain_rule)
-    errors = check_gradients([3, 5, 4, 3], activation="tanh", seed=0)
+    monkeypatch.setattr(ad, "tanh", tanh_without_chain_rule)  # the engine's op, as the Tanh layer calls it
+    errors = check([3, 5, 4, 3], activation="tanh", seed=0)
     assert errors["dense0.W"]["graph_vs_numeric"] > 1e-2 and errors["dense0.W"]["manual_vs_graph"] > 1e-2
     assert errors["dense0.W"]["manual_vs_numeric"] < TOL
 
@@ -164,7 +171,7 @@ def test_a_wrong_bias_gradient_is_caught(monkeypatch):
         return dx
 
     monkeypatch.setattr(Dense, "backward", mean_not_sum)
-    assert check_gradients([3, 5, 4, 3], seed=0)["dense1.b"]["manual_vs_numeric"] > 1e-2
+    assert check([3, 5, 4, 3], seed=0)["dense1.b"]["manual_vs_numeric"] > 1e-2
 
 
 def test_softmax_diagonal_only_jacobian_is_caught(monkeypatch):
@@ -183,4 +190,11 @@ def test_softmax_diagonal_only_jacobian_is_caught(monkeypatch):
 
 def test_unknown_loss():
     with pytest.raises(DoodleError, match="unknown loss"):
-        check_gradients([3, 4, 2], loss="hinge")
+        check([3, 4, 2], loss="hinge")
+
+
+def test_gradient_checks_refuse_a_float32_model():
+    from doodle.nn import MLP
+
+    with pytest.raises(DoodleError, match="float64"):
+        check_gradients(MLP([3, 4, 2]))

@@ -11,18 +11,17 @@ import pytest
 from doodle import autodiff as ad
 from doodle import graphdraw as gd
 from doodle.errors import DoodleError
-from doodle.nn import MLP
+from doodle.nn import LOSSES, MLP
 
 SVG = "{http://www.w3.org/2000/svg}"
 
 
 def mlp_graph(loss="cross_entropy", dropout=True, sizes=(20, 8, 6, 4), batch=3):
-    """A small MLP's loss after forward and a retained backward, with dropout masks on both hidden layers."""
+    """A small MLP's training-mode loss after forward and a retained backward, with dropout masks on both
+    hidden layers."""
     rng = np.random.default_rng(0)
-    model = MLP(list(sizes), dtype=np.float64, seed=0)
-    masks = [(rng.random((batch, n)) >= 0.5) * 2.0 for n in sizes[1:-1]] if dropout else None
-    value, params, _ = ad.mlp_loss(rng.random((batch, sizes[0])), rng.integers(0, sizes[-1], batch),
-                                   model.parameters(), "relu", loss, masks)
+    model = MLP(list(sizes), dtype=np.float64, seed=0, dropout=0.5 if dropout else 0.0)
+    value = model.loss_graph(rng.random((batch, sizes[0])), rng.integers(0, sizes[-1], batch), loss, train=True)
     value.backward(retain_graph=True)
     return value
 
@@ -111,7 +110,7 @@ def test_tree_lists_every_node_once_and_refers_back_to_shared_ones():
     for line in shared:  # each points at a number printed in full earlier
         tag = re.search(r"#\d+", line).group()
         assert any(tag in earlier for earlier in full[: lines.index(line)])
-    assert any("W0 (parameter)" in line and "|grad|" in line for line in lines)
+    assert any("dense0.W (parameter)" in line and "|grad|" in line for line in lines)
     assert any("x (input)" in line and "no gradient" in line for line in lines)
 
 
@@ -129,7 +128,7 @@ def test_drawing_needs_a_retained_graph():
 def slice_setup(activation="tanh", seed=0):
     rng = np.random.default_rng(seed)
     model = MLP([12, 8, 5], activation=activation, dtype=np.float64, seed=seed, init="glorot")
-    return rng.standard_normal((16, 12)), rng.integers(0, 5, 16), model.parameters()
+    return rng.standard_normal((16, 12)), rng.integers(0, 5, 16), model
 
 
 def fd_slope(s: gd.LossSlice) -> float:
@@ -139,9 +138,10 @@ def fd_slope(s: gd.LossSlice) -> float:
 
 
 def test_tangent_slope_equals_the_finite_difference_slope_of_the_plotted_curve():
-    x, y, params = slice_setup()
+    x, y, model = slice_setup()
+    params = model.parameters()
     before = [p.copy() for p in params]
-    s = gd.loss_slice(x, y, params, layer=0, row=3, col=5, activation="tanh", loss="mse", span=1e-3)
+    s = gd.loss_slice(model, x, y, layer=0, row=3, col=5, loss="mse", span=1e-3)
     assert all(np.array_equal(a, b) for a, b in zip(before, params))  # the weight is back, exactly
     assert s.weights[20] == s.current == params[0][3, 5] and s.losses[20] == pytest.approx(s.loss, rel=1e-15)
     # Grid step 5e-5: truncation ~1e-9 of the slope, rounding ~1e-12: 1e-6 relative is a safe bound.
@@ -150,14 +150,14 @@ def test_tangent_slope_equals_the_finite_difference_slope_of_the_plotted_curve()
 
 
 def test_default_span_curve_still_has_the_engine_slope():
-    x, y, params = slice_setup()
-    s = gd.loss_slice(x, y, params, layer=1, activation="tanh")  # no row/col: the steepest weight of W1
-    loss, tensors, _ = ad.mlp_loss(x, y, params, "tanh")
-    loss.backward()
-    g = tensors[2].grad
+    x, y, model = slice_setup()
+    s = gd.loss_slice(model, x, y, layer=1)  # no row/col: the steepest weight of dense1.W
+    _, dlogits = LOSSES["cross_entropy"](model.forward(x), y)
+    model.backward(dlogits)  # the hand-written backward agrees on which weight is steepest
+    g = model.dense[1].grads["W"]
     row, col = np.unravel_index(np.argmax(np.abs(g)), g.shape)
-    assert s.name == f"W1[{row}, {col}]" and s.slope == g[row, col]
-    span = max(3 * params[2].std(), 0.5)
+    assert s.name == f"dense1.W[{row}, {col}]" and s.slope == pytest.approx(g[row, col], rel=1e-12)
+    span = max(3 * model.dense[1].params["W"].std(), 0.5)
     assert s.weights[0] == pytest.approx(s.current - span) and len(s.weights) == 41
     # Coarse grid (h = span / 20, about 0.036 here): the curve's own difference quotient differs
     # from the tangent by about h^2 / 6 times the third derivative: 3e-5 relative for this smooth
@@ -166,11 +166,11 @@ def test_default_span_curve_still_has_the_engine_slope():
 
 
 def test_slice_svg_is_labelled_and_points_downhill():
-    x, y, params = slice_setup(activation="relu")
-    s = gd.loss_slice(x, y, params, layer=0, row=1, col=2, activation="relu")
+    x, y, model = slice_setup(activation="relu")
+    s = gd.loss_slice(model, x, y, layer=0, row=1, col=2)
     svg = ET.fromstring(gd.slice_svg(s))
     texts = " ".join(t.text or "" for t in svg.iter(f"{SVG}text"))
-    assert "W0[1, 2]" in texts and "average loss on the batch" in texts and "descent" in texts
+    assert "dense0.W[1, 2]" in texts and "average loss on the batch" in texts and "descent" in texts
     ticks = [t for t in svg.iter(f"{SVG}text") if t.get("text-anchor") in ("middle", "end")]
     assert len(ticks) >= 8  # labelled ticks on both axes
     assert svg.find(f".//{SVG}polyline").get("points").count(",") == len(s.weights)
@@ -179,10 +179,10 @@ def test_slice_svg_is_labelled_and_points_downhill():
 
 
 def test_slice_rejects_a_weight_that_does_not_exist():
-    x, y, params = slice_setup()
+    x, y, model = slice_setup()
     with pytest.raises(DoodleError, match="layer must be 0..1"):
-        gd.loss_slice(x, y, params, layer=2, row=0, col=0)
-    with pytest.raises(DoodleError, match="W0 is 12x8"):
-        gd.loss_slice(x, y, params, layer=0, row=12, col=0)
+        gd.loss_slice(model, x, y, layer=2, row=0, col=0)
+    with pytest.raises(DoodleError, match="dense0.W is 12x8"):
+        gd.loss_slice(model, x, y, layer=0, row=12, col=0)
     with pytest.raises(DoodleError, match="points must be odd"):
-        gd.loss_slice(x, y, params, layer=0, row=0, col=0, points=40)
+        gd.loss_slice(model, x, y, layer=0, row=0, col=0, points=40)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from doodle.errors import DoodleError
-from doodle.nn import (ACTIVATIONS, INITS, LOSSES, MLP, TTA, BatchNorm, Dense, Dropout, LeakyReLU, ReLU, Sigmoid, Tanh,
-                       cross_entropy, mirror_images, mse, shift_images, softmax)
+from doodle.nn import (ACTIVATIONS, INITS, LOSSES, MLP, BatchNorm, Dense, Dropout, LeakyReLU, ModelSpec, ReLU, Sigmoid,
+                       Tanh, cross_entropy, mse, softmax)
 from doodle.optim import SGD, make_optimizer
-from doodle.raster import to_float
+from doodle.pixels import TTA, mirror_images, shift_images, to_float
 from doodle.train import train_step
 
 F32 = np.float32
@@ -441,12 +441,58 @@ def test_mlp_with_batch_norm_structure_state_and_tracking():
     np.testing.assert_array_equal(m.parameters()[0], MLP([6, 5, 4, 3], dropout=0.2).parameters()[0])
     x = np.random.default_rng(0).standard_normal((16, 6)).astype(F32)
     m.forward(x, train=True)
-    stats = m.running_stats()
-    assert len(stats) == 2 and not np.allclose(stats[0][0], 0)  # training moved the running mean
+    assert not np.allclose(m.buffers()["norm0.mean"], 0)  # training moved the running mean
     other = MLP([6, 5, 4, 3], norm="batch", seed=5)
     other.load_state_dict(m.state_dict())
     np.testing.assert_array_equal(other.predict_logits(x), m.predict_logits(x))  # the buffers came along
-    m.track([(np.ones(5, F32), np.ones(5, F32)), (np.ones(4, F32), np.ones(4, F32))], batch=16)
-    assert np.allclose(stats[0][0], 0.9 * other.running_stats()[0][0] + 0.1)  # track() updates in place
     with pytest.raises(DoodleError, match="unknown norm"):
         MLP([6, 3], norm="layer")
+
+
+# --- one description: the spec, the shapes on disk, the registries --------------------------------
+
+
+@pytest.mark.parametrize("norm", ["none", "batch"])
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_weight_shapes_are_the_state_dict_without_allocating(norm, dropout):
+    spec = ModelSpec((12, 8, 6, 4), activation="tanh", norm=norm, dropout=dropout)
+    m = MLP.from_spec(spec, seed=1)
+    assert spec.weight_shapes() == {k: v.shape for k, v in m.state_dict().items()}
+    assert [layer.name for layer in m.layers] == [name for name, _, _ in spec.plan()]
+    huge = ModelSpec((784, 10 ** 6, 10 ** 6, 345))  # 4 TB of weights: described, never allocated
+    assert huge.weight_shapes()["dense1.W"] == (10 ** 6, 10 ** 6)
+
+
+def test_spec_round_trips_through_model_metadata_and_config():
+    spec = ModelSpec((784, 32, 5), activation="leaky_relu", norm="batch", tta="flip")
+    assert ModelSpec.from_meta(spec.to_meta()) == spec
+    cfg = {"data": {"image_size": 28}, "model": {"hidden": [32], "activation": "leaky_relu", "norm": "batch",
+                                                 "dropout": 0.2, "init": "glorot", "tta": "flip"}}
+    assert ModelSpec.from_config(cfg, 5) == ModelSpec((784, 32, 5), "leaky_relu", "batch", 0.2, "glorot", "flip")
+    with pytest.raises(DoodleError, match="unknown activation 'swish'"):
+        ModelSpec((4, 2), activation="swish")
+
+
+def test_a_network_too_big_for_the_machine_is_refused_before_allocation(monkeypatch):
+    import doodle.nn as nn_mod
+
+    monkeypatch.setattr(nn_mod, "available_memory", lambda: 8 * 2 ** 30)
+    spec = ModelSpec((784, 100_000, 100_000, 10))
+    with pytest.raises(DoodleError, match=r"model.hidden: the 784-100000-100000-10 network needs about 2\d\d\.\d GiB"):
+        spec.check_fits(batch=256)
+    ModelSpec((784, 512, 256, 10)).check_fits(batch=256)  # a real one fits
+
+
+def test_config_choices_come_from_the_registries_they_gate():
+    from doodle.config import SCHEMA
+    from doodle.nn import BACKPROP, NORMS
+    from doodle.optim import OPTIMIZERS, SCHEDULES
+
+    gated = {("model", "activation"): ACTIVATIONS, ("model", "init"): INITS, ("model", "norm"): NORMS,
+             ("model", "tta"): TTA, ("train", "loss"): LOSSES, ("train", "optimizer"): OPTIMIZERS,
+             ("train", "schedule"): SCHEDULES, ("train", "backprop"): BACKPROP}
+    for (section, key), registry in gated.items():
+        check = SCHEMA[section][key].check
+        assert all(check(name) is None for name in registry), (section, key)
+        assert check("not-a-" + key) is not None, (section, key)
+        assert f"must be one of {', '.join(registry)}" in check("not-a-" + key), (section, key)

@@ -362,7 +362,7 @@ def test_batch_norm_models_check_their_running_statistics(data_dir, tmp_path):
     run = tmp_path / "bn"
     train(None, (*TINY, "model.norm=batch", "train.epochs=1"), data_dir=data_dir, out=run)
     model, _ = load_model(run)
-    assert model.norm == "batch" and model.running_stats()[0][1].shape == (8,)
+    assert model.norm == "batch" and model.buffers()["norm0.var"].shape == (8,)
     _edit_weights(run, **{"norm0.var": -np.ones(8, np.float32)})
     one_line_error(cli("predict", "x.png", "--model", run), "norm0.var holds a negative variance")
     _drop_weight(run, "norm0.mean")

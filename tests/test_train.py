@@ -75,15 +75,19 @@ def test_deterministic(tmp_path):
 def test_nan_loss_stops_with_advice(tmp_path, monkeypatch):
     import doodle.train
 
-    real = doodle.train.train_step
+    real = doodle.train.make_step
     calls = []
 
-    def exploding(*args, **kwargs):
-        loss, ok = real(*args, **kwargs)
-        calls.append(loss)
-        return (float("nan") if len(calls) > 15 else loss), ok
+    def exploding_step(*args, **kwargs):
+        step = real(*args, **kwargs)
 
-    monkeypatch.setattr(doodle.train, "train_step", exploding)
+        def exploding(*a, **kw):
+            loss, ok = step(*a, **kw)
+            calls.append(loss)
+            return (float("nan") if len(calls) > 15 else loss), ok
+        return exploding
+
+    monkeypatch.setattr(doodle.train, "make_step", exploding_step)
     with pytest.raises(DoodleError, match=r"loss became nan at epoch 2, batch 7.*lower train.lr \(now 0.01\)"):
         fit(config(), blobs(), tmp_path / "run")
     # the best epoch before the blow-up is still on disk
@@ -195,9 +199,8 @@ def test_graph_backprop_trains_the_same_run_in_float32(tmp_path, extra):
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
 @pytest.mark.parametrize("norm", ["none", "batch"])
 def test_graph_and_manual_gradients_agree_step_by_step_in_float64(activation, loss, norm):
-    from doodle.nn import MLP
+    from doodle.nn import BACKPROP, MLP
     from doodle.optim import make_optimizer
-    from doodle.train import gradients
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((64, 20))
@@ -205,29 +208,29 @@ def test_graph_and_manual_gradients_agree_step_by_step_in_float64(activation, lo
     models = [MLP([20, 16, 12, 5], activation=activation, dropout=0.25, seed=3, dtype=np.float64, norm=norm)
               for _ in range(2)]
     opts = [make_optimizer("adam", m.parameters(), flat=(m.flat_params, m.flat_grads), lr=0.01) for m in models]
-    workspace = {}
+    manual, graph = BACKPROP["manual"](models[0], loss), BACKPROP["graph"](models[1], loss)
     for step in range(8):
-        (va, _), (vb, _) = gradients(models[0], loss, x, y, "manual"), gradients(models[1], loss, x, y, "graph",
-                                                                               workspace)
+        (va, _), (vb, _) = manual(x, y), graph(x, y)
         assert vb == pytest.approx(va, rel=1e-13)
         for ga, gb in zip(models[0].gradients(), models[1].gradients()):
             # relative to the tensor's size: entries that nearly cancel carry 1e-16 of the sum's magnitude
             assert np.max(np.abs(ga - gb)) <= 1e-10 * np.max(np.abs(ga)), step
         for o in opts:
             o.step()
-        for (ma, va), (mb, vb) in zip(models[0].running_stats() or [], models[1].running_stats() or []):
-            np.testing.assert_allclose(mb, ma, rtol=1e-12, atol=1e-15)  # the graph path tracks them too
-            np.testing.assert_allclose(vb, va, rtol=1e-12)
+        for (name, a), b in zip(models[0].buffers().items(), models[1].buffers().values()):
+            np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-15, err_msg=name)  # the graph path tracks them too
     if norm == "batch":
-        assert not np.allclose(models[1].running_stats()[0][1], 1.0)
+        assert not np.allclose(models[1].buffers()["norm0.var"], 1.0)
 
 
 def test_unknown_backprop_is_a_user_error():
     from doodle.nn import MLP
-    from doodle.train import gradients
+    from doodle.optim import SGD
+    from doodle.train import make_step
 
-    with pytest.raises(DoodleError, match="backprop"):
-        gradients(MLP([4, 2]), "cross_entropy", np.zeros((1, 4), np.float32), np.array([0]), "symbolic")
+    model = MLP([4, 2])
+    with pytest.raises(DoodleError, match="unknown backprop 'symbolic'"):
+        make_step(model, SGD(model.parameters()), "cross_entropy", "symbolic")
 
 
 def test_the_temperature_is_fitted_on_validation_and_kept_with_the_model(tmp_path):
