@@ -5,6 +5,9 @@ Each is a one-line error naming the file (or, for a side file only people and th
 error at all), never a traceback, and never a large allocation: the hostile files are built small here
 (a header that claims a 37 GiB array needs no data; a bomb is 16 MB of zeros, 16 KB compressed) and the
 memory a refusal takes is measured with tracemalloc.
+
+Two of these were mutation-test survivors: a shape check comparing sizes only (a transposed weight) and
+`allow_pickle=True` in load_model (a real pickle payload, which would create a file).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ HOSTILE = {  # name -> (JSON text, words in the reason)
 }
 BOMB_BYTES = 16 << 20  # a "zip bomb" member: this many zeros, which deflate to ~16 KB
 SMALL = 4 << 20  # what refusing a hostile file may allocate at the most (tracemalloc's peak)
+DRAWING = json.dumps({"word": "circle", "drawing": [[[10, 100, 200], [20, 120, 30]]]})  # for predict on stdin
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,8 +96,7 @@ def test_a_damaged_model_json_is_one_line_in_every_command(run_dir, tmp_path, na
 def test_a_model_json_with_a_byte_order_mark_is_read(run_dir, tmp_path):
     run = copy_run(run_dir, tmp_path)
     (run / "model.json").write_bytes(b"\xef\xbb\xbf" + (run / "model.json").read_bytes())
-    line = json.dumps({"word": "circle", "drawing": [[[10, 100, 200], [20, 120, 30]]]})
-    assert predict(["-"], run, stdin=io.StringIO(line))[0][0]["top"]
+    assert predict(["-"], run, stdin=io.StringIO(DRAWING))[0][0]["top"]
 
 
 def _damage_side_file(run: Path, side: str, text: bytes) -> None:
@@ -111,8 +114,7 @@ def test_a_damaged_side_file_never_stops_the_model_and_resume_rewrites_it(run_di
     model without comparing them; --resume rewrites both from last.npz."""
     run = copy_run(run_dir, tmp_path)
     _damage_side_file(run, side, HOSTILE[name][0])
-    line = json.dumps({"word": "circle", "drawing": [[[10, 100, 200], [20, 120, 30]]]})
-    assert predict(["-"], run, stdin=io.StringIO(line))[0][0]["top"]
+    assert predict(["-"], run, stdin=io.StringIO(DRAWING))[0][0]["top"]
     assert evaluate(run, data_dir=data_dir)["n"] > 0
     with TestClient(make_app(run, tmp_path / "mine")) as client:
         assert client.get("/api/model").status_code == 200
@@ -320,8 +322,7 @@ def test_a_bomb_in_split_npz_is_refused_by_evaluate_and_ignored_by_predict(run_d
     assert isinstance(err, DoodleError) and "split.npz: damaged (test unpacks to" in str(err), repr(err)
     assert peak < SMALL, f"refusing took {peak:,} bytes"
     one_line_error(cli("evaluate", "--model", run, "--data-dir", data_dir), "split.npz: damaged (test unpacks to")
-    line = json.dumps({"word": "circle", "drawing": [[[10, 100, 200], [20, 120, 30]]]})
-    assert predict(["-"], run, stdin=io.StringIO(line))[0][0]["top"]  # the split is only needed by evaluate
+    assert predict(["-"], run, stdin=io.StringIO(DRAWING))[0][0]["top"]  # the split is only needed by evaluate
 
 
 def test_a_bomb_in_last_npz_is_refused_by_resume(run_dir, data_dir, tmp_path):
