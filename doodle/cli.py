@@ -625,6 +625,18 @@ def predict(
         raise typer.Exit(1)
 
 
+def _some_names(head: str, names: list[str], width: int) -> str:
+    """head + as many names as fit in `width` columns, then how many more (all of them when they fit)."""
+    text = head + ", ".join(names)
+    if len(text) <= width:
+        return text
+    for n in range(len(names) - 1, 0, -1):
+        text = f"{head}{', '.join(names[:n])}, ... (+{len(names) - n} more)"
+        if len(text) <= width:
+            return text
+    return f"{head}... ({len(names)})"
+
+
 @app.command()
 @handle_errors
 def play(
@@ -644,8 +656,11 @@ def play(
     def ready(info: dict) -> None:
         acc = info.get("test_accuracy")
         out.print(f"[bold]doodle play[/] at [link={info['url']}]{info['url']}[/link]")
+        for url in info.get("lan_urls", []):
+            out.print(f"  other devices: [link={url}]{url}[/link]")
         out.print(f"model: {info['path']}" + (f" (test accuracy {acc:.1%})" if acc is not None else ""))
-        out.print(f"{len(info['categories'])} categories: {', '.join(info['categories'])}", highlight=False)
+        out.print(_some_names(f"{len(info['categories'])} categories: ", info["categories"], out.width),
+                  highlight=False)
         out.print(f"drawings saved to: {info['save_dir']}/<word>.ndjson")
         err.print("Ctrl-C stops", style="dim")
 
