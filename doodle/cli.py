@@ -43,10 +43,11 @@ def _error(message: str) -> None:
 class _OneLineUsageErrors(typer.core.TyperGroup):
     """Usage mistakes (`--top-k 0`, an unknown option, a missing argument) as one `error: ...` line on stderr
     and exit 2, like every other user mistake, instead of click's usage box. In the group, so it holds for
-    the console script, `python -m doodle` and typer's CliRunner alike. The group also gives each command's
-    parameters their plain conversions (_plain_values) before the command parses them."""
+    the console script, `python -m doodle` and typer's CliRunner alike. The group also gives its own and its
+    commands' parameters their plain conversions (_plain_values)."""
 
     def make_context(self, *args, **kwargs):
+        _plain_values(self.params)  # typer adds the completion options after __init__: here they are all
         with _one_line_usage_errors():
             return super().make_context(*args, **kwargs)
 
@@ -54,10 +55,15 @@ class _OneLineUsageErrors(typer.core.TyperGroup):
         with _one_line_usage_errors():
             return super().invoke(ctx)
 
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)  # made on first use, after make_context's _plain_values
+        _plain_values([option])
+        return option
+
     def resolve_command(self, ctx, args):
         name, cmd, rest = super().resolve_command(ctx, args)
         if cmd is not None:
-            _plain_values(cmd)
+            _plain_values([*cmd.params, cmd.get_help_option(ctx)])
         return name, cmd, rest
 
 
@@ -81,7 +87,7 @@ class _Plain:
     parsed: importing pydantic and building the adapters costs about 0.1 s, more than numpy's import, on
     every call of every command (a `doodle predict` in a loop, each TAB of a shell completion). doodle's
     parameters are str, int, float and Path (optional, or lists of them), which need none of it; anything
-    else keeps typer's own conversion."""
+    else keeps typer's own conversion. (Flags are bools already; typer converts them only when unset.)"""
 
     def __init__(self, kind: type, lo=None, hi=None):
         self.kind, self.lo, self.hi = kind, lo, hi
@@ -109,13 +115,13 @@ class _Plain:
         return self.kind(value)
 
 
-_PLAIN_KINDS = (str, int, float, Path)
+_PLAIN_KINDS = (str, int, float, Path, bool)
 
 
-def _plain_values(cmd) -> None:
-    """Give `cmd`'s str/int/float/Path parameters a _Plain conversion (typer's is only built when first
+def _plain_values(params) -> None:
+    """Give str/int/float/Path/bool parameters a _Plain conversion (typer builds its own only when first
     used, so the one given here is the one used). Typer versions without these hooks are left alone."""
-    for param in cmd.params:
+    for param in params:
         descriptor = getattr(param, "type_descriptor", None)
         if descriptor is None or getattr(param, "_runtime_param", False) is not None:
             continue
@@ -218,7 +224,7 @@ def download(
         _download_synthetic(words, max_drawings, data_dir, as_json)
         return
     from doodle.categories import CATEGORIES
-    from doodle.cli_output import RichReporter, Table, Text, err, human_bytes as _human_bytes, out
+    from doodle.cli_output import RichReporter, Table, Text, err, human_bytes as _human_bytes, out, titled
     from doodle.download import download as run_download
 
     if all_:
@@ -234,16 +240,16 @@ def download(
                       "bytes": r.bytes, "drawings": r.drawings, "seconds": r.seconds, "error": r.error, "url": r.url}
                      for r in results])
     elif len(results) <= _DOWNLOAD_ROWS:  # the files are WORD.EXT in one folder: the title names it
-        table = Table(title=f"doodle download ({fmt}) into {data_dir / fmt}")
+        table, title = Table(), f"doodle download ({fmt}) into {data_dir / fmt}"
         for col in ("category", "status", "drawings", "size", "time"):
             table.add_column(col, justify="right" if col in ("drawings", "size", "time") else "left")
         for r in results:
             style = {"failed": "red", "skipped": "dim"}.get(r.status, "")
             table.add_row(r.word, r.status, "-" if r.drawings is None else f"{r.drawings:,}", _human_bytes(r.bytes),
                           f"{r.seconds:.1f}s", style=style)
-        out.print(table)
+        out.print(titled(title, table))
     else:  # hundreds of files: one row per outcome
-        table = Table(title=f"doodle download ({fmt}): {len(results)} files in {data_dir / fmt}")
+        table, title = Table(), f"doodle download ({fmt}): {len(results)} files in {data_dir / fmt}"
         for col in ("status", "files", "drawings", "size"):
             table.add_column(col, justify="left" if col == "status" else "right")
         for status in ("downloaded", "resumed", "skipped", "failed"):
@@ -252,7 +258,7 @@ def download(
                 known = [r.drawings for r in rows if r.drawings is not None]
                 table.add_row(status, f"{len(rows):,}", f"{sum(known):,}" if known else "-",
                               _human_bytes(sum(r.bytes for r in rows)), style="red" if status == "failed" else "")
-        out.print(table)
+        out.print(titled(title, table))
     by_reason: dict[str, list] = {}
     for r in failed:
         by_reason.setdefault(r.reason or "", []).append(r)
@@ -273,7 +279,7 @@ _DOWNLOAD_ROWS = 20  # more files than this: a summary by outcome instead of a r
 
 
 def _download_synthetic(words, max_drawings, data_dir, as_json):
-    from doodle.cli_output import RichReporter, Table, out
+    from doodle.cli_output import RichReporter, Table, out, titled
     from doodle.synthetic import SHAPES, write_synthetic
 
     words = list(words or SHAPES)
@@ -283,13 +289,13 @@ def _download_synthetic(words, max_drawings, data_dir, as_json):
     if as_json:
         _print_json([{"word": w, "format": "synthetic", "path": str(p), "drawings": n} for w, p in zip(words, paths)])
     else:
-        table = Table(title=f"doodle download --synthetic into {data_dir / 'synthetic'} (procedurally drawn "
-                            "shapes, not Google data)")
+        table = Table()
         for col in ("category", "drawings"):
             table.add_column(col, justify="right" if col == "drawings" else "left")
         for w in words:
             table.add_row(w, f"{n:,}")
-        out.print(table)
+        out.print(titled(f"doodle download --synthetic into {data_dir / 'synthetic'} (procedurally drawn shapes, "
+                         "not Google data)", table))
 
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", metavar="FILE", help="YAML config (see configs/).")]
@@ -543,7 +549,7 @@ def _prediction_lines(results: list[dict], width: int) -> list[str]:
             lines.append(line)
             line = " " * lead
         if word and all(t["category"] != word for t in r["top"]):
-            row = row + [f"(it is {word})"]
+            row = row + [f"(true: {word})"]
         for j, cell in enumerate(row):
             piece = "  " + cell.ljust(cols[j] if j < k else 0)
             if len(line) > lead and len(line) + len(piece.rstrip()) > width:

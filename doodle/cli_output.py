@@ -11,7 +11,7 @@ import math
 import shlex
 from pathlib import Path
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.progress import Progress, ProgressColumn
 from rich.style import Style
 from rich.table import Table
@@ -162,8 +162,8 @@ class RichReporter(Reporter):
             self.progress.stop()
 
     def start(self, key, description, total=None, unit=""):
-        if not self.progress.live.is_started:
-            self.progress.start()
+        if not self.progress.live.is_started and self.console.is_terminal:  # a log file gets no bars (and no
+            self.progress.start()                                            # blank line where they were)
         self.tasks[key] = self.progress.add_task(description, total=total, unit=unit, info={})
 
     def update(self, key, advance=0, completed=None, total=None, **fields):
@@ -203,14 +203,20 @@ def opt(v, fmt: str) -> str:
     return "–" if v is None else fmt.format(v)
 
 
-def figures(title: str, rows, **columns) -> Table:
-    """A two-column table of named figures."""
-    table = Table(title=title, **columns)
+def titled(title: str, table: Table) -> Group:
+    """A table under a bold heading line: a heading that names a path wraps at the terminal's width, where
+    a table's own title would be folded into the table's few columns."""
+    return Group(Text(title, style="bold"), table)
+
+
+def figures(title: str, rows) -> Group:
+    """A two-column table of named figures, under its title."""
+    table = Table()
     table.add_column("figure")
     table.add_column("value", justify="right")
     for k, v in rows:
         table.add_row(k, v)
-    return table
+    return titled(title, table)
 
 
 # --- doodle train ----------------------------------------------------------------------------------------
@@ -243,28 +249,23 @@ def show_train(result, metrics: dict, newest: Path | None) -> None:
 
 
 def show_config_reference(keys: list[dict]) -> None:
-    """Every key with its default, its allowed values and what it is for, one section at a time."""
+    """Every key with its default, what it is for and (dimmed) its allowed values, one section at a time."""
     import json
 
-    out.print(Text("config keys: in configs/*.yaml, or --set section.key=value", style="bold"))
-    section = None
-    table = None
+    out.print(Text("config keys, set in configs/*.yaml or with --set section.key=value", style="bold"))
+    sections: dict[str, list[dict]] = {}
     for k in keys:
-        sec, name = k["key"].split(".", 1)
-        if sec != section:
-            if table is not None:
-                out.print(table)
-            section = sec
-            table = Table(title=f"{sec}:", title_justify="left", title_style="bold", box=None, pad_edge=False,
-                          show_header=False, padding=(0, 2, 0, 2))
-            table.add_column("key", no_wrap=True)
-            table.add_column("default", max_width=20, overflow="fold")
-            table.add_column("allowed values and what for", ratio=1)
-        default = json.dumps(k["default"]).replace('"', "")
-        body = Text(k["help"])
-        body.append(f"\n{k['allowed']}", style="dim")
-        table.add_row(name, default, body)
-    if table is not None:
+        sections.setdefault(k["key"].split(".", 1)[0], []).append(k)
+    for section, rows in sections.items():
+        table = Table(box=None, show_header=False, pad_edge=False, padding=(0, 1))
+        table.add_column("key", no_wrap=True)
+        table.add_column("default", max_width=16, overflow="fold")
+        table.add_column("what for", ratio=1)
+        for k in rows:
+            body = Text(k["help"])
+            body.append(f"\n{k['allowed']}", style="dim")
+            table.add_row(f"  {k['key'].split('.', 1)[1]}", json.dumps(k["default"]).replace('"', ""), body)
+        out.print(Text(f"\n{section}:", style="bold"))
         out.print(table)
 
 
@@ -275,15 +276,15 @@ AGREEMENTS = {"manual_vs_graph": "manual vs graph", "manual_vs_numeric": "manual
 
 
 def show_gradcheck(sizes, errors: dict, worst_of: dict, tolerances: dict, max_entries: int) -> None:
-    table = Table(title=f"gradient check {' -> '.join(map(str, sizes))} (float64; worst relative error per "
-                        f"tensor; {max_entries} sampled entries for finite differences)")
+    table = Table()
     table.add_column("parameter")
     for kind, head in AGREEMENTS.items():
         table.add_column(f"{head}\n(pass < {tolerances[kind]:.0e})", justify="right")
     for name, e in errors.items():
         table.add_row(name, *(_agreement(e[kind], tolerances[kind]) for kind in AGREEMENTS))
     table.add_row("worst", *(_agreement(worst_of[kind], tolerances[kind]) for kind in AGREEMENTS), style="bold")
-    out.print(table)
+    out.print(titled(f"gradient check {' -> '.join(map(str, sizes))} (float64; worst relative error per tensor; "
+                     f"{max_entries} sampled entries for finite differences)", table))
 
 
 def _agreement(e: float | None, tol: float) -> Text:
@@ -402,10 +403,10 @@ def show_problems(problems: list[str]) -> None:
 
 
 def show_comparison(summaries: list[dict]) -> None:
-    table = Table(title="doodle evaluate: model comparison")
+    table = Table()
     for col in ("model", "drawings", "top-1", "top-3", "MAP@3", "macro F1"):
         table.add_column(col, justify="left" if col == "model" else "right")
     for s in summaries:
         table.add_row(s["model"], f"{s['n']:,}", f"{s['accuracy']:.2%}", f"{s['top3_accuracy']:.2%}",
                       f"{s['map3']:.4f}", f"{s['macro_f1']:.4f}")
-    out.print(table)
+    out.print(titled("doodle evaluate: model comparison", table))
