@@ -34,7 +34,8 @@ def error(message: str) -> None:
 
 
 def warning(message: str) -> None:
-    err.print(Text(f"warning: {message}", style="yellow"))
+    """A warning on stderr: wrapped at spaces on a terminal, one line for a log file or a script."""
+    err.print(Text(f"warning: {message}", style="yellow"), soft_wrap=not err.is_terminal)
 
 
 def note(message: str) -> None:
@@ -112,7 +113,7 @@ def progress_line(description: str, completed: float, total: float | None, unit:
     else:
         short_amount = f"{completed:,.0f}/{'?' if total is None else f'{total:,.0f}'}"
         amount = f"{short_amount} {unit}".rstrip()
-    info = "  ".join(_field(k, v) for k, v in fields.items())
+    info = " ".join(_field(k, v) for k, v in fields.items())
     for amt, eta in ((amount, _clock(remaining)), (short_amount, _clock(remaining)), (short_amount, "")):
         parts = [p for p in (amt, eta, info) if p]
         bar = width - len(description) - sum(len(p) + 1 for p in parts) - 1
@@ -182,7 +183,8 @@ class RichReporter(Reporter):
             self.progress.remove_task(task)
 
     def log(self, message):
-        self.progress.console.print(Text(message, style="yellow"))
+        console = self.progress.console  # as warning(): wrapped on a terminal, one line in a log
+        console.print(Text(message, style="yellow"), soft_wrap=not console.is_terminal)
 
     def epoch(self, row):
         if not self.show_epochs:
@@ -340,9 +342,9 @@ def show_evaluation(s: dict) -> None:
         out.print(line)
     if s["unknown_categories"]:
         unknown = s["unknown_categories"]
-        head = (f"not scored: {sum(unknown.values()):,} drawings of {len(unknown):,} "
-                f"{'category' if len(unknown) == 1 else 'categories'} the model does not know: ")
-        out.print(Text(fit_names(head, [f"{k} ({v:,})" for k, v in unknown.items()], width), style="yellow"))
+        out.print(Text(f"not scored: {sum(unknown.values()):,} drawings of {len(unknown):,} "
+                       f"{'category' if len(unknown) == 1 else 'categories'} the model does not know:", style="yellow"))
+        out.print(Text(fit_names("  ", [f"{k} ({v:,})" for k, v in unknown.items()], width), style="yellow"))
     if s.get("report"):
         folder = Path(s["report"][0]).parent
         out.print(Text(f"report in {folder}/: {', '.join(Path(p).name for p in s['report'])}"))

@@ -142,9 +142,9 @@ def build_caches(paths: list[Path], data: dict, cache_dir: Path, reporter: Repor
             short[path.stem] = len(arr)
         arrays.append(arr)
     if short:  # one line for all of them: a mirror of small files would otherwise print one per category
-        fewest = ", ".join(f"{k} {v:,}" for k, v in sorted(short.items(), key=lambda kv: kv[1])[:3])
-        reporter.log(f"{len(short)} of {len(jobs)} categories kept fewer drawings than data.per_category="
-                     f"{data['per_category']:,} (fewest: {fewest}{', ...' if len(short) > 3 else ''})")
+        name, fewest = min(short.items(), key=lambda kv: kv[1])
+        reporter.log(f"data.per_category={data['per_category']:,}: {len(short)} of {len(jobs)} categories have "
+                     f"fewer drawings (fewest: {name}, {fewest:,})")
     return arrays
 
 
