@@ -83,6 +83,9 @@ def test_evaluate_predict_graph_and_cache_fit(workdir, columns, monkeypatch, qui
     fits(run("evaluate", "--model", "runs/tiny", "--model", "runs/tiny"))
     fits(run("gradcheck", "--set", "model.hidden=[8]", "--set", "data.image_size=8", "--max-entries", 3))
     fits(run("cache", "--config", "tiny.yaml"))
+    shown = fits(run("download", "apple", "alarm clock", "--max-drawings", 3, "--base-url", f"file://{quickdraw_dir}",
+                     "--data-dir", "dl"))
+    assert "into dl/simplified" in shown and "alarm clock" in shown
     tree = fits(run("graph", "--out", "g.svg"))
     assert "|grad|" in tree and "W0 (parameter)" in tree
     lines = (quickdraw_dir / "full" / "simplified" / "eye.ndjson").read_text().splitlines()
