@@ -320,9 +320,7 @@ def show_evaluation(s: dict) -> None:
     labels, matrix = s["confusion"]["labels"], s["confusion"]["matrix"]
     predicted = dict(zip(labels, map(sum, zip(*matrix))))  # drawings predicted as each class
     for title, rows in per_class_tables(s["per_class"]):
-        undefined = any(m["support"] == 0 or predicted[name] == 0 for name, m in rows)
-        per = Table(title=title, caption="–: no drawings of the class (recall, F1) or none predicted as it "
-                                         "(precision)" if undefined else None)
+        per = Table(title=title)
         for col in ("category", "precision", "recall", "F1", "support"):
             per.add_column(col, justify="left" if col == "category" else "right")
         for name, m in rows:
@@ -331,8 +329,11 @@ def show_evaluation(s: dict) -> None:
                         opt(None if none else m["recall"], "{:.3f}"), opt(None if none else m["f1"], "{:.3f}"),
                         str(m["support"]), style="dim" if none else "")
         out.print(per)
+        if any(m["support"] == 0 or predicted[name] == 0 for name, m in rows):
+            out.print(Text("–: undefined; no drawings of the class (recall, F1) or none predicted as it "
+                           "(precision)", style="dim"))
     if s["most_confused"]:
-        conf = Table(title="most confused (true -> predicted)")
+        conf = Table(title="most confused")
         for col in ("true", "predicted", "count"):
             conf.add_column(col, justify="right" if col == "count" else "left")
         for c in s["most_confused"]:

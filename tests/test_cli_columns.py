@@ -185,7 +185,7 @@ def test_a_handful_of_drawings_shows_undefined_scores_and_a_rough_ece(columns):
     assert [c.strip() for c in row["banana"]] == ["–", "–", "–"] and "0.000" not in "".join(row["banana"])
     assert [c.strip() for c in row["bird"]] == ["1.000", "0.500", "0.667"]
     assert "(rough)" in shown and f"steady from about {cli_output.ECE_STEADY:,}" in " ".join(shown.split())
-    assert "–: no drawings of the class" in " ".join(shown.split())
+    assert "–: undefined; no drawings of the class" in " ".join(shown.split())
     assert all(cell_len(line) <= WIDTH for line in shown.splitlines())
 
 
