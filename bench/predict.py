@@ -73,7 +73,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=15)
     args = ap.parse_args()
     compileall.compile_dir(str(REPO / "doodle"), quiet=1)
-    sketches = sorted((p for p in (quickdraw_root() / "sketches").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    sketches = sorted((p for p in (quickdraw_root() / "sketches").rglob("*") if p.is_file()),
+                      key=lambda p: p.stat().st_size)
     median, largest = sketches[len(sketches) // 2], sketches[-1]  # image preparation grows with the file
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     load = os.getloadavg()

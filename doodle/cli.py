@@ -149,7 +149,7 @@ app = typer.Typer(help="Learn to recognise Google Quick, Draw! doodles with a ha
 @app.callback()
 def _main(version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_show_version,
                                                 help="Print doodle's version and exit.")] = False):
-    """Learn to recognise Google Quick, Draw! doodles with a hand-written numpy MLP."""
+    """doodle's own options, before the command (typer shows the app's help, not this)."""
 
 
 DataDir = Annotated[Path, typer.Option("--data-dir", metavar="DIR", help="Where downloads and caches live.")]
@@ -158,6 +158,8 @@ NoCalibrationOpt = Annotated[bool, typer.Option("--no-calibration", help="Show t
                                                                          "of the temperature-calibrated ones.")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Stop at the first bad ndjson line instead of skipping "
                                                              "and counting it.")]
+ModelOpt = Annotated[Optional[Path], typer.Option("--model", "-m", metavar="RUN",
+                                                  help="Run folder (default: the newest in runs/).")]
 
 
 def handle_errors(fn):
@@ -204,19 +206,23 @@ def categories(as_json: JsonOpt = False):
 @app.command(short_help="Fetch Quick, Draw! files (resumable), or --synthetic shapes.")
 @handle_errors
 def download(
-    words: Annotated[Optional[list[str]], typer.Argument(metavar="WORDS", help="Category names, e.g. cat \"alarm clock\".")] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="simplified, raw or numpy_bitmap.")] = "simplified",
-    max_drawings: Annotated[Optional[int], typer.Option(metavar="N", help="Stop after N drawings per file (no full download).",
-                                                        min=1)] = None,
+    words: Annotated[Optional[list[str]], typer.Argument(metavar="WORDS", help="Category names, e.g. cat "
+                                                                                "\"alarm clock\".")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT",
+                                     help="simplified, raw or numpy_bitmap.")] = "simplified",
+    max_drawings: Annotated[Optional[int], typer.Option(metavar="N", min=1, help="Stop after N drawings per file "
+                                                                                  "(no full download).")] = None,
     data_dir: DataDir = Path("data"),
-    base_url: Annotated[Optional[str], typer.Option(metavar="URL", help="Mirror base URL (default $DOODLE_BASE_URL or Google's "
-                                                         "bucket); file:// works.")] = None,
+    base_url: Annotated[Optional[str], typer.Option(metavar="URL", help="Mirror base URL (default $DOODLE_BASE_URL "
+                                                                        "or Google's bucket); file:// works.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Download again even if the file is complete.")] = False,
     all_: Annotated[bool, typer.Option("--all", help="All 345 categories.")] = False,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", metavar="N", help="Files fetched at once (parallel connections).",
-                                      min=1, max=32)] = 4,
-    retries: Annotated[int, typer.Option(metavar="N", help="Retries per file after a dropped connection or a 5xx.", min=0)] = 4,
-    synthetic: Annotated[bool, typer.Option("--synthetic", help="Write the built-in synthetic shapes instead (no network).")] = False,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", metavar="N", min=1, max=32,
+                                      help="Files fetched at once (parallel connections).")] = 4,
+    retries: Annotated[int, typer.Option(metavar="N", min=0, help="Retries per file after a dropped connection or "
+                                                                  "a 5xx.")] = 4,
+    synthetic: Annotated[bool, typer.Option("--synthetic", help="Write the built-in synthetic shapes instead (no "
+                                                                "network).")] = False,
     as_json: JsonOpt = False,
 ):
     """Download Quick, Draw! files into DATA_DIR/FORMAT/WORD.EXT (resumable; complete files are skipped)."""
@@ -298,15 +304,17 @@ def _download_synthetic(words, max_drawings, data_dir, as_json):
                          "not Google data)", table))
 
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", metavar="FILE", help="YAML config (see configs/).")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a key, e.g. --set train.lr=0.01 "
-                                                                   "(repeatable).")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", metavar="FILE",
+                                                   help="YAML config (see configs/).")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE",
+                                                     help="Override a key, e.g. --set train.lr=0.01 (repeatable).")]
 
 
 DEFAULT_CONFIG = Path("configs/default.yaml")
 WorkersOpt = Annotated[int, typer.Option(metavar="N", help="Processes for rasterising (0 = all cores).", min=0)]
-SchedulerOpt = Annotated[Optional[str], typer.Option(metavar="ADDRESS", help="Rasterise on this Dask cluster, e.g. tcp://host:8786 "
-                                                          "(sets data.scheduler; needs the dask extra).")]
+SchedulerOpt = Annotated[Optional[str], typer.Option(metavar="ADDRESS", help="Rasterise on this Dask cluster, e.g. "
+                                                                            "tcp://host:8786 (sets data.scheduler; "
+                                                                            "needs the dask extra).")]
 
 
 def _data_overrides(set_: list[str] | None, strict: bool, scheduler: str | None) -> tuple[str, ...]:
@@ -329,7 +337,8 @@ def train(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     data_dir: DataDir = Path("data"),
-    out_dir: Annotated[Optional[Path], typer.Option("--out", metavar="DIR", help="Run folder (default runs/CONFIG-TIMESTAMP).")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", metavar="DIR",
+                                                    help="Run folder (default runs/CONFIG-TIMESTAMP).")] = None,
     resume: Annotated[Optional[Path], typer.Option(metavar="RUN", help="Continue the run in this folder.")] = None,
     check_gradients: Annotated[bool, typer.Option("--check-gradients", help="First check backprop against finite "
                                                                             "differences.")] = False,
@@ -409,18 +418,23 @@ def gradcheck(
 @app.command(short_help="Draw the autodiff graph of one drawing's loss.")
 @handle_errors
 def graph(
-    drawing: Annotated[Optional[str], typer.Argument(metavar="DRAWING", help="An .ndjson file (its first drawing) or an image; default: "
-                                                          "the first held-out test drawing.")] = None,
-    model: Annotated[Optional[Path], typer.Option(metavar="RUN", help="Run folder (default: the newest under runs/).")] = None,
+    drawing: Annotated[Optional[str], typer.Argument(metavar="DRAWING", help="An .ndjson file (its first drawing) or "
+                                                                             "an image; default: the first held-out "
+                                                                             "test drawing.")] = None,
+    model: ModelOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    out_path: Annotated[Path, typer.Option("--out", "-o", metavar="FILE", help="Where to write the drawing.")] = Path("graph.svg"),
-    fmt: Annotated[str, typer.Option("--format", metavar="svg|dot", help="svg (drawn by doodle) or dot (for Graphviz).")] = "svg",
-    label: Annotated[Optional[str], typer.Option(metavar="CATEGORY", help="The true class when the drawing has none "
-                                                       "(default: the network's top guess).")] = None,
-    slice_: Annotated[Optional[str], typer.Option("--slice", metavar="LAYER[:ROW:COL]", help="Also plot the loss along one weight: "
-                                                                  "LAYER:ROW:COL, or LAYER for its steepest weight "
-                                                                  "(written beside --out as NAME.slice.svg).")] = None,
+    out_path: Annotated[Path, typer.Option("--out", "-o", metavar="FILE",
+                                           help="Where to write the drawing.")] = Path("graph.svg"),
+    fmt: Annotated[str, typer.Option("--format", metavar="svg|dot",
+                                     help="svg (drawn by doodle) or dot (for Graphviz).")] = "svg",
+    label: Annotated[Optional[str], typer.Option(metavar="CATEGORY", help="The true class when the drawing has "
+                                                                          "none (default: the network's top "
+                                                                          "guess).")] = None,
+    slice_: Annotated[Optional[str], typer.Option("--slice", metavar="LAYER[:ROW:COL]",
+                                                  help="Also plot the loss along one weight: LAYER:ROW:COL, or LAYER "
+                                                       "for its steepest weight (written beside --out as "
+                                                       "NAME.slice.svg).")] = None,
     data_dir: DataDir = Path("data"),
     as_json: JsonOpt = False,
 ):
@@ -449,16 +463,18 @@ def graph(
 @app.command(short_help="Score models: accuracy, MAP@3, per-class F1, confusions.")
 @handle_errors
 def evaluate(
-    data: Annotated[Optional[list[Path]], typer.Argument(metavar="DATA", help="ndjson or .npy files, or folders of category "
-                                                              "sub-folders of images (default: the run's test "
-                                                              "split).")] = None,
-    model: Annotated[Optional[list[Path]], typer.Option("--model", "-m", metavar="RUN", help="Run folder (repeat to compare; "
-                                                                               "default: the newest in runs/).")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", metavar="DIR", help="Where the run's training data is "
-                                                                        "(default: where the run recorded it).")]
-    = None,
-    min_accuracy: Annotated[Optional[float], typer.Option(metavar="FRACTION", help="Exit 1 if top-1 accuracy is below this (0-1).",
-                                                          min=0, max=1)] = None,
+    data: Annotated[Optional[list[Path]], typer.Argument(metavar="DATA", help="ndjson or .npy files, or folders of "
+                                                                              "category sub-folders of images "
+                                                                              "(default: the run's test "
+                                                                              "split).")] = None,
+    model: Annotated[Optional[list[Path]], typer.Option("--model", "-m", metavar="RUN",
+                                                        help="Run folder (repeat to compare; default: the newest in "
+                                                             "runs/).")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", metavar="DIR",
+                                                     help="Where the run's training data is (default: where the run "
+                                                          "recorded it).")] = None,
+    min_accuracy: Annotated[Optional[float], typer.Option(metavar="FRACTION", min=0, max=1,
+                                                          help="Exit 1 if top-1 accuracy is below this (0-1).")] = None,
     report: Annotated[Optional[Path], typer.Option(metavar="DIR", help="Write confusion.png, misclassified.png, "
                                                                        "reliability.png and summary.json "
                                                                        "into DIR.")] = None,
@@ -496,11 +512,10 @@ def evaluate(
 @app.command(short_help="Guess the category of sketches: images or ndjson drawings.")
 @handle_errors
 def predict(
-    inputs: Annotated[list[str], typer.Argument(metavar="INPUTS", help="Images (png, jpg, gif, bmp, webp), .ndjson files, or - for "
-                                                     "ndjson on stdin.")],
-    model: Annotated[Optional[Path], typer.Option("--model", "-m", metavar="RUN", help="Run folder (default: the newest in "
-                                                                        "runs/).")] = None,
-    top_k: Annotated[int, typer.Option("--top-k", "-k", metavar="N", help="How many categories to show.", min=1)] = 3,
+    inputs: Annotated[list[str], typer.Argument(metavar="INPUTS", help="Images (png, jpg, gif, bmp, webp), .ndjson "
+                                                                       "files, or - for ndjson on stdin.")],
+    model: ModelOpt = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", metavar="N", min=1, help="How many categories to show.")] = 3,
     no_calibration: NoCalibrationOpt = False,
     as_json: JsonOpt = False,
 ):
@@ -563,15 +578,14 @@ def _prediction_lines(results: list[dict], width: int) -> list[str]:
 @app.command(short_help="Draw in the browser while the network guesses.")
 @handle_errors
 def play(
-    model: Annotated[Optional[Path], typer.Option("--model", "-m", metavar="RUN", help="Run folder (default: the newest in "
-                                                                        "runs/).")] = None,
-    host: Annotated[str, typer.Option(metavar="ADDRESS", help="Address to listen on; anything but loopback lets other machines "
-                                           "in.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(metavar="N", help="Port (0 = any free one).", min=0, max=65535)] = 8000,
+    model: ModelOpt = None,
+    host: Annotated[str, typer.Option(metavar="ADDRESS", help="Address to listen on; anything but loopback lets "
+                                                              "other machines in.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="N", min=0, max=65535, help="Port (0 = any free one).")] = 8000,
     open_browser: Annotated[bool, typer.Option("--open/--no-open", help="Open the page in the default "
                                                                         "browser.")] = True,
-    save_dir: Annotated[Path, typer.Option(metavar="DIR", help="Saved drawings go to SAVE_DIR/WORD.ndjson (Google's raw "
-                                                "format).")] = Path("data/mine"),
+    save_dir: Annotated[Path, typer.Option(metavar="DIR", help="Saved drawings go to DIR/WORD.ndjson (Google's raw "
+                                                               "format).")] = Path("data/mine"),
 ):
     """Draw in the browser and watch the network guess, as in Quick, Draw! (Ctrl-C stops)."""
     from doodle.cli_output import RichReporter, Text, err, link, out

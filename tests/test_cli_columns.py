@@ -104,7 +104,8 @@ def test_help_and_reference_fit_and_hide_nothing(columns):
     for command in ("categories", "download", "train", "gradcheck", "graph", "evaluate", "predict", "play",
                     "cache"):
         shown = fits(run(command, "--help"))
-        assert "…" not in shown and "<bool>" not in shown and " / --no-" not in shown.replace("--open / --no-open", "")
+        twins = shown.replace("--open / --no-open", "")  # the one flag whose negative is a choice of its own
+        assert "…" not in shown and "<bool>" not in shown and " / --no-" not in twins
     assert "reliability.png" in " ".join(run("evaluate", "--help").stdout.split())
     shown = fits(run("train", "--help-config"))
     for k in reference():
@@ -181,7 +182,8 @@ def test_a_handful_of_drawings_shows_undefined_scores_and_a_rough_ece(columns):
     s = summarize(probs, np.array([0, 0, 1, 1, 2, 2]), ["apple", "bird", "cat", "banana"])
     s.update(model="runs/x", unknown_categories={}, problems=[], temperature=1.0, tta="none")
     shown = _shown(cli_output.show_evaluation, s)
-    row = {line.split("│")[1].strip(): line.split("│")[2:5] for line in shown.splitlines() if line.count("│") == 6}
+    cells = [line.split("│") for line in shown.splitlines() if line.count("│") == 6]
+    row = {c[1].strip(): c[2:5] for c in cells}
     assert [c.strip() for c in row["banana"]] == ["–", "–", "–"] and "0.000" not in "".join(row["banana"])
     assert [c.strip() for c in row["bird"]] == ["1.000", "0.500", "0.667"]
     assert "(rough)" in shown and f"steady from about {cli_output.ECE_STEADY:,}" in " ".join(shown.split())
@@ -256,4 +258,5 @@ def test_graph_tree_breaks_between_figures_and_keeps_its_guides():
     loss.backward(retain_graph=True)
     wide, narrow = graph_tree(loss, width=200), graph_tree(loss, width=40)
     assert all(len(line) <= 40 for line in narrow) and len(narrow) > len(wide)
-    assert " ".join(" ".join(narrow).replace("│", " ").split()) == " ".join(" ".join(wide).replace("│", " ").split())
+    words = [" ".join(" ".join(tree).replace("│", " ").split()) for tree in (narrow, wide)]
+    assert words[0] == words[1]  # the same figures, only broken differently
