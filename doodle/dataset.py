@@ -124,7 +124,7 @@ def build_caches(paths: list[Path], data: dict, cache_dir: Path, reporter: Repor
                     for entry, (path, _) in zip(entries, jobs)]
         built = build_all(jobs, data, PADDING, workers=workers, scheduler=data["scheduler"], reporter=reporter)
         entries = [entry or open_cache(out, size) for entry, (_, out) in zip(entries, jobs)]
-    arrays = []
+    arrays, short = [], {}
     for (path, out), result, entry in zip(jobs, built, entries):
         if entry is None:
             raise DoodleError(f"{out}: cache file unreadable right after it was written; check the disk "
@@ -133,9 +133,12 @@ def build_caches(paths: list[Path], data: dict, cache_dir: Path, reporter: Repor
         if stats.get("skipped"):
             reporter.log(stats["summary"])
         if result is not None and data["per_category"] and len(arr) < data["per_category"]:
-            reporter.log(f"{path.name}: {len(arr)} drawings kept, fewer than data.per_category="
-                         f"{data['per_category']}")
+            short[path.stem] = len(arr)
         arrays.append(arr)
+    if short:  # one line for all of them: a mirror of small files would otherwise print one per category
+        name, fewest = min(short.items(), key=lambda kv: kv[1])
+        reporter.log(f"data.per_category={data['per_category']:,}: {len(short)} of {len(jobs)} categories have "
+                     f"fewer drawings (fewest: {name}, {fewest:,})")
     return arrays
 
 
