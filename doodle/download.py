@@ -351,8 +351,8 @@ def _human(n: float) -> str:
 
 def _printable(text: str, limit: int = 120) -> str:
     """Server-supplied text for a one-line message: control characters escaped, at most `limit` characters."""
-    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
-    return shown + ("..." if len(text) > limit else "")
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])  # an escape is up to 10
+    return shown[:limit] + ("..." if len(shown) > limit or len(text) > limit else "")
 
 
 # ---------------------------------------------------------------------------------------- names
@@ -452,7 +452,8 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
             scheme = "malformed"
         if scheme not in ("", "http", "https"):
             fp.close()
-            raise _Fatal(f"HTTP {code} redirects to {_printable(target)}: only http:// and https:// "
+            shown = target.encode("latin-1", "replace").decode("utf-8", "replace")  # http.client read it as latin-1
+            raise _Fatal(f"HTTP {code} redirects to {_printable(shown)}: only http:// and https:// "
                          f"redirects are followed; check the base URL")
         try:
             return super().http_error_302(req, fp, code, msg, headers)
