@@ -266,10 +266,10 @@ class _Run:
     outage_logged: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def pause(self, seconds: float) -> None:
-        """Wait before a retry; end early on an outage, raise _Stopped on Ctrl-C."""
+    def pause(self, seconds: float, outage_ends_it: bool) -> None:
+        """Wait before a retry (one for an unreachable server ends when a file gives up on it); _Stopped on Ctrl-C."""
         deadline = time.monotonic() + seconds
-        while self.outage is None and (left := deadline - time.monotonic()) > 0:
+        while not (outage_ends_it and self.outage) and (left := deadline - time.monotonic()) > 0:
             if self.stop.wait(min(left, 0.05)):
                 raise _Stopped
 
@@ -609,7 +609,7 @@ def _retrying(attempt, job: _Job, prog: _Progress, run: _Run):
                                  f"(retry {failures} of {run.retries}, in {delay:.1f} s)")
             elif run.first_outage_retry():
                 run.reporter.log(f"{err}; retrying up to {run.retries} time{'s' if run.retries > 1 else ''}")
-            run.pause(delay)
+            run.pause(delay, outage_ends_it=err.host)
             if err.host and run.outage is not None:  # another file gave up on the server meanwhile
                 raise _Unreachable(f"{job.url}: {run.outage}") from None
 
