@@ -215,19 +215,19 @@ def npy_header(shape: tuple) -> bytes:
     return buf.getvalue()
 
 
+def endless_npy(header: bytes, rows: np.ndarray, h: Hostile) -> None:
+    """A .npy header, then `rows` again and again, with no size stated."""
+    h.head(200, Connection="close")
+    h.close_connection = True
+    h.send(header)
+    while h.server.sent < SENT_AT_MOST:
+        h.send(rows.tobytes())
+
+
 def test_an_npy_header_that_claims_too_much(tmp_path):
     """An endless .npy: refused at its header unless limited, when only the rows asked for are read."""
-    header = npy_header((10_000_000, 784))
     rows = (np.arange(784 * 3) % 256).astype(np.uint8)
-
-    def behave(h):
-        h.head(200, Connection="close")
-        h.close_connection = True
-        h.send(header)
-        while h.server.sent < SENT_AT_MOST:
-            h.send(rows.tobytes())
-
-    with hostile(behave) as srv:
+    with hostile(partial(endless_npy, npy_header((10_000_000, 784)), rows)) as srv:
         [r] = dl.download(["cat"], fmt="numpy_bitmap", data_dir=tmp_path, base_url=srv.url, **FAST)
         assert r.error == (f"{r.url}: what the server sent claims 7,840,000,128 bytes (.npy header), more than "
                            f"any Quick, Draw! numpy_bitmap file has (256 KB at most); check the base URL, or try again "
@@ -238,6 +238,15 @@ def test_an_npy_header_that_claims_too_much(tmp_path):
         [r] = dl.download(["dog"], fmt="numpy_bitmap", data_dir=tmp_path, base_url=srv.url, max_drawings=500, **FAST)
         assert "claims 392,128 bytes (.npy header: 500 rows of 784 bytes)" in r.error  # 500 rows: over the bound
     assert leftovers(tmp_path / "numpy_bitmap") == [".cat.npy.json", "cat.npy"]
+
+
+def test_rows_past_what_the_npy_header_declares_are_refused(tmp_path):
+    rows = (np.arange(784 * 3) % 256).astype(np.uint8)
+    with hostile(partial(endless_npy, npy_header((5, 784)), rows)) as srv:
+        [r] = dl.download(["cat"], fmt="numpy_bitmap", data_dir=tmp_path, base_url=srv.url, **FAST)
+    assert r.error == (f"{r.url}: what the server sent runs past the 4,048 bytes its .npy header states; "
+                       f"check the base URL, or try again later")
+    assert leftovers(tmp_path) == []
 
 
 def test_more_than_the_content_length_is_refused(tmp_path):
