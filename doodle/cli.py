@@ -231,6 +231,7 @@ def download(
         return
     from doodle.categories import CATEGORIES
     from doodle.cli_output import RichReporter, Table, Text, err, human_bytes as _human_bytes, out, titled
+    from doodle.download import OFFLINE_HINT
     from doodle.download import download as run_download
 
     if all_:
@@ -274,6 +275,8 @@ def download(
         else:
             names = ", ".join(r.word for r in rows[:10]) + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
             err.print(Text(f"error: {len(rows)} files failed: {reason}: {names}", style="red"))
+    if any(r.unreachable for r in failed):
+        err.print(OFFLINE_HINT, style="yellow", markup=False)
     if failed:
         kept = "; the others are complete and kept" if len(failed) < len(results) else ""
         err.print(f"{len(failed)} of {len(results)} files failed{kept}: run the same command again to retry "

@@ -34,6 +34,8 @@ from doodle.synthetic import write_synthetic
 CACHE_VERSION = 2  # bump when the rasteriser's output or the loader's choice of lines changes
 STALE_TEMPORARY = 3600.0  # seconds: older temporaries in a cache folder were left by a killed process
 PADDING = 16.0  # Google's padding around the 256-unit box, in drawing units
+OFFLINE_HINT = ("offline? use --config configs/offline.yaml, or point data.base_url or $DOODLE_BASE_URL at a mirror "
+                "(a folder or file:// URL in Google's layout)")  # said once when the download server is unreachable
 
 
 @dataclass
@@ -84,7 +86,7 @@ def fetch_sources(cfg: dict, data_dir: str | Path, reporter: Reporter = NULL_REP
             write_synthetic(data_dir, words=missing, n=n, seed=0, reporter=reporter)
         return paths
     return ensure_downloaded(words, fmt=data["source"], data_dir=data_dir, base_url=data["base_url"],
-                             max_drawings=_download_limit(data), reporter=reporter)
+                             max_drawings=_download_limit(data), reporter=reporter, offline_hint=OFFLINE_HINT)
 
 
 def _count_lines(path: Path) -> int:
