@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from doodle import fsutil
-from doodle.checkpoint import load_model, load_split, resolve_model_path
+from doodle.checkpoint import load_model, resolve_model_path
+from doodle.runs import load_split
 from doodle.config import from_dict
 from doodle.dataset import load_dataset
 from doodle.errors import DoodleError
