@@ -101,13 +101,18 @@ def _buf(ws: Workspace | None, key: str, shape: tuple, dtype) -> np.ndarray | No
 
 
 class Dense(Layer):
-    """Affine map x @ W + b; without `bias`, just x @ W (batch norm after it brings its own shift)."""
+    """Affine map x @ W + b; without `bias`, just x @ W (batch norm after it brings its own shift).
 
-    def __init__(self, n_in: int, n_out: int, init: str = "he", rng: np.random.Generator | None = None,
+    init=None leaves W at zero, for weights about to be loaded."""
+
+    def __init__(self, n_in: int, n_out: int, init: str | None = "he", rng: np.random.Generator | None = None,
                  dtype=np.float32, bias: bool = True):
         super().__init__()
-        rng = np.random.default_rng() if rng is None else rng
-        self.params["W"] = np.ascontiguousarray(lookup(INITS, init, "init")(rng, n_in, n_out, dtype))
+        if init is None:
+            self.params["W"] = np.zeros((n_in, n_out), dtype=dtype)
+        else:
+            rng = np.random.default_rng() if rng is None else rng
+            self.params["W"] = np.ascontiguousarray(lookup(INITS, init, "init")(rng, n_in, n_out, dtype))
         if bias:
             self.params["b"] = np.zeros(n_out, dtype=dtype)
         # Written in place by backward, so optimizers and MLP.gradients() can hold on to them.
@@ -509,7 +514,7 @@ class MLP:
     """
 
     def __init__(self, layer_sizes: list[int], activation: str = "relu", dropout: float = 0.0, init: str = "he",
-                 seed: int = 0, dtype=np.float32, norm: str = "none", tta: str = "none"):
+                 seed: int = 0, dtype=np.float32, norm: str = "none", tta: str = "none", initialise: bool = True):
         spec = ModelSpec(layer_sizes, activation=activation, norm=norm, dropout=float(dropout), init=init, tta=tta)
         self.spec = spec
         self.layer_sizes = list(spec.layer_sizes)
@@ -520,16 +525,20 @@ class MLP:
         self.temperature = 1.0
         # Test-time augmentation: predict_logits averages the logits of these views of each image (TTA).
         self.tta = tta
-        # Separate streams, so switching dropout on does not change the initial weights.
-        init_ss, drop_ss = np.random.SeedSequence(seed).spawn(2)
-        init_rng, drop_rng = np.random.default_rng(init_ss), np.random.default_rng(drop_ss)
+        # Separate streams, so switching dropout on does not change the initial weights. Without
+        # `initialise` (a model whose weights are loaded next) there are none: predict's start-up then
+        # never imports numpy.random, and the weights are zeros until load_state_dict.
+        init_rng = drop_rng = None
+        if initialise:
+            init_ss, drop_ss = np.random.SeedSequence(seed).spawn(2)
+            init_rng, drop_rng = np.random.default_rng(init_ss), np.random.default_rng(drop_ss)
         self.dropout_rng = drop_rng  # shared by every Dropout layer; --resume saves and restores its state
 
         self.layers: list[Layer] = []
         for name, cls, kw in spec.plan():
             if cls is Dense:
-                layer: Layer = Dense(kw["n_in"], kw["n_out"], init=init, rng=init_rng, dtype=self.dtype,
-                                     bias=kw["bias"])
+                layer: Layer = Dense(kw["n_in"], kw["n_out"], init=init if initialise else None, rng=init_rng,
+                                     dtype=self.dtype, bias=kw["bias"])
             elif cls is Dropout:
                 layer = Dropout(kw["p"], drop_rng)
             elif cls is BatchNorm:
@@ -555,10 +564,10 @@ class MLP:
         self._workspaces: list[Workspace] = [{} for _ in self.layers]  # the graph's arrays, kept between steps
 
     @classmethod
-    def from_spec(cls, spec: ModelSpec, seed: int = 0, dtype=np.float32) -> MLP:
-        """The network a ModelSpec describes, freshly initialised."""
+    def from_spec(cls, spec: ModelSpec, seed: int = 0, dtype=np.float32, initialise: bool = True) -> MLP:
+        """The network a ModelSpec describes, freshly initialised (or, without `initialise`, zeros to load into)."""
         return cls(list(spec.layer_sizes), activation=spec.activation, dropout=spec.dropout, init=spec.init,
-                   seed=seed, dtype=dtype, norm=spec.norm, tta=spec.tta)
+                   seed=seed, dtype=dtype, norm=spec.norm, tta=spec.tta, initialise=initialise)
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         """Logits (B, C) for float inputs (B, n_in)."""

@@ -484,6 +484,16 @@ def test_weight_shapes_are_the_state_dict_without_allocating(norm, dropout):
     assert huge.weight_shapes()["dense1.W"] == (10 ** 6, 10 ** 6)
 
 
+def test_a_network_to_load_into_draws_no_weights_and_takes_a_trained_ones_state():
+    spec = ModelSpec((12, 8, 4), norm="batch")
+    trained = MLP.from_spec(spec, seed=3)
+    empty = MLP.from_spec(spec, initialise=False)
+    assert empty.dropout_rng is None and not any(layer.params["W"].any() for layer in empty.dense)
+    empty.load_state_dict(trained.state_dict())
+    x = np.random.default_rng(0).random((5, 12), dtype=np.float32)
+    np.testing.assert_array_equal(empty.forward(x), trained.forward(x))
+
+
 def test_spec_round_trips_through_model_metadata_and_config():
     spec = ModelSpec((784, 32, 5), activation="leaky_relu", norm="batch", tta="flip")
     assert ModelSpec.from_meta(spec.to_meta()) == spec
