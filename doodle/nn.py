@@ -14,6 +14,7 @@ are python floats, which NumPy 2 never lets widen a float32 array (a np.float64 
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -21,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from doodle import autodiff as ad
+from doodle import team
 from doodle.autodiff import Tensor
 from doodle.errors import DoodleError, check_names, lookup
 from doodle.pixels import TTA, to_float, tta_views
@@ -129,19 +131,34 @@ class Dense(Layer):
     def weight_shapes(cls, n_in: int, n_out: int, bias: bool = True, **_) -> dict[str, tuple[int, ...]]:
         return {"W": (n_in, n_out), **({"b": (n_out,)} if bias else {})}
 
+    # Both passes cut their products into blocks of rows (doodle.team.blocks, fixed by the shapes) for the
+    # team's threads: every row gets the same bits however many threads there are.
+
     def forward(self, x, train=False):
         self.x = x
-        out = x @ self.params["W"]  # (B, n_out)
-        if "b" in self.params:
-            out += self.params["b"]
+        W, b = self.params["W"], self.params.get("b")
+        out = np.empty((len(x), W.shape[1]), dtype=W.dtype)  # (B, n_out)
+
+        def rows(r: slice) -> None:
+            np.matmul(x[r], W, out=out[r])
+            if b is not None:
+                out[r] += b
+        team.run([functools.partial(rows, r) for r in team.blocks(len(x))])
         return out
 
     def backward(self, dout):
-        x = self.x
-        np.matmul(x.T, dout, out=self.grads["W"])  # (n_in, n_out); x.T is a BLAS transpose flag, no copy
+        x, W, dW = self.x, self.params["W"], self.grads["W"]
+        # dW (n_in, n_out) by blocks of its rows, each a product over the whole batch; x[:, r].T is a BLAS
+        # transpose flag and a leading dimension, no copy.
+        tasks = [functools.partial(np.matmul, x[:, r].T, dout, out=dW[r]) for r in team.blocks(len(W))]
         if "b" in self.grads:
-            np.sum(dout, axis=0, out=self.grads["b"])
-        return dout @ self.params["W"].T if self.input_grad else None  # (B, n_in)
+            tasks.append(functools.partial(np.sum, dout, axis=0, out=self.grads["b"]))
+        dx = None
+        if self.input_grad:
+            dx = np.empty((len(dout), len(W)), dtype=W.dtype)  # (B, n_in)
+            tasks += [functools.partial(np.matmul, dout[r], W.T, out=dx[r]) for r in team.blocks(len(dout))]
+        team.run(tasks)
+        return dx
 
     def forward_graph(self, x, train=False, ws=None):
         shape = (x.shape[0], self.params["W"].shape[1])  # (B, n_out)

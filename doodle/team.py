@@ -1,0 +1,101 @@
+"""doodle's own threads: a team that runs a list of independent tasks, and the fixed blocks of rows the
+network's work is cut into for it.
+
+A matrix product split into blocks of rows gives each row the same bits whichever thread computes it, and
+the blocks are fixed by the shapes alone (`blocks`), never by the number of threads: so a result is the
+same bit for bit on 1, 2 or 16 threads, and the thread count can follow the load (doodle.cores decides
+it). The team's threads wait on a semaphore, not spinning: a helper that wakes late finds every task
+taken and goes back to sleep, so on a busy machine the caller does the work alone instead of waiting.
+
+Standard library only: predict imports this (through doodle.nn) and never starts a thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from typing import Callable
+
+ROWS = 128  # rows per block at most: a batch of 256 is two blocks
+
+
+def blocks(n: int) -> list[slice]:
+    """n rows as near-equal blocks of at most ROWS, an even number of them (two threads split them evenly)."""
+    parts = 2 * -(-n // (2 * ROWS)) if n > ROWS else 1
+    edges = [n * i // parts for i in range(parts + 1)]
+    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+class _Round:
+    """One call of Team.run: its tasks, claimed one at a time by whichever thread is free."""
+
+    def __init__(self, tasks: list[Callable[[], None]]):
+        self.tasks = tasks
+        self.claims = itertools.count()  # next() on it is atomic under the GIL
+        self.left = len(tasks)
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+    def work(self) -> None:
+        """Run tasks until none is left unclaimed."""
+        while (i := next(self.claims)) < len(self.tasks):
+            try:
+                self.tasks[i]()
+            except BaseException as exc:  # re-raised by run() in the caller's thread
+                self.error = exc
+            with self.lock:
+                self.left -= 1
+                if self.left == 0:
+                    self.done.set()
+
+
+class Team:
+    """The caller and `threads - 1` helper threads (daemons, started when first needed)."""
+
+    def __init__(self):
+        self.threads = 1  # doodle.cores sets it inside a claim; 1 runs every task inline
+        self._helpers: list[threading.Thread] = []
+        self._wake = threading.Semaphore(0)
+        self._round: _Round | None = None
+
+    def run(self, tasks: list[Callable[[], None]]) -> None:
+        """Run the tasks, each writing only its own part of the outputs; return when all have run."""
+        if self.threads == 1 or len(tasks) == 1:
+            for task in tasks:
+                task()
+            return
+        rnd = self._round = _Round(tasks)
+        helpers = min(self.threads, len(tasks)) - 1
+        while len(self._helpers) < helpers:
+            t = threading.Thread(target=self._serve, name=f"doodle-team-{len(self._helpers) + 1}", daemon=True)
+            self._helpers.append(t)
+            t.start()
+        for _ in range(helpers):
+            self._wake.release()
+        rnd.work()
+        rnd.done.wait()
+        if rnd.error is not None:
+            raise rnd.error
+
+    def _serve(self) -> None:
+        while True:
+            self._wake.acquire()
+            rnd = self._round
+            if rnd is not None:
+                rnd.work()
+
+
+TEAM = Team()  # the process's one team; doodle.cores sizes it
+run = TEAM.run
+
+
+def _forked() -> None:
+    """A forked child has none of its parent's helper threads: it starts alone."""
+    global TEAM, run
+    TEAM = Team()
+    run = TEAM.run
+
+
+os.register_at_fork(after_in_child=_forked)
