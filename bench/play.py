@@ -25,7 +25,7 @@ from starlette.testclient import TestClient
 from doodle.checkpoint import load_model
 from doodle.play import check_drawing, make_app, probabilities
 from doodle.raster import rasterize
-from doodle.strokes import simplify_raw
+from doodle.simplify import simplify_raw
 from doodle.train import train
 
 

@@ -1,7 +1,7 @@
 """`doodle play`: a local web page to draw on while the network guesses, as in Quick, Draw!
 
 The browser sends strokes, never pixels. The server turns them into the model's input by exactly the
-path the training data took: Google's raw -> simplified recipe (`doodle.strokes.simplify_raw`), then
+path the training data took: Google's raw -> simplified recipe (`doodle.simplify.simplify_raw`), then
 `doodle.rasterize` with the model's own raster settings, then the model. So a drawing made here means
 what a Quick, Draw! drawing meant in training, and the API's probabilities equal `doodle predict` on
 the same ndjson.
@@ -35,7 +35,7 @@ from doodle.checkpoint import load_model, resolve_model_path
 from doodle.errors import DoodleError
 from doodle.progress import NULL_REPORTER, Reporter
 from doodle.raster import rasterize
-from doodle.strokes import simplify_raw
+from doodle.simplify import simplify_raw
 
 STATIC_DIR = Path(__file__).with_name("static")
 MAX_BODY = 1_000_000  # bytes per request: 20,000 points of raw JSON take ~0.5 MB

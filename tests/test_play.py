@@ -23,7 +23,8 @@ from doodle.cli import app as cli_app
 from doodle.play import MAX_BODY, MAX_POINTS, MAX_STROKES, make_app, running
 from doodle.predict import predict
 from doodle.raster import rasterize
-from doodle.strokes import iter_drawings, parse_drawing, simplify_raw
+from doodle.simplify import simplify_raw
+from doodle.strokes import iter_drawings, parse_drawing
 
 FIXTURE = REPO / "tests" / "fixtures" / "play" / "raw_shapes.ndjson"
 SHAPES = ["circle", "square", "triangle", "hexagon", "octagon", "star", "line", "zigzag"]
