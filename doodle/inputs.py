@@ -6,7 +6,8 @@ What an INPUT (`predict`), DATA (`evaluate`) or DRAWING (`graph`) argument may n
   .npy files                      Google's numpy_bitmap rows: bitmaps without strokes, labelled by the file name
   folders                         the files above in them, and images in sub-folders; images are labelled
                                   by the folder they are in
-The play API's JSON comes in through `from_json`, with the API's own limits.
+The play API's JSON passes the same checks (doodle.strokes.check_strokes, with the API's own limits) and
+becomes a Drawing too.
 
 Every drawing reaches the model by one path, `to_bitmaps`: its strokes in Google's simplified frame (raw
 strokes through Google's recipe, doodle.simplify), drawn by `rasterize` with the model's raster settings.
@@ -28,14 +29,13 @@ from doodle.errors import DoodleError
 from doodle.images import IMAGE_SUFFIXES, image_strokes
 from doodle.progress import NULL_REPORTER, Reporter
 from doodle.raster import rasterize, rasterize_batch
-from doodle.strokes import FILE_LIMITS, Limits, LoadStats, check_strokes, finish_strokes, iter_drawings, \
-    load_bitmaps, read_records
+from doodle.strokes import LoadStats, iter_drawings, load_bitmaps, read_records
 
 STDIN = "<stdin>"
 NPY_SIDE = 28  # Google's numpy_bitmap files are 28x28
 _KINDS = {".ndjson": "ndjson", ".npy": "npy", **{s: "image" for s in IMAGE_SUFFIXES}}  # suffix -> reader
 ACCEPTED = (f"give images ({', '.join(IMAGE_SUFFIXES)}), .ndjson or .npy files, folders of them, "
-             "or '-' for ndjson on standard input")
+            "or '-' for ndjson on standard input")
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,8 @@ class LabelledBitmaps:
 
 @dataclass(frozen=True)
 class _Source:
+    """One file (or stdin) an argument names, and how to read it."""
+
     kind: str  # a value of _KINDS, or "stdin"
     name: str  # the path as given, or '<stdin>'
     word: str | None = None  # images found in a folder: the folder's name
@@ -100,12 +102,6 @@ def to_bitmap(drawing: Drawing, raster: dict) -> np.ndarray:
 def _settings(raster: dict) -> dict:
     """A model's raster settings as the renderer's arguments."""
     return {"size": raster["size"], "line_width": raster["line_width"], "padding": raster["padding"]}
-
-
-def from_json(drawing, form: str = "raw", limits: Limits = FILE_LIMITS, source: str = "request") -> Drawing:
-    """A drawing's strokes as JSON carries them (the play API) -> Drawing; strokes.BadInput saying why not."""
-    strokes, simplified = check_strokes(drawing, form, limits)
-    return Drawing(finish_strokes(strokes, simplified), source=source)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,10 +158,12 @@ def _npy(source: _Source, raster: dict) -> np.ndarray:
 
 
 def _image(source: _Source) -> Drawing:
+    """An image file's drawing: the pen's centre lines as strokes (doodle.images)."""
     return Drawing(image_strokes(Path(source.name)), source.word, source.name)
 
 
 def _no_drawings(name: str) -> str:
+    """The one wording for an ndjson source without a drawing."""
     return f"{name}: no drawings (no non-blank line); give one drawing per line"
 
 
@@ -193,6 +191,7 @@ def entries(args: Iterable, raster: dict, *, stdin: IO | None = None, limit: int
 
 
 def _read_entries(args: Iterable, raster: dict, stdin: IO | None) -> Generator[Entry, None, None]:
+    """`entries` one at a time, before any is rasterized."""
     for arg in args:
         try:
             sources = _sources(arg)

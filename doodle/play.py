@@ -106,14 +106,15 @@ class WorkGate:
     flood of costly drawings queues a little and then gets 503s instead of exhausting memory and CPU."""
 
     def __init__(self, running: int = RUNNING, waiting: int = WAITING):
+        self.capacity = running + waiting
         self._turns = threading.BoundedSemaphore(running)
-        self._line = threading.BoundedSemaphore(running + waiting)
+        self._line = threading.BoundedSemaphore(self.capacity)
 
     @contextlib.contextmanager
     def turn(self) -> Iterator[None]:
         """Wait for a turn (blocking this worker thread), or ApiError 503 when the line is full."""
         if not self._line.acquire(blocking=False):
-            raise ApiError(503, f"busy: {RUNNING + WAITING} drawings are already being guessed; try again in a moment")
+            raise ApiError(503, f"busy: {self.capacity} drawings are already being guessed; try again in a moment")
         try:
             with self._turns:
                 yield
@@ -241,11 +242,13 @@ class Player:
 
 
 def _field(body, name: str, default=None):
+    """body[name]; a field given as null counts as not given (its default, or a 400 without one)."""
     if not isinstance(body, dict):
         raise ApiError(400, f"body must be a JSON object with a '{name}' field")
-    if name not in body and default is None:
+    value = body.get(name)
+    if value is None and default is None:
         raise ApiError(400, f"missing '{name}'")
-    return body.get(name, default)
+    return default if value is None else value
 
 
 def _top_k(value: str | None, n_classes: int) -> int:

@@ -42,8 +42,7 @@ class _Form(NamedTuple):
     hi: float
 
 
-FORMS = {"auto": _Form((2, 3), "[xs, ys] or [xs, ys, ts]", frozenset({int, float}), -MAX_COORD, MAX_COORD),
-         "raw": _Form((2, 3), "[xs, ys] or [xs, ys, ts]", frozenset({int, float}), -MAX_COORD, MAX_COORD),
+FORMS = {"raw": _Form((2, 3), "[xs, ys] or [xs, ys, ts]", frozenset({int, float}), -MAX_COORD, MAX_COORD),
          "simplified": _Form((2,), "[xs, ys]", frozenset({int}), 0, 255)}
 _SEGMENT_INK = 255.0 * math.sqrt(2.0)  # the most ink one segment can hold in the 0..255 box
 _STRICT_HINT = "fix the line or run without --strict"
@@ -104,17 +103,17 @@ class BadInput(ValueError):
 # Drawings: the one validation core
 
 
-def check_strokes(drawing, form: str = "auto", limits: Limits = FILE_LIMITS) -> tuple[list, bool]:
+def check_strokes(drawing, form: str | None = None, limits: Limits = FILE_LIMITS) -> tuple[list, bool]:
     """Validate a drawing; returns (its non-empty strokes, whether they are already simplified). BadInput if not.
 
     Strokes are `[xs, ys]` or `[xs, ys, ts]` (times are not read here). `form` says how the numbers are read:
     "simplified" wants [xs, ys] integers in 0..255 (Google's simplified files); "raw" takes any canvas
-    numbers (to be simplified); "auto" (ndjson files) calls [xs, ys] integers in 0..255 simplified and
+    numbers (to be simplified); None (ndjson files) calls [xs, ys] integers in 0..255 simplified and
     anything else raw. Every drawing must fit `limits`: points, strokes, and ink, the work it would cost.
     """
-    if form not in FORMS:
+    if form is not None and form not in FORMS:
         raise BadInput(f"format must be 'raw' or 'simplified', got {_short_json(form)}")
-    rows_ok, shape, types, lo, hi = FORMS[form]
+    rows_ok, shape, types, lo, hi = FORMS[form or "raw"]
     if type(drawing) is not list:
         raise BadInput("'drawing' is not a list of strokes")
     if limits.strokes is not None and len(drawing) > limits.strokes:
@@ -150,7 +149,7 @@ def check_strokes(drawing, form: str = "auto", limits: Limits = FILE_LIMITS) -> 
     if not numeric or low < lo or high > hi:
         _culprit(columns, lo, hi, integers=types == {int})
     strokes = [stroke for stroke in drawing if stroke[0]]  # empty strokes carry nothing
-    simplified = form == "simplified" or (form == "auto" and rows == {2} and kinds == {int} and low >= 0
+    simplified = form == "simplified" or (form is None and rows == {2} and kinds == {int} and low >= 0
                                           and high <= 255)
     # The ink is worth measuring only when the points could hold more than the budget (few drawings do).
     if (points - len(strokes)) * _SEGMENT_INK > limits.ink:

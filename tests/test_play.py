@@ -140,6 +140,7 @@ def test_a_drawn_circle_is_a_circle(client, play_model):
     assert len(post(client, "/api/predict", {"drawing": circle()}, top_k="1").json()["top"]) == 1
     no_times = [s[:2] for s in circle()]
     assert post(client, "/api/predict", {"drawing": no_times}).json() == out
+    assert post(client, "/api/predict", {"drawing": circle(), "format": None}).json() == out  # null: not given
 
 
 def test_simplified_format_goes_straight_to_the_rasterizer(client, play_model):
@@ -190,6 +191,7 @@ BAD = [
     ("too many points", {"drawing": [stroke(MAX_POINTS // 2), stroke(MAX_POINTS // 2 + 1)]}, 413, "20,001 points, over the limit of 20,000"),
     ("too many strokes", {"drawing": [stroke(1)] * (MAX_STROKES + 1)}, 413, "1,001 strokes, over the limit of 1,000"),
     ("unknown format", {"drawing": [stroke()], "format": "svg"}, 400, "format must be"),
+    ("files' own format", {"drawing": [stroke()], "format": "auto"}, 400, "format must be 'raw' or 'simplified'"),
     ("simplified floats", {"drawing": [[[1.5], [1]]], "format": "simplified"}, 400, "not an integer"),
     ("simplified out of range", {"drawing": [[[300], [1]]], "format": "simplified"}, 400, "outside 0..255"),
     ("simplified with times", {"drawing": [stroke()], "format": "simplified"}, 400, "is not [xs, ys]"),
