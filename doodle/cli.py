@@ -592,15 +592,15 @@ def _show_comparison(summaries: list[dict]) -> None:
 @app.command()
 @handle_errors
 def predict(
-    inputs: Annotated[list[str], typer.Argument(help="Images (png, jpg, gif, bmp, webp), .ndjson files, or - for "
-                                                     "ndjson on stdin.")],
+    inputs: Annotated[list[str], typer.Argument(help="Images (png, jpg, gif, bmp, webp), .ndjson or .npy files, "
+                                                     "folders of them, or - for ndjson on stdin.")],
     model: Annotated[Optional[Path], typer.Option("--model", "-m", help="Run folder (default: the newest in "
                                                                         "runs/).")] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many categories to show.", min=1)] = 3,
     no_calibration: NoCalibrationOpt = False,
     as_json: JsonOpt = False,
 ):
-    """Predict the categories of sketches: one result per image, one per ndjson line."""
+    """Predict the categories of sketches: one result per image, per ndjson line, per .npy row."""
     from doodle.predict import predict as run_predict
 
     results, meta = run_predict(inputs, model_path=model, top_k=top_k, calibrated=not no_calibration)

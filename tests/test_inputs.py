@@ -206,3 +206,9 @@ def test_predict_and_evaluate_refuse_a_drawing_over_the_ink_budget_like_any_bad_
         "circle.ndjson: 2 drawings, 1 bad line skipped (line 2: drawing's strokes run 7,2")
     res = CliRunner().invoke(cli_app, ["evaluate", str(path), "--model", str(play_model), "--strict"])
     assert res.exit_code == 2 and res.stderr.startswith(f"error: {path}:2: drawing's strokes run")
+
+
+def test_predict_takes_npy_rows_and_folders_too(inputs_dir, play_model):
+    results, _ = predict([str(inputs_dir / "eye.npy"), str(inputs_dir / "sketches")], play_model, top_k=2)
+    assert [r["input"] for r in results[:3]] == [f"{inputs_dir / 'eye.npy'}[{i}]" for i in range(3)]
+    assert len(results) == 7 and all(len(r["top"]) == 2 and "error" not in r for r in results)
