@@ -33,6 +33,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from doodle import fsutil
 from doodle.categories import file_name_problem, show_word
 from doodle.checkpoint import load_model, resolve_model_path
 from doodle.errors import DoodleError
@@ -146,13 +147,10 @@ def append_line(path: Path, line: bytes) -> None:
     falls short (disk full), or cannot be synced, is cut back off and raised as OSError: the file never
     ends in half a record, and a failed save has written nothing.
     """
-    import fcntl
-
     path.parent.mkdir(parents=True, exist_ok=True)
     created = not path.exists()
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    # The data file itself is the lock (fsutil.locked, waiting its turn): appends from other processes queue.
+    with fsutil.locked(path, wait=True, note_pid=False, flags=os.O_RDWR | os.O_APPEND) as fd:
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
             line = b"\n" + line
@@ -163,8 +161,6 @@ def append_line(path: Path, line: bytes) -> None:
         except OSError:
             os.ftruncate(fd, size)
             raise
-    finally:
-        os.close(fd)  # also releases the lock
     if created:  # the new name must survive a crash too
         dfd = os.open(path.parent, os.O_RDONLY)
         try:
