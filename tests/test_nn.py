@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from doodle import nn
+
 from doodle.errors import DoodleError
 from doodle.nn import (ACTIVATIONS, INITS, LOSSES, MLP, BatchNorm, Dense, Dropout, LeakyReLU, ModelSpec, ReLU, Sigmoid,
                        Tanh, cross_entropy, mse, softmax)
@@ -80,6 +82,18 @@ def test_dropout_train_and_eval():
     np.testing.assert_array_equal(d.backward(g), np.where(kept, 2 / 0.75, 0).astype(F32))
     with pytest.raises(DoodleError, match="dropout"):
         Dropout(1.0)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 1e-9, 0.999999])
+def test_dropout_masks_are_the_uniform_draws_they_always_were(p):
+    """The float32 masks come from the generator's raw words: the same units as rng.random(float32) >= p would
+    keep, and the same generator state after, whatever half-word the generator held before (odd sizes)."""
+    ours, plain = np.random.default_rng(7), np.random.default_rng(7)
+    for shape in [(256, 64), (3, 5), (1,), (4, 4), (7, 3), (2, 1)]:
+        want = plain.random(shape, dtype=F32) >= p
+        got = nn._float32_uniform_at_least(ours, shape, p)
+        assert np.array_equal(got, want) and ours.bit_generator.state == plain.bit_generator.state
+    assert ours.random() == plain.random()
 
 
 def test_inits_scale_and_dtype():
