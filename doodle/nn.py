@@ -132,8 +132,8 @@ class Dense(Layer):
     def weight_shapes(cls, n_in: int, n_out: int, bias: bool = True, **_) -> dict[str, tuple[int, ...]]:
         return {"W": (n_in, n_out), **({"b": (n_out,)} if bias else {})}
 
-    # Both passes cut their products into blocks of rows (doodle.team.blocks, fixed by the shapes) for the
-    # team's threads: every row gets the same bits however many threads there are.
+    # Both passes cut their products into blocks of rows (doodle.team.blocks: fixed by the shapes and the
+    # machine) for the team's threads: every row gets the same bits however many threads there are.
 
     def forward(self, x, train=False):
         self.x = x
@@ -144,20 +144,21 @@ class Dense(Layer):
             np.matmul(x[r], W, out=out[r])
             if b is not None:
                 out[r] += b
-        team.run([functools.partial(rows, r) for r in team.blocks(len(x))])
+        team.run([functools.partial(rows, r) for r in team.blocks(len(x), x.shape[0] * W.size)])
         return out
 
     def backward(self, dout):
         x, W, dW = self.x, self.params["W"], self.grads["W"]
+        work = len(dout) * W.size  # multiply-adds of each product
         # dW (n_in, n_out) by blocks of its rows, each a product over the whole batch; x[:, r].T is a BLAS
         # transpose flag and a leading dimension, no copy.
-        tasks = [functools.partial(np.matmul, x[:, r].T, dout, out=dW[r]) for r in team.blocks(len(W))]
+        tasks = [functools.partial(np.matmul, x[:, r].T, dout, out=dW[r]) for r in team.blocks(len(W), work)]
         if "b" in self.grads:
             tasks.append(functools.partial(np.sum, dout, axis=0, out=self.grads["b"]))
         dx = None
         if self.input_grad:
             dx = np.empty((len(dout), len(W)), dtype=W.dtype)  # (B, n_in)
-            tasks += [functools.partial(np.matmul, dout[r], W.T, out=dx[r]) for r in team.blocks(len(dout))]
+            tasks += [functools.partial(np.matmul, dout[r], W.T, out=dx[r]) for r in team.blocks(len(dout), work)]
         team.run(tasks)
         return dx
 
