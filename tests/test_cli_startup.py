@@ -20,9 +20,10 @@ NEVER = ("pydantic", "pydantic_core", "rich", "markdown_it", "yaml", "starlette"
          "dask", "doodle.cli_output", "doodle.train", "doodle.config", "doodle.dataset", "doodle.download",
          "doodle.evaluate", "doodle.play", "doodle.metrics", "doodle.report", "doodle.synthetic")
 NOT_BEFORE_A_COMMAND = ("numpy", "PIL", "doodle.predict", "doodle.checkpoint")
-# What predict's own path does not need: a loaded model draws no random weights (~10 ms for numpy.random), and a
+# What predict's own path does not need: a loaded model draws no random weights (~10 ms for numpy.random), image
+# preparation takes its quantile and median without np.quantile's numpy.ma (~10 ms), and a
 # few rows need no share of the cores (doodle.cores, threadpoolctl).
-NOT_FOR_PREDICT = ("numpy.random", "threadpoolctl", "doodle.cores")
+NOT_FOR_PREDICT = ("numpy.random", "numpy.ma", "threadpoolctl", "doodle.cores")
 
 
 def imported(*args: str, env: dict | None = None, script: str | None = None) -> tuple[set[str], str]:
