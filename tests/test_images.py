@@ -13,7 +13,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from doodle.errors import DoodleError
-from doodle.images import IMAGE_SUFFIXES, distance_map, image_strokes, image_to_bitmap, load_ink, thin
+from doodle.images import (IMAGE_SUFFIXES, _median, _quantile_u8, distance_map, image_strokes, image_to_bitmap, load_ink,
+                           thin)
 from doodle.raster import rasterize
 
 WORDS = ("cat", "house", "bicycle", "airplane")
@@ -399,8 +400,6 @@ def test_wrong_input_types_are_doodle_errors():
 
 def test_the_quantile_and_median_without_numpy_ma_are_numpys_own_floats():
     """Image preparation takes them without np.quantile (which imports numpy.ma): the very same floats."""
-    from doodle.images import _median, _quantile_u8
-
     rng = np.random.default_rng(0)
     for n in (1, 2, 3, 10, 101, 400):
         v = rng.integers(0, 256, size=n).astype(np.int16)
