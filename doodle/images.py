@@ -23,7 +23,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from doodle.errors import DoodleError
 from doodle.raster import rasterize
-from doodle.simplify import rdp
+from doodle.simplify import rdp_keep
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
 
@@ -389,6 +389,16 @@ def _extend_tips(chains: list[list[int]], coords: np.ndarray, degree: np.ndarray
     return lines
 
 
+def _rdp_each(lines: list[np.ndarray], eps: float) -> list[np.ndarray]:
+    """Ramer-Douglas-Peucker on every (n, 2) line at once: the points simplify.rdp keeps of each, in one
+    level-by-level pass over all of them (one pass per line took 40% of preparing an image)."""
+    ends = np.cumsum([len(line) for line in lines])  # (L,)
+    starts = ends - [len(line) for line in lines]
+    pts = np.concatenate(lines)  # (P, 2)
+    keep = rdp_keep(pts[:, 0].copy(), pts[:, 1].copy(), starts, ends - 1, eps)
+    return [pts[a:b][keep[a:b]] for a, b in zip(starts, ends)]
+
+
 def _join(chains: list[tuple[int, int, np.ndarray]]) -> list[np.ndarray]:
     """Chains (start node, end node, points) -> one polyline per connected piece, by a depth-first tour.
 
@@ -480,7 +490,7 @@ def image_strokes(path_or_image) -> list[list[list[float]]]:
         raise DoodleError(f"{name}: the image is blank (no solid ink found); draw with a darker pen")
     radius = _median(dist[skeleton])  # the pen's radius in working px: distance from ridge to edge
     lines = _extend_tips(chains, coords, degree, mask, radius)
-    strokes = _join([(c[0], c[-1], rdp(line, _RDP_EPS)) for c, line in zip(chains, lines)])
+    strokes = _join([(c[0], c[-1], line) for c, line in zip(chains, _rdp_each(lines, _RDP_EPS))])
     # A round pen puts ink exactly `radius` beyond its centre line, so the pen centres' box is the ink box
     # inset by the radius; the skeleton's own box is a little short wherever thinning rounded a corner.
     low = np.full(2, radius - 0.5)  # pixel centres sit at integer coordinates, the ink box starts at -0.5
