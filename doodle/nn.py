@@ -185,11 +185,17 @@ class ReLU(Layer):
     def forward(self, x, train=False):
         # A float mask, not bool: float * float is a plain SIMD loop, float * bool goes through a
         # cast and runs 3x slower (np.maximum is slower still, for its NaN handling).
-        self.mask = np.greater(x, 0, out=np.empty_like(x))
-        return np.multiply(x, self.mask, out=x if self.inplace else None)
+        mask = self.mask = np.empty_like(x)
+        out = x if self.inplace else np.empty_like(x)
+
+        def rows(r: slice) -> None:
+            np.greater(x[r], 0, out=mask[r])
+            np.multiply(x[r], mask[r], out=out[r])
+        team.each(rows, len(x), 2 * x.size * team.PASS)
+        return out
 
     def backward(self, dout):
-        return np.multiply(dout, self.mask, out=dout if self.inplace else None)
+        return _masked(dout, self.mask, self.inplace)
 
     def forward_graph(self, x, train=False, ws=None):
         return ad.relu(x, out=_buf(ws, "act", x.shape, x.dtype), grad_out=_buf(ws, "d_act", x.shape, x.dtype))
@@ -276,10 +282,10 @@ class Dropout(Layer):
             self.mask = None
             return x
         self.mask = self._draw_mask(x.shape, x.dtype)
-        return x * self.mask
+        return _masked(x, self.mask)
 
     def backward(self, dout):
-        return dout if self.mask is None else dout * self.mask
+        return dout if self.mask is None else _masked(dout, self.mask)
 
     def forward_graph(self, x, train=False, ws=None):
         if not train or self.p == 0.0:
@@ -320,6 +326,13 @@ def _float32_uniform_at_least(rng: np.random.Generator, shape: tuple, p: float) 
     return np.greater_equal(words[:n], np.uint32(threshold << 8)).reshape(shape)
 
 
+def _masked(x: np.ndarray, mask: np.ndarray, inplace: bool = False) -> np.ndarray:
+    """x * mask (both (B, n)), in blocks of rows on the team; into x itself if inplace."""
+    out = x if inplace else np.empty(x.shape, np.result_type(x, mask))
+    team.each(lambda r: np.multiply(x[r], mask[r], out=out[r]), len(x), x.size * team.PASS)
+    return out
+
+
 ACTIVATIONS: dict[str, type[Layer]] = {"relu": ReLU, "leaky_relu": LeakyReLU, "tanh": Tanh, "sigmoid": Sigmoid}
 
 
@@ -351,33 +364,51 @@ class BatchNorm(Layer):
         run_var *= m
         run_var += ((1.0 - m) * batch / max(batch - 1, 1)) * var  # the unbiased estimate
 
+    # Every unit (column) is standardised on its own, so both passes run in blocks of columns on the team.
+
     def forward(self, x, train=False):
+        B, n = x.shape
+        gain, bias = self.params["gain"], self.params["bias"]
+        mean = np.empty(n, x.dtype) if train else self.buffers["mean"]  # (n,)
+        var = np.empty(n, x.dtype) if train else self.buffers["var"]  # (n,)
+        inv, xc = np.empty(n, var.dtype), np.empty(x.shape, np.result_type(x, mean))  # dtypes as numpy would pick
+        out = np.empty(x.shape, np.result_type(xc, gain, bias))
+
+        def cols(c: slice) -> None:
+            if train:
+                x[:, c].mean(axis=0, out=mean[c])
+            np.subtract(x[:, c], mean[c], out=xc[:, c])
+            if train:
+                np.einsum("ij,ij->j", xc[:, c], xc[:, c], out=var[c])
+                var[c] *= 1.0 / B
+            np.divide(1.0, np.sqrt(var[c] + self.eps), out=inv[c])
+            xc[:, c] *= inv[c]
+            np.multiply(xc[:, c], gain[c], out=out[:, c])  # gain * xhat + bias
+            out[:, c] += bias[c]
+        team.each(cols, n, 8 * x.size * team.PASS)
         if train:
-            mean = x.mean(axis=0)  # (n,)
-            xc = x - mean
-            var = np.einsum("ij,ij->j", xc, xc) * (1.0 / len(x))  # (n,)
-            self._track(mean, var, len(x))
-        else:
-            xc = x - self.buffers["mean"]
-            var = self.buffers["var"]
-        self.inv = 1.0 / np.sqrt(var + self.eps)
-        xc *= self.inv
-        self.xhat, self.batch_stats = xc, train
-        return _scale_shift(xc, self.params["gain"], self.params["bias"])
+            self._track(mean, var, B)
+        self.xhat, self.inv, self.batch_stats = xc, inv, train
+        return out
 
     def backward(self, dout):
         # out = g * xhat + b, xhat = (x - mean) * inv. With the batch's own mean and variance the gradient
         # flows through them too: dx = inv * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), means
         # over the batch; with the running ones (constants) it is just inv * dxhat.
-        xhat, B = self.xhat, len(self.xhat)
-        np.einsum("ij,ij->j", dout, xhat, out=self.grads["gain"])
-        np.sum(dout, axis=0, out=self.grads["bias"])
-        dxhat = dout * self.params["gain"]  # (B, n)
-        if self.batch_stats:
-            dxhat -= self.grads["bias"] * (self.params["gain"] * (1.0 / B))  # mean(dxhat) = g * sum(dout) / B
-            dxhat -= xhat * (self.grads["gain"] * self.params["gain"] * (1.0 / B))  # mean(dxhat * xhat) likewise
-        dxhat *= self.inv
-        return dxhat
+        xhat, (B, n) = self.xhat, self.xhat.shape
+        gain, d_gain, d_bias = self.params["gain"], self.grads["gain"], self.grads["bias"]
+        dx = np.empty(dout.shape, np.result_type(dout, gain))  # (B, n) dL/dxhat, then dL/dx
+
+        def cols(c: slice) -> None:
+            np.einsum("ij,ij->j", dout[:, c], xhat[:, c], out=d_gain[c])
+            np.sum(dout[:, c], axis=0, out=d_bias[c])
+            d = np.multiply(dout[:, c], gain[c], out=dx[:, c])
+            if self.batch_stats:
+                d -= d_bias[c] * (gain[c] * (1.0 / B))  # mean(dxhat) = g * sum(dout) / B
+                d -= xhat[:, c] * (d_gain[c] * gain[c] * (1.0 / B))  # mean(dxhat * xhat) likewise
+            d *= self.inv[c]
+        team.each(cols, n, 6 * dout.size * team.PASS)
+        return dx
 
     def forward_graph(self, x, train=False, ws=None):
         if train:  # the batch's statistics are graph nodes: the gradient flows through them
@@ -391,13 +422,6 @@ class BatchNorm(Layer):
             xhat = (x - Tensor(self.buffers["mean"], name=f"{self.name}.mean")) * \
                 Tensor(inv, name=f"1/sqrt({self.name}.var + eps)")
         return xhat * self._leaf("gain") + self._leaf("bias")
-
-
-def _scale_shift(xhat: np.ndarray, gain: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """gain * xhat + bias, per unit, as a new array."""
-    out = xhat * gain
-    out += bias
-    return out
 
 
 # None: no normalisation; otherwise applied between each hidden Dense and its activation.

@@ -14,6 +14,7 @@ Standard library only: predict imports this (through doodle.nn) and never starts
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import threading
@@ -21,6 +22,7 @@ from typing import Callable
 
 MIN_ROWS = 64  # rows per block at least
 MIN_WORK = 2_000_000  # multiply-adds per block at least: a smaller product is not worth a thread's wake-up
+PASS = 16  # an elementwise pass over one entry costs about as much as this many multiply-adds of a product
 
 
 def _cores() -> int:
@@ -35,10 +37,16 @@ CORES = _cores()  # fixed for the process: the blocks never follow the load
 
 def blocks(n: int, work: int = 0) -> list[slice]:
     """n rows of a product of `work` multiply-adds in near-equal blocks: one per core, at least MIN_ROWS rows
-    and MIN_WORK multiply-adds each (work 0: rows alone decide)."""
+    and MIN_WORK multiply-adds each (work 0: rows alone decide). Elementwise work counts PASS per entry
+    and pass; the rows may be columns, for work that is the same in every column."""
     parts = max(1, min(CORES, n // MIN_ROWS, work // MIN_WORK if work else n))
     edges = [n * i // parts for i in range(parts + 1)]
     return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def each(fn: Callable[[slice], None], n: int, work: int = 0) -> None:
+    """fn(block) for the blocks(n, work) on the team: fn writes only its block's part of the outputs."""
+    run([functools.partial(fn, r) for r in blocks(n, work)])
 
 
 class _Round:
