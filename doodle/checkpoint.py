@@ -19,6 +19,7 @@ import numpy as np
 from doodle import __version__, fsutil
 from doodle.errors import DoodleError, check_names
 from doodle.nn import ACTIVATIONS, MLP, NORMS, TTA
+from doodle.raster import RasterSpec
 
 FORMAT = "doodle-model"
 FORMAT_VERSION = 1
@@ -107,12 +108,12 @@ def _check_meta(meta: dict, path: Path) -> None:
         raise DoodleError(f"{path}: unknown norm {str(meta['norm'])[:40]!r}; {damaged}")
     if not isinstance(meta.get("tta", "none"), str) or meta.get("tta", "none") not in TTA:
         raise DoodleError(f"{path}: unknown tta {str(meta['tta'])[:40]!r}; {damaged}")
-    if not isinstance(raster, dict) or not _is_int(raster.get("size")) or not 1 <= raster["size"] <= 4096 \
-            or not _is_finite(raster.get("line_width")) or raster["line_width"] <= 0 \
-            or not _is_finite(raster.get("padding")) or raster["padding"] < 0:
-        raise DoodleError(f"{path}: 'raster' must give size, line_width and padding; {damaged}")
-    if sizes[0] != raster["size"] ** 2:
-        raise DoodleError(f"{path}: raster size {raster['size']} makes {raster['size'] ** 2} inputs but the first "
+    try:
+        spec = RasterSpec.from_dict(raster)
+    except DoodleError as exc:
+        raise DoodleError(f"{path}: {exc}; {damaged}") from None
+    if sizes[0] != spec.size ** 2:
+        raise DoodleError(f"{path}: raster size {spec.size} makes {spec.size ** 2} inputs but the first "
                           f"layer takes {sizes[0]}; {damaged}")
 
 

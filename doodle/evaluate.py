@@ -21,7 +21,7 @@ from doodle.errors import DoodleError
 from doodle.images import IMAGE_SUFFIXES, image_to_bitmap
 from doodle.metrics import summarize
 from doodle.progress import NULL_REPORTER, Reporter
-from doodle.raster import rasterize_batch
+from doodle.rasterpool import rasterize_batch
 from doodle.report import write_report
 from doodle.strokes import LoadStats, iter_drawings, load_bitmaps
 

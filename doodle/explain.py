@@ -17,13 +17,13 @@ import numpy as np
 from doodle import autodiff, fsutil, graphdraw
 from doodle.checkpoint import load_model, resolve_model_path
 from doodle.config import class_names, load_config
-from doodle.dataset import PADDING, load_dataset, split_indices
+from doodle.dataset import load_dataset, split_indices
 from doodle.errors import DoodleError
 from doodle.evaluate import LabelledBitmaps, read_inputs, test_split_bitmaps
 from doodle.images import IMAGE_SUFFIXES, image_to_bitmap
 from doodle.nn import MLP
 from doodle.progress import NULL_REPORTER, Reporter
-from doodle.raster import to_float
+from doodle.raster import PADDING, to_float
 
 FORMATS = ("svg", "dot")
 SLICE_BATCH = 256  # drawings averaged in the one-weight picture's loss

@@ -37,12 +37,13 @@ from doodle.batches import RowView, epoch_order
 from doodle.checkpoint import (CONFIG_YAML, METRICS_JSONL, SPLIT_NPZ, STATE_JSON, config_header, config_run_id,
                                load_split, save_model)
 from doodle.config import dump, load_config
-from doodle.dataset import PADDING, Dataset, load_dataset, split_indices
+from doodle.dataset import Dataset, load_dataset, split_indices
 from doodle.errors import DoodleError
 from doodle.metrics import expected_calibration_error, fit_temperature
 from doodle.nn import LOSSES, MLP, lookup
 from doodle.optim import Optimizer, clip_grad_norm, make_schedule, optimizer_from_settings
 from doodle.progress import NULL_REPORTER, Reporter
+from doodle.raster import PADDING
 
 LAST_NPZ = "last.npz"
 CALIBRATION_ROWS = 10_000  # validation rows the temperature is fitted on, at most: its float64 (rows, classes)
