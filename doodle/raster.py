@@ -179,17 +179,18 @@ def flatten(drawings, base: int = 0):
     try:
         nx = np.fromiter(map(len, map(itemgetter(0), flat)), dtype=np.int64, count=len(flat))
         ny = np.fromiter(map(len, map(itemgetter(1), flat)), dtype=np.int64, count=len(flat))
-        xs = np.array(list(itertools.chain.from_iterable(map(itemgetter(0), flat))), dtype=np.float64)
-        ys = np.array(list(itertools.chain.from_iterable(map(itemgetter(1), flat))), dtype=np.float64)
-    except (TypeError, ValueError, IndexError, KeyError, OverflowError) as err:
-        where = _culprit(strokes, base)
-        raise DoodleError(f"{where}: every stroke must be [xs, ys] lists of numbers ({err})") from None
-    if xs.ndim != 1 or ys.ndim != 1:
-        raise DoodleError(f"{_culprit(strokes, base)}: every stroke must be [xs, ys] lists of numbers")
+    except (TypeError, IndexError, KeyError) as err:
+        raise _malformed(strokes, base, err) from None
     if not np.array_equal(nx, ny):
         bad = int(np.flatnonzero(nx != ny)[0])
         raise DoodleError(f"{_where(per_drawing, bad, base)}: xs and ys have different lengths "
                           f"({nx[bad]} vs {ny[bad]})")
+    try:  # straight from the lists, no intermediate list (a third of the time of np.array(list(...)))
+        total = int(nx.sum())
+        xs = np.fromiter(itertools.chain.from_iterable(map(itemgetter(0), flat)), np.float64, count=total)
+        ys = np.fromiter(itertools.chain.from_iterable(map(itemgetter(1), flat)), np.float64, count=total)
+    except (TypeError, ValueError, IndexError, KeyError, OverflowError) as err:
+        raise _malformed(strokes, base, err) from None
     drawing_of_stroke = np.repeat(np.arange(len(per_drawing)), per_drawing)
     points = np.bincount(drawing_of_stroke, nx, minlength=len(per_drawing))
     empty = np.flatnonzero(points == 0)
@@ -204,6 +205,10 @@ def flatten(drawings, base: int = 0):
         per_drawing = np.bincount(drawing_of_stroke[nx > 0], minlength=len(per_drawing))
         nx = nx[nx > 0]
     return xs, ys, nx, per_drawing
+
+
+def _malformed(strokes, base: int, err: Exception) -> DoodleError:
+    return DoodleError(f"{_culprit(strokes, base)}: every stroke must be [xs, ys] lists of numbers ({err})")
 
 
 def _where(per_drawing, stroke: int, base: int) -> str:
