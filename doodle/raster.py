@@ -460,23 +460,36 @@ def _merge(left, right, cr_slot, n_slots):
     chains_in = np.bincount(cr_slot, minlength=n_slots)[cr_slot]
     order = np.argsort(chains_in * n_slots + cr_slot, kind="stable")  # chain rows by (chains, stroke row)
     counts = np.bincount(chains_in)
-    pieces, at = [], 0
+    lo_out = np.empty(left.shape, np.float32)  # (rows, 15): pieces written in place, group after group
+    hi_out = np.empty(left.shape, np.float32)
+    at = 0
     for m in np.flatnonzero(counts):
         if m > NETWORK:
-            pieces.append(_merge_sorted(left, right, cr_slot, order[at:]))
-            break
+            lo_out, hi_out = lo_out.ravel(), hi_out.ravel()
+            lo_out[at * SUBROWS:], hi_out[at * SUBROWS:], slot = _merge_sorted(left, right, cr_slot, order[at:])
+            return lo_out, hi_out, np.concatenate((np.repeat(cr_slot[order[:at]], SUBROWS), slot))
         rows = order[at:at + counts[m]]
-        at += counts[m]
-        slot = np.repeat(cr_slot[rows[::m]], SUBROWS)
+        if m == 1:
+            np.take(left, rows, axis=0, out=lo_out[at:at + len(rows)])
+            np.take(right, rows, axis=0, out=hi_out[at:at + len(rows)])
+            at += len(rows)
+            continue
         lo = list(left[rows].reshape(-1, m, SUBROWS).transpose(1, 0, 2))  # m x (stroke rows, 15)
         hi = list(right[rows].reshape(-1, m, SUBROWS).transpose(1, 0, 2))
         for i in range(m - 1):  # bubble network
             for j in range(m - 1 - i):
                 lo[j], lo[j + 1] = np.minimum(lo[j], lo[j + 1]), np.maximum(lo[j], lo[j + 1])
                 hi[j], hi[j + 1] = np.minimum(hi[j], hi[j + 1]), np.maximum(hi[j], hi[j + 1])
-        pieces += [(lo[0].ravel(), hi[0].ravel(), slot)]
-        pieces += [(np.maximum(lo[j], hi[j - 1]).ravel(), hi[j].ravel(), slot) for j in range(1, m)]
-    return tuple(np.concatenate(part) for part in zip(*pieces))
+        groups = len(rows) // m
+        piece_lo = lo_out[at:at + len(rows)].reshape(m, groups, SUBROWS)  # piece j of stroke line g: [j, g]
+        piece_hi = hi_out[at:at + len(rows)].reshape(m, groups, SUBROWS)
+        piece_lo[0], piece_hi[0] = lo[0], hi[0]
+        for j in range(1, m):
+            np.maximum(lo[j], hi[j - 1], out=piece_lo[j])
+            piece_hi[j] = hi[j]
+        order[at:at + len(rows)] = rows.reshape(groups, m).T.ravel()  # the chain row whose slot each row has
+        at += len(rows)
+    return lo_out.ravel(), hi_out.ravel(), np.repeat(cr_slot[order], SUBROWS)
 
 
 def _merge_sorted(left, right, cr_slot, rows):
