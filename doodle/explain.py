@@ -17,13 +17,14 @@ import numpy as np
 from doodle import autodiff, fsutil, graphdraw
 from doodle.checkpoint import load_model, resolve_model_path
 from doodle.config import class_names, load_config
-from doodle.dataset import PADDING, load_dataset, split_indices
+from doodle.dataset import load_dataset, split_indices
 from doodle.errors import DoodleError
 from doodle.evaluate import test_split_bitmaps
 from doodle.inputs import LabelledBitmaps, entries
 from doodle.nn import MLP, ModelSpec
 from doodle.progress import NULL_REPORTER, Reporter
 from doodle.pixels import to_float
+from doodle.raster import PADDING
 
 FORMATS = ("svg", "dot")
 SLICE_BATCH = 256  # drawings averaged in the one-weight picture's loss
