@@ -140,9 +140,9 @@ def explain(out: str | Path, model_path: str | Path | None = None, config_path: 
     # statistics (one drawing has no batch statistics to speak of).
     loss = model.loss_graph(x[:1], y1, loss_name, train=False)
     loss.backward(retain_graph=True)
-    title = f"{loss_name} loss of one drawing, true class '{truth}' (evaluation mode, as predict runs it)"
+    title = f"{loss_name} loss of one drawing, true class '{truth}'"
     out = Path(out)
-    text = graphdraw.graph_svg(loss, title=title) if fmt == "svg" else graphdraw.graph_dot(loss)
+    text = graphdraw.graph_svg(loss, title=title, mode="evaluation") if fmt == "svg" else graphdraw.graph_dot(loss)
     fsutil.write_text(out, text)
     result = Explained(out=str(out), format=fmt, network=network, drawing=source, label=truth,
                        label_source=label_source, loss=float(loss.value), nodes=len(autodiff.topological(loss)),
