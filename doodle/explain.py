@@ -151,11 +151,12 @@ def explain(out: str | Path, model_path: str | Path | None = None, config_path: 
         known = [i for i, w in enumerate(words) if w in classes] or [0]
         xb = x[known]
         yb = np.array([classes.index(words[i]) if words[i] in classes else y1[0] for i in known])
-        s = graphdraw.loss_slice(model, xb, yb, *where, loss=loss_name)
+        lr = (meta.get("config") or {}).get("train", {}).get("lr")  # the run's own step size, if it says
+        s = graphdraw.loss_slice(model, xb, yb, *where, loss=loss_name, lr=lr)
         slice_path = out.with_name(out.stem + ".slice.svg")
         fsutil.write_text(slice_path, graphdraw.slice_svg(s, title=f"average {loss_name} loss of {len(yb)} "
                                                                  f"drawing(s) along {s.name}"))
         result.slice = {"weight": s.name, "value": s.current, "loss": s.loss, "slope": s.slope,
                         "step": "decrease" if s.slope > 0 else "increase" if s.slope < 0 else "none",
-                        "drawings": int(len(yb)), "out": str(slice_path)}
+                        "lr": s.lr, "drawings": int(len(yb)), "out": str(slice_path)}
     return result
