@@ -223,6 +223,9 @@ def test_the_picture_says_which_mode_built_the_graph():
     text = mode_of(training)
     assert text.startswith("Training mode") and "dropout0, dropout1 multiply by random masks" in text
     assert "norm0, norm1 use this batch's mean and variance" in text
+    batch_only = mode_of(network_graph((64, 16, 4), norm="batch", dropout=0.0, train=True, batch=4))
+    assert batch_only.startswith("Training mode") and "norm0 use this batch's" in batch_only and "mask" not in \
+        batch_only
     dropout_only = network_graph((64, 16, 4), dropout=0.3)  # evaluation leaves no trace of dropout
     assert "does not show" in mode_of(dropout_only)
     assert mode_of(dropout_only, mode="evaluation").startswith("Evaluation mode, as doodle predict runs it")
