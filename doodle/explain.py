@@ -152,7 +152,7 @@ def explain(out: str | Path, model_path: str | Path | None = None, config_path: 
         xb = x[known]
         yb = np.array([classes.index(words[i]) if words[i] in classes else y1[0] for i in known])
         lr = (meta.get("config") or {}).get("train", {}).get("lr")  # the run's own step size, if it says
-        s = graphdraw.loss_slice(model, xb, yb, *where, loss=loss_name, lr=lr)
+        s = graphdraw.loss_slice(model, xb, yb, *where, loss=loss_name, lr=lr, reporter=reporter)
         slice_path = out.with_name(out.stem + ".slice.svg")
         fsutil.write_text(slice_path, graphdraw.slice_svg(s, title=f"average {loss_name} loss of {len(yb)} "
                                                                  f"drawing(s) along {s.name}"))

@@ -26,6 +26,7 @@ import numpy as np
 
 from doodle import autodiff as ad
 from doodle.errors import DoodleError
+from doodle.progress import NULL_REPORTER, Reporter
 
 if TYPE_CHECKING:
     from doodle.nn import MLP
@@ -590,14 +591,16 @@ def _bend(dw: np.ndarray, dloss: np.ndarray, slope: float) -> float:
 
 def loss_slice(model: MLP, x: np.ndarray, y: np.ndarray, layer: int, row: int | None = None,
                col: int | None = None, loss: str = "cross_entropy", points: int = 41,
-               span: float | None = None, lr: float | None = None) -> LossSlice:
+               span: float | None = None, lr: float | None = None,
+               reporter: Reporter = NULL_REPORTER) -> LossSlice:
     """The average loss of the model (evaluation mode) on the batch (x, y) as weight dense<layer>.W[row, col]
     moves by up to +-span, and one gradient-descent step of learning rate lr (default: the config's train.lr).
 
     The model is not changed: the loss is computed in float64 on a copy, since a step changes it by less than
     float32 resolves. Without row and col, the weight is the one among the layer's steepest (largest |dL/dw|)
     whose loss curve bends most; without span, the narrowest span in which its curve bends clearly (past its
-    minimum, or where a unit switches off), so curvature shows.
+    minimum, or where a unit switches off), so curvature shows. Progress goes to `reporter` (key "slice"), one
+    step per loss computed.
     """
     n_layers = len(model.dense)
     if not 0 <= layer < n_layers:
@@ -618,20 +621,30 @@ def loss_slice(model: MLP, x: np.ndarray, y: np.ndarray, layer: int, row: int | 
     value.backward()
     dense = work.dense[layer]
     W, grad, base = dense.params["W"], dense.grads["W"], float(value.value)
-    at = _loss_along(work, layer, np.asarray(x, np.float64), y, loss)
-    spread = float(W.std()) or 1.0
-    if row is None:
-        row, col = _bendiest(at, W, grad, base, spread)
-    current, slope = float(W[row, col]), float(grad[row, col])
-    if span is None:
-        span = _clear_span(lambda dw: at(row, col, dw), slope, spread)
-    offsets = np.linspace(-float(span), float(span), points)  # (points,)
-    offsets[points // 2] = 0.0
-    step = lr * abs(slope) or 1e-6 * spread
-    zoom = -lr * slope / 2 + np.linspace(-ZOOM_STEPS * step, ZOOM_STEPS * step, points)  # (points,) offsets
-    return LossSlice(f"{dense.name}.W[{row}, {col}]", current + offsets,
-                     np.array([at(row, col, d) for d in offsets]), current, base, slope, float(lr),
-                     current + zoom, np.array([at(row, col, d) for d in zoom]))
+    evaluate = _loss_along(work, layer, np.asarray(x, np.float64), y, loss)
+    total = 2 * points + (2 * CANDIDATES if row is None else 0) + (2 * len(SPANS) + 1 if span is None else 0)
+    reporter.start("slice", f"loss along a weight of {dense.name}", total=total)
+
+    def at(r: int, c: int, dw: float) -> float:
+        reporter.update("slice", advance=1)
+        return evaluate(r, c, dw)
+
+    try:
+        spread = float(W.std()) or 1.0
+        if row is None:
+            row, col = _bendiest(at, W, grad, base, spread)
+        current, slope = float(W[row, col]), float(grad[row, col])
+        if span is None:
+            span = _clear_span(lambda dw: at(row, col, dw), slope, spread)
+        offsets = np.linspace(-float(span), float(span), points)  # (points,)
+        offsets[points // 2] = 0.0
+        step = lr * abs(slope) or 1e-6 * spread
+        zoom = -lr * slope / 2 + np.linspace(-ZOOM_STEPS * step, ZOOM_STEPS * step, points)  # (points,) offsets
+        return LossSlice(f"{dense.name}.W[{row}, {col}]", current + offsets,
+                         np.array([at(row, col, d) for d in offsets]), current, base, slope, float(lr),
+                         current + zoom, np.array([at(row, col, d) for d in zoom]))
+    finally:
+        reporter.end("slice")
 
 
 def _loss_along(model: MLP, layer: int, x: np.ndarray, y: np.ndarray, loss: str):

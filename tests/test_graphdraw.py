@@ -16,6 +16,7 @@ from doodle import autodiff as ad
 from doodle import graphdraw as gd
 from doodle.errors import DoodleError
 from doodle.nn import LOSSES, MLP
+from doodle.progress import Reporter
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -386,3 +387,23 @@ def test_slice_rejects_a_weight_that_does_not_exist():
         gd.loss_slice(model, x, y, layer=0, row=12, col=0)
     with pytest.raises(DoodleError, match="points must be odd"):
         gd.loss_slice(model, x, y, layer=0, row=0, col=0, points=40)
+
+
+def test_slice_reports_its_progress():
+    events = []
+
+    class Recorder(Reporter):
+        def start(self, key, description, total=None, unit=""):
+            events.append(("start", key, total))
+
+        def update(self, key, advance=0, completed=None, total=None, **fields):
+            events.append(("update", key, advance))
+
+        def end(self, key):
+            events.append(("end", key))
+
+    x, y, model = slice_setup()
+    gd.loss_slice(model, x, y, layer=1, reporter=Recorder())
+    (_, key, total), *steps, last = events
+    assert key == "slice" and last == ("end", "slice")
+    assert 2 * 41 < len(steps) <= total and all(e == ("update", "slice", 1) for e in steps)
