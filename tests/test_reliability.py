@@ -748,7 +748,7 @@ def test_usage_errors_are_one_line_in_a_real_process():
 ORPHAN_SCRIPT = """
 import sys, threading, time
 import numpy as np
-from doodle.raster import rasterize_batch
+from doodle.rasterpool import rasterize_batch
 if sys.argv[1] == "forkserver":  # another thread (the CLI's progress bar) makes doodle use forkserver
     threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
 rng = np.random.default_rng(0)
