@@ -1,4 +1,5 @@
-"""How a doodle process shares the machine's cores with others: `claim()` around training and evaluation.
+"""How a doodle process shares the machine's cores with others: `claim()` around training, evaluation and
+cache builds.
 
 BLAS's own threads are what made a training step 10x slower and erratic (1.5 to 92 ms) beside a second
 doodle process on 2 cores: OpenBLAS splits every product across all cores and its threads spin while they
@@ -8,7 +9,10 @@ layer's), so a BLAS thread count that followed the load would make a run's weigh
 neighbours. Inside a claim, BLAS runs on one thread and doodle splits the work itself (doodle.team: fixed
 blocks, the same bits on any number of threads), with as many threads as its fair share: every process
 inside a claim holds a locked file in the temp folder (the OS drops the lock of a killed one), and each
-takes `cores // processes` threads, looked at again every second. `DOODLE_THREADS=N` fixes the count.
+takes `cores // processes` threads, looked at again every second. A cache build with workers=0 keeps as
+many categories in flight as its share (doodle.cache), and its worker processes have one BLAS thread
+each (doodle.rasterpool). `DOODLE_THREADS=N` fixes the count instead. Processes that are not doodle's
+are not counted: the team's threads wait without spinning, so beside them it slows down, not to a halt.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ import contextlib
 import fcntl
 import os
 import tempfile
-import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -27,7 +30,6 @@ from doodle import team
 from doodle.errors import DoodleError
 from doodle.fsutil import locked
 
-RECHECK = 1.0  # seconds between looks at how many doodle processes compute now
 ENV = "DOODLE_THREADS"
 
 
@@ -80,13 +82,24 @@ def fixed_threads() -> int | None:
 
 
 _depth = 0  # claims entered and not left (train -> score re-enters)
+_fixed: int | None = None  # DOODLE_THREADS of the current claim
+_folder: Path | None = None  # where this process's claim file is, while it has one
+
+
+def share() -> int:
+    """Threads (or worker processes) for this process now: DOODLE_THREADS, else its fair share of the cores
+    among the doodle processes computing (itself included)."""
+    if _fixed is not None:
+        return _fixed
+    return fair_share(computing(_folder) if _folder is not None else 1 + computing(registry()))
 
 
 @contextlib.contextmanager
 def claim() -> Iterator[None]:
     """Compute on this process's fair share of the cores while the block runs: registered for other doodle
-    processes to see, BLAS on one thread, the team sized to the share and resized every RECHECK seconds."""
-    global _depth
+    processes to see, BLAS on one thread, the team sized to the share (and resized every team.RECHECK
+    seconds). No thread is started: a pool of worker processes can still fork."""
+    global _depth, _fixed, _folder
     if _depth:
         _depth += 1
         try:
@@ -95,7 +108,6 @@ def claim() -> Iterator[None]:
             _depth -= 1
         return
     fixed = fixed_threads()
-    stop = threading.Event()
     with contextlib.ExitStack() as stack:
         stack.enter_context(threadpool_limits(1, user_api="blas"))
         folder: Path | None = registry()
@@ -104,22 +116,10 @@ def claim() -> Iterator[None]:
             stack.enter_context(locked(folder / f"{os.getpid()}.claim", unlink=True, note_pid=False))
         except (OSError, DoodleError):  # no shared temp folder: compute as if alone
             folder = None
-
-        def share() -> int:
-            return fixed if fixed is not None else fair_share(computing(folder) if folder else 1)
-
-        def watch() -> None:
-            while not stop.wait(RECHECK):
-                team.TEAM.threads = share()
-
-        team.TEAM.threads = share()
-        watcher = threading.Thread(target=watch, name="doodle-cores", daemon=True)
-        watcher.start()
-        _depth = 1
+        _depth, _fixed, _folder = 1, fixed, folder
+        team.TEAM.share, team.TEAM.threads = share, share()
         try:
             yield
         finally:
-            _depth = 0
-            stop.set()
-            watcher.join()
-            team.TEAM.threads = 1
+            _depth, _fixed, _folder = 0, None, None
+            team.TEAM.share, team.TEAM.threads = None, 1

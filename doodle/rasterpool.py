@@ -131,7 +131,7 @@ def _worker_init(parent: int | None) -> None:
     Forkserver workers are children of the server, which outlives our process as long as they live; for
     them (and as a second line everywhere) a thread waits on multiprocessing's parent sentinel, a pipe
     that only our process holds open, and polls that our process still runs. It also keeps freed memory
-    for reuse (doodle.heap)."""
+    for reuse (doodle.heap), and has one BLAS thread: the workers are the parallelism (doodle.cores)."""
     import ctypes
     import multiprocessing
     import signal
@@ -139,7 +139,10 @@ def _worker_init(parent: int | None) -> None:
     import threading
     from multiprocessing.connection import wait
 
+    from threadpoolctl import threadpool_limits
+
     heap.keep_freed_memory()  # every chunk's temporaries reuse the last chunk's memory (see doodle.heap)
+    threadpool_limits(1, user_api="blas")
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG

@@ -18,11 +18,13 @@ import functools
 import itertools
 import os
 import threading
+import time
 from typing import Callable
 
 MIN_ROWS = 64  # rows per block at least
 MIN_WORK = 2_000_000  # multiply-adds per block at least: a smaller product is not worth a thread's wake-up
 PASS = 16  # an elementwise pass over one entry costs about as much as this many multiply-adds of a product
+RECHECK = 1.0  # seconds between looks at the share of the cores (Team.share)
 
 
 def _cores() -> int:
@@ -74,16 +76,21 @@ class _Round:
 
 
 class Team:
-    """The caller and `threads - 1` helper threads (daemons, started when first needed)."""
+    """The caller and `threads - 1` helper threads (daemons, started when first needed). With `share` (set by
+    doodle.cores), `threads` is share() again every RECHECK seconds, looked at when a round starts."""
 
     def __init__(self):
-        self.threads = 1  # doodle.cores sets it inside a claim; 1 runs every task inline
+        self.threads = 1  # 1 runs every task inline
+        self.share: Callable[[], int] | None = None
+        self._recheck_at = 0.0
         self._helpers: list[threading.Thread] = []
         self._wake = threading.Semaphore(0)
         self._round: _Round | None = None
 
     def run(self, tasks: list[Callable[[], None]]) -> None:
         """Run the tasks, each writing only its own part of the outputs; return when all have run."""
+        if self.share is not None and time.monotonic() >= self._recheck_at:
+            self.threads, self._recheck_at = self.share(), time.monotonic() + RECHECK
         if self.threads == 1 or len(tasks) == 1:
             for task in tasks:
                 task()

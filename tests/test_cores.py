@@ -17,6 +17,7 @@ from doodle import cores, team
 from doodle.config import load_config
 from doodle.dataset import Dataset
 from doodle.errors import DoodleError
+from doodle.rasterpool import process_pool
 from doodle.train import fit
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,6 +133,7 @@ def test_the_fair_share_counts_live_claims_and_forgets_killed_ones(tmp_path, mon
         for p in procs:
             p.kill()
             p.wait()
+            p.stdout.close()
     assert [cores.fair_share(n, cores=2) for n in (1, 2, 3)] == [2, 1, 1]
     assert [cores.fair_share(n, cores=8) for n in (1, 2, 3)] == [8, 4, 2]
 
@@ -144,3 +146,13 @@ def test_doodle_threads_fixes_the_count_and_a_bad_value_is_one_line(monkeypatch)
     with pytest.raises(DoodleError, match="DOODLE_THREADS='two': give a whole number"):
         with cores.claim():
             pass
+
+
+def _blas_threads() -> list[int]:
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+
+def test_rasterizing_workers_have_one_blas_thread_each():
+    """The workers are the parallelism: each has one BLAS thread, whatever the machine."""
+    with process_pool(2) as pool:
+        assert pool.submit(_blas_threads).result() == [1]
