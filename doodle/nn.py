@@ -148,17 +148,16 @@ class Dense(Layer):
         return out
 
     def backward(self, dout):
-        x, W, dW = self.x, self.params["W"], self.grads["W"]
-        work = len(dout) * W.size  # multiply-adds of each product
-        # dW (n_in, n_out) by blocks of its rows, each a product over the whole batch; x[:, r].T is a BLAS
-        # transpose flag and a leading dimension, no copy.
-        tasks = [functools.partial(np.matmul, x[:, r].T, dout, out=dW[r]) for r in team.blocks(len(W), work)]
+        x, W = self.x, self.params["W"]
+        # dW (n_in, n_out) by blocks of its rows, each a product over the whole batch; x.T is a BLAS
+        # transpose flag and a leading dimension, no copy. All of the pass's products in one round.
+        tasks = team.product(x.T, dout, self.grads["W"])
         if "b" in self.grads:
             tasks.append(functools.partial(np.sum, dout, axis=0, out=self.grads["b"]))
         dx = None
         if self.input_grad:
             dx = np.empty((len(dout), len(W)), dtype=W.dtype)  # (B, n_in)
-            tasks += [functools.partial(np.matmul, dout[r], W.T, out=dx[r]) for r in team.blocks(len(dout), work)]
+            tasks += team.product(dout, W.T, dx)
         team.run(tasks)
         return dx
 

@@ -9,7 +9,7 @@ the product's other operand, so 8 blocks of 98 rows cost 18% more than one produ
 team's threads wait on a semaphore, not spinning: a helper that wakes late finds every task taken and
 goes back to sleep, so on a busy machine the caller does the work alone instead of waiting.
 
-Standard library only: predict imports this (through doodle.nn) and never starts a thread.
+Nothing beyond numpy: predict imports this (through doodle.nn) and never starts a thread.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import os
 import threading
 import time
 from typing import Callable
+
+import numpy as np
 
 MIN_ROWS = 64  # rows per block at least
 MIN_WORK = 2_000_000  # multiply-adds per block at least: a smaller product is not worth a thread's wake-up
@@ -44,6 +46,11 @@ def blocks(n: int, work: int = 0) -> list[slice]:
     parts = max(1, min(CORES, n // MIN_ROWS, work // MIN_WORK if work else n))
     edges = [n * i // parts for i in range(parts + 1)]
     return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def product(a, b, out) -> list[Callable[[], None]]:
+    """Tasks that write out = a @ b (2-D arrays) by blocks of a's rows: the same bits however they are run."""
+    return [functools.partial(np.matmul, a[r], b, out=out[r]) for r in blocks(len(a), a.shape[0] * b.size)]
 
 
 def each(fn: Callable[[slice], None], n: int, work: int = 0) -> None:
@@ -91,7 +98,7 @@ class Team:
         """Run the tasks, each writing only its own part of the outputs; return when all have run."""
         if self.share is not None and time.monotonic() >= self._recheck_at:
             self.threads, self._recheck_at = self.share(), time.monotonic() + RECHECK
-        if self.threads == 1 or len(tasks) == 1:
+        if self.threads == 1 or len(tasks) <= 1:
             for task in tasks:
                 task()
             return

@@ -57,6 +57,11 @@ def test_the_team_runs_every_task_once(threads, n):
     assert len(names) <= n
 
 
+def test_no_tasks_is_no_wait(threads):
+    threads(2)
+    team.run([])
+
+
 def test_a_task_error_reaches_the_caller_after_the_other_tasks(threads):
     threads(2)
     done = []
