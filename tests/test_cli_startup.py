@@ -21,9 +21,11 @@ NEVER = ("pydantic", "pydantic_core", "rich", "markdown_it", "yaml", "starlette"
          "doodle.evaluate", "doodle.play", "doodle.metrics", "doodle.report", "doodle.synthetic")
 NOT_BEFORE_A_COMMAND = ("numpy", "PIL", "doodle.predict", "doodle.checkpoint")
 # What predict's own path does not need: a loaded model draws no random weights (~10 ms for numpy.random), image
-# preparation takes its quantile and median without np.quantile's numpy.ma (~10 ms), and a
-# few rows need no share of the cores (doodle.cores, threadpoolctl).
-NOT_FOR_PREDICT = ("numpy.random", "numpy.ma", "threadpoolctl", "doodle.cores")
+# preparation takes its quantile and median without np.quantile's numpy.ma (~10 ms), a few drawings are drawn
+# without the rasterizing pool's process machinery (doodle.rasterpool: concurrent.futures, multiprocessing),
+# and a few rows need no share of the cores (doodle.cores, threadpoolctl).
+NOT_FOR_PREDICT = ("numpy.random", "numpy.ma", "doodle.rasterpool", "concurrent.futures", "multiprocessing",
+                   "threadpoolctl", "doodle.cores")
 
 
 def imported(*args: str, env: dict | None = None, script: str | None = None) -> tuple[set[str], str]:
