@@ -363,30 +363,28 @@ class BatchNorm(Layer):
         run_var *= m
         run_var += ((1.0 - m) * batch / max(batch - 1, 1)) * var  # the unbiased estimate
 
-    # Every unit (column) is standardised on its own, so both passes run in blocks of columns on the team.
+    # The statistics are sums over the batch (whole columns: fast in numpy, and summed in one order); the
+    # rest is elementwise and runs in blocks of rows on the team.
 
     def forward(self, x, train=False):
-        B, n = x.shape
+        B = len(x)
         gain, bias = self.params["gain"], self.params["bias"]
-        mean = np.empty(n, x.dtype) if train else self.buffers["mean"]  # (n,)
-        var = np.empty(n, x.dtype) if train else self.buffers["var"]  # (n,)
-        inv, xc = np.empty(n, var.dtype), np.empty(x.shape, np.result_type(x, mean))  # dtypes as numpy would pick
+        mean = x.mean(axis=0) if train else self.buffers["mean"]  # (n,)
+        xc = np.empty(x.shape, np.result_type(x, mean))  # dtypes as numpy would pick
+        team.each(lambda r: np.subtract(x[r], mean, out=xc[r]), B, x.size * team.PASS)
+        if train:
+            var = np.einsum("ij,ij->j", xc, xc) * (1.0 / B)  # (n,)
+            self._track(mean, var, B)
+        else:
+            var = self.buffers["var"]
+        inv = 1.0 / np.sqrt(var + self.eps)
         out = np.empty(x.shape, np.result_type(xc, gain, bias))
 
-        def cols(c: slice) -> None:
-            if train:
-                x[:, c].mean(axis=0, out=mean[c])
-            np.subtract(x[:, c], mean[c], out=xc[:, c])
-            if train:
-                np.einsum("ij,ij->j", xc[:, c], xc[:, c], out=var[c])
-                var[c] *= 1.0 / B
-            np.divide(1.0, np.sqrt(var[c] + self.eps), out=inv[c])
-            xc[:, c] *= inv[c]
-            np.multiply(xc[:, c], gain[c], out=out[:, c])  # gain * xhat + bias
-            out[:, c] += bias[c]
-        team.each(cols, n, 8 * x.size * team.PASS)
-        if train:
-            self._track(mean, var, B)
+        def rows(r: slice) -> None:
+            xc[r] *= inv
+            np.multiply(xc[r], gain, out=out[r])  # gain * xhat + bias
+            out[r] += bias
+        team.each(rows, B, 3 * x.size * team.PASS)
         self.xhat, self.inv, self.batch_stats = xc, inv, train
         return out
 
@@ -394,19 +392,21 @@ class BatchNorm(Layer):
         # out = g * xhat + b, xhat = (x - mean) * inv. With the batch's own mean and variance the gradient
         # flows through them too: dx = inv * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), means
         # over the batch; with the running ones (constants) it is just inv * dxhat.
-        xhat, (B, n) = self.xhat, self.xhat.shape
-        gain, d_gain, d_bias = self.params["gain"], self.grads["gain"], self.grads["bias"]
+        xhat, B = self.xhat, len(self.xhat)
+        gain = self.params["gain"]
+        np.einsum("ij,ij->j", dout, xhat, out=self.grads["gain"])
+        np.sum(dout, axis=0, out=self.grads["bias"])
+        mean_d = self.grads["bias"] * (gain * (1.0 / B))  # (n,) mean(dxhat) = g * sum(dout) / B
+        mean_dx = self.grads["gain"] * gain * (1.0 / B)  # (n,) mean(dxhat * xhat) likewise
         dx = np.empty(dout.shape, np.result_type(dout, gain))  # (B, n) dL/dxhat, then dL/dx
 
-        def cols(c: slice) -> None:
-            np.einsum("ij,ij->j", dout[:, c], xhat[:, c], out=d_gain[c])
-            np.sum(dout[:, c], axis=0, out=d_bias[c])
-            d = np.multiply(dout[:, c], gain[c], out=dx[:, c])
+        def rows(r: slice) -> None:
+            d = np.multiply(dout[r], gain, out=dx[r])
             if self.batch_stats:
-                d -= d_bias[c] * (gain[c] * (1.0 / B))  # mean(dxhat) = g * sum(dout) / B
-                d -= xhat[:, c] * (d_gain[c] * gain[c] * (1.0 / B))  # mean(dxhat * xhat) likewise
-            d *= self.inv[c]
-        team.each(cols, n, 6 * dout.size * team.PASS)
+                d -= mean_d
+                d -= xhat[r] * mean_dx
+            d *= self.inv
+        team.each(rows, B, 5 * dout.size * team.PASS)
         return dx
 
     def forward_graph(self, x, train=False, ws=None):
