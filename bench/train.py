@@ -216,7 +216,7 @@ def main() -> None:
     if args.profile:
         profile("784-256-128-10, batch 256", small, ds, 60)
         profile("quickdraw16 (784-1024-512-16, batch norm, dropout, augmentation)", qd16, qd_ds, 30)
-        print(f"\nload average {load[0]:.2f} before, {os.getloadavg()[0]:.2f} after ({cores.available()} cores)")
+        print(f"\nload average {load[0]:.2f} before, {os.getloadavg()[0]:.2f} after ({team.CORES} cores)")
         return
     bsizes = [min(args.batch, args.samples - i) for i in range(0, args.samples, args.batch)]
     loops = {"BLAS threads": matmul_loop(SIZES, bsizes, blocks=False),
@@ -255,7 +255,7 @@ def main() -> None:
     print(f"quickdraw16 network (784-1024-512-16, batch norm, dropout 0.1, augmentation with flips), "
           f"{args.qd_rows:,} rows: {min(qd_epochs):.2f} s per epoch (best of {len(qd_epochs)}; median "
           f"{statistics.median(qd_epochs):.2f} s), {args.qd_rows / min(qd_epochs):,.0f} samples/s")
-    print(f"load average {load[0]:.2f} before, {os.getloadavg()[0]:.2f} after ({cores.available()} cores)")
+    print(f"load average {load[0]:.2f} before, {os.getloadavg()[0]:.2f} after ({team.CORES} cores)")
 
 
 if __name__ == "__main__":

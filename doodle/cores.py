@@ -33,21 +33,15 @@ from doodle.fsutil import locked
 ENV = "DOODLE_THREADS"
 
 
-def available() -> int:
-    """The cores this process may run on (its affinity mask: taskset and cgroup cpusets count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 def registry() -> Path:
     """The folder of claim files, one per computing doodle process of this user."""
     return Path(tempfile.gettempdir()) / f"doodle-{os.getuid()}" / "cores"
 
 
 def computing(folder: Path) -> int:
-    """How many processes hold a claim file in `folder` locked now (a killed one's lock is gone)."""
+    """How many processes hold a claim file in `folder` locked now. A file nobody holds is a killed process's
+    (the OS dropped its lock) and is removed: a claim being made meanwhile finds its file gone and makes
+    another (fsutil.locked)."""
     live = 0
     with contextlib.suppress(OSError):
         for path in folder.glob("*.claim"):
@@ -57,6 +51,8 @@ def computing(folder: Path) -> int:
                 continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                if os.path.samestat(os.fstat(fd), os.stat(path)):
+                    path.unlink()
             except BlockingIOError:
                 live += 1
             except OSError:
@@ -68,7 +64,7 @@ def computing(folder: Path) -> int:
 
 def fair_share(processes: int, cores: int | None = None) -> int:
     """Threads for one of `processes` doodle processes computing at once on `cores` cores: at least one."""
-    return max(1, (available() if cores is None else cores) // max(1, processes))
+    return max(1, (team.CORES if cores is None else cores) // max(1, processes))
 
 
 def fixed_threads() -> int | None:
@@ -113,7 +109,8 @@ def claim() -> Iterator[None]:
         folder: Path | None = registry()
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            stack.enter_context(locked(folder / f"{os.getpid()}.claim", unlink=True, note_pid=False))
+            # wait: another process counting the claims holds each file for a moment
+            stack.enter_context(locked(folder / f"{os.getpid()}.claim", wait=True, unlink=True, note_pid=False))
         except (OSError, DoodleError):  # no shared temp folder: compute as if alone
             folder = None
         _depth, _fixed, _folder = 1, fixed, folder

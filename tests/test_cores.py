@@ -109,7 +109,7 @@ def test_a_claim_pins_blas_to_one_thread_registers_and_undoes_it(tmp_path, monke
     with cores.claim():
         assert blas() == {1}
         assert cores.computing(cores.registry()) == 1
-        assert team.TEAM.threads == cores.available()
+        assert team.TEAM.threads == team.CORES
         with cores.claim():  # train -> score: re-entered, still one claim
             assert cores.computing(cores.registry()) == 1
         assert blas() == {1}
@@ -133,7 +133,9 @@ def test_the_fair_share_counts_live_claims_and_forgets_killed_ones(tmp_path, mon
             assert cores.computing(cores.registry()) == 3
         procs[0].kill()  # no cleanup: the kernel drops its lock, the file stays
         procs[0].wait()
+        assert len(list(cores.registry().glob("*.claim"))) == 2
         assert cores.computing(cores.registry()) == 1
+        assert len(list(cores.registry().glob("*.claim"))) == 1  # the killed one's file is gone
     finally:
         for p in procs:
             p.kill()
