@@ -138,7 +138,7 @@ class Dense(Layer):
     def forward(self, x, train=False):
         self.x = x
         W, b = self.params["W"], self.params.get("b")
-        out = np.empty((len(x), W.shape[1]), dtype=W.dtype)  # (B, n_out)
+        out = np.empty((len(x), W.shape[1]), dtype=np.result_type(x, W))  # (B, n_out)
 
         def rows(r: slice) -> None:
             np.matmul(x[r], W, out=out[r])
@@ -156,7 +156,7 @@ class Dense(Layer):
             tasks.append(functools.partial(np.sum, dout, axis=0, out=self.grads["b"]))
         dx = None
         if self.input_grad:
-            dx = np.empty((len(dout), len(W)), dtype=W.dtype)  # (B, n_in)
+            dx = np.empty((len(dout), len(W)), dtype=np.result_type(dout, W))  # (B, n_in)
             tasks += team.product(dout, W.T, dx)
         team.run(tasks)
         return dx
