@@ -454,11 +454,11 @@ def graph(
     as_json: JsonOpt = False,
 ):
     """Draw the computational graph of one drawing's loss after a forward and a backward pass."""
-    from doodle.explain import explain
+    from doodle.lossgraph import draw_loss_graph
 
     with RichReporter(show_epochs=False) as rep:
-        res = explain(out_path, model_path=model, config_path=config, overrides=tuple(set_ or ()), drawing=drawing,
-                      label=label, fmt=fmt, slice_spec=slice_, data_dir=data_dir, reporter=rep)
+        res = draw_loss_graph(out_path, model_path=model, config_path=config, overrides=tuple(set_ or ()),
+                              drawing=drawing, label=label, fmt=fmt, slice_spec=slice_, data_dir=data_dir, reporter=rep)
     if as_json:
         _print_json(res.to_json())
         return

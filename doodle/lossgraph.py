@@ -1,7 +1,7 @@
 """The essay's pictures for a real network: the computational graph of one drawing's loss, and the loss
 along one weight with the tangent whose slope the backward pass found.
 
-`doodle graph` calls `explain()`. The network is a trained run (`--model`) or the freshly initialised
+`doodle graph` calls `draw_loss_graph()`. The network is a trained run (`--model`) or the freshly initialised
 network a config describes (`--config`); the drawing is an ndjson line or an image the user gives, or
 else the run's first held-out test drawing. The loss needs a true class: the drawing's own `word`
 when it has one the network knows, else `label`, else the network's own top guess (said so).
@@ -30,7 +30,7 @@ SLICE_BATCH = 256  # drawings averaged in the one-weight picture's loss
 
 
 @dataclass
-class Explained:
+class LossGraph:
     """What `doodle graph` made: the files, the terminal tree and the figures it shows."""
 
     out: str
@@ -108,10 +108,10 @@ def _drawings(drawing: str | None, meta: dict, held_out) -> tuple[np.ndarray, li
     return data.x[:SLICE_BATCH], list(data.labels[:SLICE_BATCH]), f"{path}, first drawing"
 
 
-def explain(out: str | Path, model_path: str | Path | None = None, config_path: str | Path | None = None,
-            overrides: tuple[str, ...] = (), drawing: str | None = None, label: str | None = None,
-            fmt: str = "svg", slice_spec: str | None = None, data_dir: str | Path = "data",
-            reporter: Reporter = NULL_REPORTER) -> Explained:
+def draw_loss_graph(out: str | Path, model_path: str | Path | None = None, config_path: str | Path | None = None,
+                    overrides: tuple[str, ...] = (), drawing: str | None = None, label: str | None = None,
+                    fmt: str = "svg", slice_spec: str | None = None, data_dir: str | Path = "data",
+                    reporter: Reporter = NULL_REPORTER) -> LossGraph:
     """Draw the loss graph of one drawing after a forward and a backward pass (and, with slice_spec, the loss
     along one weight); writes `out` (SVG or DOT) and `<out stem>.slice.svg`; returns what it made."""
     if fmt not in FORMATS:
@@ -144,7 +144,7 @@ def explain(out: str | Path, model_path: str | Path | None = None, config_path: 
     out = Path(out)
     text = graphdraw.graph_svg(loss, title=title) if fmt == "svg" else graphdraw.graph_dot(loss)
     fsutil.write_text(out, text)
-    result = Explained(out=str(out), format=fmt, network=network, drawing=source, label=truth,
+    result = LossGraph(out=str(out), format=fmt, network=network, drawing=source, label=truth,
                        label_source=label_source, loss=float(loss.value), nodes=len(autodiff.topological(loss)),
                        tree=graphdraw.graph_tree(loss))
     if where is not None:
