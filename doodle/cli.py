@@ -474,6 +474,76 @@ def graph(
 
 @app.command()
 @handle_errors
+def explain(
+    drawing: Annotated[Optional[str], typer.Argument(help="An image, an .ndjson file (its first drawing) or - for "
+                                                          "ndjson on stdin, as for predict.")] = None,
+    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="Run folder (default: the newest in "
+                                                                        "runs/).")] = None,
+    cls: Annotated[Optional[str], typer.Option("--class", help="Explain this class instead of the top guess.")] = None,
+    out_path: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to draw the picture (PNG; default "
+                                                                         "explain.png, or units.png with "
+                                                                         "--units).")] = None,
+    units: Annotated[bool, typer.Option("--units", help="Instead of a drawing: what the network learned (the "
+                                                        "first-layer templates of its most important units, a "
+                                                        "template per class), on the run's test split.")] = False,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="With --units: where the run's data is "
+                                                                        "(default: where the run recorded it).")]
+    = None,
+    as_json: JsonOpt = False,
+):
+    """Why did the network guess that? Saliency, stroke attribution and the runner-up for one drawing, drawn to a PNG."""
+    from doodle.explain import explain as run_explain
+    from doodle.explain import explain_units
+
+    if units:
+        if drawing is not None or cls is not None:
+            raise DoodleError("--units explains the network, not a drawing: give either DRAWING [--class WORD] "
+                              "or --units")
+        with RichReporter(show_epochs=False) as rep:
+            res = explain_units(model, out=out_path or Path("units.png"), data_dir=data_dir, reporter=rep)
+        if as_json:
+            _print_json(res.to_json())
+            return
+        table = Table(title=Text(f"most important units of the first hidden layer ({res.model}, {res.drawings:,} "
+                                 "test drawings)"))
+        for col in ("unit", "importance", "share"):
+            table.add_column(col, justify="right")
+        for u in res.to_json()["units"]:
+            table.add_row(str(u["unit"]), f"{u['importance']:.4g}", f"{u['share']:.1%}")
+        out.print(table)
+        out.print(Text(f"importance: {res.IMPORTANCE}"))
+        out.print(Text(f"class templates: {res.CLASS_TEMPLATE}"))
+        out.print(Text(f"picture: {res.out}"))
+        return
+    if drawing is None:
+        raise DoodleError("give a DRAWING to explain (an image, an .ndjson file or - for standard input), "
+                          "or --units for what the network learned")
+    res = run_explain(drawing, out=out_path or Path("explain.png"), model_path=model, cls=cls)
+    if as_json:
+        _print_json(res.to_json())
+        return
+    doc = res.to_json()
+    rival = "runner-up" if doc["class_source"] == "top guess" else "the most probable other class"
+    head = Text(doc["input"], style="bold")  # Text, not markup: a file name may hold [brackets]
+    head.append(f": '{doc['class']}' ({doc['class_source']}) p = {doc['probability']:.1%}; {rival} "
+                f"'{doc['runner_up']['category']}' {doc['runner_up']['probability']:.1%}", style="")
+    out.print(head)
+    if doc["strokes"] is None:
+        out.print(Text("stroke attribution needs strokes: this input is an image, so only the pixel views are drawn",
+                       style="dim"))
+    else:
+        table = Table(title=Text(f"what each stroke adds to p('{doc['class']}') (p minus p without the stroke)"))
+        for col in ("stroke", "points", "contribution", "p without it"):
+            table.add_column(col, justify="right")
+        for st in doc["strokes"]:
+            table.add_row(str(st["stroke"]), str(st["points"]), f"{st['contribution']:+.3f}",
+                          f"{st['probability_without']:.1%}")
+        out.print(table)
+    out.print(Text(f"picture: {res.out}"))
+
+
+@app.command()
+@handle_errors
 def evaluate(
     data: Annotated[Optional[list[Path]], typer.Argument(help="ndjson or .npy files, or folders of category "
                                                               "sub-folders of images (default: the run's test "
@@ -485,8 +555,9 @@ def evaluate(
     = None,
     min_accuracy: Annotated[Optional[float], typer.Option(help="Exit 1 if top-1 accuracy is below this (0-1).",
                                                           min=0, max=1)] = None,
-    report: Annotated[Optional[Path], typer.Option(help="Write confusion.png, misclassified.png and "
-                                                        "summary.json here.")] = None,
+    report: Annotated[Optional[Path], typer.Option(help="Write confusion.png, misclassified.png, reliability.png, "
+                                                        "the run's learning curves (curves.png) and summary.json "
+                                                        "here.")] = None,
     strict: StrictOpt = False,
     no_calibration: NoCalibrationOpt = False,
     as_json: JsonOpt = False,

@@ -7,6 +7,7 @@ model does not know are counted and reported, never silently dropped.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from doodle import fsutil
-from doodle.checkpoint import load_model, load_split, resolve_model_path
+from doodle.checkpoint import METRICS_JSONL, load_model, load_split, resolve_model_path
 from doodle.config import from_dict
 from doodle.dataset import load_dataset
 from doodle.errors import DoodleError
@@ -22,7 +23,7 @@ from doodle.images import IMAGE_SUFFIXES, image_to_bitmap
 from doodle.metrics import summarize
 from doodle.progress import NULL_REPORTER, Reporter
 from doodle.raster import rasterize_batch
-from doodle.report import write_report
+from doodle.report import CURVES_PNG, write_curves, write_report
 from doodle.strokes import LoadStats, iter_drawings, load_bitmaps
 
 
@@ -184,4 +185,25 @@ def evaluate(model_path: str | Path | None = None, inputs: list[str | Path] = ()
     if report_dir is not None:
         summary["report"] = [str(p) for p in write_report(report_dir, summary, x, y, probs.argmax(axis=1),
                                                           classes, probs=probs)]
+        history = training_history(run_dir, meta)
+        if history:
+            epochs = (meta.get("config") or {}).get("train", {}).get("epochs")
+            summary["report"].append(str(write_curves(Path(report_dir) / CURVES_PNG, history, epochs)))
     return summary
+
+
+def training_history(run_dir: Path, meta: dict) -> list[dict]:
+    """The run's metrics.jsonl rows (its own run id only; lines torn by a kill skipped); [] when it has none."""
+    try:
+        lines = (Path(run_dir) / METRICS_JSONL).read_bytes().splitlines()
+    except OSError:
+        return []
+    rows = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and row.get("run_id") == meta.get("run_id"):
+            rows.append(row)
+    return rows

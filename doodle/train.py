@@ -6,6 +6,7 @@ A run folder holds everything needed to use or continue the run:
   config.yaml              the resolved config
   split.npz                train/val/test row indices (evaluate reproduces the test split from them)
   metrics.jsonl            one JSON line per epoch
+  curves.png               the learning curves so far (doodle.report), redrawn as each epoch ends
   last.npz                 everything `--resume` needs, as one file: the latest weights, the best ones,
                            the optimizer state, every random state and the history
   state.json               the same state (no arrays) for people and scripts
@@ -33,7 +34,7 @@ from typing import Callable
 
 import numpy as np
 
-from doodle import __version__, fsutil
+from doodle import __version__, fsutil, report
 from doodle.augment import augment_batch
 from doodle.batches import RowView, epoch_order
 from doodle.checkpoint import (CONFIG_YAML, METRICS_JSONL, SPLIT_NPZ, STATE_JSON, config_header, config_run_id,
@@ -420,6 +421,7 @@ def _end_epoch(run: _Run, row: dict) -> bool:
         save_model(run.dir, run.model, _meta(run, {"best_epoch": run.epoch, **row}))
     with open(run.dir / METRICS_JSONL, "a", encoding="utf-8") as fh:
         fh.write(json.dumps({**row, "run_id": run.run_id}) + "\n")
+    report.write_curves(run.dir / report.CURVES_PNG, run.history, run.cfg["train"]["epochs"])
     return improved
 
 

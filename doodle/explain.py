@@ -1,0 +1,362 @@
+"""Why did it guess that? The chain rule carried one step past the first layer, to the drawing itself.
+
+For one drawing (`doodle explain DRAWING`):
+- saliency: d log p(class) / d pixel for the 784 pixels, from one backward pass through the model's own
+  graph (MLP.logits_graph with the pixels as a leaf that requires a gradient): red pixels argue for the
+  class (more ink there would raise it), blue ones against;
+- gradient x input: that map times the ink, a first-order share of the guess for each inked pixel;
+- stroke attribution: p(class) minus p(class) of the drawing re-rasterized without each stroke, through
+  doodle.rasterize with the model's raster settings (the network's input of a drawing left with no stroke
+  is a blank canvas);
+- the runner-up, and what separates the two: the saliency of log p(class) - log p(runner-up).
+For the network (`doodle explain --units`): the first layer's templates of its most important hidden units
+(importance: mean activation on the test split times the norm of the outgoing weights), and per class the
+mean saliency of its test drawings.
+
+Everything goes the way of `doodle predict`: the same bitmap, the same test-time views, the same calibrated
+temperature, so the probabilities are predict's. With test-time augmentation p = softmax(mean over views of
+the logits / T). Each view is a linear map of the drawing (a one-pixel shift with zero fill, a mirror): the
+views go into the graph as one stacked leaf, one backward pass gives each view's gradient, and each is
+carried back to the drawing through its view's transpose (the opposite shift, the mirror again). That is the
+chain rule through the views, exact: tests check it against finite differences of the predict path.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Callable
+
+import numpy as np
+
+from doodle import autodiff as ad
+from doodle.explaindraw import render_explanation, render_units
+from doodle.autodiff import Tensor
+from doodle.checkpoint import load_model, resolve_model_path
+from doodle.errors import DoodleError, lookup
+from doodle.evaluate import test_split_bitmaps
+from doodle.images import IMAGE_SUFFIXES, image_to_bitmap
+from doodle.nn import MLP
+from doodle.pixels import TTA, mirror_images, shift_images, to_float, tta_views
+from doodle.progress import NULL_REPORTER, Reporter
+from doodle.raster import rasterize, rasterize_batch
+from doodle.report import save_png
+from doodle.strokes import read_records
+
+TOP = 5  # classes listed beside an explanation
+UNITS = 16  # hidden units --units draws
+CLASS_ROWS = 200  # test drawings per class averaged into its template, at most
+GRAD_BATCH = 128  # drawings per backward pass (times the test-time views)
+
+
+# --- the drawing, read as `doodle predict` reads it --------------------------------------------------------
+
+
+@dataclass
+class Drawing:
+    """One user drawing as the model reads it, with its strokes when it has them."""
+
+    name: str  # "file.ndjson:1", "<stdin>:1" or the image's path
+    bitmap: np.ndarray  # (S, S) uint8, the network's input
+    strokes: list | None  # simplified strokes [[xs, ys], ...] in 0..255; None for an image (it has none)
+
+
+def read_drawing(source: str, raster: dict, stdin: IO | None = None) -> Drawing:
+    """DRAWING as `doodle predict` takes it (an image, an .ndjson file or '-' for standard input): its first
+    drawing, rendered with the model's raster settings."""
+    size, lw, pad = raster["size"], raster["line_width"], raster["padding"]
+    if source == "-" or source.endswith(".ndjson"):
+        if source == "-":
+            stream, name, close = getattr(stdin or sys.stdin, "buffer", stdin or sys.stdin), "<stdin>", False
+        else:
+            try:
+                stream, name, close = open(source, "rb"), source, True
+            except OSError as exc:
+                raise DoodleError(f"{source}: cannot read ({exc.strerror or exc}); check the path") from None
+        try:
+            for where, record, error in read_records(stream, name):
+                if error:
+                    raise DoodleError(error)
+                return Drawing(where, rasterize(record["drawing"], size, lw, pad), record["drawing"])
+        finally:
+            if close:
+                stream.close()
+        raise DoodleError(f"{name}: no drawings (no non-blank line); give one drawing per line")
+    path = Path(source)
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise DoodleError(f"{source}: unsupported input; give an image ({', '.join(IMAGE_SUFFIXES)}), "
+                          "an .ndjson file or '-' for ndjson on standard input")
+    return Drawing(source, image_to_bitmap(path, size=size, line_width=lw, padding=pad), None)
+
+
+# --- the chain rule carried to the drawing ----------------------------------------------------------------
+
+
+def _views(model: MLP) -> list[tuple[bool, int, int]]:
+    """The (mirrored, dy, dx) views predict_logits averages; without test-time augmentation, the drawing."""
+    return lookup(TTA, model.tta, "tta") or [(False, 0, 0)]
+
+
+def view_transpose(g: np.ndarray, view: tuple[bool, int, int]) -> np.ndarray:
+    """A view's transpose applied to g (N, P): the view is shift(mirror(x)), a partial permutation of the
+    pixels, so its transpose is mirror(shift back)."""
+    mirrored, dy, dx = view
+    if dy or dx:
+        g = shift_images(g, -dy, -dx)
+    return mirror_images(g) if mirrored else g
+
+
+def log_softmax(z: Tensor) -> Tensor:
+    """Row-wise log-probabilities (N, C) from the graph's ops; the row max is subtracted so exp cannot overflow."""
+    z = z - z.max(axis=1, keepdims=True)
+    return z - ad.log(ad.exp(z).sum(axis=1, keepdims=True))
+
+
+Score = Callable[[Tensor], Tensor]  # log-probabilities (N, C) -> the scalar whose gradient we want
+
+
+def input_gradients(model: MLP, x: np.ndarray, score: Score) -> tuple[np.ndarray, np.ndarray]:
+    """(d score / d x (N, P), log-probabilities (N, C)) for float drawings x (N, P), in eval mode with the
+    model's test-time views and temperature: log p = log_softmax(mean over views of the logits / T)."""
+    x = np.asarray(x, dtype=model.dtype)
+    views = _views(model)
+    leaf = Tensor(np.concatenate(list(tta_views(x, views))), requires_grad=True, name="x")  # (V*N, P), view-major
+    logits = model.logits_graph(leaf)  # (V*N, C)
+    mean = logits.reshape(len(views), len(x), -1).mean(axis=0)  # (N, C): predict_logits' average
+    logp = log_softmax(mean * (1.0 / model.temperature))
+    score(logp).backward()
+    g = leaf.grad.reshape(len(views), len(x), -1)  # (V, N, P): each view's own gradient
+    return sum(view_transpose(gv, v) for gv, v in zip(g, views)), logp.value
+
+
+def log_probability(c) -> Score:
+    """The summed log-probability of class c (an int, or one per drawing)."""
+    return lambda logp: ad.pick(logp, np.broadcast_to(np.asarray(c), logp.shape[:1])).sum()
+
+
+def log_odds(a: int, b: int) -> Score:
+    """log p(a) - log p(b) (= (z_a - z_b) / T: the log-sum-exp cancels), summed over the drawings."""
+    pa, pb = log_probability(a), log_probability(b)
+    return lambda logp: pa(logp) - pb(logp)
+
+
+# --- strokes ------------------------------------------------------------------------------------------------
+
+
+def without_each_stroke(strokes: list, raster: dict) -> np.ndarray:
+    """(n, S, S) uint8: the drawing rasterized again without stroke i, for each of its n strokes."""
+    size = raster["size"]
+    rest = [strokes[:i] + strokes[i + 1:] for i in range(len(strokes))]
+    out = np.zeros((len(rest), size, size), np.uint8)  # a drawing left with no stroke is a blank canvas
+    kept = [i for i, r in enumerate(rest) if r]
+    if kept:
+        out[kept] = rasterize_batch([rest[i] for i in kept], size=size, line_width=raster["line_width"],
+                                    padding=raster["padding"])
+    return out
+
+
+def stroke_contributions(model: MLP, strokes: list, raster: dict, c: int, p: float) -> tuple[np.ndarray, np.ndarray]:
+    """(contribution (n,), p(c) without each stroke (n,)): contribution = p - p(c without the stroke)."""
+    without = model.predict_proba(without_each_stroke(strokes, raster))[:, c]  # (n,)
+    return p - without.astype(np.float64), without
+
+
+# --- one drawing ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Explanation:
+    """Why the network gave `classes[target]` the probability it did, for one drawing."""
+
+    input: str
+    model: str
+    classes: list[str]
+    probabilities: np.ndarray  # (C,) calibrated, with test-time views: `doodle predict`'s numbers
+    target: int  # the class explained
+    target_source: str  # "top guess" or "--class"
+    other: int  # the runner-up: the most probable class besides target
+    bitmap: np.ndarray  # (S, S) uint8
+    saliency: np.ndarray  # (S, S) d log p(target) / d pixel
+    gradient_x_input: np.ndarray  # (S, S)
+    difference: np.ndarray  # (S, S) d [log p(target) - log p(other)] / d pixel
+    strokes: list | None
+    contributions: np.ndarray | None  # (n,) p(target) minus p(target) without stroke i
+    without: np.ndarray | None  # (n,) p(target) without stroke i
+    temperature: float
+    tta: str
+    out: str | None = None
+
+    def top(self, k: int = TOP) -> list[dict]:
+        """The k most probable classes, ties in class order (as `doodle predict`)."""
+        best = np.argsort(-self.probabilities, kind="stable")[:k]
+        return [{"category": self.classes[j], "probability": float(self.probabilities[j])} for j in best]
+
+    def to_json(self) -> dict:
+        def rows(a):
+            return [[float(f"{v:.6g}") for v in row] for row in a]
+
+        strokes = None if self.contributions is None else [
+            {"stroke": i + 1, "points": len(s[0]), "contribution": float(d), "probability_without": float(w)}
+            for i, (s, d, w) in enumerate(zip(self.strokes, self.contributions, self.without))]
+        return {"input": self.input, "model": self.model, "class": self.classes[self.target],
+                "class_source": self.target_source, "probability": float(self.probabilities[self.target]),
+                "runner_up": {"category": self.classes[self.other],
+                              "probability": float(self.probabilities[self.other])},
+                "top": self.top(), "temperature": self.temperature, "tta": self.tta,
+                "strokes": strokes, "saliency": rows(self.saliency), "gradient_x_input": rows(self.gradient_x_input),
+                "difference_saliency": rows(self.difference), "out": self.out}
+
+
+def explain_drawing(model: MLP, meta: dict, drawing: Drawing, cls: str | None = None,
+                    strokes: bool = True) -> Explanation:
+    """The numbers of an explanation (no picture); `strokes=False` skips the stroke attribution."""
+    classes = meta["classes"]
+    if cls is not None and cls not in classes:
+        raise DoodleError(f"--class {cls!r}: the network knows {', '.join(classes[:12])}"
+                          f"{'...' if len(classes) > 12 else ''}")
+    bitmap = drawing.bitmap
+    p = model.predict_proba(bitmap[None])[0]  # (C,) as `doodle predict` computes it
+    order = np.argsort(-p, kind="stable")
+    target = int(order[0]) if cls is None else classes.index(cls)
+    other = int(next(j for j in order if j != target))
+    x = to_float(bitmap[None])  # (1, P)
+    saliency, _ = input_gradients(model, x, log_probability(target))
+    difference, _ = input_gradients(model, x, log_odds(target, other))
+    side = bitmap.shape
+    contributions = without = None
+    if strokes and drawing.strokes is not None:
+        contributions, without = stroke_contributions(model, drawing.strokes, meta["raster"], target, float(p[target]))
+    return Explanation(input=drawing.name, model=str(meta.get("run", "")), classes=classes, probabilities=p,
+                       target=target, target_source="top guess" if cls is None else "--class", other=other,
+                       bitmap=bitmap, saliency=saliency.reshape(side), gradient_x_input=(saliency * x).reshape(side),
+                       difference=difference.reshape(side), strokes=drawing.strokes, contributions=contributions,
+                       without=without, temperature=model.temperature, tta=model.tta)
+
+
+def explain(source: str, out: str | Path = "explain.png", model_path: str | Path | None = None,
+            cls: str | None = None, stdin: IO | None = None) -> Explanation:
+    """`doodle explain DRAWING`: explain the model's guess for one drawing and draw it to `out` (PNG)."""
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        raise DoodleError(f"--out {out}: the explanation is a PNG picture; give a name ending in .png")
+    run = resolve_model_path(model_path)
+    model, meta = load_model(run)
+    meta = dict(meta, run=str(run))
+    expl = explain_drawing(model, meta, read_drawing(source, meta["raster"], stdin), cls)
+    save_png(render_explanation(expl), out)
+    expl.out = str(out)
+    return expl
+
+
+# --- what the network learned ------------------------------------------------------------------------------
+
+
+@dataclass
+class Units:
+    """What `doodle explain --units` found: the most important hidden units and a template per class."""
+
+    model: str
+    classes: list[str]
+    units: list[int]  # indices of the first hidden layer's units, most important first
+    importance: np.ndarray  # (U,) for every unit of that layer
+    templates: np.ndarray  # (len(units), S, S) the weights into each drawn unit (times batch norm's scale)
+    class_templates: np.ndarray  # (C, S, S) mean saliency of log p(c) over c's test drawings
+    class_counts: list[int]  # test drawings averaged per class
+    drawings: int  # test drawings the importance was measured on
+    out: str | None = None
+
+    IMPORTANCE = ("mean activation over the test split times the norm of the unit's outgoing weights: the typical "
+                  "size of the signal the unit sends on")
+    CLASS_TEMPLATE = ("mean saliency (d log p(class) / d pixel, through the test-time views and the temperature) "
+                      "over the class's own test drawings: red pixels raise the class on average, blue ones lower it")
+
+    def to_json(self) -> dict:
+        total = float(self.importance.sum()) or 1.0
+        return {"model": self.model, "drawings": self.drawings, "importance": self.IMPORTANCE,
+                "class_template": self.CLASS_TEMPLATE, "hidden_units": int(len(self.importance)),
+                "units": [{"unit": int(u), "importance": float(self.importance[u]),
+                           "share": float(self.importance[u]) / total} for u in self.units],
+                "classes": [{"category": c, "drawings": n} for c, n in zip(self.classes, self.class_counts)],
+                "out": self.out}
+
+
+def first_hidden(model: MLP, x: np.ndarray) -> np.ndarray:
+    """The first hidden layer's activations (N, H) for float drawings x (N, P), in eval mode."""
+    first = model.dense[1]
+    for layer in model.layers:
+        if layer is first:
+            return x
+        x = layer.forward(x, train=False)
+    raise DoodleError("this network has no hidden layer: its only layer maps pixels straight to classes")
+
+
+def unit_templates(model: MLP) -> np.ndarray:
+    """(P, H) the weights into each first-layer unit, times batch norm's gain / sqrt(var + eps) where there is one,
+    so a template's red pixels are the ones that raise the unit after the norm."""
+    W = model.dense[0].params["W"].astype(np.float64)  # (P, H)
+    norms = [n for n in model.norms if n.name == "norm0"]
+    if norms:
+        n = norms[0]
+        W = W * (n.params["gain"] / np.sqrt(n.buffers["var"].astype(np.float64) + n.eps))
+    return W
+
+
+def unit_importance(model: MLP, x: np.ndarray) -> np.ndarray:
+    """(H,) mean |activation| over float drawings x (N, P) times the norm of each unit's outgoing weights."""
+    total = np.zeros(model.dense[0].params["W"].shape[1])
+    for i in range(0, len(x), 1024):
+        total += np.abs(first_hidden(model, np.asarray(x[i:i + 1024], model.dtype))).sum(axis=0, dtype=np.float64)
+    return total / max(len(x), 1) * np.linalg.norm(model.dense[1].params["W"].astype(np.float64), axis=1)
+
+
+def class_templates(model: MLP, x_u8: np.ndarray, y: np.ndarray, n_classes: int,
+                    reporter: Reporter = NULL_REPORTER) -> tuple[np.ndarray, list[int]]:
+    """((C, P) mean saliency of log p(c) over up to CLASS_ROWS of class c's drawings, drawings per class)."""
+    rows = np.concatenate([np.flatnonzero(y == c)[:CLASS_ROWS] for c in range(n_classes)])
+    sums = np.zeros((n_classes, x_u8[0].size))
+    reporter.start("templates", "class templates", total=len(rows), unit="drawings")
+    try:
+        for i in range(0, len(rows), GRAD_BATCH):
+            r = rows[i:i + GRAD_BATCH]
+            g, _ = input_gradients(model, to_float(x_u8[r]), log_probability(y[r]))
+            np.add.at(sums, y[r], g)
+            reporter.update("templates", advance=len(r))
+    finally:
+        reporter.end("templates")
+    counts = np.bincount(y[rows], minlength=n_classes)
+    return sums / np.maximum(counts, 1)[:, None], [int(n) for n in counts]
+
+
+def explain_units(model_path: str | Path | None = None, out: str | Path = "units.png",
+                  data_dir: str | Path | None = None, n_units: int = UNITS,
+                  reporter: Reporter = NULL_REPORTER) -> Units:
+    """`doodle explain --units`: the first layer's most important units and a template per class, measured on the
+    run's own test split (rebuilt from its data, as `doodle evaluate` does), drawn to `out` (PNG)."""
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        raise DoodleError(f"--out {out}: the templates are a PNG picture; give a name ending in .png")
+    run = resolve_model_path(model_path)
+    model, meta = load_model(run)
+    if len(model.dense) < 2:
+        raise DoodleError(f"{run}: this network has no hidden layer (its weights map pixels straight to classes), "
+                          "so it has no units to explain")
+    classes = meta["classes"]
+    data = test_split_bitmaps(run, meta, data_dir, reporter)
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.array([index[w] for w in data.labels], dtype=np.int64)
+    importance = unit_importance(model, to_float(data.x))
+    units = [int(u) for u in np.argsort(-importance, kind="stable")[:n_units]]
+    side = data.x.shape[1]
+    templates = unit_templates(model)[:, units].T.reshape(len(units), side, side)
+    per_class, counts = class_templates(model, data.x, y, len(classes), reporter)
+    result = Units(model=str(run), classes=classes, units=units, importance=importance, templates=templates,
+                   class_templates=per_class.reshape(len(classes), side, side), class_counts=counts,
+                   drawings=len(y))
+    save_png(render_units(result), out)
+    result.out = str(out)
+    return result
+
+
+__all__ = ["Drawing", "Explanation", "Units", "read_drawing", "input_gradients", "explain_drawing", "explain",
+           "explain_units", "stroke_contributions", "without_each_stroke", "view_transpose"]
