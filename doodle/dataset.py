@@ -105,12 +105,6 @@ def cache_key(path: Path, data: dict) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def rasterize_file(path: Path, data: dict, cache_dir: Path, reporter: Reporter = NULL_REPORTER,
-                   workers: int = 0) -> np.ndarray:
-    """One category's ndjson file -> cached (N, S, S) uint8 bitmaps, memory-mapped (built streaming if missing)."""
-    return build_caches([path], data, cache_dir, reporter, workers)[0]
-
-
 def build_caches(paths: list[Path], data: dict, cache_dir: Path, reporter: Reporter = NULL_REPORTER,
                  workers: int = 0) -> list[np.ndarray]:
     """The cache files of these ndjson files, memory-mapped; missing ones are rasterised first, streaming,

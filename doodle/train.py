@@ -217,6 +217,41 @@ class _Run:
     patience_left: int | None = None  # early stopping: epochs without improvement still allowed
     train_seconds: float = 0.0
     history: list[dict] = field(default_factory=list)
+    resume_notes: list[str] = field(default_factory=list)  # what a changed setting changes, said on --resume
+
+
+# The settings --resume may change, and what a change does; any other change is refused, because the
+# run would no longer continue exactly as if never stopped.
+_RESUMABLE = {
+    ("train", "epochs"): "more or fewer epochs",
+    ("train", "patience"): "early stopping after {new} epochs without improvement (was {old})",
+}
+
+
+def _resume_changes(run_dir: Path, before: dict, after: dict, run: _Run) -> list[str]:
+    """What the overrides of a --resume change, one sentence each; a DoodleError for a change that would break
+    the exact continuation (the network, the data, the optimizer, the seeds)."""
+    changed = [(sec, key) for sec, keys in after.items() for key in keys if before.get(sec, {}).get(key) != keys[key]]
+    refused = [f"{sec}.{key} ({before.get(sec, {}).get(key)} -> {after[sec][key]})" for sec, key in changed
+               if (sec, key) not in _RESUMABLE]
+    if refused:
+        raise DoodleError(f"{run_dir}: --resume continues a run exactly, but {', '.join(refused)} changed; only "
+                          f"{' and '.join(f'{s}.{k}' for s, k in _RESUMABLE)} may change on --resume: start a new "
+                          "run (--out) for other settings")
+    notes = []
+    for sec, key in changed:
+        old, new = before[sec][key], after[sec][key]
+        if (sec, key) == ("train", "epochs"):
+            t = after["train"]
+            if t["schedule"] == "cosine":
+                notes.append(f"train.epochs {old} -> {new}: the cosine schedule now decays over {new} epochs, so the "
+                             "learning rate differs from the original plan from the next epoch on")
+            else:
+                notes.append(f"train.epochs {old} -> {new}: the {t['schedule']} schedule does not depend on the "
+                             "length; training continues exactly")
+        else:
+            notes.append(f"{sec}.{key}: " + _RESUMABLE[sec, key].format(old=old, new=new))
+    return notes
 
 
 def _start(cfg: dict, ds: Dataset, run_dir: Path, resume: bool, data_dir: str | None) -> _Run:
@@ -243,6 +278,7 @@ def _start(cfg: dict, ds: Dataset, run_dir: Path, resume: bool, data_dir: str | 
         fsutil.save_npz(run_dir / SPLIT_NPZ, {**split, "counts": np.asarray(ds.counts), "run_id": np.array(run.run_id)})
         fsutil.write_text(run_dir / METRICS_JSONL, "")
         return run
+    run.resume_notes = _resume_changes(run_dir, load_config(run_dir / CONFIG_YAML), cfg, run)
     arrays, state = _read_last(run_dir)
     run.run_id = state["run_id"]
     for name, other in ((CONFIG_YAML, config_run_id(run_dir / CONFIG_YAML)), (SPLIT_NPZ, str(split.get("run_id")))):
@@ -313,6 +349,8 @@ def fit(cfg: dict, ds: Dataset, run_dir: Path, reporter: Reporter = NULL_REPORTE
 def _fit(cfg: dict, ds: Dataset, run_dir: Path, reporter: Reporter, resume: bool, data_dir: str | None) -> TrainResult:
     t = cfg["train"]
     run = _start(cfg, ds, run_dir, resume, data_dir)
+    for note in run.resume_notes:
+        reporter.log(note)
     interrupted = False
     try:
         for epoch in range(run.epoch + 1, t["epochs"] + 1):

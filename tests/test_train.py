@@ -280,3 +280,24 @@ def test_a_kill_between_the_epoch_commit_and_model_json_is_resumed(tmp_path, mon
     assert a[1]["metrics"]["epochs_run"] == 4
     with pytest.raises(DoodleError, match="already trained 4 epochs"):
         fit(config(), blobs(), tmp_path / "run", resume=True)  # now it is finished
+
+
+def test_resume_says_what_a_changed_length_changes_and_refuses_other_changes(tmp_path):
+    from doodle.progress import Reporter
+
+    class Notes(Reporter):
+        def __init__(self):
+            self.lines = []
+
+        def log(self, message):
+            self.lines.append(message)
+
+    run = tmp_path / "run"
+    fit(config("train.epochs=2"), blobs(), run)
+    with pytest.raises(DoodleError, match=r"train.lr \(0.01 -> 0.05\) changed; only train.epochs and "
+                                          r"train.patience may change"):
+        fit(load_config(run / "config.yaml", ["train.epochs=3", "train.lr=0.05"]), blobs(), run, resume=True)
+    notes = Notes()
+    fit(load_config(run / "config.yaml", ["train.epochs=3"]), blobs(), run, resume=True, reporter=notes)
+    schedule = load_config(run / "config.yaml")["train"]["schedule"]
+    assert any(line.startswith("train.epochs 2 -> 3: the " + schedule) for line in notes.lines), notes.lines
