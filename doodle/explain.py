@@ -269,7 +269,9 @@ class Units:
     IMPORTANCE = ("mean activation over the test split times the norm of the unit's outgoing weights: the typical "
                   "size of the signal the unit sends on")
     CLASS_TEMPLATE = ("mean saliency (d log p(class) / d pixel, through the test-time views and the temperature) "
-                      "over the class's own test drawings: red pixels raise the class on average, blue ones lower it")
+                      "over the class's own test drawings: red pixels raise the class on average, blue ones lower it. "
+                      "Chosen over the probability-weighted average drawing, which shows mostly what the drawings "
+                      "look like: this one changes with the weights")
 
     def to_json(self) -> dict:
         total = float(self.importance.sum()) or 1.0

@@ -284,8 +284,8 @@ def render_units(u) -> Image.Image:
     y += unit_rows * cell_h + 16
     c.text((PAD, y), "What each class responds to", 15)
     y += 22
-    for line in wrap(f"Each tile: the {u.CLASS_TEMPLATE}. Tiles are averaged over up to "
-                     f"{max(u.class_counts)} drawings per class.", typeface(12), c.img.width - 2 * PAD, 3):
+    for line in wrap(f"Each tile: the {u.CLASS_TEMPLATE}. Up to "
+                     f"{max(u.class_counts)} drawings per class.", typeface(12), c.img.width - 2 * PAD, 4):
         c.text((PAD, y), line, 12, MUTED)
         y += 15
     y += 8
@@ -299,5 +299,5 @@ def render_units(u) -> Image.Image:
     y += class_rows * cell_h + 4
     c.img.paste(colour_key(1.0, 240, low="lowers", high="raises").crop((0, 0, 240, 10)), (PAD, y))
     c.text((PAD + 250, y - 2), "blue lowers, white no effect, red raises; each tile scaled to its own largest "
-                               "weight", 12, MUTED)
-    return c.img
+                               "value", 12, MUTED)
+    return c.img.crop((0, 0, c.img.width, y + 10 + PAD))
