@@ -516,7 +516,7 @@ def _after_nth_newline(chunk: bytes, n: int) -> int:
 
 def _read_json(path: Path) -> dict | None:
     try:
-        meta = json.loads(path.read_text())
+        meta = fsutil.read_json(path)
     except (OSError, ValueError):
         return None
     return meta if isinstance(meta, dict) else None

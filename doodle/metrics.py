@@ -251,7 +251,9 @@ def calibration_bins(probs, y, bins: int = ECE_BINS) -> list[dict]:
     y = _check_labels(y, len(probs), probs.shape[1])
     conf = probs.max(axis=1).astype(np.float64)  # (N,)
     right = (np.argmax(probs, axis=1) == y).astype(np.float64)
-    which = np.clip(np.ceil(conf * bins).astype(np.int64) - 1, 0, bins - 1)  # bin k holds (k/bins, (k+1)/bins]
+    # Bin k holds (k/bins, (k+1)/bins], the first also 0: found against the edges themselves, as ceil(conf * bins)
+    # rounds some values just above an edge (11/15 + 1 ulp, times 15, is 11.0) into the bin below it.
+    which = np.minimum(np.searchsorted(np.arange(1, bins + 1) / bins, conf, side="left"), bins - 1)
     count = np.bincount(which, minlength=bins)
     conf_sum = np.bincount(which, weights=conf, minlength=bins)
     right_sum = np.bincount(which, weights=right, minlength=bins)

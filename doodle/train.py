@@ -37,8 +37,8 @@ import numpy as np
 from doodle import __version__, fsutil, report
 from doodle.augment import augment_batch
 from doodle.batches import RowView, epoch_order
-from doodle.checkpoint import (CONFIG_YAML, METRICS_JSONL, SPLIT_NPZ, STATE_JSON, config_header, config_run_id,
-                               load_split, save_model)
+from doodle.checkpoint import (CONFIG_YAML, METRICS_JSONL, SPLIT_NPZ, STATE_JSON, NpzProblem, check_npz,
+                               config_header, config_run_id, load_split, save_model)
 from doodle.config import dump, load_config
 from doodle.dataset import PADDING, Dataset, load_dataset, split_indices
 from doodle.errors import DoodleError, lookup
@@ -137,7 +137,7 @@ def _finished(run_dir: Path, run_id: str) -> bool:
     """True when the run's final model.json (written after the test score) is there; a run killed between
     its last epoch and that write is finished by --resume instead."""
     try:
-        meta = json.loads((run_dir / "model.json").read_text(encoding="utf-8"))
+        meta = fsutil.read_json(run_dir / "model.json")
         return meta.get("run_id") == run_id and "epochs_run" in meta.get("metrics", {})
     except (OSError, ValueError, AttributeError):
         return False
@@ -279,7 +279,10 @@ def _start(cfg: dict, ds: Dataset, run_dir: Path, resume: bool, data_dir: str | 
         fsutil.write_text(run_dir / METRICS_JSONL, "")
         return run
     run.resume_notes = _resume_changes(run_dir, load_config(run_dir / CONFIG_YAML), cfg, run)
-    arrays, state = _read_last(run_dir)
+    model_shapes = spec.weight_shapes()
+    arrays, state = _read_last(run_dir, {**{f"model/{k}": v for k, v in model_shapes.items()},
+                                         **{f"best/{k}": v for k, v in model_shapes.items()},
+                                         **{f"optimizer/{k}": v.shape for k, v in optimizer.state_dict().items()}})
     run.run_id = state["run_id"]
     for name, other in ((CONFIG_YAML, config_run_id(run_dir / CONFIG_YAML)), (SPLIT_NPZ, str(split.get("run_id")))):
         if other != run.run_id:
@@ -316,19 +319,31 @@ def _prefixed(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarra
     return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
-def _read_last(run_dir: Path) -> tuple[dict[str, np.ndarray], dict]:
-    """(arrays, state) from last.npz, or a DoodleError saying the run cannot be resumed."""
+def _read_last(run_dir: Path, shapes: dict[str, tuple[int, ...]]) -> tuple[dict[str, np.ndarray], dict]:
+    """(arrays, state) from last.npz, checked against this run's `shapes` ("best/..." may be absent) before
+    anything is read; or a DoodleError saying the run cannot be resumed."""
     path = run_dir / LAST_NPZ
     damaged = (f"{path}: damaged or unreadable ({{}}); this run cannot be resumed exactly: start a new run "
                "(its best model so far is still in model.npz)")
     try:
+        if not path.is_file():
+            raise FileNotFoundError
+        check_npz(path, {**shapes, "state": ()}, optional=[k for k in shapes if k.startswith("best/")] + ["state"],
+                  kinds={"state": "U"})
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
-        state = json.loads(str(arrays.pop("state")))
+        state = fsutil.parse_json(str(arrays.pop("state")))
     except FileNotFoundError:
         raise DoodleError(f"{path}: missing; this run cannot be resumed: start a new run") from None
     except KeyError:
         raise DoodleError(damaged.format("no resume state: written by an older doodle?")) from None
+    except NpzProblem as exc:
+        if exc.mismatch:  # a sound file of other shapes: the network's settings changed
+            raise DoodleError(f"{path}: does not fit this run's config ({exc}); the settings that shape the "
+                              "network cannot change on --resume") from None
+        raise DoodleError(damaged.format(exc)) from None
+    except fsutil.BadJSON as exc:
+        raise DoodleError(damaged.format(f"resume state: {exc}")) from None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise DoodleError(damaged.format(type(exc).__name__)) from None
     keys = ("run_id", "epoch", "best", "train_seconds", "rng", "dropout_rng", "split_counts", "history",

@@ -226,6 +226,24 @@ def test_nll_and_calibration_bins_by_hand():
     assert metrics.expected_calibration_error(probs, y, bins=10) == pytest.approx((0.7 + 0.45 + 0.35) / 4)
 
 
+@pytest.mark.parametrize("n_bins", [4, 10, 15])
+def test_calibration_bins_hold_a_confidence_on_an_edge_in_the_bin_it_closes(n_bins):
+    # Bins are (lo, hi]: k/n belongs to bin k-1, the next float above it to bin k; the first bin also holds 0.
+    # Off-by-one-edge binning survived mutation testing (no test put a confidence exactly on an edge).
+    edges = [k / n_bins for k in range(1, n_bins + 1)]  # bin k's hi, as calibration_bins computes it
+    above = [float(np.nextafter(e, 2.0)) for e in edges[:-1]]
+    conf = np.array(edges + above + [0.0])
+    n_classes = 2 * n_bins  # room for the rest of each row below its top probability, even for 1/n_bins
+    probs = np.zeros((len(conf), n_classes))
+    probs[:-1, 0] = conf[:-1]
+    probs[:-1, 1:] = ((1 - conf[:-1]) / (n_classes - 1))[:, None]
+    table = metrics.calibration_bins(probs, np.zeros(len(conf), dtype=int), bins=n_bins)
+    for k, hi in enumerate(edges):
+        members = [hi] + ([above[k - 1]] if k else [0.0])
+        assert table[k]["hi"] == hi and table[k]["count"] == len(members), (k, table[k])
+        assert table[k]["confidence"] == pytest.approx(np.mean(members), rel=1e-12)
+
+
 def test_a_calibrated_model_has_small_ece_and_temperature_recovers_the_scale():
     rng = np.random.default_rng(0)
     logits = rng.standard_normal((20000, 6)) * 2.0

@@ -94,6 +94,35 @@ def test_nan_loss_stops_with_advice(tmp_path, monkeypatch):
     assert load_model(tmp_path / "run")[1]["metrics"]["best_epoch"] == 1
 
 
+def test_the_step_schedule_decays_every_step_epochs_epochs(tmp_path, monkeypatch):
+    # The schedule counts in steps, the config in epochs: reading step_epochs (or warmup_epochs) as steps
+    # survived mutation testing, since the resume test compares two runs that would be wrong the same way.
+    import doodle.train
+
+    real, lrs = doodle.train.make_step, []
+
+    def spying_step(*args, **kwargs):
+        step = real(*args, **kwargs)
+
+        def spy(x, y, lr=None):
+            lrs.append(lr)
+            return step(x, y, lr)
+        return spy
+
+    monkeypatch.setattr(doodle.train, "make_step", spying_step)
+    base, gamma, epochs = 0.05, 0.5, 6
+    fit(config(f"train.epochs={epochs}", "train.schedule=step", "train.step_epochs=2", f"train.gamma={gamma}",
+               "train.warmup_epochs=1", f"train.lr={base}"), blobs(), tmp_path / "run")
+    steps = 288 // 32  # 96 training rows per class (120 less 10% validation, 10% test), 3 classes, batches of 32
+    assert len(lrs) == epochs * steps
+    by_epoch = [lrs[e * steps:(e + 1) * steps] for e in range(epochs)]
+    assert by_epoch[0] == pytest.approx([base * (s + 1) / steps for s in range(steps)])  # one epoch of warm-up
+    for epoch in range(2, epochs + 1):  # then the base rate for 2 epochs, halved every 2 epochs after that
+        assert by_epoch[epoch - 1] == pytest.approx([base * gamma ** ((epoch - 2) // 2)] * steps), epoch
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in rows] == pytest.approx([base, base, base, base / 2, base / 2, base / 4])
+
+
 def test_resume_continues(tmp_path):
     run = tmp_path / "run"
     fit(config("train.epochs=2"), blobs(), run)
