@@ -7,7 +7,6 @@ model does not know are counted and reported, never silently dropped.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,8 +205,8 @@ def training_history(run_dir: Path, meta: dict) -> list[dict]:
     rows = []
     for line in lines:
         try:
-            row = json.loads(line)
-        except ValueError:
+            row = fsutil.parse_json(line)
+        except ValueError:  # BadJSON too
             continue
         if isinstance(row, dict) and row.get("run_id") == meta.get("run_id"):
             rows.append(row)

@@ -352,6 +352,7 @@ def write_report(
 
 CURVES_PNG = "curves.png"
 TRAIN_COLOUR, VAL_COLOUR, LR_COLOUR = (33, 113, 181), (230, 85, 13), (90, 90, 90)
+_MAX_EPOCHS = 100_000  # a larger epoch number in metrics.jsonl is damage, not a run to draw
 
 
 def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
@@ -418,21 +419,28 @@ def render_curves(history: list[dict], total_epochs: int | None = None, title: s
 
     history: metrics.jsonl rows (epoch, train_loss, train_accuracy, val_loss, val_accuracy, lr); the epoch axis
     runs to total_epochs (the run's plan) so a run in progress shows how far it has come."""
-    rows = sorted((r for r in history if isinstance(r, dict) and isinstance(r.get("epoch"), int)),
-                  key=lambda r: r["epoch"])
+    def epoch(v) -> bool:
+        return type(v) is int and 0 < v <= _MAX_EPOCHS
+
+    rows = sorted((r for r in history if isinstance(r, dict) and epoch(r.get("epoch"))), key=lambda r: r["epoch"])
+    total_epochs = total_epochs if epoch(total_epochs) else None
     xmax = max([total_epochs or 1, 2] + [r["epoch"] for r in rows])
     by_epoch = {r["epoch"]: r for r in rows}
 
+    def number(v):  # a hand-edited or damaged row draws nothing where it is not a finite number
+        return v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
     def column(key: str) -> list:
-        return [by_epoch[e].get(key) if e in by_epoch else None for e in range(1, xmax + 1)]
+        return [number(by_epoch[e].get(key)) if e in by_epoch else None for e in range(1, xmax + 1)]
 
     def finite(values):
-        return [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+        return [v for v in values if v is not None]
 
     losses = finite(column("train_loss") + column("val_loss"))
     lrs = finite(column("lr"))
-    val = {e: r.get("val_accuracy") for e, r in by_epoch.items() if r.get("val_accuracy") is not None}
-    score = val or {e: r.get("train_accuracy") for e, r in by_epoch.items() if r.get("train_accuracy") is not None}
+    val = {e: number(r.get("val_accuracy")) for e, r in by_epoch.items() if number(r.get("val_accuracy")) is not None}
+    score = val or {e: number(r.get("train_accuracy")) for e, r in by_epoch.items()
+                    if number(r.get("train_accuracy")) is not None}
     best = max(score, key=lambda e: (score[e], -e)) if score else None
 
     panel, gap, left_pad, top_pad = 260, 80, 70, 96

@@ -54,6 +54,14 @@ def test_curves_without_validation_and_of_a_run_in_progress():
     assert colour_count(one, report.TRAIN_COLOUR) > colour_count(report.render_curves([], 1), report.TRAIN_COLOUR)
 
 
+def test_damaged_rows_draw_nothing_where_they_are_not_numbers():
+    rows = [{"epoch": 1, "train_loss": 1.0, "train_accuracy": 0.5, "val_loss": "x", "val_accuracy": None, "lr": 0.1},
+            {"epoch": "2", "train_loss": 0.5}, {"epoch": 10 ** 9}, [1, 2], {"epoch": 3, "train_loss": float("nan"),
+                                                                         "train_accuracy": True, "lr": 0.05}]
+    im = report.render_curves(rows, total_epochs="80")
+    assert im.width > 900 and colour_count(im, report.TRAIN_COLOUR) > 0
+
+
 def test_a_better_epoch_draws_higher_on_the_accuracy_panel():
     def lowest_val_pixel(acc):
         rows = [{"epoch": 1, "train_loss": 1.0, "train_accuracy": 0.5, "val_loss": 1.0, "val_accuracy": acc,
