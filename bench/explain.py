@@ -1,4 +1,4 @@
-"""Are doodle's explanations about the network? Two checks from the literature, on held-out drawings of the shared sample.
+"""Are doodle's explanations about the network? Two checks from the literature, on held-out shared drawings.
 
 1. Sanity check (Adebayo et al. 2018, "Sanity checks for saliency maps"): the saliency maps of the trained network
    against those of the same network with its untrained initial weights (same config, same seed: what training

@@ -189,37 +189,35 @@ def render_explanation(e) -> Image.Image:
 
     # Row 1: what it saw, and what it guessed.
     if strokes:
-        b0 = c.panel(xs[0], y0, "1. As drawn", strokes_tile(e.strokes), "the strokes in the order drawn, each numbered "
-                "at its start")
+        b0 = c.panel(xs[0], y0, "1. As drawn", strokes_tile(e.strokes),
+                     "the strokes in the order drawn, each numbered at its start")
     else:
         note = Image.new("RGB", (TILE, TILE), WHITE)
         for i, line in enumerate(wrap("an image has no strokes: the network reads only the pixels on the right",
                                       typeface(12), TILE - 16, 4)):
             ImageDraw.Draw(note).text((8, 70 + 16 * i), line, fill=MUTED, font=typeface(12))
-        b0 = c.panel(xs[0], y0, "1. As drawn", note, f"{e.input} was traced and rendered like a drawing")
+        b0 = c.panel(xs[0], y0, "1. As drawn", note, "the image's ink was traced into lines, rendered like strokes")
+    source = "strokes" if strokes else "traced lines"
     b1 = c.panel(xs[1], y0, "2. As the network sees it", bitmap_tile(e.bitmap),
-            f"{e.bitmap.shape[0]}x{e.bitmap.shape[1]} pixels rendered from the {'strokes' if strokes else 'traced lines'}: "
-            "the network's only input")
+                 f"{e.bitmap.shape[0]}x{e.bitmap.shape[1]} pixels rendered from the {source}: the network's only input")
     top = e.top(5)
     bars = _bars([(t["category"][:18], t["probability"], f"{t['probability']:.1%}") for t in top], COLUMN - 20,
                  max(t["probability"] for t in top), diverge=False)
-    b2 = c.panel(xs[2], y0, "3. Its guesses", bars, "the five most probable classes (probabilities of all classes "
-            "add up to 100%)")
+    b2 = c.panel(xs[2], y0, "3. Its guesses", bars,
+                 "the five most probable classes (probabilities of all classes add up to 100%)")
 
     # Row 2: which pixels mattered.
     y1 = max(b0, b1, b2) + 24
-    s_max = _scale(e.saliency)
+    s_max, g_max, d_max = _scale(e.saliency), _scale(e.gradient_x_input), _scale(e.difference)
     b0 = c.panel(xs[0], y1, f"4. Saliency for '{name}'", heat_tile(e.saliency, e.bitmap, s_max),
-            f"d log p('{name}') / d pixel: red, more ink here raises p('{name}'); blue, it lowers it",
-            colour_key(s_max))
-    g_max = _scale(e.gradient_x_input)
+                 f"d log p('{name}') / d pixel: red, more ink here raises p('{name}'); blue, it lowers it",
+                 colour_key(s_max))
     b1 = c.panel(xs[1], y1, "5. Gradient x input", heat_tile(e.gradient_x_input, e.bitmap, g_max),
-            f"saliency times the ink: red ink argues for '{name}', blue ink against; blank paper counts zero",
-            colour_key(g_max))
-    d_max = _scale(e.difference)
+                 f"saliency times the ink: red ink argues for '{name}', blue ink against; blank paper counts zero",
+                 colour_key(g_max))
     b2 = c.panel(xs[2], y1, f"6. '{name}' rather than '{other}'", heat_tile(e.difference, e.bitmap, d_max),
-            f"d [log p('{name}') - log p('{other}')] / d pixel: red favours '{name}', blue '{other}'",
-            colour_key(d_max, low=other[:14], high=name[:14]))
+                 f"d [log p('{name}') - log p('{other}')] / d pixel: red favours '{name}', blue '{other}'",
+                 colour_key(d_max, low=other[:14], high=name[:14]))
 
     # Row 3: which strokes mattered.
     y2 = max(b0, b1, b2) + 24
@@ -231,8 +229,8 @@ def render_explanation(e) -> Image.Image:
     c_max = _scale(contrib)
     colours = [tuple(int(v) for v in diverging(d, c_max)) for d in contrib]
     b0 = c.panel(xs[0], y2, "7. Strokes by contribution", strokes_tile(e.strokes, colours, width=6),
-            f"each stroke coloured by how much p('{name}') falls when the drawing is rendered without it",
-            colour_key(c_max, low="lowers", high="raises"))
+                 f"each stroke coloured by how much p('{name}') falls when the drawing is rendered without it",
+                 colour_key(c_max, low="lowers", high="raises"))
     shown = np.sort(np.argsort(-np.abs(contrib), kind="stable")[:_STROKE_ROWS])  # the largest effects, in order
     listed = [(f"stroke {i + 1}", float(contrib[i]), f"{contrib[i]:+.3f} (without: {e.without[i]:.1%})")
               for i in shown]

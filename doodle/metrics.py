@@ -303,6 +303,35 @@ def fit_temperature(logits, y, lo: float = 0.05, hi: float = 20.0) -> float:
     return float(min(max(1.0 / b, lo), hi))
 
 
+CONFIDENT_PRECISION = 0.9  # "I see X" must be right at least this often (doodle play's announcements)
+
+
+def confidence_threshold(probs, y, precision: float = CONFIDENT_PRECISION) -> float:
+    """The lowest top-1 confidence at which top guesses are right at least `precision` of the time (1.0: never).
+
+    "At which" is local, not cumulative: the rate of being right is read off the isotonic (monotone
+    non-decreasing) fit of correctness against confidence, by pool-adjacent-violators, so a threshold is
+    not carried by the surer guesses above it and needs no bin width. Equal confidences pool first, so the
+    answer never splits a tie. The result is the confidence of the least confident drawing in the first
+    pooled block whose rate reaches `precision`.
+    """
+    probs = _check_probs(probs)
+    y = _check_labels(y, len(probs), probs.shape[1])
+    _check_nonempty(len(y))
+    conf = probs.max(axis=1).astype(np.float64)  # (N,)
+    right = (np.argmax(probs, axis=1) == y).astype(np.float64)
+    levels, which = np.unique(conf, return_inverse=True)  # (L,) ascending
+    # blocks of the fit, as (sum of right, count, lowest confidence); a new block merges back while it
+    # is below the one before it (a violator of monotonicity)
+    sums, counts, lows = [], [], []
+    for lo, s, c in zip(levels, np.bincount(which, weights=right), np.bincount(which)):
+        s, c = float(s), int(c)
+        while sums and sums[-1] * c >= s * counts[-1]:  # the block before is at least as right: pool
+            s, c, lo = s + sums.pop(), c + counts.pop(), lows.pop()
+        sums.append(s), counts.append(c), lows.append(float(lo))
+    return next((lo for s, c, lo in zip(sums, counts, lows) if s >= precision * c), 1.0)
+
+
 def summarize(probs, y, class_names, top_n_confused=10) -> dict:
     """The `doodle evaluate --json` document for (N, C) probabilities and (N,) true labels (schema above)."""
     probs = _check_probs(probs)

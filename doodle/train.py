@@ -42,7 +42,7 @@ from doodle.checkpoint import (CONFIG_YAML, METRICS_JSONL, SPLIT_NPZ, STATE_JSON
 from doodle.config import dump, load_config
 from doodle.dataset import PADDING, Dataset, load_dataset, split_indices
 from doodle.errors import DoodleError, lookup
-from doodle.metrics import expected_calibration_error, fit_temperature
+from doodle.metrics import CONFIDENT_PRECISION, confidence_threshold, expected_calibration_error, fit_temperature
 from doodle.nn import BACKPROP, LOSSES, MLP, ModelSpec
 from doodle.optim import Optimizer, clip_grad_norm, optimizer_from_settings, schedule_from_settings
 from doodle.progress import NULL_REPORTER, Reporter
@@ -519,8 +519,9 @@ def _calibrate(run: _Run) -> dict:
     run.model.temperature = 1.0
     raw = expected_calibration_error(run.model.probabilities(logits), y)
     run.model.temperature = fit_temperature(logits, y)
-    return {"temperature": run.model.temperature, "val_ece_raw": raw,
-            "val_ece": expected_calibration_error(run.model.probabilities(logits), y)}
+    probs = run.model.probabilities(logits)  # what play and predict show: "I see X" from confident_at up
+    return {"temperature": run.model.temperature, "val_ece_raw": raw, "val_ece": expected_calibration_error(probs, y),
+            "confident_at": confidence_threshold(probs, y), "confident_precision": CONFIDENT_PRECISION}
 
 
 def _state(run: _Run) -> dict:

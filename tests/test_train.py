@@ -263,7 +263,7 @@ def test_unknown_backprop_is_a_user_error():
 
 
 def test_the_temperature_is_fitted_on_validation_and_kept_with_the_model(tmp_path):
-    from doodle.metrics import expected_calibration_error, fit_temperature
+    from doodle.metrics import confidence_threshold, expected_calibration_error, fit_temperature
 
     res = fit(config("train.epochs=6", "train.lr=0.05"), blobs(), tmp_path / "run")
     model, meta = load_model(tmp_path / "run")
@@ -275,6 +275,7 @@ def test_the_temperature_is_fitted_on_validation_and_kept_with_the_model(tmp_pat
     assert model.temperature == pytest.approx(fit_temperature(model.predict_logits(ds.x[val]), ds.y[val]))
     assert m["val_ece"] == pytest.approx(expected_calibration_error(model.predict_proba(ds.x[val]), ds.y[val]))
     assert m["val_ece"] <= m["val_ece_raw"] + 1e-9
+    assert m["confident_at"] == pytest.approx(confidence_threshold(model.predict_proba(ds.x[val]), ds.y[val]))
     # calibration rescales, it never reorders: top-1 is unchanged
     raw = model.predict_logits(ds.x).argmax(1)
     assert (model.predict_proba(ds.x).argmax(1) == raw).all() and res.test_accuracy is not None
