@@ -266,3 +266,17 @@ def test_explain_drawing_without_strokes_skips_the_attribution(run_dir, drawings
     e = explain_drawing(model, meta, drawing, strokes=False)
     assert e.contributions is None and e.to_json()["strokes"] is None
     np.testing.assert_allclose(e.gradient_x_input, e.saliency * drawing.bitmap / 255.0, rtol=1e-6, atol=1e-12)
+
+
+def test_the_terminal_output_fits_80_columns(run_dir, drawings, tmp_path, monkeypatch):
+    from rich.cells import cell_len
+
+    from doodle import cli_output
+
+    monkeypatch.setattr(cli_output.out, "width", 80)
+    for args in (["explain", drawings, "--model", run_dir, "--out", tmp_path / "a.png"],
+                 ["explain", "--units", "--model", run_dir, "--out", tmp_path / "u.png"]):
+        res = run(*args)
+        assert res.exit_code == 0, res.output
+        assert all(cell_len(line) <= 80 for line in res.stdout.splitlines()), res.stdout
+        assert "picture:" in res.stdout
