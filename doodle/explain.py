@@ -78,7 +78,12 @@ def read_drawing(source: str, raster: dict, stdin: IO | None = None) -> Drawing:
             for where, record, error in read_records(stream, name):
                 if error:
                     raise DoodleError(error)
-                return Drawing(where, rasterize(record["drawing"], size, lw, pad), record["drawing"])
+                try:
+                    return Drawing(where, rasterize(record["drawing"], size, lw, pad), record["drawing"])
+                except DoodleError as exc:
+                    raise DoodleError(f"{where}: {exc}") from None
+        except OSError as exc:
+            raise DoodleError(f"{name}: cannot read ({exc.strerror or exc}); check the path") from None
         finally:
             if close:
                 stream.close()
