@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from doodle import fsutil
-from doodle.checkpoint import METRICS_JSONL, load_model, load_split, resolve_model_path
+from doodle.checkpoint import load_model, resolve_model_path
+from doodle.runs import load_split, read_metrics
 from doodle.config import from_dict
 from doodle.dataset import load_dataset
 from doodle.errors import DoodleError
@@ -189,25 +190,8 @@ def evaluate(model_path: str | Path | None = None, inputs: list[str | Path] = ()
     if report_dir is not None:
         summary["report"] = [str(p) for p in write_report(report_dir, summary, x, y, probs.argmax(axis=1),
                                                           classes, probs=probs)]
-        history = training_history(run_dir, meta)
+        history = read_metrics(run_dir, meta.get("run_id"))
         if history:
             epochs = (meta.get("config") or {}).get("train", {}).get("epochs")
             summary["report"].append(str(write_curves(Path(report_dir) / CURVES_PNG, history, epochs)))
     return summary
-
-
-def training_history(run_dir: Path, meta: dict) -> list[dict]:
-    """The run's metrics.jsonl rows (its own run id only; lines torn by a kill skipped); [] when it has none."""
-    try:
-        lines = (Path(run_dir) / METRICS_JSONL).read_bytes().splitlines()
-    except OSError:
-        return []
-    rows = []
-    for line in lines:
-        try:
-            row = fsutil.parse_json(line)
-        except ValueError:  # BadJSON too
-            continue
-        if isinstance(row, dict) and row.get("run_id") == meta.get("run_id"):
-            rows.append(row)
-    return rows

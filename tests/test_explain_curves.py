@@ -10,7 +10,8 @@ import numpy as np
 from PIL import Image
 
 from doodle import report
-from doodle.evaluate import evaluate, training_history
+from doodle.evaluate import evaluate
+from doodle.runs import read_metrics
 from doodle.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,7 +37,7 @@ def test_a_run_draws_its_curves_as_each_epoch_ends(tmp_path, monkeypatch):
         assert im.format == "PNG"
         assert colour_count(im, report.TRAIN_COLOUR) > 50 and colour_count(im, report.VAL_COLOUR) > 50
 
-    rows = training_history(Path(res.run), json.loads((Path(res.run) / "model.json").read_text()))
+    rows = read_metrics(Path(res.run), json.loads((Path(res.run) / "model.json").read_text())["run_id"])
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     summary = evaluate(res.run, report_dir=tmp_path / "report")
     assert str(tmp_path / "report" / "curves.png") in summary["report"]

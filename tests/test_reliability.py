@@ -34,7 +34,8 @@ from doodle.predict import predict
 from doodle.progress import Reporter
 from doodle.strokes import MAX_POINTS, LoadStats, iter_drawings, read_records
 from doodle.synthetic import write_synthetic
-from doodle.train import LAST_NPZ, fit, train
+from doodle.runs import LAST_NPZ
+from doodle.train import fit, train
 from test_train import InterruptAt
 
 runner = CliRunner()
