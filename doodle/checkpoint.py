@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from doodle import __version__, fsutil
+from doodle.categories import file_name_problem, show_word
 from doodle.errors import DoodleError
 from doodle.fsutil import NPZ_ERRORS, NpzProblem, check_npz
 from doodle.nn import MLP, ModelSpec
@@ -94,6 +95,10 @@ def _check_meta(meta: dict, path: Path) -> None:
     classes, sizes, raster = meta["classes"], meta["layer_sizes"], meta["raster"]
     if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
         raise DoodleError(f"{path}: 'classes' must be a list of two or more names; {damaged}")
+    for name in classes:  # they become file names: play saves <word>.ndjson
+        if (problem := file_name_problem(name)) is not None:
+            raise DoodleError(f"{path}: class name {show_word(name)} {problem}, so it cannot name a file; rename it "
+                              "in 'classes' or retrain with other category names")
     if not isinstance(sizes, list) or len(sizes) < 2 or not all(_is_int(n) and n > 0 for n in sizes):
         raise DoodleError(f"{path}: 'layer_sizes' must be two or more positive whole numbers; {damaged}")
     if sizes[-1] != len(classes):

@@ -306,8 +306,8 @@ def show_explanation(doc: dict) -> None:
                 f"'{doc['runner_up']['category']}' {doc['runner_up']['probability']:.1%}", style="")
     out.print(head)
     if doc["strokes"] is None:
-        out.print(Text("stroke attribution needs strokes: this input is an image, so only the pixel views are "
-                       "drawn", style="dim"))
+        out.print(Text("stroke attribution needs strokes: this input has none of the pen's (an image or a "
+                       "bitmap), so only the pixel views are drawn", style="dim"))
     else:
         table = Table()
         for col in ("stroke", "points", "contribution", "p without it"):

@@ -5,16 +5,16 @@ For one drawing (`doodle explain DRAWING`):
   graph (MLP.logits_graph with the pixels as a leaf that requires a gradient): red pixels argue for the
   class (more ink there would raise it), blue ones against;
 - gradient x input: that map times the ink, a first-order share of the guess for each inked pixel;
-- stroke attribution: p(class) minus p(class) of the drawing re-rasterized without each stroke, through
-  doodle.rasterize with the model's raster settings (the network's input of a drawing left with no stroke
-  is a blank canvas);
+- stroke attribution: p(class) minus p(class) of the drawing rendered again without each stroke, by the
+  front door's renderer (doodle.inputs.to_bitmap: doodle.rasterize with the model's raster settings; the
+  network's input of a drawing left with no stroke is a blank canvas);
 - the runner-up, and what separates the two: the saliency of log p(class) - log p(runner-up).
 For the network (`doodle explain --units`): the first layer's templates of its most important hidden units
 (importance: mean activation on the test split times the norm of the outgoing weights), and per class the
 mean saliency of its test drawings.
 
-Everything goes the way of `doodle predict`: the same bitmap, the same test-time views, the same calibrated
-temperature, so the probabilities are predict's. With test-time augmentation p = softmax(mean over views of
+Everything goes the way of `doodle predict`: the same reading (doodle.inputs), the same bitmap, the same
+test-time views, the same calibrated temperature, so the probabilities are predict's. With test-time augmentation p = softmax(mean over views of
 the logits / T). Each view is a linear map of the drawing (a one-pixel shift with zero fill, a mirror): the
 views go into the graph as one stacked leaf, one backward pass gives each view's gradient, and each is
 carried back to the drawing through its view's transpose (the opposite shift, the mirror again). That is the
@@ -23,7 +23,6 @@ chain rule through the views, exact: tests check it against finite differences o
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable
@@ -36,13 +35,12 @@ from doodle.autodiff import Tensor
 from doodle.checkpoint import load_model, resolve_model_path
 from doodle.errors import DoodleError, lookup
 from doodle.evaluate import test_split_bitmaps
-from doodle.images import IMAGE_SUFFIXES, image_to_bitmap
+from doodle.inputs import Drawing, entries, to_bitmap
 from doodle.nn import MLP
 from doodle.pixels import TTA, mirror_images, shift_images, to_float, tta_views
+from doodle.predict import probabilities
 from doodle.progress import NULL_REPORTER, Reporter
-from doodle.raster import rasterize, rasterize_batch
 from doodle.report import save_png
-from doodle.strokes import read_records
 
 TOP = 5  # classes listed beside an explanation
 UNITS = 16  # hidden units --units draws
@@ -50,49 +48,28 @@ CLASS_ROWS = 200  # test drawings per class averaged into its template, at most
 GRAD_BATCH = 128  # drawings per backward pass (times the test-time views)
 
 
-# --- the drawing, read as `doodle predict` reads it --------------------------------------------------------
+# --- the drawing, read through the front door as `doodle predict` reads it --------------------------------
 
 
 @dataclass
-class Drawing:
-    """One user drawing as the model reads it, with its strokes when it has them."""
+class Subject:
+    """The drawing explained: its bitmap as the model reads it, and the user's strokes when there are some."""
 
     name: str  # "file.ndjson:1", "<stdin>:1" or the image's path
     bitmap: np.ndarray  # (S, S) uint8, the network's input
-    strokes: list | None  # simplified strokes [[xs, ys], ...] in 0..255; None for an image (it has none)
+    strokes: list | None  # simplified strokes [[xs, ys], ...] in 0..255; None for an image or a .npy row
 
 
-def read_drawing(source: str, raster: dict, stdin: IO | None = None) -> Drawing:
-    """DRAWING as `doodle predict` takes it (an image, an .ndjson file or '-' for standard input): its first
-    drawing, rendered with the model's raster settings."""
-    size, lw, pad = raster["size"], raster["line_width"], raster["padding"]
-    if source == "-" or source.endswith(".ndjson"):
-        if source == "-":
-            stream, name, close = getattr(stdin or sys.stdin, "buffer", stdin or sys.stdin), "<stdin>", False
-        else:
-            try:
-                stream, name, close = open(source, "rb"), source, True
-            except OSError as exc:
-                raise DoodleError(f"{source}: cannot read ({exc.strerror or exc}); check the path") from None
-        try:
-            for where, record, error in read_records(stream, name):
-                if error:
-                    raise DoodleError(error)
-                try:
-                    return Drawing(where, rasterize(record["drawing"], size, lw, pad), record["drawing"])
-                except DoodleError as exc:
-                    raise DoodleError(f"{where}: {exc}") from None
-        except OSError as exc:
-            raise DoodleError(f"{name}: cannot read ({exc.strerror or exc}); check the path") from None
-        finally:
-            if close:
-                stream.close()
-        raise DoodleError(f"{name}: no drawings (no non-blank line); give one drawing per line")
-    path = Path(source)
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
-        raise DoodleError(f"{source}: unsupported input; give an image ({', '.join(IMAGE_SUFFIXES)}), "
-                          "an .ndjson file or '-' for ndjson on standard input")
-    return Drawing(source, image_to_bitmap(path, size=size, line_width=lw, padding=pad), None)
+def read_drawing(source: str, raster: dict, stdin: IO | None = None) -> Subject:
+    """The first drawing DRAWING names, read and rendered by `doodle predict`'s own path (doodle.inputs). An
+    image's strokes are lines traced from its ink, not the pen's strokes, so it gets no stroke attribution."""
+    found = entries([source], raster, stdin=stdin, limit=1)
+    good = [e for e in found if e.error is None]
+    if not good:
+        raise DoodleError(found[0].error)
+    entry = good[0]
+    drawn = entry.drawing is not None and entry.drawing.line is not None  # an ndjson line: the user's strokes
+    return Subject(entry.name, entry.bitmap, entry.drawing.strokes if drawn else None)
 
 
 # --- the chain rule carried to the drawing ----------------------------------------------------------------
@@ -150,20 +127,20 @@ def log_odds(a: int, b: int) -> Score:
 
 
 def without_each_stroke(strokes: list, raster: dict) -> np.ndarray:
-    """(n, S, S) uint8: the drawing rasterized again without stroke i, for each of its n strokes."""
-    size = raster["size"]
-    rest = [strokes[:i] + strokes[i + 1:] for i in range(len(strokes))]
-    out = np.zeros((len(rest), size, size), np.uint8)  # a drawing left with no stroke is a blank canvas
-    kept = [i for i, r in enumerate(rest) if r]
-    if kept:
-        out[kept] = rasterize_batch([rest[i] for i in kept], size=size, line_width=raster["line_width"],
-                                    padding=raster["padding"])
+    """(n, S, S) uint8: the drawing rendered again by the front door's renderer without stroke i, for each of its
+    n strokes (a drawing left with no stroke is a blank canvas)."""
+    out = np.zeros((len(strokes), raster["size"], raster["size"]), np.uint8)
+    for i in range(len(strokes)):
+        rest = strokes[:i] + strokes[i + 1:]
+        if rest:
+            out[i] = to_bitmap(Drawing(rest), raster)
     return out
 
 
-def stroke_contributions(model: MLP, strokes: list, raster: dict, c: int, p: float) -> tuple[np.ndarray, np.ndarray]:
+def stroke_contributions(model: MLP, strokes: list, raster: dict, c: int, p: float,
+                         run: str | Path = "the model") -> tuple[np.ndarray, np.ndarray]:
     """(contribution (n,), p(c) without each stroke (n,)): contribution = p - p(c without the stroke)."""
-    without = model.predict_proba(without_each_stroke(strokes, raster))[:, c]  # (n,)
+    without = probabilities(model, without_each_stroke(strokes, raster), run)[:, c]  # (n,)
     return p - without.astype(np.float64), without
 
 
@@ -213,15 +190,15 @@ class Explanation:
                 "difference_saliency": rows(self.difference), "out": self.out}
 
 
-def explain_drawing(model: MLP, meta: dict, drawing: Drawing, cls: str | None = None,
-                    strokes: bool = True) -> Explanation:
-    """The numbers of an explanation (no picture); `strokes=False` skips the stroke attribution."""
-    classes = meta["classes"]
+def explain_drawing(model: MLP, meta: dict, subject: Subject, cls: str | None = None,
+                    attribute: bool = True) -> Explanation:
+    """The numbers of an explanation (no picture); `attribute=False` skips the stroke attribution."""
+    classes, run = meta["classes"], str(meta.get("run", "the model"))
     if cls is not None and cls not in classes:
         raise DoodleError(f"--class {cls!r}: the network knows {', '.join(classes[:12])}"
                           f"{'...' if len(classes) > 12 else ''}")
-    bitmap = drawing.bitmap
-    p = model.predict_proba(bitmap[None])[0]  # (C,) as `doodle predict` computes it
+    bitmap = subject.bitmap
+    p = probabilities(model, bitmap[None], run)[0]  # (C,) as `doodle predict` computes it
     order = np.argsort(-p, kind="stable")
     target = int(order[0]) if cls is None else classes.index(cls)
     other = int(next(j for j in order if j != target))
@@ -230,12 +207,13 @@ def explain_drawing(model: MLP, meta: dict, drawing: Drawing, cls: str | None = 
     difference, _ = input_gradients(model, x, log_odds(target, other))
     side = bitmap.shape
     contributions = without = None
-    if strokes and drawing.strokes is not None:
-        contributions, without = stroke_contributions(model, drawing.strokes, meta["raster"], target, float(p[target]))
-    return Explanation(input=drawing.name, model=str(meta.get("run", "")), classes=classes, probabilities=p,
+    if attribute and subject.strokes is not None:
+        contributions, without = stroke_contributions(model, subject.strokes, meta["raster"], target,
+                                                      float(p[target]), run)
+    return Explanation(input=subject.name, model=run, classes=classes, probabilities=p,
                        target=target, target_source="top guess" if cls is None else "--class", other=other,
                        bitmap=bitmap, saliency=saliency.reshape(side), gradient_x_input=(saliency * x).reshape(side),
-                       difference=difference.reshape(side), strokes=drawing.strokes, contributions=contributions,
+                       difference=difference.reshape(side), strokes=subject.strokes, contributions=contributions,
                        without=without, temperature=model.temperature, tta=model.tta)
 
 
@@ -365,5 +343,5 @@ def explain_units(model_path: str | Path | None = None, out: str | Path = "units
     return result
 
 
-__all__ = ["Drawing", "Explanation", "Units", "read_drawing", "input_gradients", "explain_drawing", "explain",
+__all__ = ["Subject", "Explanation", "Units", "read_drawing", "input_gradients", "explain_drawing", "explain",
            "explain_units", "stroke_contributions", "without_each_stroke", "view_transpose"]

@@ -193,11 +193,11 @@ def render_explanation(e) -> Image.Image:
                      "the strokes in the order drawn, each numbered at its start")
     else:
         note = Image.new("RGB", (TILE, TILE), WHITE)
-        for i, line in enumerate(wrap("an image has no strokes: the network reads only the pixels on the right",
-                                      typeface(12), TILE - 16, 4)):
+        for i, line in enumerate(wrap("no strokes came with this input (an image or a bitmap): the network reads "
+                                      "only the pixels on the right", typeface(12), TILE - 16, 4)):
             ImageDraw.Draw(note).text((8, 70 + 16 * i), line, fill=MUTED, font=typeface(12))
-        b0 = c.panel(xs[0], y0, "1. As drawn", note, "the image's ink was traced into lines, rendered like strokes")
-    source = "strokes" if strokes else "traced lines"
+        b0 = c.panel(xs[0], y0, "1. As drawn", note, "an image's ink is traced into lines and rendered like strokes")
+    source = "strokes" if strokes else "image or bitmap"
     b1 = c.panel(xs[1], y0, "2. As the network sees it", bitmap_tile(e.bitmap),
                  f"{e.bitmap.shape[0]}x{e.bitmap.shape[1]} pixels rendered from the {source}: the network's only input")
     top = e.top(5)
@@ -222,8 +222,8 @@ def render_explanation(e) -> Image.Image:
     # Row 3: which strokes mattered.
     y2 = max(b0, b1, b2) + 24
     if e.contributions is None:
-        c.text((PAD, y2), "Stroke attribution needs strokes: this input is an image, so only the pixel views are "
-                          "shown. Give the drawing as ndjson to see its strokes.", 13, MUTED)
+        c.text((PAD, y2), "Stroke attribution needs strokes: this input has none of the pen's (an image or a "
+                          "bitmap), so only the pixel views are shown.", 13, MUTED)
         return c.img.crop((0, 0, c.img.width, y2 + 20 + PAD))
     contrib = np.asarray(e.contributions, dtype=np.float64)
     c_max = _scale(contrib)

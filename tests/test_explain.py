@@ -202,11 +202,12 @@ def test_bad_inputs_are_one_line_errors(run_dir, tmp_path):
     (tmp_path / "empty.ndjson").write_text('{"word": "circle", "drawing": []}\n')
     (tmp_path / "blank.ndjson").write_text("\n\n")
     (tmp_path / "notarun").mkdir()
+    (tmp_path / "sketch.txt").write_text("a cat")
     cases = [
         ([tmp_path / "empty.ndjson", "--model", run_dir], "empty.ndjson:1: empty drawing"),
         ([tmp_path / "blank.ndjson", "--model", run_dir], "blank.ndjson: no drawings"),
         (["-", "--model", run_dir], "<stdin>: no drawings"),
-        ([tmp_path / "nowhere.ndjson", "--model", run_dir], "nowhere.ndjson: cannot read"),
+        ([tmp_path / "nowhere.ndjson", "--model", run_dir], "nowhere.ndjson: no such file or folder"),
         ([tmp_path / "sketch.txt", "--model", run_dir], "unsupported input"),
         ([tmp_path / "empty.ndjson", "--model", tmp_path / "notarun"], "notarun: not a doodle model"),
         (["--model", run_dir], "give a DRAWING to explain"),
@@ -263,7 +264,7 @@ def test_diverging_colours_red_for_blue_against_white_nothing():
 def test_explain_drawing_without_strokes_skips_the_attribution(run_dir, drawings):
     model, meta = load_model(run_dir)
     drawing = read_drawing(str(drawings), meta["raster"])
-    e = explain_drawing(model, meta, drawing, strokes=False)
+    e = explain_drawing(model, meta, drawing, attribute=False)
     assert e.contributions is None and e.to_json()["strokes"] is None
     np.testing.assert_allclose(e.gradient_x_input, e.saliency * drawing.bitmap / 255.0, rtol=1e-6, atol=1e-12)
 
