@@ -217,15 +217,18 @@ def explain_drawing(model: MLP, meta: dict, subject: Subject, cls: str | None = 
                        without=without, temperature=model.temperature, tta=model.tta)
 
 
-def why(model: MLP, raster: dict, bitmap: np.ndarray, strokes: list, p: np.ndarray, run: str | Path) -> dict:
+def why(model: MLP, raster: dict, bitmap: np.ndarray, strokes: list, p: np.ndarray, run: str | Path,
+        attribute: bool = True) -> dict:
     """The play page's "why?" for a guess already made (p, (C,) from `probabilities`): the top guess's saliency
-    over the bitmap (S rows, to 4 significant digits, and its largest magnitude) and each stroke's contribution."""
+    over the bitmap (S rows, to 4 significant digits, and its largest magnitude) and each stroke's contribution
+    (None without `attribute`)."""
     c = int(np.argmax(p))  # the first of tied maxima: the top guess as top_categories orders them
     saliency, _ = input_gradients(model, to_float(bitmap[None]), log_probability(c))
-    contributions, _ = stroke_contributions(model, strokes, raster, c, float(p[c]), run)
+    contributions = stroke_contributions(model, strokes, raster, c, float(p[c]), run)[0] if attribute else None
     side = bitmap.shape[0]
     return {"class": c, "saliency": [[float(f"{v:.4g}") for v in row] for row in saliency.reshape(side, side)],
-            "scale": float(np.abs(saliency).max()), "strokes": [float(f"{d:.4g}") for d in contributions]}
+            "scale": float(np.abs(saliency).max()),
+            "strokes": None if contributions is None else [float(f"{d:.4g}") for d in contributions]}
 
 
 def explain(source: str, out: str | Path = "explain.png", model_path: str | Path | None = None,

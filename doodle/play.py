@@ -16,7 +16,8 @@ busy, 500 for a broken model; 507 for a full disk on a save):
                                    with explain=1 also "why": the top guess's "category", its "saliency"
                                    (28 rows of d log p / d pixel, doodle.explain) and their largest magnitude
                                    "scale", and per stroke of the request its contribution to p (p minus p
-                                   without it; null for a stroke without points) in "strokes"
+                                   without it; null for a stroke without points) in "strokes" (null when
+                                   re-rendering the drawing once per stroke would pass MAX_ATTRIBUTION)
   POST /api/save                   {"drawing": raw strokes with times, "word": category}
                                    -> appends Google's raw record to <save-dir>/<word>.ndjson
 The page itself is doodle/static/ (index.html, play.css, play.js), served from that folder only.
@@ -57,6 +58,9 @@ MAX_STROKES = 1_000  # per drawing; Quick, Draw! drawings have a few dozen at mo
 # The checks every drawing passes (doodle.strokes: points, coordinates, ink), plus a stroke limit of our own.
 LIMITS = Limits(strokes=MAX_STROKES)
 RUNNING = 2  # drawings simplified, drawn and guessed at once: more only share the same cores
+# A "why?" renders the drawing again without each stroke: strokes x points (simplified) re-drawn at most, or
+# the stroke attribution is left out. A long Quick, Draw! drawing (40 strokes, 1,000 points) is 40,000.
+MAX_ATTRIBUTION = 200_000
 WAITING = 16  # requests that may wait for a turn; any beyond are refused with a 503 at once
 LOOPBACK_NAMES = ("localhost",)
 _SAVE_STATUS = {errno.ENOSPC: 507, errno.EDQUOT: 507}  # a full disk is the one storage error worth its own code
@@ -214,7 +218,9 @@ class Player:
             try:
                 with self._lock:
                     p = probabilities(self.model, bitmap[None], self.run_dir)[0]
-                    reason = why(self.model, self.raster, bitmap, drawing.strokes, p, self.run_dir) if explain else None
+                    work = len(drawing.strokes) * sum(len(st[0]) for st in drawing.strokes)
+                    reason = why(self.model, self.raster, bitmap, drawing.strokes, p, self.run_dir,
+                                 work <= MAX_ATTRIBUTION) if explain else None
             except DoodleError as exc:  # the model, not the drawing, is at fault
                 raise ApiError(500, str(exc)) from None
         return bitmap, p, reason
@@ -228,9 +234,10 @@ class Player:
         strokes, simplified = check_drawing(drawing, _field(body, "format", "raw"))
         bitmap, p, reason = self._guess(strokes, simplified, explain == "1")
         result = {"top": top_categories(p, self.classes, k), "bitmap": bitmap.tolist()}
-        if reason is not None:  # contributions back onto the request's strokes: check_drawing kept those with points
-            given = iter(reason["strokes"])
-            reason["strokes"] = [next(given) if len(stroke[0]) else None for stroke in drawing]
+        if reason is not None:
+            if reason["strokes"] is not None:  # back onto the request's strokes: check_drawing kept those with points
+                given = iter(reason["strokes"])
+                reason["strokes"] = [next(given) if len(stroke[0]) else None for stroke in drawing]
             result["why"] = {"category": self.classes[reason.pop("class")], **reason}
         return result
 

@@ -51,6 +51,18 @@ def test_explain_gives_the_top_guess_why_on_the_request_strokes(client, play_mod
     assert [got["strokes"][0], got["strokes"][2]] == expected["strokes"]
 
 
+def test_a_drawing_too_long_to_re_render_per_stroke_gets_its_pixels_explained_only(client, monkeypatch):
+    from doodle import play
+
+    body = json.dumps({"drawing": square_and_line()})
+    monkeypatch.setattr(play, "MAX_ATTRIBUTION", 13)  # simplified, the square and the line: 2 strokes x 7 points
+    got = client.post("/api/predict", params={"explain": "1"}, content=body, headers=JSON).json()["why"]
+    assert got["strokes"] is None and len(got["saliency"]) == 28 and got["scale"] > 0
+    monkeypatch.setattr(play, "MAX_ATTRIBUTION", 14)
+    got = client.post("/api/predict", params={"explain": "1"}, content=body, headers=JSON).json()["why"]
+    assert len(got["strokes"]) == 3
+
+
 def test_no_explanation_unless_asked_and_a_bad_value_is_refused(client):
     body = json.dumps({"drawing": square_and_line()})
     for params in ({}, {"explain": "0"}):

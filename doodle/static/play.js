@@ -379,8 +379,9 @@ function drawWhy(why, bitmap, drawing) {
   }
   pc.putImageData(img, 0, 0);
   const sc = el.whyStrokes.getContext("2d");
-  const top = why ? Math.max(...why.strokes.map((d) => Math.abs(d || 0))) : 0;
-  const colours = why ? why.strokes.map((d) => `rgb(${diverging(d || 0, top).join(",")})`) : [];
+  const given = why && why.strokes;  // null for a drawing too long to re-render once per stroke
+  const top = given ? Math.max(...given.map((d) => Math.abs(d || 0))) : 0;
+  const colours = given ? given.map((d) => `rgb(${diverging(d || 0, top).join(",")})`) : undefined;
   drawThumb(el.whyStrokes, why ? drawing : [], colours);
   sc.setTransform(1, 0, 0, 1, 0, 0);
 }
