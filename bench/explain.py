@@ -38,7 +38,8 @@ from doodle.config import load_config
 from doodle.explain import input_gradients, log_probability, stroke_contributions
 from doodle.nn import MLP, ModelSpec
 from doodle.pixels import to_float
-from doodle.raster import rasterize_batch
+from doodle.inputs import Drawing, to_bitmaps
+from doodle.rasterpool import rasterize_batch
 from doodle.report import INK, MUTED, WHITE, nice_ticks, save_png, typeface
 from doodle.strokes import iter_drawings
 from doodle.train import train
@@ -99,7 +100,7 @@ def deletion_curves(model: MLP, strokes: list, orders: list[list[int]], c: int, 
     deleted; every state of every order re-rasterized and predicted in one batch."""
     n = len(strokes)
     states = [[s for j, s in enumerate(strokes) if j not in set(order[:k])] for order in orders for k in range(n)]
-    bitmaps = rasterize_batch(states, size=raster["size"], line_width=raster["line_width"], padding=raster["padding"])
+    bitmaps = to_bitmaps([Drawing(s) for s in states], raster)
     blank = np.zeros((1, *bitmaps.shape[1:]), np.uint8)  # every stroke deleted: a blank canvas
     p = model.predict_proba(np.concatenate([bitmaps, blank]))[:, c].astype(np.float64)
     per_order = np.concatenate([p[:-1].reshape(len(orders), n), np.full((len(orders), 1), p[-1])], axis=1)
@@ -154,7 +155,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         classes = load_config(REPO / "configs" / "quickdraw16.yaml")["data"]["categories"]
         items = paired(root, classes)
-        renders = rasterize_batch([d for _, d, _ in items])  # Google's recipe, as in the bitmap files
+        renders = rasterize_batch([d for _, d, _ in items])  # Google's recipe (the defaults), as in the bitmap files
         if args.model is None:
             rows = find_rows(items, renders, classes, root / "full" / "numpy_bitmap")
             held_out_mirror(items, rows, classes, root / "full" / "numpy_bitmap", Path(tmp) / "mirror")
@@ -174,8 +175,7 @@ def main() -> None:
         rows = find_rows(items, renders, classes, bitmap_dir)
         held = [it for it, unseen in zip(items, test_membership(run, rows, items, classes)) if unseen][:args.limit]
         raster = meta["raster"]
-        x = rasterize_batch([d for _, d, _ in held], size=raster["size"], line_width=raster["line_width"],
-                            padding=raster["padding"])  # (N, S, S) the model's input
+        x = to_bitmaps([Drawing(d) for _, d, _ in held], raster)  # (N, S, S) the model's input
         y = np.array([c for c, _, _ in held])
         t0 = time.perf_counter()
         p = model.predict_proba(x)  # (N, C)

@@ -6,8 +6,8 @@ For one drawing (`doodle explain DRAWING`):
   class (more ink there would raise it), blue ones against;
 - gradient x input: that map times the ink, a first-order share of the guess for each inked pixel;
 - stroke attribution: p(class) minus p(class) of the drawing rendered again without each stroke, by the
-  front door's renderer (doodle.inputs.to_bitmap: doodle.rasterize with the model's raster settings; the
-  network's input of a drawing left with no stroke is a blank canvas);
+  front door's renderer (doodle.inputs.to_bitmap's `rasterize` with the model's raster settings, bit for bit;
+  the network's input of a drawing left with no stroke is a blank canvas);
 - the runner-up, and what separates the two: the saliency of log p(class) - log p(runner-up).
 For the network (`doodle explain --units`): the first layer's templates of its most important hidden units
 (importance: mean activation on the test split times the norm of the outgoing weights), and per class the
@@ -35,11 +35,12 @@ from doodle.autodiff import Tensor
 from doodle.checkpoint import load_model, resolve_model_path
 from doodle.errors import DoodleError, lookup
 from doodle.evaluate import test_split_bitmaps
-from doodle.inputs import Drawing, entries, to_bitmap
+from doodle.inputs import entries
 from doodle.nn import MLP
 from doodle.pixels import TTA, mirror_images, shift_images, to_float, tta_views
 from doodle.predict import probabilities
 from doodle.progress import NULL_REPORTER, Reporter
+from doodle.raster import RasterSpec, flatten, render_flat
 from doodle.report import save_png
 
 TOP = 5  # classes listed beside an explanation
@@ -127,13 +128,14 @@ def log_odds(a: int, b: int) -> Score:
 
 
 def without_each_stroke(strokes: list, raster: dict) -> np.ndarray:
-    """(n, S, S) uint8: the drawing rendered again by the front door's renderer without stroke i, for each of its
-    n strokes (a drawing left with no stroke is a blank canvas)."""
-    out = np.zeros((len(strokes), raster["size"], raster["size"]), np.uint8)
-    for i in range(len(strokes)):
-        rest = strokes[:i] + strokes[i + 1:]
-        if rest:
-            out[i] = to_bitmap(Drawing(rest), raster)
+    """(n, S, S) uint8: the drawing rendered again without stroke i, for each of its n strokes, by the front door's
+    renderer (`rasterize`'s own render_flat, all n in one pass; a drawing left with no stroke is a blank canvas)."""
+    spec = RasterSpec(size=raster["size"], line_width=raster["line_width"], padding=raster["padding"])
+    rest = [strokes[:i] + strokes[i + 1:] for i in range(len(strokes))]
+    out = np.zeros((len(rest), spec.size, spec.size), np.uint8)
+    kept = [i for i, r in enumerate(rest) if r]
+    if kept:
+        out[kept] = render_flat(*flatten([rest[i] for i in kept]), spec)
     return out
 
 
