@@ -16,7 +16,7 @@ Held out: the first k drawings of full/simplified/<word>.ndjson are rows of full
 the bitmap files with those rows moved to the end, where the tail split makes them test rows (bench/sketches.py's
 way). With --model RUN --bitmaps DIR (the numpy_bitmap folder the run trained from), only drawings whose rows are
 in the run's test split are used; the run's split.npz says which.
-Usage: python bench/explain.py [--model RUN --bitmaps DIR] [--set key=value ...] [--figures DIR]
+Usage: python bench/explain.py [--model RUN --bitmaps DIR | --keep DIR] [--set key=value ...] [--figures DIR]
 """
 
 from __future__ import annotations
@@ -148,23 +148,26 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="config override for the training, e.g. "
                                                                "train.epochs=20")
     ap.add_argument("--figures", type=Path, help="write deletion.png here")
+    ap.add_argument("--keep", type=Path, help="keep the training's mirror, data and run in this new folder "
+                                              "(docs/explain.png came from such a run, train.epochs=20)")
     ap.add_argument("--limit", type=int, help="use only the first N held-out drawings (a quick look)")
     args = ap.parse_args()
     root = quickdraw_root()
     load = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
+        work = args.keep or Path(tmp)
         classes = load_config(REPO / "configs" / "quickdraw16.yaml")["data"]["categories"]
         items = paired(root, classes)
         renders = rasterize_batch([d for _, d, _ in items])  # Google's recipe (the defaults), as in the bitmap files
         if args.model is None:
             rows = find_rows(items, renders, classes, root / "full" / "numpy_bitmap")
-            held_out_mirror(items, rows, classes, root / "full" / "numpy_bitmap", Path(tmp) / "mirror")
+            held_out_mirror(items, rows, classes, root / "full" / "numpy_bitmap", work / "mirror")
             print("training configs/quickdraw16.yaml with the paired drawings moved into the test split ...",
                   flush=True)
             run = Path(train(REPO / "configs" / "quickdraw16.yaml",
-                             [f"data.base_url={(Path(tmp) / 'mirror').resolve().as_uri()}", *args.set],
-                             data_dir=Path(tmp) / "data", out=Path(tmp) / "run").run)
-            bitmap_dir = Path(tmp) / "mirror" / "full" / "numpy_bitmap"
+                             [f"data.base_url={(work / 'mirror').resolve().as_uri()}", *args.set],
+                             data_dir=work / "data", out=work / "run").run)
+            bitmap_dir = work / "mirror" / "full" / "numpy_bitmap"
         else:
             if args.bitmaps is None:
                 raise SystemExit("--model needs --bitmaps: the numpy_bitmap folder the run trained from")
