@@ -152,3 +152,35 @@ def lock_folder(folder: str | os.PathLike, busy: str) -> Iterator[Path]:
     finally:
         _HELD.discard(key)
         os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a new empty temporary folder beside `path`; if the block succeeds it takes `path`'s place (a folder
+    already there is moved aside, then deleted), else it is deleted. Either way no half-written folder is ever at
+    `path`. The caller decides beforehand whether what is at `path` may be replaced."""
+    import shutil
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent))
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    old = None
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a finished folder gets the usual permissions
+        yield tmp
+        if path.is_dir():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", suffix=TMP_SUFFIX, dir=path.parent))
+            os.replace(path, old / path.name)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if old is not None and not path.exists():  # put the earlier folder back
+            with contextlib.suppress(OSError):
+                os.replace(old / path.name, path)
+        raise write_error(path, exc) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
