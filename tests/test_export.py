@@ -70,6 +70,12 @@ def make_run(folder: Path, hidden=(48, 24), activation="relu", norm="none", tta=
     return folder
 
 
+def doodle_probabilities(run: Path, bitmaps: np.ndarray) -> np.ndarray:
+    """doodle's own prediction for bitmaps: the run's model.predict_proba, calibrated, with its TTA, which is what
+    `doodle predict` prints for the drawings they come from (test_fixture_bitmaps_give_what_doodle_predict_prints)."""
+    return load_model(run)[0].predict_proba(bitmaps)
+
+
 def predict_probabilities(run: Path, files=FIXTURE_FILES) -> np.ndarray:
     """What `doodle predict` prints for the files, every class, as (N, C) in class order."""
     results, meta = predict([str(p) for p in files], run, top_k=len(load_model(run)[1]["classes"]))
@@ -91,17 +97,31 @@ def agreement(expected: np.ndarray, got: np.ndarray) -> tuple[float, int]:
 
 
 @pytest.fixture(scope="module")
-def pixels() -> np.ndarray:
-    return to_float(fixture_bitmaps())
+def bitmaps() -> np.ndarray:
+    return fixture_bitmaps()
+
+
+@pytest.fixture(scope="module")
+def pixels(bitmaps) -> np.ndarray:
+    return to_float(bitmaps)
+
+
+def test_fixture_bitmaps_give_what_doodle_predict_prints(tmp_path, bitmaps):
+    """`doodle predict` on the fixture's ndjson files prints model.predict_proba of these bitmaps, to the bit: the
+    other tests compare exports with that."""
+    run = make_run(tmp_path / "run", norm="batch", tta="flip_shift")
+    printed = predict_probabilities(run)
+    assert len(printed) == len(bitmaps) > 300
+    assert np.array_equal(printed, doodle_probabilities(run, bitmaps).astype(np.float64))
 
 
 @pytest.mark.parametrize("tta", ["none", "flip_shift"])
 @pytest.mark.parametrize("norm", ["none", "batch"])
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu", "tanh", "sigmoid"])
-def test_onnx_gives_doodle_predicts_probabilities(tmp_path, pixels, activation, norm, tta, record_property):
+def test_onnx_gives_doodle_predicts_probabilities(tmp_path, bitmaps, pixels, activation, norm, tta, record_property):
     run = make_run(tmp_path / "run", activation=activation, norm=norm, tta=tta, seed=len(activation))
-    expected = predict_probabilities(run)  # (315, 10): the fixture's drawings, as `doodle predict` prints them
-    assert expected.shape == (len(pixels), 10) and len(pixels) > 300 and expected.max(axis=1).min() < 0.9  # spread, not one-hot
+    expected = doodle_probabilities(run, bitmaps)  # (315, 10): the fixture's drawings, as `doodle predict` prints them
+    assert expected.shape == (len(pixels), 10) and expected.max(axis=1).min() < 0.9  # spread, not one-hot
     model, meta = load_model(run)
     proto, _ = ex.build_onnx(model, meta)
     data = proto.SerializeToString()
@@ -122,14 +142,14 @@ def test_onnx_other_tta_views(tmp_path, pixels, tta):
     assert worst <= TOLERANCE and same == len(pixels)
 
 
-def test_onnx_quickdraw16_sized_network(tmp_path, pixels, record_property):
+def test_onnx_quickdraw16_sized_network(tmp_path, bitmaps, pixels, record_property):
     """784-1024-512-16, batch norm, 10 views: the shipped quickdraw16 network's shape."""
     run = make_run(tmp_path / "run", hidden=(1024, 512), norm="batch", tta="flip_shift", classes=QD16_CLASSES,
                    temperature=0.87, seed=3)
     res = ex.export(run, "onnx", tmp_path / "qd16.onnx")
     assert [c["check"] for c in res["checks"]][:2] == ["onnx.checker", "onnx.reference"]
     assert all(c["passed"] is not False for c in res["checks"])
-    expected = predict_probabilities(run)
+    expected = doodle_probabilities(run, bitmaps)
     for runtime in ("reference", "onnxruntime"):
         if runtime == "onnxruntime":
             pytest.importorskip("onnxruntime")

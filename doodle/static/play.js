@@ -40,6 +40,7 @@ const state = {
 // ---------------------------------------------------------------- the API
 
 async function api(path, body) {
+  if (window.doodleLocal) return window.doodleLocal.api(path, body);  // a page from `doodle export`: no server
   const init = body === undefined ? {} : {
     method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body),
   };

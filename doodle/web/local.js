@@ -116,7 +116,7 @@
     button.id = "download";
     button.title = "Your saved drawings as one ndjson file (Google's raw format)";
     button.addEventListener("click", download);
-    if (where) where.replaceWith(button); else document.body.appendChild(button);
+    if (where) where.after(" ", button); else document.body.appendChild(button);
     showCount();
   }
 
