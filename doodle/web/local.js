@@ -79,7 +79,7 @@
                       recognized: best[0].category === body.word, drawing: strokes};
       const lines = [...saved(), JSON.stringify(record)];
       keep(lines);
-      return {saved: `this browser (${lines.length} drawing${lines.length === 1 ? "" : "s"}: Download keeps them)`,
+      return {saved: `this browser (${lines.length} drawing${lines.length === 1 ? "" : "s"} so far; "Download my drawings" keeps them in a file)`,
               key_id: record.key_id, recognized: record.recognized, word: body.word, top: best};
     }
     throw new Error(`no such call: ${route}`);
