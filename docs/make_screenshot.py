@@ -1,6 +1,7 @@
 """Retake docs/play.png: the `doodle play` page mid-game, in headless Chromium (Debian's `chromium`).
 
-Plays two rounds (a circle, a square), then starts drawing a shape and takes the picture while the clock runs.
+Plays two rounds of a game (a circle, a square), then starts drawing a shape and takes the picture while the
+clock runs.
 Usage: python docs/make_screenshot.py --model RUN [--out docs/play.png]   (RUN: e.g. a configs/offline.yaml run)
 """
 
@@ -43,7 +44,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, running(make_app(args.model, Path(tmp) / "mine")) as url, \
             sync_playwright() as p:
         browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium", args=ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 820}, device_scale_factor=1)
+        page = browser.new_page(viewport={"width": 1280, "height": 800}, device_scale_factor=1)
 
         def draw(strokes):
             box = page.locator("#pad").bounding_box()
@@ -56,21 +57,29 @@ def main() -> None:
                 page.mouse.up()
             page.wait_for_selector("body[data-guessing='0']")
 
-        page.goto(f"{url}/?word=circle")
-        page.wait_for_selector("body[data-ready='1']")
+        def until(condition: str) -> None:  # polled: the page's CSP forbids wait_for_function's eval
+            for _ in range(1500):  # 30 s: a round not won runs out its clock
+                if page.evaluate(condition):
+                    return
+                page.wait_for_timeout(20)
+            raise SystemExit(f"the page never got to {condition}")
+
         rounds = [("circle", polygon(.5, .5, .3, 24, n_per_side=2, wobble=.004)),
                   ("square", polygon(.5, .5, .32, 4, start=-135, wobble=.01))]
         # then a shape begun but not yet recognised: the first that the model does not know yet is the picture
         partial = [("hexagon", polygon(.5, .5, .34, 6, turns=.34, start=-150, wobble=.01)),
                    ("triangle", polygon(.5, .55, .36, 3, turns=.34, start=150, wobble=.01)),
-                   ("square", polygon(.5, .5, .32, 4, turns=.5, start=-135, wobble=.01))]
+                   ("octagon", polygon(.5, .5, .32, 8, turns=.4, start=-135, wobble=.01))]
+        words = ",".join(word for word, _ in rounds + partial)  # chosen words instead of random ones
+        page.goto(f"{url}/?words={words}&pause=400")
+        page.wait_for_selector("body[data-ready='1']")
+        page.keyboard.press("Enter")  # the game's one click; the rounds then follow by themselves
         for i, (word, stroke) in enumerate(rounds + partial):
-            page.evaluate("word => newRound(word)", word)  # a chosen word instead of a random one
-            page.keyboard.press("Enter")
+            until(f"game.round === {i} && game.phase === 'playing'")
             draw([stroke])
-            if i >= len(rounds) and page.evaluate("state.phase") == "playing":
+            if i >= len(rounds) and page.evaluate("game.phase") == "playing":
                 break
-            page.wait_for_selector("#status:has-text('Saved to')")
+            until("game.phase !== 'playing'")
         page.wait_for_timeout(2500)
         page.screenshot(path=str(args.out))
         print(f"{args.out}: tally {page.inner_text('#tally-score')}, guesses "

@@ -29,6 +29,7 @@ import numpy as np
 from doodle.errors import DoodleError
 
 _recording = True  # False inside no_grad(): ops then record no parents and no backward rules
+_scope = ""  # the scope() every new node is tagged with
 
 
 @contextlib.contextmanager
@@ -42,10 +43,22 @@ def no_grad() -> Iterator[None]:
         _recording = saved
 
 
+@contextlib.contextmanager
+def scope(name: str) -> Iterator[None]:
+    """Nodes made within this block carry `name` in `.scope` (e.g. the layer that made them), so a drawing can
+    group them; it changes nothing else."""
+    global _scope
+    saved, _scope = _scope, name
+    try:
+        yield
+    finally:
+        _scope = saved
+
+
 class Tensor:
     """A node of the graph: value, gradient, parents, the op that made it and its backward rule."""
 
-    __slots__ = ("value", "grad", "parents", "op", "requires_grad", "name", "_backward", "_buffer")
+    __slots__ = ("value", "grad", "parents", "op", "requires_grad", "name", "scope", "_backward", "_buffer")
 
     def __init__(self, value, requires_grad: bool = False, name: str = "", grad_into: np.ndarray | None = None):
         self.value = np.asarray(value)  # an ndarray is wrapped, not copied
@@ -54,6 +67,7 @@ class Tensor:
         self.op = "leaf"
         self.requires_grad = requires_grad
         self.name = name
+        self.scope = _scope
         self._backward: Callable | None = None
         # A leaf's gradient lives in this array: the caller's (e.g. a view of the model's flat
         # gradient buffer) or one allocated on first use. Intermediate nodes have none.

@@ -15,7 +15,6 @@ build uses all cores as long as there are at least as many categories to build a
 from __future__ import annotations
 
 import io
-import json
 import time
 from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
@@ -48,7 +47,7 @@ def open_cache(out: Path, size: int) -> tuple[np.ndarray, dict] | None:
     if not out.is_file():
         return None
     try:
-        side = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+        side = fsutil.read_json(out.with_suffix(".json"))
         arr = np.load(out, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError):
         return None

@@ -2,6 +2,10 @@
 
 Progress bars and logs go to stderr; results (tables, or JSON with --json) go to stdout, so scripts
 can pipe them. A user mistake prints one line `error: ...` and exits non-zero, never a traceback.
+
+Start-up is part of the interface (a script may call `doodle predict` once per file, a shell calls the
+completion on every TAB): this module imports only typer and the standard library; each command imports
+the library modules it calls, and Rich (doodle.cli_output) only when it draws with it.
 """
 
 from __future__ import annotations
@@ -10,44 +14,57 @@ import contextlib
 import errno
 import functools
 import json
+import shutil
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, get_args, get_origin
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, ProgressColumn, TaskProgressColumn, TextColumn, TimeRemainingColumn
-from rich.table import Table
-from rich.text import Text
 
+from doodle import __version__
 from doodle.errors import DoodleError
-from doodle.progress import Reporter
 
 try:  # typer >= 0.22 vendors click
-    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+    from typer._click.exceptions import BadParameter, NoArgsIsHelpError, UsageError
 except ImportError:  # pragma: no cover - older typer on the click package
-    from click.exceptions import UsageError
+    from click.exceptions import BadParameter, UsageError
     try:
         from click.exceptions import NoArgsIsHelpError
     except ImportError:
         NoArgsIsHelpError = ()
 
-out = Console(soft_wrap=True)  # results
-err = Console(stderr=True, soft_wrap=True)  # progress, logs, errors: one line each, never wrapped
+
+def _error(message: str) -> None:
+    from doodle.cli_output import error
+
+    error(message)
 
 
 class _OneLineUsageErrors(typer.core.TyperGroup):
     """Usage mistakes (`--top-k 0`, an unknown option, a missing argument) as one `error: ...` line on stderr
     and exit 2, like every other user mistake, instead of click's usage box. In the group, so it holds for
-    the console script, `python -m doodle` and typer's CliRunner alike."""
+    the console script, `python -m doodle` and typer's CliRunner alike. The group also gives its own and its
+    commands' parameters their plain conversions (_plain_values)."""
 
     def make_context(self, *args, **kwargs):
+        _plain_values(self.params)  # typer adds the completion options after __init__: here they are all
         with _one_line_usage_errors():
             return super().make_context(*args, **kwargs)
 
     def invoke(self, ctx):
         with _one_line_usage_errors():
             return super().invoke(ctx)
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)  # made on first use, after make_context's _plain_values
+        _plain_values([option])
+        return option
+
+    def resolve_command(self, ctx, args):
+        name, cmd, rest = super().resolve_command(ctx, args)
+        if cmd is not None:
+            _plain_values([*cmd.params, cmd.get_help_option(ctx)])
+        return name, cmd, rest
 
 
 @contextlib.contextmanager
@@ -59,114 +76,90 @@ def _one_line_usage_errors():
             raise  # bare `doodle` or `doodle download` without words: the help is the answer
         where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
         message = " ".join(exc.format_message().split())  # click's messages may span lines
-        err.print(Text(f"error: {message}{where}", style="red"))
+        _error(f"{message}{where}")
         raise typer.Exit(exc.exit_code) from None
 
 
-app = typer.Typer(help="Learn to recognise Google Quick, Draw! doodles with a hand-written numpy MLP.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  cls=_OneLineUsageErrors)
+class _Plain:
+    """One parameter's conversion from the command line, without pydantic.
 
-DataDir = Annotated[Path, typer.Option("--data-dir", help="Where downloads and caches live.")]
+    Typer (0.2x) converts every non-flag value through a pydantic TypeAdapter, built when the command is
+    parsed: importing pydantic and building the adapters costs about 0.1 s, more than numpy's import, on
+    every call of every command (a `doodle predict` in a loop, each TAB of a shell completion). doodle's
+    parameters are str, int, float and Path (optional, or lists of them), which need none of it; anything
+    else keeps typer's own conversion. (Flags are bools already; typer converts them only when unset.)"""
+
+    def __init__(self, kind: type, lo=None, hi=None):
+        self.kind, self.lo, self.hi = kind, lo, hi
+
+    def coerce(self, value, param, ctx):
+        many = param.multiple or param.nargs == -1
+        if value is None:
+            return () if many else None
+        return [self.one(v, param, ctx) for v in value] if many else self.one(value, param, ctx)
+
+    def one(self, value, param, ctx):
+        if self.kind in (int, float):
+            try:
+                number = self.kind(value)
+            except (TypeError, ValueError):
+                what = "a whole number" if self.kind is int else "a number"
+                raise BadParameter(f"{value!r} is not {what}", ctx=ctx, param=param) from None
+            if number != number:  # NaN passes every comparison
+                raise BadParameter(f"{value!r} is not a number", ctx=ctx, param=param)
+            if self.lo is not None and number < self.lo:
+                raise BadParameter(f"{value} is below the smallest allowed value, {self.lo}", ctx=ctx, param=param)
+            if self.hi is not None and number > self.hi:
+                raise BadParameter(f"{value} is above the largest allowed value, {self.hi}", ctx=ctx, param=param)
+            return number
+        return self.kind(value)
+
+
+_PLAIN_KINDS = (str, int, float, Path, bool)
+
+
+def _plain_values(params) -> None:
+    """Give str/int/float/Path/bool parameters a _Plain conversion (typer builds its own only when first
+    used, so the one given here is the one used). Typer versions without these hooks are left alone."""
+    for param in params:
+        descriptor = getattr(param, "type_descriptor", None)
+        if descriptor is None or getattr(param, "_runtime_param", False) is not None:
+            continue
+        kind = descriptor.annotation
+        if get_origin(kind) is list:
+            (kind,) = get_args(kind)
+        if kind in _PLAIN_KINDS and getattr(descriptor.parameter_info, "parser", None) is None:
+            info = descriptor.parameter_info
+            param._runtime_param = _Plain(kind, info.min, info.max)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"doodle {__version__}\n")
+        raise typer.Exit()
+
+
+# rich_markup_mode=None: click's help layout, which reads well at 80 columns (Rich's help panel gives the
+# text ~20 columns there and cuts defaults), and `--help` loads no Rich.
+app = typer.Typer(help="Learn to recognise Google Quick, Draw! doodles with a hand-written numpy MLP.",
+                  no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None, cls=_OneLineUsageErrors)
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_show_version,
+                                                help="Print doodle's version and exit.")] = False):
+    """doodle's own options, before the command (typer shows the app's help, not this)."""
+
+
+DataDir = Annotated[Path, typer.Option("--data-dir", metavar="DIR", help="Where downloads and caches live.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 NoCalibrationOpt = Annotated[bool, typer.Option("--no-calibration", help="Show the raw softmax probabilities instead "
                                                                          "of the temperature-calibrated ones.")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Stop at the first bad ndjson line instead of skipping "
                                                              "and counting it.")]
-
-
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB"):
-        if n < 1000:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
-
-
-class _AmountColumn(ProgressColumn):
-    """Bytes with speed for downloads, 'done/total unit' for everything else."""
-
-    def render(self, task) -> Text:
-        unit = task.fields.get("unit", "")
-        if unit == "bytes":
-            total = _human_bytes(task.total) if task.total else "?"
-            speed = f" {_human_bytes(task.speed)}/s" if task.speed else ""
-            return Text(f"{_human_bytes(task.completed)}/{total}{speed}")
-        total = f"{task.total:.0f}" if task.total is not None else "?"
-        return Text(f"{task.completed:.0f}/{total} {unit}")
-
-
-class RichReporter(Reporter):
-    """Draws the library's progress callbacks as rich progress bars on stderr."""
-
-    def __init__(self, show_epochs: bool = True):
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-                                 _AmountColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                                 console=err, transient=True)
-        self.tasks: dict[str, int] = {}
-        self.show_epochs = show_epochs
-        self.header_shown = False
-
-    def __enter__(self):
-        return self  # the live display starts with the first task, so a quick failure prints only its error
-
-    def __exit__(self, *exc):
-        if self.progress.live.is_started:
-            self.progress.stop()
-
-    def start(self, key, description, total=None, unit=""):
-        if not self.progress.live.is_started:
-            self.progress.start()
-        self.tasks[key] = self.progress.add_task(description, total=total, unit=unit, info="")
-
-    def update(self, key, advance=0, completed=None, total=None, **fields):
-        if key not in self.tasks:
-            return
-        info = "  ".join(_fmt_field(k, v) for k, v in fields.items())
-        kwargs = {"advance": advance, "info": info}
-        if completed is not None:
-            kwargs["completed"] = completed
-        if total is not None:
-            kwargs["total"] = total
-        self.progress.update(self.tasks[key], **kwargs)
-
-    def end(self, key):
-        task = self.tasks.pop(key, None)
-        if task is not None:
-            self.progress.remove_task(task)
-
-    def log(self, message):
-        self.progress.console.print(Text(message, style="yellow"))
-
-    def epoch(self, row):
-        if not self.show_epochs:
-            return
-        if not self.header_shown:
-            self.progress.console.print(Text(_EPOCH_FMT.format("epoch", "train loss", "train acc", "val loss",
-                                                               "val acc", "lr", "time"), style="bold"))
-            self.header_shown = True
-        self.progress.console.print(_EPOCH_FMT.format(
-            row["epoch"], f"{row['train_loss']:.4f}", f"{row['train_accuracy']:.2%}", _opt(row["val_loss"], "{:.4f}"),
-            _opt(row["val_accuracy"], "{:.2%}"), f"{row['lr']:.2e}", f"{row['seconds']:.1f}s"))
-
-
-_EPOCH_FMT = "{:>5}  {:>10}  {:>9}  {:>9}  {:>8}  {:>9}  {:>7}"
-
-
-def _opt(v, fmt: str) -> str:
-    return "-" if v is None else fmt.format(v)
-
-
-def _fmt_field(k: str, v) -> str:
-    if k == "sps":
-        return f"{v:,.0f} samples/s"
-    if k == "acc":
-        return f"acc {v:.1%}"
-    if k in ("received", "rate"):  # a download's bytes so far, and bytes/s
-        return _human_bytes(v) + ("/s" if k == "rate" else " received")
-    if k == "failed":
-        return f"{v} failed"
-    return f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+ModelOpt = Annotated[Optional[Path], typer.Option("--model", "-m", metavar="RUN",
+                                                  help="Run folder (default: the newest in runs/).")]
 
 
 def handle_errors(fn):
@@ -177,16 +170,18 @@ def handle_errors(fn):
         try:
             return fn(*args, **kwargs)
         except DoodleError as exc:
-            err.print(Text(f"error: {exc}", style="red"))
+            _error(str(exc))
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            err.print(Text("interrupted", style="red"))
+            from doodle.cli_output import err
+
+            err.print("interrupted", style="red")
             raise typer.Exit(130) from None
         except OSError as exc:  # the library names its files; this is the net for anything it did not foresee
             if exc.errno == errno.EPIPE:
                 raise  # stdout closed by `| head`: typer exits quietly
             where = f"{exc.filename}: " if exc.filename else ""
-            err.print(Text(f"error: {where}{exc.strerror or exc}", style="red"))
+            _error(f"{where}{exc.strerror or exc}")
             raise typer.Exit(1) from None
     return wrapper
 
@@ -196,7 +191,7 @@ def _print_json(obj) -> None:
     sys.stdout.flush()
 
 
-@app.command()
+@app.command(short_help="Print the 345 Quick, Draw! category names.")
 @handle_errors
 def categories(as_json: JsonOpt = False):
     """Print the 345 Quick, Draw! category names."""
@@ -208,22 +203,26 @@ def categories(as_json: JsonOpt = False):
         sys.stdout.write("\n".join(CATEGORIES) + "\n")
 
 
-@app.command()
+@app.command(short_help="Fetch Quick, Draw! files (resumable), or --synthetic shapes.")
 @handle_errors
 def download(
-    words: Annotated[Optional[list[str]], typer.Argument(help="Category names, e.g. cat \"alarm clock\".")] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="simplified, raw or numpy_bitmap.")] = "simplified",
-    max_drawings: Annotated[Optional[int], typer.Option(help="Stop after N drawings per file (no full download).",
-                                                        min=1)] = None,
+    words: Annotated[Optional[list[str]], typer.Argument(metavar="WORDS", help="Category names, e.g. cat "
+                                                                                "\"alarm clock\".")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT",
+                                     help="simplified, raw or numpy_bitmap.")] = "simplified",
+    max_drawings: Annotated[Optional[int], typer.Option(metavar="N", min=1, help="Stop after N drawings per file "
+                                                                                  "(no full download).")] = None,
     data_dir: DataDir = Path("data"),
-    base_url: Annotated[Optional[str], typer.Option(help="Mirror base URL (default $DOODLE_BASE_URL or Google's "
-                                                         "bucket); file:// works.")] = None,
-    force: Annotated[bool, typer.Option(help="Download again even if the file is complete.")] = False,
+    base_url: Annotated[Optional[str], typer.Option(metavar="URL", help="Mirror base URL (default $DOODLE_BASE_URL "
+                                                                        "or Google's bucket); file:// works.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Download again even if the file is complete.")] = False,
     all_: Annotated[bool, typer.Option("--all", help="All 345 categories.")] = False,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Files fetched at once (parallel connections).",
-                                      min=1, max=32)] = 4,
-    retries: Annotated[int, typer.Option(help="Retries per file after a dropped connection or a 5xx.", min=0)] = 4,
-    synthetic: Annotated[bool, typer.Option(help="Write the built-in synthetic shapes instead (no network).")] = False,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", metavar="N", min=1, max=32,
+                                      help="Files fetched at once (parallel connections).")] = 4,
+    retries: Annotated[int, typer.Option(metavar="N", min=0, help="Retries per file after a dropped connection or "
+                                                                  "a 5xx.")] = 4,
+    synthetic: Annotated[bool, typer.Option("--synthetic", help="Write the built-in synthetic shapes instead (no "
+                                                                "network).")] = False,
     as_json: JsonOpt = False,
 ):
     """Download Quick, Draw! files into DATA_DIR/FORMAT/WORD.EXT (resumable; complete files are skipped)."""
@@ -231,6 +230,8 @@ def download(
         _download_synthetic(words, max_drawings, data_dir, as_json)
         return
     from doodle.categories import CATEGORIES
+    from doodle.cli_output import RichReporter, Table, Text, err, human_bytes as _human_bytes, out, titled
+    from doodle.download import OFFLINE_HINT
     from doodle.download import download as run_download
 
     if all_:
@@ -245,17 +246,17 @@ def download(
         _print_json([{"word": r.word, "format": r.format, "path": str(r.path), "status": r.status,
                       "bytes": r.bytes, "drawings": r.drawings, "seconds": r.seconds, "error": r.error, "url": r.url}
                      for r in results])
-    elif len(results) <= _DOWNLOAD_ROWS:
-        table = Table(title=f"doodle download ({fmt})")
-        for col in ("category", "status", "drawings", "size", "time", "file"):
+    elif len(results) <= _DOWNLOAD_ROWS:  # the files are WORD.EXT in one folder: the title names it
+        table, title = Table(), f"doodle download ({fmt}) into {data_dir / fmt}"
+        for col in ("category", "status", "drawings", "size", "time"):
             table.add_column(col, justify="right" if col in ("drawings", "size", "time") else "left")
         for r in results:
             style = {"failed": "red", "skipped": "dim"}.get(r.status, "")
             table.add_row(r.word, r.status, "-" if r.drawings is None else f"{r.drawings:,}", _human_bytes(r.bytes),
-                          f"{r.seconds:.1f}s", str(r.path), style=style)
-        out.print(table)
+                          f"{r.seconds:.1f}s", style=style)
+        out.print(titled(title, table))
     else:  # hundreds of files: one row per outcome
-        table = Table(title=f"doodle download ({fmt}): {len(results)} files in {data_dir / fmt}")
+        table, title = Table(), f"doodle download ({fmt}): {len(results)} files in {data_dir / fmt}"
         for col in ("status", "files", "drawings", "size"):
             table.add_column(col, justify="left" if col == "status" else "right")
         for status in ("downloaded", "resumed", "skipped", "failed"):
@@ -264,7 +265,7 @@ def download(
                 known = [r.drawings for r in rows if r.drawings is not None]
                 table.add_row(status, f"{len(rows):,}", f"{sum(known):,}" if known else "-",
                               _human_bytes(sum(r.bytes for r in rows)), style="red" if status == "failed" else "")
-        out.print(table)
+        out.print(titled(title, table))
     by_reason: dict[str, list] = {}
     for r in failed:
         by_reason.setdefault(r.reason or "", []).append(r)
@@ -274,6 +275,8 @@ def download(
         else:
             names = ", ".join(r.word for r in rows[:10]) + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
             err.print(Text(f"error: {len(rows)} files failed: {reason}: {names}", style="red"))
+    if any(r.unreachable for r in failed):
+        err.print(OFFLINE_HINT, style="yellow", markup=False)
     if failed:
         kept = "; the others are complete and kept" if len(failed) < len(results) else ""
         err.print(f"{len(failed)} of {len(results)} files failed{kept}: run the same command again to retry "
@@ -285,6 +288,7 @@ _DOWNLOAD_ROWS = 20  # more files than this: a summary by outcome instead of a r
 
 
 def _download_synthetic(words, max_drawings, data_dir, as_json):
+    from doodle.cli_output import RichReporter, Table, out, titled
     from doodle.synthetic import SHAPES, write_synthetic
 
     words = list(words or SHAPES)
@@ -294,23 +298,26 @@ def _download_synthetic(words, max_drawings, data_dir, as_json):
     if as_json:
         _print_json([{"word": w, "format": "synthetic", "path": str(p), "drawings": n} for w, p in zip(words, paths)])
     else:
-        table = Table(title="doodle download --synthetic (procedurally drawn shapes, not Google data)")
-        for col in ("category", "drawings", "file"):
-            table.add_column(col)
-        for w, p in zip(words, paths):
-            table.add_row(w, f"{n:,}", str(p))
-        out.print(table)
+        table = Table()
+        for col in ("category", "drawings"):
+            table.add_column(col, justify="right" if col == "drawings" else "left")
+        for w in words:
+            table.add_row(w, f"{n:,}")
+        out.print(titled(f"doodle download --synthetic into {data_dir / 'synthetic'} (procedurally drawn shapes, "
+                         "not Google data)", table))
 
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (see configs/).")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a key, e.g. --set train.lr=0.01 "
-                                                                   "(repeatable).")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", metavar="FILE",
+                                                   help="YAML config (see configs/).")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE",
+                                                     help="Override a key, e.g. --set train.lr=0.01 (repeatable).")]
 
 
 DEFAULT_CONFIG = Path("configs/default.yaml")
-WorkersOpt = Annotated[int, typer.Option(help="Processes for rasterising (0 = all cores).", min=0)]
-SchedulerOpt = Annotated[Optional[str], typer.Option(help="Rasterise on this Dask cluster, e.g. tcp://host:8786 "
-                                                          "(sets data.scheduler; needs the dask extra).")]
+WorkersOpt = Annotated[int, typer.Option(metavar="N", help="Processes for rasterising (0 = all cores).", min=0)]
+SchedulerOpt = Annotated[Optional[str], typer.Option(metavar="ADDRESS", help="Rasterise on this Dask cluster, e.g. "
+                                                                            "tcp://host:8786 (sets data.scheduler; "
+                                                                            "needs the dask extra).")]
 
 
 def _data_overrides(set_: list[str] | None, strict: bool, scheduler: str | None) -> tuple[str, ...]:
@@ -327,15 +334,17 @@ def _config_or_builtin(config: Path | None) -> Path | None:
     return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
 
 
-@app.command()
+@app.command(short_help="Train an MLP from a config; keep the best epoch.")
 @handle_errors
 def train(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     data_dir: DataDir = Path("data"),
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default runs/CONFIG-TIMESTAMP).")] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder.")] = None,
-    check_gradients: Annotated[bool, typer.Option(help="First check backprop against finite differences.")] = False,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", metavar="DIR",
+                                                    help="Run folder (default runs/CONFIG-TIMESTAMP).")] = None,
+    resume: Annotated[Optional[Path], typer.Option(metavar="RUN", help="Continue the run in this folder.")] = None,
+    check_gradients: Annotated[bool, typer.Option("--check-gradients", help="First check backprop against finite "
+                                                                            "differences.")] = False,
     workers: WorkersOpt = 0,
     scheduler: SchedulerOpt = None,
     strict: StrictOpt = False,
@@ -343,11 +352,12 @@ def train(
     as_json: JsonOpt = False,
 ):
     """Train an MLP: fetch missing data, rasterise (cached), split, train, keep the best epoch."""
-    from doodle.train import train as run_train
-
     if help_config:
         _show_config_reference(as_json)
         return
+    from doodle.checkpoint import read_meta, resolve_model_path
+    from doodle.cli_output import RichReporter, err, show_train
+    from doodle.train import train as run_train
 
     overrides = _data_overrides(set_, strict, scheduler)
     config = _config_or_builtin(config)
@@ -359,17 +369,10 @@ def train(
     if as_json:
         _print_json(result.to_json())
     else:
-        table = Table(title=f"doodle train: {result.run}")
-        table.add_column("figure")
-        table.add_column("value", justify="right")
-        rows = [("classes", str(len(result.classes))), ("layers", " -> ".join(map(str, result.layer_sizes))),
-                ("epochs run", str(result.epochs)), ("best epoch", str(result.best_epoch)),
-                ("val accuracy", _opt(result.val_accuracy, "{:.2%}")),
-                ("test accuracy", _opt(result.test_accuracy, "{:.2%}")),
-                ("training speed", f"{result.samples_per_second:,.0f} samples/s")]
-        for k, v in rows:
-            table.add_row(k, v)
-        out.print(table)
+        newest = None  # the run `--model` may leave out; another one: the next steps name this run
+        with contextlib.suppress(DoodleError):
+            newest = resolve_model_path(None)
+        show_train(result, read_meta(result.run)["metrics"], newest)
     if result.interrupted:
         err.print(f"interrupted: best epoch ({result.best_epoch}) saved in {result.run}")
         raise typer.Exit(130)
@@ -382,19 +385,13 @@ def _show_config_reference(as_json: bool) -> None:
     if as_json:
         _print_json(keys)
         return
-    table = Table(title="config keys (configs/*.yaml, or --set section.key=value)")
-    for col in ("key", "default", "what it is for"):
-        table.add_column(col)
-    for k in keys:
-        table.add_row(k["key"], json.dumps(k["default"]), k["help"])
-    out.print(table)
+    from doodle.cli_output import show_config_reference
 
-
-_AGREEMENTS = {"manual_vs_graph": "manual vs graph", "manual_vs_numeric": "manual vs finite diff.",
-               "graph_vs_numeric": "graph vs finite diff."}
+    show_config_reference(keys)
 
 
 def _gradcheck(config, overrides, max_entries, as_json):
+    from doodle.cli_output import AGREEMENTS, show_gradcheck
     from doodle.gradcheck import TOLERANCES, check_config, passed, worst
 
     sizes, errors = check_config(config, overrides, max_entries=max_entries)
@@ -403,57 +400,49 @@ def _gradcheck(config, overrides, max_entries, as_json):
         _print_json({"layer_sizes": sizes, "errors": errors, "worst": worst_of, "tolerances": TOLERANCES,
                      "passed": ok})
     else:
-        table = Table(title=f"gradient check {' -> '.join(map(str, sizes))} (float64; worst relative error "
-                            f"per tensor; {max_entries} sampled entries for finite differences)")
-        table.add_column("parameter")
-        for kind, head in _AGREEMENTS.items():
-            table.add_column(f"{head}\n(pass < {TOLERANCES[kind]:.0e})", justify="right")
-        for name, e in errors.items():
-            table.add_row(name, *(_agreement(e[kind], TOLERANCES[kind]) for kind in _AGREEMENTS))
-        table.add_row("worst", *(_agreement(worst_of[kind], TOLERANCES[kind]) for kind in _AGREEMENTS), style="bold")
-        out.print(table)
+        show_gradcheck(sizes, errors, worst_of, TOLERANCES, max_entries)
     if not ok:
-        bad = [f"{_AGREEMENTS[k]} {w:.2e} >= {TOLERANCES[k]:.0e}" for k, w in worst_of.items() if w >= TOLERANCES[k]]
+        bad = [f"{AGREEMENTS[k]} {w:.2e} >= {TOLERANCES[k]:.0e}" for k, w in worst_of.items() if w >= TOLERANCES[k]]
         raise DoodleError(f"gradient check failed: {'; '.join(bad)}", exit_code=1)
 
 
-def _agreement(e: float | None, tol: float) -> Text:
-    if e is None:
-        return Text("-", style="dim")  # the graph gives the pixels no gradient
-    return Text(f"{e:.1e} {'ok' if e < tol else 'FAIL'}", style="" if e < tol else "red")
-
-
-@app.command()
+@app.command(short_help="Check backprop against autodiff and finite differences.")
 @handle_errors
 def gradcheck(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    max_entries: Annotated[int, typer.Option(help="Entries checked per parameter tensor.", min=1)] = 20,
+    max_entries: Annotated[int, typer.Option(metavar="N", help="Entries checked per parameter tensor.", min=1)] = 20,
     as_json: JsonOpt = False,
 ):
     """Check backprop three ways on the configured network: hand-written vs autodiff graph vs finite differences."""
     _gradcheck(_config_or_builtin(config), tuple(set_ or ()), max_entries, as_json)
 
 
-@app.command()
+@app.command(short_help="Draw the autodiff graph of one drawing's loss.")
 @handle_errors
 def graph(
-    drawing: Annotated[Optional[str], typer.Argument(help="An .ndjson file (its first drawing) or an image; default: "
-                                                          "the first held-out test drawing.")] = None,
-    model: Annotated[Optional[Path], typer.Option(help="Run folder (default: the newest under runs/).")] = None,
+    drawing: Annotated[Optional[str], typer.Argument(metavar="DRAWING", help="An .ndjson file (its first drawing) or "
+                                                                             "an image; default: the first held-out "
+                                                                             "test drawing.")] = None,
+    model: ModelOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    out_path: Annotated[Path, typer.Option("--out", "-o", help="Where to write the drawing.")] = Path("graph.svg"),
-    fmt: Annotated[str, typer.Option("--format", help="svg (drawn by doodle) or dot (for Graphviz).")] = "svg",
-    label: Annotated[Optional[str], typer.Option(help="The true class when the drawing has none "
-                                                       "(default: the network's top guess).")] = None,
-    slice_: Annotated[Optional[str], typer.Option("--slice", help="Also plot the loss along one weight: "
-                                                                  "LAYER:ROW:COL, or LAYER for its steepest weight "
-                                                                  "(written beside --out as NAME.slice.svg).")] = None,
+    out_path: Annotated[Path, typer.Option("--out", "-o", metavar="FILE",
+                                           help="Where to write the drawing.")] = Path("graph.svg"),
+    fmt: Annotated[str, typer.Option("--format", metavar="svg|dot",
+                                     help="svg (drawn by doodle) or dot (for Graphviz).")] = "svg",
+    label: Annotated[Optional[str], typer.Option(metavar="CATEGORY", help="The true class when the drawing has "
+                                                                          "none (default: the network's top "
+                                                                          "guess).")] = None,
+    slice_: Annotated[Optional[str], typer.Option("--slice", metavar="LAYER[:ROW:COL]",
+                                                  help="Also plot the loss along one weight: LAYER:ROW:COL, or LAYER "
+                                                       "for its steepest weight (written beside --out as "
+                                                       "NAME.slice.svg).")] = None,
     data_dir: DataDir = Path("data"),
     as_json: JsonOpt = False,
 ):
     """Draw the computational graph of one drawing's loss after a forward and a backward pass."""
+    from doodle.cli_output import RichReporter, Text, out
     from doodle.explain import explain
 
     with RichReporter(show_epochs=False) as rep:
@@ -462,36 +451,42 @@ def graph(
     if as_json:
         _print_json(res.to_json())
         return
-    out.print(f"[bold]{res.network}[/bold]: {res.drawing}, true class '{res.label}' ({res.label_source})")
+    head = Text(res.network, style="bold")
+    head.append(f": {res.drawing}, true class '{res.label}' ({res.label_source})", style="")
+    out.print(head)
     for line in res.tree:
-        out.print(Text(line))
-    out.print(f"loss {res.loss:.4f}; {res.nodes} nodes drawn to {res.out}")
+        out.print(Text(line, no_wrap=True))  # graphdraw fits each line in 80 columns, with its tree guides
+    out.print(Text(f"loss {res.loss:.4f}; {res.nodes} nodes drawn to {res.out}"))
     if res.slice:
         s = res.slice
-        out.print(f"{s['weight']} = {s['value']:.4f}: dL/dw = {s['slope']:+.4g}, so gradient descent "
-                  f"{s['step']}s it; loss along it drawn to {s['out']}")
+        out.print(Text(f"{s['weight']} = {s['value']:.4f}: dL/dw = {s['slope']:+.4g}, so gradient descent "
+                       f"{s['step']}s it; loss along it drawn to {s['out']}"))
 
 
-@app.command()
+@app.command(short_help="Score models: accuracy, MAP@3, per-class F1, confusions.")
 @handle_errors
 def evaluate(
-    data: Annotated[Optional[list[Path]], typer.Argument(help="ndjson or .npy files, or folders of category "
-                                                              "sub-folders of images (default: the run's test "
-                                                              "split).")] = None,
-    model: Annotated[Optional[list[Path]], typer.Option("--model", "-m", help="Run folder (repeat to compare; "
-                                                                               "default: the newest in runs/).")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Where the run's training data is "
-                                                                        "(default: where the run recorded it).")]
-    = None,
-    min_accuracy: Annotated[Optional[float], typer.Option(help="Exit 1 if top-1 accuracy is below this (0-1).",
-                                                          min=0, max=1)] = None,
-    report: Annotated[Optional[Path], typer.Option(help="Write confusion.png, misclassified.png and "
-                                                        "summary.json here.")] = None,
+    data: Annotated[Optional[list[Path]], typer.Argument(metavar="DATA", help="ndjson or .npy files, or folders of "
+                                                                              "category sub-folders of images "
+                                                                              "(default: the run's test "
+                                                                              "split).")] = None,
+    model: Annotated[Optional[list[Path]], typer.Option("--model", "-m", metavar="RUN",
+                                                        help="Run folder (repeat to compare; default: the newest in "
+                                                             "runs/).")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", metavar="DIR",
+                                                     help="Where the run's training data is (default: where the run "
+                                                          "recorded it).")] = None,
+    min_accuracy: Annotated[Optional[float], typer.Option(metavar="FRACTION", min=0, max=1,
+                                                          help="Exit 1 if top-1 accuracy is below this (0-1).")] = None,
+    report: Annotated[Optional[Path], typer.Option(metavar="DIR", help="Write confusion.png, misclassified.png, "
+                                                                       "reliability.png and summary.json "
+                                                                       "into DIR.")] = None,
     strict: StrictOpt = False,
     no_calibration: NoCalibrationOpt = False,
     as_json: JsonOpt = False,
 ):
     """Measure models: top-1/top-3 accuracy, MAP@3, per-class precision/recall/F1, confusions."""
+    from doodle.cli_output import RichReporter, Text, err, show_comparison, show_evaluation, show_problems
     from doodle.evaluate import evaluate as run_evaluate
 
     models = list(model or [None])
@@ -504,12 +499,10 @@ def evaluate(
     if as_json:
         _print_json(summaries[0] if len(summaries) == 1 else {"models": summaries})
     elif len(summaries) == 1:
-        _show_summary(summaries[0])
+        show_evaluation(summaries[0])
     else:
-        _show_comparison(summaries)
-    for s in summaries:
-        for p in s["problems"][:10]:
-            err.print(Text(f"warning: {p}", style="yellow"))
+        show_comparison(summaries)
+    show_problems([p for s in summaries for p in s["problems"]])
     if min_accuracy is not None:
         low = [s for s in summaries if s["accuracy"] < min_accuracy]
         for s in low:
@@ -519,133 +512,108 @@ def evaluate(
             raise typer.Exit(1)
 
 
-def _show_summary(s: dict) -> None:
-    head = Table(title=f"doodle evaluate: {s['model']}")
-    head.add_column("metric")
-    head.add_column("value", justify="right")
-    for k, v in (("drawings", f"{s['n']:,}"), ("top-1 accuracy", f"{s['accuracy']:.2%}"),
-                 ("top-3 accuracy", f"{s['top3_accuracy']:.2%}"), ("MAP@3", f"{s['map3']:.4f}"),
-                 ("macro F1", f"{s['macro_f1']:.4f}"), ("NLL", f"{s['nll']:.4f}"),
-                 ("ECE (15 bins)", f"{s['ece']:.2%}"),
-                 ("temperature", "1 (raw softmax)" if s["temperature"] == 1.0 else f"{s['temperature']:.3f}"),
-                 ("test-time augmentation", s.get("tta", "none"))):
-        head.add_row(k, v)
-    out.print(head)
-    for title, rows in _per_class_tables(s["per_class"]):
-        per = Table(title=title)
-        for col in ("category", "precision", "recall", "F1", "support"):
-            per.add_column(col, justify="left" if col == "category" else "right")
-        for name, m in rows:
-            per.add_row(name, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
-        out.print(per)
-    if s["most_confused"]:
-        conf = Table(title="most confused (true -> predicted)")
-        for col in ("true", "predicted", "count"):
-            conf.add_column(col, justify="right" if col == "count" else "left")
-        for c in s["most_confused"]:
-            conf.add_row(c["true"], c["predicted"], str(c["count"]))
-        out.print(conf)
-    labels, matrix = s["confusion"]["labels"], s["confusion"]["matrix"]
-    if len(labels) <= 20:
-        cm = Table(title="confusion matrix (rows: true, columns: predicted)")
-        cm.add_column("")
-        for lab in labels:
-            cm.add_column(lab[:8], justify="right")
-        for i, (lab, row) in enumerate(zip(labels, matrix)):
-            cm.add_row(lab, *[f"[bold]{v}[/]" if i == j else (str(v) if v else ".") for j, v in enumerate(row)])
-        out.print(cm)
-    else:
-        out.print(f"({len(labels)} classes: the confusion matrix is in --json and --report)")
-    if s["unknown_categories"]:
-        out.print(Text("not in the model, not scored: " + ", ".join(f"{k} ({v})" for k, v in
-                                                                     s["unknown_categories"].items()), style="yellow"))
-    if s.get("report"):
-        out.print("report: " + ", ".join(s["report"]))
-
-
-PER_CLASS_ROWS = 30  # more classes than this: the worst and best EXTREMES only (all of them are in --json)
-EXTREMES = 10
-
-
-def _per_class_tables(per_class: dict) -> list[tuple[str, list]]:
-    """One 'per class' table, or for many classes the worst and the best by F1 (ties: more drawings first,
-    the surer verdict)."""
-    rows = list(per_class.items())
-    if len(rows) <= PER_CLASS_ROWS:
-        return [("per class", rows)]
-    worst = sorted(rows, key=lambda r: (r[1]["f1"], -r[1]["support"]))
-    best = sorted(rows, key=lambda r: (-r[1]["f1"], -r[1]["support"]))
-    return [(f"worst {EXTREMES} of {len(rows)} categories by F1 (all in --json, --report)", worst[:EXTREMES]),
-            (f"best {EXTREMES} categories by F1", best[:EXTREMES])]
-
-
-def _show_comparison(summaries: list[dict]) -> None:
-    table = Table(title="doodle evaluate: model comparison")
-    for col in ("model", "drawings", "top-1", "top-3", "MAP@3", "macro F1"):
-        table.add_column(col, justify="left" if col == "model" else "right")
-    for s in summaries:
-        table.add_row(s["model"], f"{s['n']:,}", f"{s['accuracy']:.2%}", f"{s['top3_accuracy']:.2%}",
-                      f"{s['map3']:.4f}", f"{s['macro_f1']:.4f}")
-    out.print(table)
-
-
-@app.command()
+@app.command(short_help="Guess the category of sketches: images or ndjson drawings.")
 @handle_errors
 def predict(
-    inputs: Annotated[list[str], typer.Argument(help="Images (png, jpg, gif, bmp, webp), .ndjson files, or - for "
-                                                     "ndjson on stdin.")],
-    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="Run folder (default: the newest in "
-                                                                        "runs/).")] = None,
-    top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many categories to show.", min=1)] = 3,
+    inputs: Annotated[list[str], typer.Argument(metavar="INPUTS", help="Images (png, jpg, gif, bmp, webp), .ndjson "
+                                                                       "files, or - for ndjson on stdin.")],
+    model: ModelOpt = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", metavar="N", min=1, help="How many categories to show.")] = 3,
     no_calibration: NoCalibrationOpt = False,
     as_json: JsonOpt = False,
 ):
     """Predict the categories of sketches: one result per image, one per ndjson line."""
-    from doodle.predict import predict as run_predict
+    from doodle.predict import predict as run_predict  # no Rich here: this command's start-up is the budget
 
     results, meta = run_predict(inputs, model_path=model, top_k=top_k, calibrated=not no_calibration)
     failures = [r for r in results if "error" in r and r["error"]]
     if as_json:
         for r in results:
-            _print_json(r if r.get("error") else {"input": r["input"], "top": r["top"]})
+            _print_json(r if r.get("error") else {k: r[k] for k in ("input", "word", "top") if k in r})
     else:
-        err.print(f"model: {meta['run']} ({len(meta['classes'])} classes)", style="dim")
-        for r in results:
-            if r.get("error"):
-                continue
-            table = Table(title=r["input"], title_justify="left")
-            table.add_column("category")
-            table.add_column("probability", justify="right")
-            for t in r["top"]:
-                table.add_row(t["category"], f"{t['probability']:.1%}")
-            out.print(table)
+        shown = [r for r in results if not r.get("error")]
+        sys.stderr.write(f"model: {meta['run']} ({len(meta['classes'])} classes)\n")
+        sys.stdout.write("".join(line + "\n" for line in _prediction_lines(shown, shutil.get_terminal_size().columns)))
+        sys.stdout.flush()
+        worded = [r for r in shown if r.get("word")]
+        if len(worded) > 1:
+            right = sum(r["top"][0]["category"] == r["word"] for r in worded)
+            sys.stderr.write(f"top guess right for {right} of {len(worded)} drawings that carry their word "
+                             f"({right / len(worded):.1%})\n")
     for r in failures:
-        err.print(Text(f"error: {r['error']}", style="red"))
+        _error(r["error"])
     if failures:
         raise typer.Exit(1)
 
 
-@app.command()
+def _some_names(head: str, names: list[str], width: int) -> str:
+    """head + as many names as fit in `width` columns, then how many more (all of them when they fit)."""
+    text = head + ", ".join(names)
+    if len(text) <= width:
+        return text
+    for n in range(len(names) - 1, 0, -1):
+        text = f"{head}{', '.join(names[:n])}, ... (+{len(names) - n} more)"
+        if len(text) <= width:
+            return text
+    return f"{head}... ({len(names)})"
+
+
+def _prediction_lines(results: list[dict], width: int) -> list[str]:
+    """One line per prediction: a ✓ or ✗ when the drawing carries its word, the input, then its top guesses
+    in aligned columns; guesses that would pass `width` continue below the first one, and an input name too
+    long for its column gets a line of its own."""
+    if not results:
+        return []
+    marks = any(r.get("word") for r in results)
+    k = max(len(r["top"]) for r in results)
+    cells = [[f"{t['category']} {t['probability']:.1%}" for t in r["top"]] for r in results]
+    cols = [max(len(row[j]) for row in cells if j < len(row)) for j in range(k)]
+    name_w = min(max(len(r["input"]) for r in results), max(16, width // 3))
+    lead = (2 if marks else 0) + name_w
+    lines = []
+    for r, row in zip(results, cells):
+        word = r.get("word")
+        mark = ("" if not marks else "  " if not word else "✓ " if r["top"][0]["category"] == word else "✗ ")
+        line = f"{mark}{r['input']:<{name_w}}"
+        if len(r["input"]) > name_w:
+            lines.append(line)
+            line = " " * lead
+        if word and all(t["category"] != word for t in r["top"]):
+            row = row + [f"(true: {word})"]
+        for j, cell in enumerate(row):
+            piece = "  " + cell.ljust(cols[j] if j < k else 0)
+            if len(line) > lead and len(line) + len(piece.rstrip()) > width:
+                lines.append(line.rstrip())
+                line = " " * lead
+            line += piece
+        lines.append(line.rstrip())
+    return lines
+
+
+@app.command(short_help="Draw in the browser while the network guesses.")
 @handle_errors
 def play(
-    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="Run folder (default: the newest in "
-                                                                        "runs/).")] = None,
-    host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback lets other machines "
-                                           "in.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port (0 = any free one).", min=0, max=65535)] = 8000,
+    model: ModelOpt = None,
+    host: Annotated[str, typer.Option(metavar="ADDRESS", help="Address to listen on; anything but loopback lets "
+                                                              "other machines in.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="N", min=0, max=65535, help="Port (0 = any free one).")] = 8000,
     open_browser: Annotated[bool, typer.Option("--open/--no-open", help="Open the page in the default "
                                                                         "browser.")] = True,
-    save_dir: Annotated[Path, typer.Option(help="Saved drawings go to SAVE_DIR/WORD.ndjson (Google's raw "
-                                                "format).")] = Path("data/mine"),
+    save_dir: Annotated[Path, typer.Option(metavar="DIR", help="Saved drawings go to DIR/WORD.ndjson (Google's raw "
+                                                               "format).")] = Path("data/mine"),
 ):
     """Draw in the browser and watch the network guess, as in Quick, Draw! (Ctrl-C stops)."""
+    from doodle.cli_output import RichReporter, Text, err, link, out
     from doodle.play import serve
 
     def ready(info: dict) -> None:
         acc = info.get("test_accuracy")
-        out.print(f"[bold]doodle play[/] at [link={info['url']}]{info['url']}[/link]")
+        out.print(Text.assemble(("doodle play", "bold"), " at ", link(info["url"])))
+        for url in info.get("lan_urls", []):
+            out.print(Text.assemble("  other devices: ", link(url)))
         out.print(f"model: {info['path']}" + (f" (test accuracy {acc:.1%})" if acc is not None else ""))
-        out.print(f"{len(info['categories'])} categories: {', '.join(info['categories'])}", highlight=False)
+        out.print(_some_names(f"{len(info['categories'])} categories: ", info["categories"], out.width),
+                  highlight=False)
         out.print(f"drawings saved to: {info['save_dir']}/<word>.ndjson")
         err.print("Ctrl-C stops", style="dim")
 
@@ -655,7 +623,7 @@ def play(
     err.print("stopped", style="dim")
 
 
-@app.command()
+@app.command(short_help="Rasterise a config's categories ahead of training.")
 @handle_errors
 def export(
     fmt: Annotated[str, typer.Option("--format", "-f", help="onnx (a standard ONNX graph) or web (a static page that "
@@ -713,6 +681,7 @@ def cache(
 ):
     """Fetch and rasterise a config's categories into DATA_DIR/cache without training (streaming, resumable,
     one category per core or per Dask worker); `doodle train` then starts from the finished cache."""
+    from doodle.cli_output import RichReporter, figures, human_bytes, out
     from doodle.dataset import prepare
 
     with RichReporter() as rep:
@@ -721,13 +690,9 @@ def cache(
     if as_json:
         _print_json(info)
         return
-    table = Table(title=f"doodle cache: {info['cache']}")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    for k, v in (("categories", f"{info['categories']:,}"), ("drawings", f"{info['drawings']:,}"),
-                 ("bitmaps", _human_bytes(info["bytes"])), ("time", f"{info['seconds']:.1f} s")):
-        table.add_row(k, v)
-    out.print(table)
+    out.print(figures(f"doodle cache: {info['cache']}", (
+        ("categories", f"{info['categories']:,}"), ("drawings", f"{info['drawings']:,}"),
+        ("bitmaps", human_bytes(info["bytes"])), ("time", f"{info['seconds']:.1f} s"))))
 
 
 def main():  # pragma: no cover - entry point for `python -m doodle`

@@ -52,32 +52,47 @@ def _is_num(v) -> bool:
         return False
 
 
+def _allowing(text: str):
+    """Decorator: the checker's allowed values in words, for `doodle train --help-config`."""
+    def mark(check):
+        check.allowed = text
+        return check
+    return mark
+
+
 def int_in(lo, hi=None, nullable=False):
+    rng = f">= {lo}" if hi is None else f"from {lo} to {hi}"
+    allowed = f"a whole number {rng}" + (" or null" if nullable else "")
+
+    @_allowing(allowed)
     def check(v):
         if v is None and nullable:
             return None
         if not _is_int(v) or v < lo or (hi is not None and v > hi):
-            rng = f">= {lo}" if hi is None else f"from {lo} to {hi}"
-            return f"must be a whole number {rng}" + (" or null" if nullable else "")
+            return f"must be {allowed}"
         return None
     return check
 
 
 def num_in(lo, hi=None, nullable=False, lo_open=False):
+    low = f"> {lo}" if lo_open else f">= {lo}"
+    rng = low if hi is None else f"{low} and <= {hi}"
+    tail = " or null" if nullable else ""
+
+    @_allowing(f"a number {rng}{tail}")
     def check(v):
         if v is None and nullable:
             return None
         bad = not _is_num(v) or (v <= lo if lo_open else v < lo) or (hi is not None and v > hi)
         if bad:
-            low = f"> {lo}" if lo_open else f">= {lo}"
-            rng = low if hi is None else f"{low} and <= {hi}"
             kind = "finite number" if isinstance(v, float) and not math.isfinite(v) else "number"
-            return f"must be a {kind} {rng}" + (" or null" if nullable else "")
+            return f"must be a {kind} {rng}{tail}"
         return None
     return check
 
 
 def one_of(*choices):
+    @_allowing(" | ".join(map(str, choices)))
     def check(v):
         if v not in choices:
             hint = difflib.get_close_matches(str(v), [str(c) for c in choices], n=1)
@@ -87,10 +102,12 @@ def one_of(*choices):
     return check
 
 
+@_allowing("true | false")
 def boolean(v):
     return None if isinstance(v, bool) else "must be true or false"
 
 
+@_allowing("a list of category names (`doodle categories`), or all")
 def categories_check(v):
     if v == "all":
         return None
@@ -106,12 +123,14 @@ def categories_check(v):
     return None
 
 
+@_allowing("a list of positive whole numbers, e.g. [256, 128], or []")
 def hidden_check(v):
     if not isinstance(v, list) or not all(_is_int(h) and h > 0 for h in v):
         return "must be a list of positive whole numbers, e.g. [256, 128] (or [] for softmax regression)"
     return None
 
 
+@_allowing("null, or a list of two-letter country codes, e.g. [US, GB]")
 def countrycodes_check(v):
     if v is None:
         return None
@@ -120,6 +139,7 @@ def countrycodes_check(v):
     return None
 
 
+@_allowing("a string, or null")
 def optional_str(v):
     return None if v is None or isinstance(v, str) else "must be a string or null"
 
@@ -225,8 +245,8 @@ def _unknown(where: str, name: str, known: dict) -> DoodleError:
 
 
 def reference() -> list[dict]:
-    """Every config key with its default and what it is for (`doodle train --help-config`)."""
-    return [{"key": f"{sec}.{k}", "default": key.default, "help": key.help}
+    """Every config key with its default, its allowed values and what it is for (`doodle train --help-config`)."""
+    return [{"key": f"{sec}.{k}", "default": key.default, "allowed": key.check.allowed, "help": key.help}
             for sec, keys in SCHEMA.items() for k, key in keys.items()]
 
 

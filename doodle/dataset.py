@@ -34,6 +34,8 @@ from doodle.synthetic import write_synthetic
 CACHE_VERSION = 2  # bump when the rasteriser's output or the loader's choice of lines changes
 STALE_TEMPORARY = 3600.0  # seconds: older temporaries in a cache folder were left by a killed process
 PADDING = 16.0  # Google's padding around the 256-unit box, in drawing units
+OFFLINE_HINT = ("offline? use --config configs/offline.yaml, or point data.base_url or $DOODLE_BASE_URL at a mirror "
+                "(a folder or file:// URL in Google's layout)")  # said once when the download server is unreachable
 
 
 @dataclass
@@ -84,7 +86,7 @@ def fetch_sources(cfg: dict, data_dir: str | Path, reporter: Reporter = NULL_REP
             write_synthetic(data_dir, words=missing, n=n, seed=0, reporter=reporter)
         return paths
     return ensure_downloaded(words, fmt=data["source"], data_dir=data_dir, base_url=data["base_url"],
-                             max_drawings=_download_limit(data), reporter=reporter)
+                             max_drawings=_download_limit(data), reporter=reporter, offline_hint=OFFLINE_HINT)
 
 
 def _count_lines(path: Path) -> int:
@@ -103,12 +105,6 @@ def cache_key(path: Path, data: dict) -> str:
         "max_line_bytes": MAX_LINE_BYTES,
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def rasterize_file(path: Path, data: dict, cache_dir: Path, reporter: Reporter = NULL_REPORTER,
-                   workers: int = 0) -> np.ndarray:
-    """One category's ndjson file -> cached (N, S, S) uint8 bitmaps, memory-mapped (built streaming if missing)."""
-    return build_caches([path], data, cache_dir, reporter, workers)[0]
 
 
 def build_caches(paths: list[Path], data: dict, cache_dir: Path, reporter: Reporter = NULL_REPORTER,
@@ -130,7 +126,7 @@ def build_caches(paths: list[Path], data: dict, cache_dir: Path, reporter: Repor
                     for entry, (path, _) in zip(entries, jobs)]
         built = build_all(jobs, data, PADDING, workers=workers, scheduler=data["scheduler"], reporter=reporter)
         entries = [entry or open_cache(out, size) for entry, (_, out) in zip(entries, jobs)]
-    arrays = []
+    arrays, short = [], {}
     for (path, out), result, entry in zip(jobs, built, entries):
         if entry is None:
             raise DoodleError(f"{out}: cache file unreadable right after it was written; check the disk "
@@ -139,9 +135,12 @@ def build_caches(paths: list[Path], data: dict, cache_dir: Path, reporter: Repor
         if stats.get("skipped"):
             reporter.log(stats["summary"])
         if result is not None and data["per_category"] and len(arr) < data["per_category"]:
-            reporter.log(f"{path.name}: {len(arr)} drawings kept, fewer than data.per_category="
-                         f"{data['per_category']}")
+            short[path.stem] = len(arr)
         arrays.append(arr)
+    if short:  # one line for all of them: a mirror of small files would otherwise print one per category
+        name, fewest = min(short.items(), key=lambda kv: kv[1])
+        reporter.log(f"data.per_category={data['per_category']:,}: {len(short)} of {len(jobs)} categories have "
+                     f"fewer drawings (fewest: {name}, {fewest:,})")
     return arrays
 
 

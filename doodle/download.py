@@ -15,10 +15,18 @@ from writing the same `.part`; it waits, then finds the file complete.
 `max_drawings=N` reads only the first N lines (ndjson) or the header plus N rows (npy, by Range
 request), because upstream files are 50-300 MB. A sidecar `.<word>.<ext>.json` records the limit a
 file was fetched with, so asking later for more drawings fetches again and asking for fewer does not.
+
+A hostile or broken server cannot hang a download or fill the disk: a body is refused as soon as
+it shows it is not the file asked for (its first line, its .npy header, a line over MAX_LINE, more
+bytes than it stated or than any Quick, Draw! file has: MAX_BYTES), and a transfer slower than
+STALL_RATE over any STALL_WINDOW fails (see the settings below). Redirects are followed to
+http(s) only; a compressed body (Content-Encoding) is refused, since byte offsets must be the
+file's own. A `.part` that can never be resumed (refused, or with nothing to resume it by) is removed.
 """
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import contextlib
 import errno
@@ -36,7 +44,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -48,6 +56,9 @@ from doodle.errors import DoodleError
 from doodle.progress import NULL_REPORTER, Reporter
 
 DEFAULT_BASE_URL = "https://storage.googleapis.com/quickdraw_dataset"
+# What to do when the server cannot be reached (DownloadResult.unreachable); callers with other
+# means (a config key, an offline config) pass their own to `ensure_downloaded`.
+OFFLINE_HINT = "offline? point --base-url or $DOODLE_BASE_URL at a mirror (a folder or file:// URL in Google's layout)"
 
 CHUNK = 64 * 1024  # most bytes per read (read1: whatever has arrived, so Ctrl-C and bars never wait long)
 USER_AGENT = "doodle/0.1 (+https://quickdraw.withgoogle.com/data)"
@@ -56,8 +67,24 @@ USER_AGENT = "doodle/0.1 (+https://quickdraw.withgoogle.com/data)"
 NPY_HEADER_GUESS = 128
 NPY_ROW_GUESS = 784
 NPY_MAX_HEADER = 1 << 16  # numpy itself refuses headers over 10,000 bytes unless told otherwise
-MAX_LINE = 1 << 24  # longest ndjson line we look at when checking a file (raw drawings reach ~1 MB)
+MAX_LINE = 1 << 24  # longest ndjson line looked at; a body with a longer one is refused (raw drawings reach ~1 MB)
 RETRY_STATUS = (408, 429)  # 4xx codes that mean "try again later"; every 5xx is retried too
+MAX_REDIRECTS = 10  # hops before a chain of redirects counts as a loop (urllib's own limit)
+
+# A server that stalls or never ends must cost a bounded time and disk. Module settings, so that
+# tests can lower them. The read timeout (`timeout`) bounds one silent read; a server trickling a
+# byte every few seconds passes it forever, so the response headers must arrive within
+# STALL_WINDOW, and every STALL_WINDOW of the body must bring STALL_RATE * STALL_WINDOW bytes.
+# That also caps a whole file's time at about size / STALL_RATE + STALL_WINDOW. 1 KB/s over a
+# minute fails nothing a real link would fetch (Google's bucket serves MB/s).
+STALL_WINDOW = 60.0  # seconds
+STALL_RATE = 1024  # bytes per second, averaged over STALL_WINDOW
+# The most bytes a Quick, Draw! file can have: a body past it is refused and its .part removed.
+# The largest category holds about 340,000 drawings (snowman); a bitmap row is 784 bytes (~270 MB
+# for it), and the shared sample's densest category averages 1.1 KB per simplified and 10.5 KB per
+# raw drawing (at most ~0.4 GB and ~3.6 GB for 340,000 of them; Google's largest files are a few
+# hundred MB to about 1 GB). Each bound is 2-4 times the largest such estimate.
+MAX_BYTES = {"numpy_bitmap": 1 << 30, "simplified": 2 << 30, "raw": 8 << 30}
 OVERALL = "files"  # reporter key of the overall line of a multi-file download
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 _NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
@@ -77,6 +104,7 @@ class DownloadResult:
     seconds: float
     error: str | None = None  # one line, when failed: names the URL or file and what to do
     url: str = ""
+    unreachable: bool = False  # failed because the server could not be reached (offline?): see OFFLINE_HINT
 
     @property
     def reason(self) -> str | None:
@@ -97,6 +125,10 @@ class _Fatal(Exception):
     """A failure that retrying will not fix (404, not a .npy file, disk error); str() is the message."""
 
 
+class _Disk(_Fatal):
+    """Writing to the disk failed (full, read-only...): retrying will not help, freeing space may."""
+
+
 class _Unreachable(_Fatal):
     """Every retry found the server itself unreachable: the other files of this download would be too."""
 
@@ -107,6 +139,10 @@ class _Bad(_Fatal):
     def __init__(self, message: str, cut: bool = False):
         super().__init__(message)
         self.cut = cut
+
+
+class _Stalled(_Fatal):
+    """The server sends too slowly to ever finish (see STALL_RATE); the .part is kept for a later run."""
 
 
 class _Stopped(Exception):
@@ -211,6 +247,114 @@ class _Progress:
             self.reporter.end(self.key)
 
 
+@dataclass
+class _Run:
+    """What the files of one `download` call share: its settings, its stop signal, and whether the
+    server has been found unreachable (then the other files give up at once instead of each
+    retrying it, and the retries are logged once, not once per file)."""
+
+    limit: int | None
+    force: bool
+    timeout: float
+    retries: int
+    backoff: float
+    reporter: Reporter
+    overall: _Overall
+    stop: threading.Event
+    temporaries: list[str]
+    outage: str | None = None  # why the server cannot be reached, once a file has spent its retries on it
+    outage_logged: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def pause(self, seconds: float, outage_ends_it: bool) -> None:
+        """Wait before a retry (one for an unreachable server ends when a file gives up on it); _Stopped on Ctrl-C."""
+        deadline = time.monotonic() + seconds
+        while not (outage_ends_it and self.outage) and (left := deadline - time.monotonic()) > 0:
+            if self.stop.wait(min(left, 0.05)):
+                raise _Stopped
+
+    def first_outage_retry(self) -> bool:
+        """True once per download: whether to log a retry for an unreachable server."""
+        with self.lock:
+            first, self.outage_logged = not self.outage_logged, True
+        return first
+
+
+class _Pace:
+    """The stall rule: once STALL_WINDOW seconds have passed, the latest window of that length must have
+    brought STALL_RATE * STALL_WINDOW bytes. Checked as each read returns (a silent read ends by `timeout`)."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.total = 0
+        self.marks = collections.deque([(time.monotonic(), 0)])  # (time, total bytes then), oldest first
+
+    def read(self, resp, n: int = CHUNK) -> bytes:
+        """What has arrived of `resp`'s body, at most `n` bytes; raises _Stalled under the rule."""
+        chunk = resp.read1(n)
+        now = time.monotonic()
+        self.total += len(chunk)
+        if now - self.marks[-1][0] < STALL_WINDOW / 16 and len(self.marks) > 1:
+            self.marks[-1] = (now, self.total)  # about 16 marks per window, however many reads
+        else:
+            self.marks.append((now, self.total))
+        while len(self.marks) > 1 and self.marks[1][0] <= now - STALL_WINDOW:
+            self.marks.popleft()  # keep one mark at or before the window's start
+        since, before = self.marks[0]
+        if now - since >= STALL_WINDOW and self.total - before < STALL_RATE * STALL_WINDOW:
+            raise _Stalled(f"{self.url}: stalled: {self.total - before:,} bytes in the last {now - since:.0f} s, "
+                           f"under the {_human(STALL_RATE)}/s a download needs")
+        return chunk
+
+
+class _Head:
+    """The first bytes of a body that starts at byte 0, checked as soon as they can be: a server sending
+    anything but the file asked for is refused after its first line (ndjson) or its header (.npy), not
+    after gigabytes. `size` becomes the file size a .npy header declares."""
+
+    def __init__(self, fmt: str):
+        self.ndjson = fmt != "numpy_bitmap"
+        self.buf = bytearray()
+        self.done = False
+        self.size: int | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        if self.done:
+            return
+        self.buf += chunk  # bounded: a line over MAX_LINE, or a header over NPY_MAX_HEADER, is refused
+        if self.ndjson:
+            at = self.buf.find(b"\n")
+            if at < 0:
+                return
+            line = bytes(self.buf[:at])
+            if not _drawing_record(line):
+                raise _Bad(f"is not Quick, Draw! drawings (its first line is {_snippet(line)})")
+        else:
+            size = _npy_header_size(bytes(self.buf[:12]))
+            if size is not None and size > NPY_MAX_HEADER:
+                raise _Bad(f"is a bad .npy: implausible header of {size:,} bytes")
+            if size is None or len(self.buf) < size:
+                return
+            shape, _, row_bytes = _npy_layout(bytes(self.buf[:size]))
+            self.size = size + shape[0] * row_bytes
+        self.done, self.buf = True, bytearray()
+
+
+def _human(n: float) -> str:
+    """A byte count for messages: 1 KB, 2.5 MB, 8 GB (powers of 1024)."""
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:.3g} {unit}"
+        n /= 1024
+    raise AssertionError
+
+
+def _printable(text: str, limit: int = 120) -> str:
+    """Server-supplied text for a one-line message: control characters escaped, at most `limit` characters."""
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])  # an escape is up to 10
+    return shown[:limit] + ("..." if len(shown) > limit or len(text) > limit else "")
+
+
 # ---------------------------------------------------------------------------------------- names
 
 def resolve_base_url(base_url: str | None = None) -> str:
@@ -245,6 +389,88 @@ def _check_words(words: Sequence[str]) -> list[str]:
 
 # ---------------------------------------------------------------------------------------- HTTP
 
+class _HeadersInTime:
+    """An HTTP(S) connection whose response headers must all arrive within STALL_WINDOW: a server that
+    trickles them a byte at a time passes every per-read timeout. Past it the socket is shut down."""
+
+    def getresponse(self):
+        fired = threading.Event()
+
+        def cut():
+            fired.set()
+            with contextlib.suppress(OSError, AttributeError):
+                self.sock.shutdown(socket.SHUT_RDWR)
+
+        timer = threading.Timer(STALL_WINDOW, cut)
+        timer.daemon = True
+        timer.start()
+        try:
+            return super().getresponse()
+        except Exception:
+            if fired.is_set():
+                raise _Stalled(f"stalled: no response headers within {STALL_WINDOW:g} s") from None
+            raise
+        finally:
+            timer.cancel()
+
+
+class _HTTPConnection(_HeadersInTime, http.client.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_HeadersInTime, http.client.HTTPSConnection):
+    pass
+
+
+class _InTime:
+    """A urllib handler that opens its connections as `_HeadersInTime` ones."""
+
+    _classes = {http.client.HTTPConnection: _HTTPConnection, http.client.HTTPSConnection: _HTTPSConnection}
+
+    def do_open(self, http_class, req, **kwargs):
+        return super().do_open(self._classes[http_class], req, **kwargs)
+
+
+class _HTTPHandler(_InTime, urllib.request.HTTPHandler):
+    pass
+
+
+class _HTTPSHandler(_InTime, urllib.request.HTTPSHandler):
+    pass
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects to http:// and https:// only (urllib also follows ftp://), and say a loop in one line."""
+
+    max_redirections = MAX_REDIRECTS
+
+    def http_error_302(self, req, fp, code, msg, headers):
+        target = headers.get("Location") or headers.get("URI")
+        try:
+            scheme = urllib.parse.urlsplit(target.strip()).scheme.lower() if target else ""
+        except ValueError:  # e.g. an unclosed [ in the host
+            scheme = "malformed"
+        if scheme not in ("", "http", "https"):
+            fp.close()
+            shown = target.encode("latin-1", "replace").decode("utf-8", "replace")  # http.client read it as latin-1
+            raise _Fatal(f"HTTP {code} redirects to {_printable(shown)}: only http:// and https:// "
+                         f"redirects are followed; check the base URL")
+        try:
+            return super().http_error_302(req, fp, code, msg, headers)
+        except urllib.error.HTTPError as exc:
+            if not str(exc.msg).startswith(self.inf_msg):
+                raise
+            exc.close()
+            hops = sum(getattr(req, "redirect_dict", {}).values())
+            raise _Fatal(f"redirect loop: {hops} redirects without reaching the file (the last one from "
+                         f"{_printable(req.full_url)}); check the base URL") from None
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+
+_OPENER = urllib.request.build_opener(_HTTPHandler, _HTTPSHandler, _Redirects)
+
+
 def _open(url: str, timeout: float, start: int = 0, end: int | None = None, if_range: str | None = None):
     """GET `url`, asking for bytes start..end (inclusive) when that is not the whole file.
 
@@ -257,7 +483,16 @@ def _open(url: str, timeout: float, start: int = 0, end: int | None = None, if_r
         headers["Range"] = f"bytes={start}-{'' if end is None else end}"
         if if_range:
             headers["If-Range"] = if_range
-    return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+    try:
+        resp = _OPENER.open(urllib.request.Request(url, headers=headers), timeout=timeout)
+    except _Fatal as exc:  # raised inside the opener (a redirect refused, headers too slow): name the file
+        raise type(exc)(f"{url}: {exc}") from None
+    encoding = (resp.headers.get("Content-Encoding") or "identity").strip().lower()
+    if encoding != "identity":  # compressed bytes are not the file's bytes, and Range offsets would not be its own
+        resp.close()
+        raise _Fatal(f"{url}: the server sent it compressed (Content-Encoding: {_printable(encoding, 40)}) "
+                     f"though asked not to; serve the files as they are")
+    return resp
 
 
 def _span(resp, start: int) -> tuple[int, int | None, int | None]:
@@ -294,9 +529,10 @@ def _same_file(saved: dict | None, got: dict) -> bool:
     return not saved or all(not saved.get(k) or not got.get(k) or saved[k] == got[k] for k in got)
 
 
-def _not_found(url: str, word: str, why: str) -> _Fatal:
-    others = [s for s in suggest(word, n=4) if s != word][:3]
-    return _Fatal(f"{url}: not found ({why}); is '{word}' spelled right? closest: {', '.join(others) or 'none'}")
+def _not_found(url: str, why: str) -> _Fatal:
+    # Every word was checked against Google's list before any request: the mirror lacks the file.
+    return _Fatal(f"{url}: not on this server ({why}); the category is in Google's dataset: "
+                  f"check the base URL, or use a mirror that has it")
 
 
 def _classify(exc: BaseException, job: _Job) -> Exception:
@@ -306,26 +542,28 @@ def _classify(exc: BaseException, job: _Job) -> Exception:
     if isinstance(exc, urllib.error.HTTPError):
         exc.close()
         if exc.code in (404, 410):
-            return _not_found(job.url, job.word, str(exc.code))
+            return _not_found(job.url, str(exc.code))
         if exc.code >= 500 or exc.code in RETRY_STATUS:
             return _Transient(f"HTTP {exc.code}")
-        return _Fatal(f"{job.url}: HTTP {exc.code} {exc.reason}")
+        return _Fatal(f"{job.url}: HTTP {exc.code} {_printable(str(exc.reason))}")
     if isinstance(exc, urllib.error.URLError):
         if isinstance(exc.reason, FileNotFoundError):  # file:// mirror without this file
-            return _not_found(job.url, job.word, "no such file")
+            return _not_found(job.url, "no such file")
+        host = urllib.parse.urlsplit(job.url).netloc
         if isinstance(exc.reason, socket.gaierror):
-            host = urllib.parse.urlsplit(job.url).hostname
-            return _Transient(f"cannot resolve {host}: {exc.reason.strerror}; "
-                              f"offline? set $DOODLE_BASE_URL to a mirror", host=True)
+            return _Transient(f"cannot resolve {host}: {exc.reason.strerror}", host=True)
         if isinstance(exc.reason, ssl.SSLCertVerificationError):
-            return _Fatal(f"{job.url}: {exc.reason}")
-        return _Transient(str(exc.reason), host=_host_down(exc.reason))
+            return _Fatal(f"{job.url}: {_printable(str(exc.reason))}")
+        if _host_down(exc.reason):
+            return _Transient(f"cannot reach {host}: {exc.reason.strerror or exc.reason}", host=True)
+        return _Transient(_printable(str(exc.reason)))
     if isinstance(exc, http.client.IncompleteRead):
         return _Transient(f"connection dropped after {len(exc.partial)} bytes of a chunk")
     if isinstance(exc, (http.client.HTTPException, ConnectionError, TimeoutError, ssl.SSLError)):
-        return _Transient(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, host=_host_down(exc))
+        text = _printable(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        return _Transient(text, host=_host_down(exc))
     if isinstance(exc, OSError):  # the disk, not the network: retrying will not help
-        return _Fatal(f"{exc.filename or job.path}: {exc.strerror or exc}")
+        return _Disk(f"{exc.filename or job.path}: {exc.strerror or exc}")
     raise exc
 
 
@@ -335,12 +573,14 @@ def _host_down(reason) -> bool:
         isinstance(reason, OSError) and reason.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH)
 
 
-def _retrying(attempt, job: _Job, prog: _Progress, retries: int, backoff: float, reporter: Reporter):
+def _retrying(attempt, job: _Job, prog: _Progress, run: _Run):
     """Run `attempt()` until it succeeds; transient failures wait backoff * 2**k and try again.
 
     An attempt that moved the file further than ever before does not count against `retries`: a
     300 MB download over a link that drops every few minutes still finishes, resuming each time,
-    while a server that keeps sending the same cut-off body is given up on.
+    while a server that keeps sending the same cut-off body is given up on (and one that trickles
+    is stopped by the stall rule, which is not retried). A server that cannot be reached is
+    retried, and logged, as one for all files: the first file to give up on it ends the others' waits.
     """
     failures = 0
     furthest = prog.done
@@ -353,22 +593,41 @@ def _retrying(attempt, job: _Job, prog: _Progress, retries: int, backoff: float,
                 raise err from None
             if prog.done > furthest:
                 furthest, failures = prog.done, 0
-            if failures >= retries:
-                tries = f"{retries + 1} attempt{'s' if retries else ''}"
-                give_up = _Unreachable if err.host else _Fatal
-                raise give_up(f"{job.url}: {err} (gave up after {tries})") from None
-            delay = backoff * 2 ** failures
+            tries = f"{run.retries + 1} attempt{'s' if run.retries else ''}"
+            if err.host:
+                with run.lock:
+                    if failures >= run.retries and run.outage is None:
+                        run.outage = f"{err} (gave up after {tries})"
+                if run.outage is not None:
+                    raise _Unreachable(f"{job.url}: {run.outage}") from None
+            elif failures >= run.retries:
+                raise _Fatal(f"{job.url}: {err} (gave up after {tries})") from None
+            delay = run.backoff * 2 ** failures
             failures += 1
-            reporter.log(f"retrying {job.fmt}/{job.name} after {err} "
-                         f"(retry {failures} of {retries}, in {delay:.1f} s)")
-            if prog.stop.wait(delay):
-                raise _Stopped from None
+            if not err.host:
+                run.reporter.log(f"retrying {job.fmt}/{job.name} after {err} "
+                                 f"(retry {failures} of {run.retries}, in {delay:.1f} s)")
+            elif run.first_outage_retry():
+                run.reporter.log(f"{err}; retrying up to {run.retries} time{'s' if run.retries > 1 else ''}")
+            run.pause(delay, outage_ends_it=err.host)
+            if err.host and run.outage is not None:  # another file gave up on the server meanwhile
+                raise _Unreachable(f"{job.url}: {run.outage}") from None
 
 
 # ---------------------------------------------------------------------------------------- checks
 
 def _snippet(data: bytes) -> str:
-    return repr(data[:60].decode("utf-8", "replace"))
+    """The start of `data` for a message: quoted text, or a description of binary bytes (never the bytes)."""
+    head = data[:60]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        text = head[:exc.start].decode("utf-8") if exc.reason == "unexpected end of data" else None  # cut at 60
+    if text is not None and all(c.isprintable() or c in "\t\r" for c in text):
+        return repr(text)
+    if data[:2] == b"\x1f\x8b":
+        return "gzip-compressed data"
+    return f"binary data ({data[:8].hex(' ')} ...)"
 
 
 def _drawing_record(line: bytes) -> bool | None:
@@ -516,7 +775,7 @@ def _after_nth_newline(chunk: bytes, n: int) -> int:
 
 def _read_json(path: Path) -> dict | None:
     try:
-        meta = json.loads(path.read_text())
+        meta = fsutil.read_json(path)
     except (OSError, ValueError):
         return None
     return meta if isinstance(meta, dict) else None
@@ -528,13 +787,15 @@ def _discard_part(job: _Job) -> None:
     job.part_meta.unlink(missing_ok=True)
 
 
-def _stream_attempt(job: _Job, limit: int | None, timeout: float, prog: _Progress, state: dict) -> None:
+def _stream_attempt(job: _Job, run: _Run, prog: _Progress, state: dict) -> None:
     """One attempt to extend `job.part` towards the whole file (or its first `limit` lines, for ndjson).
 
     Sets state["lines"] (newlines written), state["stopped"] (True if cut at `limit`),
     state["resumed"] (this attempt appended to existing bytes) and state["confirmed"] (the server
-    stated the file's size and we have exactly that many bytes).
+    stated the file's size and we have exactly that many bytes). Raises _Bad as soon as the body
+    shows it is not the file (see `_Head`, `_end`), _Stalled when it comes too slowly.
     """
+    limit, timeout = run.limit, run.timeout
     have = job.part.stat().st_size if job.part.exists() else 0
     saved = _read_json(job.part_meta) if have else None
     if have and not _if_range(saved):  # nothing to ask the server whether its file is still this one
@@ -564,6 +825,8 @@ def _stream_attempt(job: _Job, limit: int | None, timeout: float, prog: _Progres
         if first and not _same_file(saved, tags):  # a server that honours Range but not If-Range
             _discard_part(job)
             raise _Transient("the remote file changed since the partial download; starting again")
+        _plausible(job.fmt, length, "Content-Length")
+        _plausible(job.fmt, total, "Content-Range")
         if not first:  # fresh start, or the server sent the whole (possibly changed) file: rewrite from byte 0
             _discard_part(job)
             # Written in place, not renamed: a torn one does not parse, and the .part then starts over.
@@ -572,8 +835,23 @@ def _stream_attempt(job: _Job, limit: int | None, timeout: float, prog: _Progres
         state["resumed"] = first > 0
         prog.begin(total=None if limit else total, completed=first)
         got = 0
+        pace, head = _Pace(job.url), _Head(job.fmt) if not first else None
+        end, past_end = _end(job.fmt, first, length, total, None)
+        since_newline = 0  # bytes since the last newline (from this body's start when resuming)
         with open(job.part, "ab" if first else "wb") as fh:
-            while chunk := resp.read1(CHUNK):
+            while chunk := pace.read(resp):
+                if head is not None and not head.done:
+                    head.feed(chunk)
+                    if head.size is not None:
+                        _plausible(job.fmt, head.size, ".npy header")
+                        end, past_end = _end(job.fmt, first, length, total, head.size)
+                if first + got + len(chunk) > end:
+                    raise _Bad(past_end)
+                if job.ndjson:
+                    at = chunk.rfind(b"\n")
+                    since_newline = since_newline + len(chunk) if at < 0 else len(chunk) - at - 1
+                    if since_newline > MAX_LINE:
+                        raise _Bad(f"has a line of over {_human(MAX_LINE)}: not Quick, Draw! drawings")
                 n = chunk.count(b"\n")
                 if limit is not None and lines + n >= limit:  # enough drawings: cut after the limit-th line
                     chunk = chunk[:_after_nth_newline(chunk, limit - lines)]
@@ -590,6 +868,24 @@ def _stream_attempt(job: _Job, limit: int | None, timeout: float, prog: _Progres
             raise _Transient(f"connection dropped after {got} of {length} bytes")
         if total is not None and first + got != total:
             raise _Transient(f"connection dropped at byte {first + got} of {total}")
+
+
+def _plausible(fmt: str, size: int | None, what: str) -> None:
+    """Raise _Bad if a size the body states (`what`: "Content-Length") is over MAX_BYTES."""
+    if size is not None and size > MAX_BYTES[fmt]:
+        raise _Bad(f"claims {size:,} bytes ({what}), more than any Quick, Draw! {fmt} file has "
+                   f"({_human(MAX_BYTES[fmt])} at most)")
+
+
+def _end(fmt: str, first: int, length: int | None, total: int | None, declared: int | None) -> tuple[int, str]:
+    """(the file offset a body starting at `first` must not pass, the refusal if it does): the end its
+    Content-Length, Content-Range or .npy header states, or the size of any Quick, Draw! file."""
+    ends = [(MAX_BYTES[fmt], f"is over {_human(MAX_BYTES[fmt])}, more than any Quick, Draw! {fmt} file has")]
+    for end, what in ((None if length is None else first + length, "Content-Length"), (total, "Content-Range"),
+                      (declared, ".npy header")):
+        if end is not None:
+            ends.append((end, f"runs past the {end:,} bytes its {what} states"))
+    return min(ends)
 
 
 def _confirm_end(job: _Job, timeout: float) -> bool:
@@ -620,7 +916,7 @@ def _confirm_end(job: _Job, timeout: float) -> bool:
         return length is not None
 
 
-def _npy_head_attempt(job: _Job, limit: int, out: Path, timeout: float, prog: _Progress) -> tuple[int, bool]:
+def _npy_head_attempt(job: _Job, run: _Run, out: Path, prog: _Progress) -> tuple[int, bool]:
     """One attempt to write the header and first `limit` rows of the remote .npy to `out`.
 
     Returns (rows written, whether that is every row). The first request asks for a byte range
@@ -628,6 +924,8 @@ def _npy_head_attempt(job: _Job, limit: int, out: Path, timeout: float, prog: _P
     (and close) once we have enough. A range that proves too short (wider rows, longer header) is
     followed by a request for the rest, with If-Range so that it comes from the same file.
     """
+    limit, timeout = run.limit, run.timeout
+    pace = _Pace(job.url)
     head = bytearray()  # the remote header, until it is complete
     need = NPY_HEADER_GUESS + limit * NPY_ROW_GUESS  # remote bytes we want; exact once the header is parsed
     pos = 0  # remote bytes consumed so far
@@ -644,12 +942,12 @@ def _npy_head_attempt(job: _Job, limit: int, out: Path, timeout: float, prog: _P
                     raise _Transient("the remote file changed during the download; starting again")
                 got = 0
                 while first + got < pos:  # a 200 to a follow-up request starts again at byte 0
-                    chunk = resp.read1(min(CHUNK, pos - first - got))
+                    chunk = pace.read(resp, min(CHUNK, pos - first - got))
                     if not chunk:
                         break
                     got += len(chunk)
                 while first + got == pos < need:
-                    chunk = resp.read1(min(CHUNK, need - pos))
+                    chunk = pace.read(resp, min(CHUNK, need - pos))
                     if not chunk:
                         break
                     got += len(chunk)
@@ -669,6 +967,7 @@ def _npy_head_attempt(job: _Job, limit: int, out: Path, timeout: float, prog: _P
                     n = min(limit, shape[0])
                     rows = (n, n == shape[0])
                     need = size + n * row_bytes
+                    _plausible(job.fmt, need, f".npy header: {n:,} rows of {row_bytes:,} bytes")
                     if rows[1]:  # the whole file: keep the remote header byte for byte
                         fh.write(head[:size])
                     else:
@@ -731,8 +1030,9 @@ def _record(job: _Job, src: Path, limit: int | None, drawings: int, stopped: boo
     return size
 
 
-def _fetch_stream(job, limit, timeout, prog, retries, backoff, reporter) -> tuple[str, int, int]:
+def _fetch_stream(job: _Job, run: _Run, prog: _Progress) -> tuple[str, int, int]:
     """Stream (or resume) into the .part, check it, rename it into place: (status, bytes, drawings)."""
+    limit = run.limit
     if limit is not None and job.ndjson and job.part.exists():
         lines, cut = _lines_in(job.part, stop=limit)
         if lines >= limit:  # an interrupted bigger download already holds enough: copy, keep the .part
@@ -748,10 +1048,10 @@ def _fetch_stream(job, limit, timeout, prog, retries, backoff, reporter) -> tupl
     state: dict = {}
 
     def attempt():
-        _stream_attempt(job, limit, timeout, prog, state)
-        if not state["confirmed"]:
-            state["confirmed"] = _confirm_end(job, timeout)
         try:
+            _stream_attempt(job, run, prog, state)
+            if not state["confirmed"]:
+                state["confirmed"] = _confirm_end(job, run.timeout)
             state["rows"] = _check_file(job.part, job.fmt)
         except _Bad as bad:
             if bad.cut and not state["confirmed"]:  # no stated size: maybe cut off, maybe the server's file
@@ -759,7 +1059,13 @@ def _fetch_stream(job, limit, timeout, prog, retries, backoff, reporter) -> tupl
             _discard_part(job)
             raise _Fatal(f"{job.url}: what the server sent {bad}; check the base URL, or try again later") from None
 
-    _retrying(attempt, job, prog, retries, backoff, reporter)
+    try:
+        _retrying(attempt, job, prog, run)
+    except (_Stalled, _Disk) as err:  # the bytes so far are good: say where they wait
+        raise type(err)(f"{err}{_kept(job)}") from None
+    except BaseException:  # Ctrl-C included
+        _kept(job)
+        raise
     drawings = state["lines"] if job.ndjson else state["rows"]
     size = _record(job, job.part, limit, drawings, state["stopped"])
     os.replace(job.part, job.path)
@@ -767,16 +1073,26 @@ def _fetch_stream(job, limit, timeout, prog, retries, backoff, reporter) -> tupl
     return ("resumed" if state.get("resumed") else "downloaded"), size, drawings
 
 
-def _fetch_npy_head(job, limit, timeout, prog, retries, backoff, reporter) -> tuple[str, int, int]:
+def _kept(job: _Job) -> str:
+    """After a fetch ended: remove a .part that can never be resumed (nothing to resume it by);
+    otherwise say where its bytes wait ("" when there is none)."""
+    if not job.part.exists():
+        return ""
+    if not _if_range(_read_json(job.part_meta)):  # the next run would discard it: do it now
+        _discard_part(job)
+        return ""
+    return f"; {_human(job.part.stat().st_size)} so far kept in {job.part} (run again to resume, or delete it)"
+
+
+def _fetch_npy_head(job: _Job, run: _Run, prog: _Progress) -> tuple[str, int, int]:
     """Fetch the first `limit` rows of a .npy into a temp file, check it, and rename it into place."""
     with fsutil.atomic_path(job.path, suffix=".npy") as tmp:
         try:
-            n, whole = _retrying(lambda: _npy_head_attempt(job, limit, tmp, timeout, prog),
-                                 job, prog, retries, backoff, reporter)
+            n, whole = _retrying(lambda: _npy_head_attempt(job, run, tmp, prog), job, prog, run)
             _check_npy(tmp)
         except _Bad as bad:
             raise _Fatal(f"{job.url}: what the server sent {bad}; check the base URL") from None
-        size = _record(job, tmp, limit, n, stopped=not whole)
+        size = _record(job, tmp, run.limit, n, stopped=not whole)
     return "downloaded", size, n
 
 
@@ -837,35 +1153,33 @@ def _clean_temporaries(job: _Job, temporaries: list[str]) -> None:
         job.part_meta.unlink(missing_ok=True)
 
 
-def _download_one(job: _Job, limit, force, timeout, retries, backoff, reporter, overall, stop,
-                  temporaries, unreachable: list[str]) -> DownloadResult:
+def _download_one(job: _Job, run: _Run) -> DownloadResult:
     t0 = time.perf_counter()
 
-    def result(status, size, drawings, error=None):
+    def result(status, size, drawings, error=None, unreachable=False):
         return DownloadResult(job.word, job.fmt, job.path, status, size, drawings, time.perf_counter() - t0,
-                              error, job.url)
+                              error, job.url, unreachable)
 
-    if not force:
-        ok, drawings = _satisfied(job, limit)  # no lock needed: complete files are only renamed into place
+    if not run.force:
+        ok, drawings = _satisfied(job, run.limit)  # no lock needed: complete files are only renamed into place
         if ok:
             return result("skipped", job.path.stat().st_size, drawings)
-    if unreachable:  # another file already spent its retries on a server that cannot be reached
-        return result("failed", 0, None, f"{job.url}: not tried: {unreachable[0]}")
-    prog = _Progress(reporter, f"{job.fmt}/{job.word}", job.word, overall, stop)
-    fetch = _fetch_npy_head if job.fmt == "numpy_bitmap" and limit is not None else _fetch_stream
+    if run.outage:  # another file already spent its retries on a server that cannot be reached
+        return result("failed", 0, None, f"{job.url}: {run.outage}", unreachable=True)
+    prog = _Progress(run.reporter, f"{job.fmt}/{job.word}", job.word, run.overall, run.stop)
+    fetch = _fetch_npy_head if job.fmt == "numpy_bitmap" and run.limit is not None else _fetch_stream
     try:
-        with _locked(job, reporter, stop):
-            _clean_temporaries(job, temporaries)
-            if force:
+        with _locked(job, run.reporter, run.stop):
+            _clean_temporaries(job, run.temporaries)
+            if run.force:
                 _discard_part(job)  # force means from scratch, not from an old partial
             else:  # another process may have fetched it while we waited for the lock
-                ok, drawings = _satisfied(job, limit, reporter)
+                ok, drawings = _satisfied(job, run.limit, run.reporter)
                 if ok:
                     return result("skipped", job.path.stat().st_size, drawings)
-            status, size, drawings = fetch(job, limit, timeout, prog, retries, backoff, reporter)
+            status, size, drawings = fetch(job, run, prog)
     except _Unreachable as err:
-        unreachable.append(f"the server could not be reached for {job.word}: {str(err).removeprefix(job.url + ': ')}")
-        return result("failed", 0, None, str(err))
+        return result("failed", 0, None, str(err), unreachable=True)
     except _Fatal as err:
         return result("failed", 0, None, str(err))
     except OSError as err:  # the disk (lock, rename, sidecar), not the network
@@ -886,7 +1200,9 @@ def download(words: Sequence[str], fmt: str = "simplified", data_dir: str | os.P
     `jobs` files are fetched at once (parallel connections): small limited fetches are
     latency-bound, not bandwidth-bound. With several files the reporter also gets one overall task
     (key OVERALL, unit "files"; see `_Overall`). On Ctrl-C every worker stops at its next chunk,
-    keeping its .part for the next run.
+    keeping its .part for the next run. A server that stalls or sends more than a file can hold
+    fails that file (see STALL_WINDOW, MAX_BYTES); one that cannot be reached fails every file with
+    `unreachable` set, after one file's retries.
     """
     if isinstance(words, str):
         words = [words]
@@ -903,18 +1219,15 @@ def download(words: Sequence[str], fmt: str = "simplified", data_dir: str | os.P
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise DoodleError(f"cannot create data folder {folder}: {err.strerror or err}") from None
-    stop = threading.Event()
-    overall = _Overall(reporter, len(words))
-    temporaries = _temporaries(folder)
-    # The first file that finds the server unreachable (after its retries) says why here; files not yet
-    # started then fail at once with that reason instead of retrying it (345 files offline: ~8 s, not ~11 min).
-    unreachable: list[str] = []
+    # The first file that finds the server unreachable (after its retries) says why in run.outage; the
+    # others then fail at once with that reason instead of retrying it (345 files offline: ~8 s, not ~11 min).
+    run = _Run(limit, force, timeout, retries, backoff, reporter, _Overall(reporter, len(words)),
+               threading.Event(), _temporaries(folder))
 
     def one(w: str) -> DownloadResult:
         job = _Job(w, fmt, remote_url(base, fmt, w), local_path(data_dir, fmt, w))
-        res = _download_one(job, limit, force, timeout, retries, backoff, reporter, overall, stop, temporaries,
-                            unreachable)
-        overall.finished(res)
+        res = _download_one(job, run)
+        run.overall.finished(res)
         return res
 
     try:
@@ -924,12 +1237,12 @@ def download(words: Sequence[str], fmt: str = "simplified", data_dir: str | os.P
         try:
             return list(pool.map(one, words))  # results in the order asked
         except BaseException:  # Ctrl-C: stop the running files at their next chunk, start no more
-            stop.set()
+            run.stop.set()
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     finally:
-        overall.end()
+        run.overall.end()
 
 
 def _whole_number(value, name: str, hint: str) -> int:
@@ -946,14 +1259,32 @@ def _whole_number(value, name: str, hint: str) -> int:
 def ensure_downloaded(words: Sequence[str], fmt: str = "simplified", data_dir: str | os.PathLike = "data",
                       base_url: str | None = None, max_drawings: int | None = None, force: bool = False,
                       retries: int = 4, backoff: float = 0.5, timeout: float = 30.0,
-                      reporter: Reporter = NULL_REPORTER, jobs: int = 4) -> list[Path]:
-    """Like `download`, for pipelines: the local paths, or one DoodleError listing what failed."""
+                      reporter: Reporter = NULL_REPORTER, jobs: int = 4,
+                      offline_hint: str = OFFLINE_HINT) -> list[Path]:
+    """Like `download`, for pipelines: the local paths, or one DoodleError saying each cause of failure
+    once (with the files it hit), and `offline_hint` when the server could not be reached."""
     results = download(words, fmt=fmt, data_dir=data_dir, base_url=base_url, max_drawings=max_drawings,
                        force=force, retries=retries, backoff=backoff, timeout=timeout, reporter=reporter, jobs=jobs)
     failed = [r for r in results if r.status == "failed"]
     if failed:
-        shown = "; ".join(r.error or r.word for r in failed[:3])
-        more = f"; and {len(failed) - 3} more" if len(failed) > 3 else ""
-        raise DoodleError(f"could not download {len(failed)} of {len(results)} file(s): {shown}{more}",
-                          exit_code=1)  # 1, not 2: the network failed, not the user
+        causes: dict[str, list[DownloadResult]] = {}
+        for r in failed:
+            causes.setdefault(r.reason or "", []).append(r)
+        head = f"could not download {len(failed)} of {len(results)} files"
+        if len(causes) == 1 and len(failed) > 1:  # one cause: the files, then the cause
+            message = f"{head} ({_names([r.word for r in failed])}): {failed[0].reason}"
+        else:
+            shown = [rows[0].error if len(rows) == 1 else f"{reason} ({_names([r.word for r in rows])})"
+                     for reason, rows in list(causes.items())[:2]]
+            if len(causes) > 2:
+                shown.append(f"and {len(causes) - 2} other causes")
+            message = f"{head}: {'; '.join(shown)}"
+        hint = f"; {offline_hint}" if any(r.unreachable for r in failed) else ""
+        raise DoodleError(message + hint, exit_code=1)  # 1, not 2: the network failed, not the user
     return [r.path for r in results]
+
+
+def _names(words: list[str], shown: int = 3) -> str:
+    """'a, b, c and 7 more'."""
+    more = f" and {len(words) - shown} more" if len(words) > shown else ""
+    return ", ".join(words[:shown]) + more

@@ -135,6 +135,11 @@ def test_split_bitmaps(run_dir: Path, meta: dict, data_dir: str | Path | None,
     split = load_split(run_dir)
     data_dir = run_data_dir(run_dir, meta, data_dir)
     ds = load_dataset(cfg, data_dir, reporter, download=False)
+    size = meta["raster"]["size"]
+    if ds.x.shape[1:] != (size, size):  # model.json's config and raster disagree: edited by hand
+        raise DoodleError(f"{run_dir / 'model.json'}: its config makes {ds.x.shape[1]}x{ds.x.shape[2]} bitmaps "
+                          f"(data.image_size) but the model takes {size}x{size} (raster.size); restore model.json, "
+                          "or pass DATA files to evaluate on")
     if list(split["counts"]) != ds.counts:
         raise DoodleError(f"{run_dir}: the data under {data_dir} changed since training (rows per class differ), "
                           "so the test split cannot be reproduced; pass DATA files instead")

@@ -4,6 +4,10 @@ a read-only folder) is a one-line DoodleError naming the file, and the file befo
 
 `lock_folder` claims a folder for one process (an exclusive flock held while it works, released by the
 OS however the process ends), and `clean_temporaries` removes what killed processes left behind.
+
+`read_json` / `parse_json` are how every JSON file doodle wrote is read back: whatever a hand or a
+damaged disk made of it (not UTF-8, nested 100,000 deep, a 5,000-digit number, a byte order mark) is
+a BadJSON (a ValueError) with a short reason, never a RecursionError or a traceback.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import errno
 import fcntl
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +29,33 @@ from doodle.errors import DoodleError
 
 TMP_SUFFIX = ".tmp"  # every temporary is ".<name>.<random><suffix>.tmp" beside its target
 LOCK_NAME = ".lock"
+
+
+class BadJSON(ValueError):
+    """Text that is not a JSON document doodle can use; str() is a short reason without the text itself."""
+
+
+def parse_json(data: str | bytes):
+    """JSON text (str, or UTF-8 bytes) -> its value; a leading byte order mark is ignored (Windows editors
+    add one). Anything else is BadJSON."""
+    try:
+        if isinstance(data, bytes):
+            data = data.decode("utf-8")
+        return json.loads(data.removeprefix("\ufeff"))
+    except json.JSONDecodeError as err:
+        raise BadJSON(f"{err.msg} at line {err.lineno} column {err.colno}") from None
+    except UnicodeDecodeError:
+        raise BadJSON("not UTF-8 text") from None
+    except RecursionError:  # json's parser recurses once per nesting level
+        raise BadJSON("nested too deeply") from None
+    except ValueError:  # the one other refusal: an integer past Python's digit limit (a DoS guard)
+        raise BadJSON(f"a whole number of more than {sys.get_int_max_str_digits()} digits") from None
+
+
+def read_json(path: str | os.PathLike):
+    """The JSON value in the file at `path`: OSError when it cannot be read, BadJSON when it is not JSON."""
+    with open(path, "rb") as fh:
+        return parse_json(fh.read())
 
 
 def _umask() -> int:

@@ -89,9 +89,13 @@ def _check(root: ad.Tensor) -> None:
 # --- terminal tree and DOT ---------------------------------------------------------------------------------
 
 
-def graph_tree(root: ad.Tensor) -> list[str]:
+TREE_WIDTH = 80  # columns of the terminal tree: a node's figures that would pass it continue on a line below
+
+
+def graph_tree(root: ad.Tensor, width: int = TREE_WIDTH) -> list[str]:
     """Plain text lines: the loss first, each node's inputs indented below it; a node used twice is
-    printed once and referred to by its #number afterwards."""
+    printed once and referred to by its #number afterwards. A line breaks only between a node's figures
+    (never inside a number), and its continuation keeps the tree's guides."""
     _check(root)
     nodes = ad.topological(root)
     uses = {n: 0 for n in nodes}
@@ -108,7 +112,15 @@ def graph_tree(root: ad.Tensor) -> list[str]:
             lines.append(f"{lead}{branch}{lab.title}{tag} (above)")
             return
         printed.add(node)
-        lines.append(f"{lead}{branch}{lab.title}{tag}  {lab.shape}  {lab.value}  {lab.grad}")
+        below = lead + rest + ("│ " if node.parents else "  ") + "  "  # under the title, beside its inputs' guide
+        line = f"{lead}{branch}{lab.title}{tag}"
+        for figure in (lab.shape, lab.value, lab.grad):
+            if len(line) + 2 + len(figure) > width and line.strip(" │├└"):
+                lines.append(line)
+                line = below + figure
+            else:
+                line += "  " + figure
+        lines.append(line)
         for k, p in enumerate(node.parents):
             last = k == len(node.parents) - 1
             visit(p, lead + rest, "└ " if last else "├ ", "  " if last else "│ ")

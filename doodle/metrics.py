@@ -251,7 +251,9 @@ def calibration_bins(probs, y, bins: int = ECE_BINS) -> list[dict]:
     y = _check_labels(y, len(probs), probs.shape[1])
     conf = probs.max(axis=1).astype(np.float64)  # (N,)
     right = (np.argmax(probs, axis=1) == y).astype(np.float64)
-    which = np.clip(np.ceil(conf * bins).astype(np.int64) - 1, 0, bins - 1)  # bin k holds (k/bins, (k+1)/bins]
+    # Bin k holds (k/bins, (k+1)/bins], the first also 0: found against the edges themselves, as ceil(conf * bins)
+    # rounds some values just above an edge (11/15 + 1 ulp, times 15, is 11.0) into the bin below it.
+    which = np.minimum(np.searchsorted(np.arange(1, bins + 1) / bins, conf, side="left"), bins - 1)
     count = np.bincount(which, minlength=bins)
     conf_sum = np.bincount(which, weights=conf, minlength=bins)
     right_sum = np.bincount(which, weights=right, minlength=bins)
@@ -299,6 +301,35 @@ def fit_temperature(logits, y, lo: float = 0.05, hi: float = 20.0) -> float:
             break
         b = b_new
     return float(min(max(1.0 / b, lo), hi))
+
+
+CONFIDENT_PRECISION = 0.9  # "I see X" must be right at least this often (doodle play's announcements)
+
+
+def confidence_threshold(probs, y, precision: float = CONFIDENT_PRECISION) -> float:
+    """The lowest top-1 confidence at which top guesses are right at least `precision` of the time (1.0: never).
+
+    "At which" is local, not cumulative: the rate of being right is read off the isotonic (monotone
+    non-decreasing) fit of correctness against confidence, by pool-adjacent-violators, so a threshold is
+    not carried by the surer guesses above it and needs no bin width. Equal confidences pool first, so the
+    answer never splits a tie. The result is the confidence of the least confident drawing in the first
+    pooled block whose rate reaches `precision`.
+    """
+    probs = _check_probs(probs)
+    y = _check_labels(y, len(probs), probs.shape[1])
+    _check_nonempty(len(y))
+    conf = probs.max(axis=1).astype(np.float64)  # (N,)
+    right = (np.argmax(probs, axis=1) == y).astype(np.float64)
+    levels, which = np.unique(conf, return_inverse=True)  # (L,) ascending
+    # blocks of the fit, as (sum of right, count, lowest confidence); a new block merges back while it
+    # is below the one before it (a violator of monotonicity)
+    sums, counts, lows = [], [], []
+    for lo, s, c in zip(levels, np.bincount(which, weights=right), np.bincount(which)):
+        s, c = float(s), int(c)
+        while sums and sums[-1] * c >= s * counts[-1]:  # the block before is at least as right: pool
+            s, c, lo = s + sums.pop(), c + counts.pop(), lows.pop()
+        sums.append(s), counts.append(c), lows.append(float(lo))
+    return next((lo for s, c, lo in zip(sums, counts, lows) if s >= precision * c), 1.0)
 
 
 def summarize(probs, y, class_names, top_n_confused=10) -> dict:

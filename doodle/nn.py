@@ -587,7 +587,8 @@ class MLP:
         if not isinstance(x, Tensor):
             x = Tensor(x if x.dtype == self.dtype else x.astype(self.dtype), name="x")
         for layer, ws in zip(self.layers, self._workspaces):
-            x = layer.forward_graph(x, train, ws if reuse else None)
+            with ad.scope(layer.name):
+                x = layer.forward_graph(x, train, ws if reuse else None)
         return x
 
     def loss_graph(self, x: np.ndarray | Tensor, y: np.ndarray, loss: str = "cross_entropy",
@@ -599,7 +600,9 @@ class MLP:
         n_classes = self.layer_sizes[-1]
         if y.shape != (x.shape[0],) or y.dtype.kind not in "iu" or (len(y) and not 0 <= y.min() <= y.max() < n_classes):
             raise DoodleError(f"labels must be {x.shape[0]} integers in [0, {n_classes}), got {y.dtype} {y.shape}")
-        return loss_fn(self.logits_graph(x, train), y)
+        logits = self.logits_graph(x, train)
+        with ad.scope("loss"):
+            return loss_fn(logits, y)
 
     def parameters(self) -> list[np.ndarray]:
         """The live parameter arrays, in param_names order."""

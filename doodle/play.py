@@ -7,7 +7,8 @@ what a Quick, Draw! drawing meant in training, and the API's probabilities equal
 the same ndjson.
 
 API (JSON in, JSON out; errors are 4xx `{"error": "..."}`):
-  GET  /api/model                  run name, categories, raster settings, limits
+  GET  /api/model                  run name, categories, raster settings, limits, and "confidence": the
+                                   calibrated probability from which the page says "I see X" (see info())
   POST /api/predict[?top_k=N]      {"drawing": [[xs, ys, ts], ...], "format": "raw"|"simplified"}
                                    -> {"top": [{"category", "probability"}], "bitmap": 28 rows of 0..255}
   POST /api/save                   {"drawing": raw strokes with times, "word": category}
@@ -33,6 +34,7 @@ import numpy as np
 
 from doodle.checkpoint import load_model, resolve_model_path
 from doodle.errors import DoodleError
+from doodle.metrics import CONFIDENT_PRECISION
 from doodle.progress import NULL_REPORTER, Reporter
 from doodle.raster import rasterize
 from doodle.strokes import simplify_raw
@@ -43,6 +45,9 @@ MAX_POINTS = 20_000  # per drawing; a long Quick, Draw! drawing has ~1,000 raw p
 MAX_STROKES = 1_000  # per drawing; Quick, Draw! drawings have a few dozen at most
 MAX_COORD = 1e9  # like doodle.strokes: canvas pixels, anything bigger is corrupt
 LOOPBACK_NAMES = ("localhost",)
+# "I see X" for a model trained before confident_at was stored: its calibrated confidence is its chance of
+# being right, so the precision aimed at is itself the threshold
+DEFAULT_CONFIDENT_AT = CONFIDENT_PRECISION
 _TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
           ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png",
           ".ico": "image/x-icon"}
@@ -210,7 +215,10 @@ class Player:
         return {"run": self.run_dir.name, "path": str(self.run_dir), "save_dir": str(self.save_dir),
                 "categories": self.classes,
                 "raster": self.raster, "test_accuracy": metrics.get("test_accuracy"),
-                "limits": {"body_bytes": MAX_BODY, "points": MAX_POINTS, "strokes": MAX_STROKES}}
+                "limits": {"body_bytes": MAX_BODY, "points": MAX_POINTS, "strokes": MAX_STROKES},
+                "confidence": {"threshold": metrics.get("confident_at", DEFAULT_CONFIDENT_AT),
+                               "precision": metrics.get("confident_precision", CONFIDENT_PRECISION),
+                               "source": "validation" if "confident_at" in metrics else "default"}}
 
     def _guess(self, strokes: list, fmt: str) -> tuple[np.ndarray, np.ndarray]:
         bitmap = prepare(strokes, fmt, self.raster)
@@ -422,9 +430,43 @@ def bind(host: str, port: int):
     return sock
 
 
-def url_of(sock) -> str:
-    host, port = sock.getsockname()[:2]
+def _url(host: str, port: int) -> str:
     return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+
+
+def url_of(sock) -> str:
+    """The socket's URL on this machine (loopback when it listens on every interface)."""
+    host, port = sock.getsockname()[:2]
+    if ipaddress.ip_address(host).is_unspecified:  # 0.0.0.0 opens nothing in some browsers
+        host = "::1" if ":" in host else "127.0.0.1"
+    return _url(host, port)
+
+
+_PROBES = {4: ("192.0.2.1", "10.255.255.254", "172.31.255.254", "192.168.255.254"), 6: ("2001:db8::1", "fd00::1")}
+
+
+def lan_urls(sock) -> list[str]:
+    """URLs other devices can open when the socket listens on every interface (0.0.0.0, ::); else none."""
+    import socket
+
+    host, port = sock.getsockname()[:2]
+    if not ipaddress.ip_address(host).is_unspecified:
+        return []
+    versions = [4] if sock.family == socket.AF_INET else \
+        [6] if sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) else [6, 4]  # "::" takes IPv4 too
+    found = set()
+    # Connecting a UDP socket sends nothing: it only asks the kernel which of this machine's addresses
+    # would reach a destination. One of each private range (and a documentation address for the
+    # default route) finds the address on every network this machine has a route to; no DNS involved.
+    for version in versions:
+        for probe in _PROBES[version]:
+            with contextlib.suppress(OSError), socket.socket({4: socket.AF_INET, 6: socket.AF_INET6}[version],
+                                                             socket.SOCK_DGRAM) as udp:
+                udp.connect((probe, 9))
+                found.add(udp.getsockname()[0])
+    ips = sorted({ipaddress.ip_address(a.split("%")[0]) for a in found}, key=lambda ip: (ip.version, ip))
+    return [_url(str(ip), port) for ip in ips
+            if not (ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast)]
 
 
 def _can_open_browser() -> bool:
@@ -469,12 +511,11 @@ def serve(model_path: str | Path | None = None, host: str = "127.0.0.1", port: i
     allowed = ["127.0.0.1", "localhost", "::1", "[::1]"] if loopback else None
     app = make_app(model_path, save_dir, allowed_hosts=allowed)
     sock = bind(host, port)
-    url = url_of(sock)
+    url, lan = url_of(sock), lan_urls(sock)
     if not loopback:
-        reporter.log(f"warning: serving on {host}, not only this machine: anyone who can reach {url} can use the "
-                     "model and add drawings to the save folder")
+        reporter.log(f"warning: --host {host}: other machines can use the model and save drawings")
     if on_ready is not None:
-        on_ready(dict(app.state.player.info(), url=url))
+        on_ready(dict(app.state.player.info(), url=url, lan_urls=lan))
     if open_browser:
         if _can_open_browser():
             import webbrowser

@@ -1,8 +1,8 @@
 """Predictions for people's own drawings: sketch images (PNG, JPEG, GIF, BMP, WebP) and ndjson
 drawings (a file, or '-' for standard input), prepared the way the model's training data was.
 
-One result per input (per line for ndjson): `{"input", "top": [{"category", "probability"}]}` or
-`{"input", "error"}`; a failure never stops the other inputs.
+One result per input (per line for ndjson): `{"input", "top": [{"category", "probability"}]}`, with the
+line's `"word"` when it has one, or `{"input", "error"}`; a failure never stops the other inputs.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from doodle.raster import rasterize
 from doodle.strokes import read_records
 
 
-def _bitmaps(inputs: list[str], raster: dict, stdin: IO | None) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
-    """(input name, (S, S) uint8 bitmap or None, error or None) for every input."""
+def _bitmaps(inputs: list[str], raster: dict,
+             stdin: IO | None) -> Iterator[tuple[str, np.ndarray | None, str | None, str | None]]:
+    """(input name, (S, S) uint8 bitmap or None, error or None, the ndjson line's word or None) for every
+    input."""
     size, lw, pad = raster["size"], raster["line_width"], raster["padding"]
     for item in inputs:
         if item == "-" or item.endswith(".ndjson"):
@@ -32,7 +34,7 @@ def _bitmaps(inputs: list[str], raster: dict, stdin: IO | None) -> Iterator[tupl
                 try:
                     stream, name, close = open(item, "rb"), item, True
                 except OSError as exc:
-                    yield item, None, f"{item}: cannot read ({exc.strerror or exc}); check the path"
+                    yield item, None, f"{item}: cannot read ({exc.strerror or exc}); check the path", None
                     continue
             try:
                 empty = True
@@ -40,15 +42,16 @@ def _bitmaps(inputs: list[str], raster: dict, stdin: IO | None) -> Iterator[tupl
                     empty = False
                     if not err:
                         try:
-                            yield where, rasterize(rec["drawing"], size=size, line_width=lw, padding=pad), None
+                            yield where, rasterize(rec["drawing"], size=size, line_width=lw, padding=pad), None, \
+                                rec.get("word")
                             continue
                         except DoodleError as exc:
                             err = f"{where}: {exc}"
-                    yield where, None, err
+                    yield where, None, err, None
                 if empty:
-                    yield name, None, f"{name}: no drawings (no non-blank line); give one drawing per line"
+                    yield name, None, f"{name}: no drawings (no non-blank line); give one drawing per line", None
             except OSError as exc:
-                yield name, None, f"{name}: cannot read ({exc.strerror or exc}); check the path"
+                yield name, None, f"{name}: cannot read ({exc.strerror or exc}); check the path", None
             finally:
                 if close:
                     stream.close()
@@ -56,12 +59,12 @@ def _bitmaps(inputs: list[str], raster: dict, stdin: IO | None) -> Iterator[tupl
         path = Path(item)
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             yield item, None, (f"{item}: unsupported input; give an image ({', '.join(IMAGE_SUFFIXES)}), "
-                               "an .ndjson file or '-' for ndjson on standard input")
+                               "an .ndjson file or '-' for ndjson on standard input"), None
             continue
         try:
-            yield item, image_to_bitmap(path, size=size, line_width=lw, padding=pad), None
+            yield item, image_to_bitmap(path, size=size, line_width=lw, padding=pad), None, None
         except DoodleError as exc:
-            yield item, None, str(exc)
+            yield item, None, str(exc), None
 
 
 def predict(inputs: list[str], model_path: str | Path | None = None, top_k: int = 3,
@@ -78,8 +81,9 @@ def predict(inputs: list[str], model_path: str | Path | None = None, top_k: int 
     k = min(top_k, len(classes))
     results: list[dict] = []
     pending: list[tuple[int, np.ndarray]] = []
-    for name, bitmap, err in _bitmaps(list(inputs), meta["raster"], stdin):
-        results.append({"input": name, "error": err} if err else {"input": name})
+    for name, bitmap, err, word in _bitmaps(list(inputs), meta["raster"], stdin):
+        results.append({"input": name, "error": err} if err else {"input": name, "word": word} if word else
+                       {"input": name})
         if bitmap is not None:
             pending.append((len(results) - 1, bitmap))
     if pending:

@@ -36,12 +36,12 @@ import numpy as np
 from doodle import __version__, fsutil
 from doodle.augment import augment_batch
 from doodle.batches import RowView, epoch_order
-from doodle.checkpoint import (CONFIG_YAML, METRICS_JSONL, SPLIT_NPZ, STATE_JSON, config_header, config_run_id,
-                               load_split, save_model)
+from doodle.checkpoint import (CONFIG_YAML, METRICS_JSONL, SPLIT_NPZ, STATE_JSON, NpzProblem, check_npz,
+                               config_header, config_run_id, load_split, save_model)
 from doodle.config import dump, load_config
 from doodle.dataset import PADDING, Dataset, load_dataset, split_indices
 from doodle.errors import DoodleError, lookup
-from doodle.metrics import expected_calibration_error, fit_temperature
+from doodle.metrics import CONFIDENT_PRECISION, confidence_threshold, expected_calibration_error, fit_temperature
 from doodle.nn import BACKPROP, LOSSES, MLP, ModelSpec
 from doodle.optim import Optimizer, clip_grad_norm, optimizer_from_settings, schedule_from_settings
 from doodle.progress import NULL_REPORTER, Reporter
@@ -136,7 +136,7 @@ def _finished(run_dir: Path, run_id: str) -> bool:
     """True when the run's final model.json (written after the test score) is there; a run killed between
     its last epoch and that write is finished by --resume instead."""
     try:
-        meta = json.loads((run_dir / "model.json").read_text(encoding="utf-8"))
+        meta = fsutil.read_json(run_dir / "model.json")
         return meta.get("run_id") == run_id and "epochs_run" in meta.get("metrics", {})
     except (OSError, ValueError, AttributeError):
         return False
@@ -216,6 +216,41 @@ class _Run:
     patience_left: int | None = None  # early stopping: epochs without improvement still allowed
     train_seconds: float = 0.0
     history: list[dict] = field(default_factory=list)
+    resume_notes: list[str] = field(default_factory=list)  # what a changed setting changes, said on --resume
+
+
+# The settings --resume may change, and what a change does; any other change is refused, because the
+# run would no longer continue exactly as if never stopped.
+_RESUMABLE = {
+    ("train", "epochs"): "more or fewer epochs",
+    ("train", "patience"): "early stopping after {new} epochs without improvement (was {old})",
+}
+
+
+def _resume_changes(run_dir: Path, before: dict, after: dict, run: _Run) -> list[str]:
+    """What the overrides of a --resume change, one sentence each; a DoodleError for a change that would break
+    the exact continuation (the network, the data, the optimizer, the seeds)."""
+    changed = [(sec, key) for sec, keys in after.items() for key in keys if before.get(sec, {}).get(key) != keys[key]]
+    refused = [f"{sec}.{key} ({before.get(sec, {}).get(key)} -> {after[sec][key]})" for sec, key in changed
+               if (sec, key) not in _RESUMABLE]
+    if refused:
+        raise DoodleError(f"{run_dir}: --resume continues a run exactly, but {', '.join(refused)} changed; only "
+                          f"{' and '.join(f'{s}.{k}' for s, k in _RESUMABLE)} may change on --resume: start a new "
+                          "run (--out) for other settings")
+    notes = []
+    for sec, key in changed:
+        old, new = before[sec][key], after[sec][key]
+        if (sec, key) == ("train", "epochs"):
+            t = after["train"]
+            if t["schedule"] == "cosine":
+                notes.append(f"train.epochs {old} -> {new}: the cosine schedule now decays over {new} epochs, so the "
+                             "learning rate differs from the original plan from the next epoch on")
+            else:
+                notes.append(f"train.epochs {old} -> {new}: the {t['schedule']} schedule does not depend on the "
+                             "length; training continues exactly")
+        else:
+            notes.append(f"{sec}.{key}: " + _RESUMABLE[sec, key].format(old=old, new=new))
+    return notes
 
 
 def _start(cfg: dict, ds: Dataset, run_dir: Path, resume: bool, data_dir: str | None) -> _Run:
@@ -242,7 +277,11 @@ def _start(cfg: dict, ds: Dataset, run_dir: Path, resume: bool, data_dir: str | 
         fsutil.save_npz(run_dir / SPLIT_NPZ, {**split, "counts": np.asarray(ds.counts), "run_id": np.array(run.run_id)})
         fsutil.write_text(run_dir / METRICS_JSONL, "")
         return run
-    arrays, state = _read_last(run_dir)
+    run.resume_notes = _resume_changes(run_dir, load_config(run_dir / CONFIG_YAML), cfg, run)
+    model_shapes = spec.weight_shapes()
+    arrays, state = _read_last(run_dir, {**{f"model/{k}": v for k, v in model_shapes.items()},
+                                         **{f"best/{k}": v for k, v in model_shapes.items()},
+                                         **{f"optimizer/{k}": v.shape for k, v in optimizer.state_dict().items()}})
     run.run_id = state["run_id"]
     for name, other in ((CONFIG_YAML, config_run_id(run_dir / CONFIG_YAML)), (SPLIT_NPZ, str(split.get("run_id")))):
         if other != run.run_id:
@@ -279,19 +318,31 @@ def _prefixed(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarra
     return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
-def _read_last(run_dir: Path) -> tuple[dict[str, np.ndarray], dict]:
-    """(arrays, state) from last.npz, or a DoodleError saying the run cannot be resumed."""
+def _read_last(run_dir: Path, shapes: dict[str, tuple[int, ...]]) -> tuple[dict[str, np.ndarray], dict]:
+    """(arrays, state) from last.npz, checked against this run's `shapes` ("best/..." may be absent) before
+    anything is read; or a DoodleError saying the run cannot be resumed."""
     path = run_dir / LAST_NPZ
     damaged = (f"{path}: damaged or unreadable ({{}}); this run cannot be resumed exactly: start a new run "
                "(its best model so far is still in model.npz)")
     try:
+        if not path.is_file():
+            raise FileNotFoundError
+        check_npz(path, {**shapes, "state": ()}, optional=[k for k in shapes if k.startswith("best/")] + ["state"],
+                  kinds={"state": "U"})
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
-        state = json.loads(str(arrays.pop("state")))
+        state = fsutil.parse_json(str(arrays.pop("state")))
     except FileNotFoundError:
         raise DoodleError(f"{path}: missing; this run cannot be resumed: start a new run") from None
     except KeyError:
         raise DoodleError(damaged.format("no resume state: written by an older doodle?")) from None
+    except NpzProblem as exc:
+        if exc.mismatch:  # a sound file of other shapes: the network's settings changed
+            raise DoodleError(f"{path}: does not fit this run's config ({exc}); the settings that shape the "
+                              "network cannot change on --resume") from None
+        raise DoodleError(damaged.format(exc)) from None
+    except fsutil.BadJSON as exc:
+        raise DoodleError(damaged.format(f"resume state: {exc}")) from None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise DoodleError(damaged.format(type(exc).__name__)) from None
     keys = ("run_id", "epoch", "best", "train_seconds", "rng", "dropout_rng", "split_counts", "history",
@@ -312,6 +363,8 @@ def fit(cfg: dict, ds: Dataset, run_dir: Path, reporter: Reporter = NULL_REPORTE
 def _fit(cfg: dict, ds: Dataset, run_dir: Path, reporter: Reporter, resume: bool, data_dir: str | None) -> TrainResult:
     t = cfg["train"]
     run = _start(cfg, ds, run_dir, resume, data_dir)
+    for note in run.resume_notes:
+        reporter.log(note)
     interrupted = False
     try:
         for epoch in range(run.epoch + 1, t["epochs"] + 1):
@@ -464,8 +517,9 @@ def _calibrate(run: _Run) -> dict:
     run.model.temperature = 1.0
     raw = expected_calibration_error(run.model.probabilities(logits), y)
     run.model.temperature = fit_temperature(logits, y)
-    return {"temperature": run.model.temperature, "val_ece_raw": raw,
-            "val_ece": expected_calibration_error(run.model.probabilities(logits), y)}
+    probs = run.model.probabilities(logits)  # what play and predict show: "I see X" from confident_at up
+    return {"temperature": run.model.temperature, "val_ece_raw": raw, "val_ece": expected_calibration_error(probs, y),
+            "confident_at": confidence_threshold(probs, y), "confident_precision": CONFIDENT_PRECISION}
 
 
 def _state(run: _Run) -> dict:

@@ -100,7 +100,7 @@ def test_dot_escapes_quotes():
 
 def test_tree_lists_every_node_once_and_refers_back_to_shared_ones():
     root = mlp_graph("cross_entropy", dropout=False)
-    lines = gd.graph_tree(root)
+    lines = gd.graph_tree(root, width=1000)  # a line per node (test_cli_columns checks the 80-column breaks)
     nodes = ad.topological(root)
     full = [line for line in lines if not line.endswith("(above)")]
     assert len(full) == len(nodes)

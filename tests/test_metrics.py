@@ -226,6 +226,24 @@ def test_nll_and_calibration_bins_by_hand():
     assert metrics.expected_calibration_error(probs, y, bins=10) == pytest.approx((0.7 + 0.45 + 0.35) / 4)
 
 
+@pytest.mark.parametrize("n_bins", [4, 10, 15])
+def test_calibration_bins_hold_a_confidence_on_an_edge_in_the_bin_it_closes(n_bins):
+    # Bins are (lo, hi]: k/n belongs to bin k-1, the next float above it to bin k; the first bin also holds 0.
+    # Off-by-one-edge binning survived mutation testing (no test put a confidence exactly on an edge).
+    edges = [k / n_bins for k in range(1, n_bins + 1)]  # bin k's hi, as calibration_bins computes it
+    above = [float(np.nextafter(e, 2.0)) for e in edges[:-1]]
+    conf = np.array(edges + above + [0.0])
+    n_classes = 2 * n_bins  # room for the rest of each row below its top probability, even for 1/n_bins
+    probs = np.zeros((len(conf), n_classes))
+    probs[:-1, 0] = conf[:-1]
+    probs[:-1, 1:] = ((1 - conf[:-1]) / (n_classes - 1))[:, None]
+    table = metrics.calibration_bins(probs, np.zeros(len(conf), dtype=int), bins=n_bins)
+    for k, hi in enumerate(edges):
+        members = [hi] + ([above[k - 1]] if k else [0.0])
+        assert table[k]["hi"] == hi and table[k]["count"] == len(members), (k, table[k])
+        assert table[k]["confidence"] == pytest.approx(np.mean(members), rel=1e-12)
+
+
 def test_a_calibrated_model_has_small_ece_and_temperature_recovers_the_scale():
     rng = np.random.default_rng(0)
     logits = rng.standard_normal((20000, 6)) * 2.0
@@ -263,3 +281,43 @@ def test_summary_carries_calibration():
     assert s["nll"] == pytest.approx(metrics.negative_log_likelihood(probs, np.array([0, 1, 1])))
     assert len(s["calibration"]) == metrics.ECE_BINS and sum(b["count"] for b in s["calibration"]) == 3
     assert 0 <= s["ece"] <= 1
+
+
+def _confident_rows(conf, n_classes=4) -> np.ndarray:
+    """(N, C) probabilities whose top-1 is class 0 at confidence `conf`, the rest shared equally."""
+    conf = np.asarray(conf, dtype=np.float64)[:, None]
+    return np.hstack([conf, np.repeat((1 - conf) / (n_classes - 1), n_classes - 1, axis=1)])
+
+
+def test_confidence_threshold_by_hand():
+    # ascending confidence, right (1) or wrong (0): 0 0 1 0 1 1 1
+    conf = [0.30, 0.35, 0.40, 0.45, 0.50, 0.55, 0.60]
+    right = np.array([0, 0, 1, 0, 1, 1, 1])
+    probs, y = _confident_rows(conf), np.where(right == 1, 0, 1)
+    # the monotone fit: 0 (0.30-0.35), 0.5 (0.40-0.45 pooled: 1 then 0 violates), 1 (0.50-0.60)
+    assert metrics.confidence_threshold(probs, y, precision=0.9) == pytest.approx(0.50)
+    assert metrics.confidence_threshold(probs, y, precision=0.5) == pytest.approx(0.40)
+    assert metrics.confidence_threshold(probs, y, precision=0.0) == pytest.approx(0.30)
+    # cumulatively, the guesses from 0.40 up are right 4 times in 5 (80%), from 0.35 up 4 in 6: many sure
+    # rights above must not carry a weak confidence past the bar
+    sure = _confident_rows([0.99] * 30)
+    both = np.vstack([probs, sure]), np.concatenate([y, np.zeros(30, dtype=np.int64)])
+    assert metrics.confidence_threshold(*both, precision=0.9) == pytest.approx(0.50)
+
+
+def test_confidence_threshold_pools_ties_and_says_never():
+    tied = _confident_rows([0.7, 0.7, 0.8])  # at 0.7 one right, one wrong: 0.7 is 50% right, never 0.7 "half"
+    assert metrics.confidence_threshold(tied, np.array([0, 1, 0]), precision=0.9) == pytest.approx(0.8)
+    wrong = _confident_rows([0.5, 0.9])
+    assert metrics.confidence_threshold(wrong, np.array([1, 1])) == 1.0  # never right: never sure
+    with pytest.raises(DoodleError, match="N = 0"):
+        metrics.confidence_threshold(np.zeros((0, 3)), np.zeros(0, dtype=np.int64))
+
+
+def test_confidence_threshold_of_a_calibrated_model_is_its_precision():
+    """When confidence is the chance of being right, guesses at confidence p are right p of the time."""
+    rng = np.random.default_rng(2)
+    conf = rng.uniform(0.3, 1.0, 20000)
+    y = np.where(rng.random(len(conf)) < conf, 0, 1)
+    for precision in (0.6, 0.8, 0.9):
+        assert metrics.confidence_threshold(_confident_rows(conf), y, precision) == pytest.approx(precision, abs=0.02)

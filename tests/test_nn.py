@@ -381,25 +381,46 @@ def test_image_views_shift_and_mirror():
         mirror_images(np.zeros((1, 8), F32))
 
 
+def view_by_hand(x: np.ndarray, mirrored: bool, dy: int, dx: int) -> np.ndarray:
+    """(N, 36) flattened 6x6 images, mirrored left to right if asked, then moved dy rows down and dx columns
+    right with zeros coming in."""
+    v = x.reshape(-1, 6, 6)[:, :, ::-1] if mirrored else x.reshape(-1, 6, 6)
+    out = np.zeros_like(v)
+    out[:, max(dy, 0):6 + min(dy, 0), max(dx, 0):6 + min(dx, 0)] = \
+        v[:, max(-dy, 0):6 + min(-dy, 0), max(-dx, 0):6 + min(-dx, 0)]
+    return out.reshape(-1, 36)
+
+
 @pytest.mark.parametrize("tta", sorted(set(TTA) - {"none"}))
 def test_tta_averages_the_logits_of_every_view(tta):
     rng = np.random.default_rng(7)
     imgs = rng.integers(0, 256, size=(5, 6, 6), dtype=np.uint8)
     m = MLP([36, 8, 3], seed=0, tta=tta)
-    x = to_float(imgs)
-    views = []
-    for mirrored, dy, dx in TTA[tta]:
-        v = x.reshape(5, 6, 6)[:, :, ::-1] if mirrored else x.reshape(5, 6, 6)
-        out = np.zeros_like(v)  # shifted by hand: rows move dy down, columns dx right, zeros come in
-        out[:, max(dy, 0):6 + min(dy, 0), max(dx, 0):6 + min(dx, 0)] = \
-            v[:, max(-dy, 0):6 + min(-dy, 0), max(-dx, 0):6 + min(-dx, 0)]
-        views.append(m.forward(out.reshape(5, 36)))
+    views = [m.forward(view_by_hand(to_float(imgs), *view)) for view in TTA[tta]]
     np.testing.assert_allclose(m.predict_logits(imgs, batch_size=2), np.mean(views, axis=0), rtol=1e-5, atol=1e-6)
     plain = MLP([36, 8, 3], seed=0)
     assert not np.allclose(plain.predict_logits(imgs), m.predict_logits(imgs))  # the views do matter
     assert len(TTA[tta]) > 1 and TTA[tta][0] == (False, 0, 0)  # the image itself is always one view
     with pytest.raises(DoodleError, match="unknown tta"):
         MLP([36, 3], tta="rotate")
+
+
+@pytest.mark.parametrize("batch_size", [4096, 100])
+@pytest.mark.parametrize("tta", sorted(set(TTA) - {"none"}))
+def test_tta_averages_each_drawings_own_views_in_a_real_batch(tta, batch_size):
+    # 37 distinct drawings (odd, so no reshape of (views, drawings) can pass for another); batch_size 100
+    # also splits them unevenly (10 views: 10 + 10 + 10 + 7 drawings a pass). Each drawing's views are
+    # computed one drawing at a time, so averaging over the wrong axis shows. (With the batches of one
+    # drawing the test above makes, it cannot: that survived mutation testing.)
+    rng = np.random.default_rng(11)
+    imgs = rng.integers(0, 256, size=(37, 6, 6), dtype=np.uint8)
+    m = MLP([36, 8, 3], seed=0, tta=tta)
+    x = to_float(imgs)
+    expected = [np.mean([m.forward(view_by_hand(x[i:i + 1], *view))[0] for view in TTA[tta]], axis=0)
+                for i in range(len(x))]
+    got = m.predict_logits(imgs, batch_size=batch_size)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert np.ptp(got, axis=0).min() > 1e-3  # the drawings' logits really differ
 
 
 # --- batch norm ------------------------------------------------------------------------------------

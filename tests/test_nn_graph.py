@@ -150,3 +150,12 @@ def test_batch_norm_graph_in_evaluation_uses_the_running_statistics():
     with ad.no_grad():  # training mode: the batch's own statistics (and they are folded in)
         batch_logits = model.logits_graph(x, train=True)
     assert not np.allclose(batch_logits.value, logits.value)
+
+
+def test_every_node_knows_the_layer_that_made_it():
+    model = MLP([6, 5, 3], norm="batch", dropout=0.5, dtype=np.float64)
+    loss = model.loss_graph(np.zeros((2, 6)), np.array([0, 1]), train=True)
+    scopes = {n.scope for n in ad.topological(loss) if n.name != "x"}
+    assert scopes == {layer.name for layer in model.layers} | {"loss"}
+    assert {n.scope for n in ad.topological(loss) if n.name.startswith("norm0.")} == {"norm0"}
+    assert ad.Tensor(1.0).scope == ""  # outside any layer

@@ -120,6 +120,22 @@ def test_adam_weight_decay_is_decoupled_on_weights_only():
     np.testing.assert_allclose(p[1], b0 - lr * gb / (np.abs(gb) + 1e-8), rtol=1e-12)
 
 
+@pytest.mark.parametrize("flat", [False, True], ids=["array by array", "flat buffers"])
+@pytest.mark.parametrize("lr", [0.5, 0.001])
+def test_adam_weight_decay_scales_with_the_rate_passed_to_step(lr, flat):
+    # The schedule hands each step its rate; a decay at the base rate (0.01 here) survived mutation testing,
+    # because every other test steps at the base rate.
+    wd = 0.1
+    params = params64()
+    flat_p, params = tiled(params) if flat else (None, params)
+    flat_g, grads = tiled([g.copy() for g in GRADS[0]]) if flat else (None, [g.copy() for g in GRADS[0]])
+    opt = Adam(params, lr=0.01, weight_decay=wd, flat=(flat_p, flat_g) if flat else None)
+    opt.step(None if flat else grads, lr=lr)
+    (w0, b0), (g, gb) = params64(), GRADS[0]
+    np.testing.assert_allclose(params[0], w0 * (1 - lr * wd) - lr * g / (np.abs(g) + 1e-8), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(params[1], b0 - lr * gb / (np.abs(gb) + 1e-8), rtol=1e-12)  # biases: never decayed
+
+
 def test_step_lr_override_and_grads_untouched():
     grads = [g.copy() for g in GRADS[0]]
     opt = SGD(params64(), lr=0.1, weight_decay=0.5)

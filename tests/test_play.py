@@ -5,6 +5,8 @@ Google's raw format, parity with `doodle predict`, and the CLI command."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import json
 import math
 import socket
@@ -63,6 +65,22 @@ def test_model_endpoint(client, play_model):
     assert info["categories"] == meta["classes"] == SHAPES
     assert info["raster"] == meta["raster"] and info["run"] == play_model.name
     assert info["limits"] == {"body_bytes": MAX_BODY, "points": MAX_POINTS, "strokes": MAX_STROKES}
+    # "I see X" from the threshold training chose on the validation split
+    threshold = meta["metrics"]["confident_at"]
+    assert info["confidence"] == {"threshold": threshold, "precision": 0.9, "source": "validation"}
+    assert 0 < info["confidence"]["threshold"] <= 1
+
+
+def test_a_model_without_a_threshold_gets_the_default(play_model, tmp_path):
+    import shutil
+
+    old = shutil.copytree(play_model, tmp_path / "old")
+    meta = json.loads((old / "model.json").read_text())
+    for key in ("confident_at", "confident_precision"):
+        del meta["metrics"][key]
+    (old / "model.json").write_text(json.dumps(meta))
+    info = TestClient(make_app(old, tmp_path / "mine")).get("/api/model").json()
+    assert info["confidence"] == {"threshold": play.DEFAULT_CONFIDENT_AT, "precision": 0.9, "source": "default"}
 
 
 def test_page_is_served_from_the_package(client):
@@ -422,7 +440,35 @@ def test_serving_beyond_loopback_warns(play_model, tmp_path, monkeypatch):
     seen = []
     play.serve(play_model, host="0.0.0.0", port=0, save_dir=tmp_path, open_browser=False, reporter=Logs(),
                on_ready=seen.append)
-    assert any(line.startswith("warning: serving on 0.0.0.0") for line in Logs.lines)
-    assert seen[0]["url"].startswith("http://0.0.0.0:") and seen[0]["categories"] == SHAPES
+    assert Logs.lines == ["warning: --host 0.0.0.0: other machines can use the model and save drawings"]
+    # this machine opens it on loopback; other devices get this machine's network addresses, never 0.0.0.0
+    assert seen[0]["url"].startswith("http://127.0.0.1:") and seen[0]["categories"] == SHAPES
+    port = seen[0]["url"].rsplit(":", 1)[1]
+    for url in seen[0]["lan_urls"]:
+        address = url.removeprefix("http://").rsplit(":", 1)[0].strip("[]")
+        assert url.endswith(f":{port}") and not ipaddress.ip_address(address).is_loopback and address != "0.0.0.0"
+    served = ctrl_c(monkeypatch)
+    res = CliRunner().invoke(cli_app, ["play", "--model", str(play_model), "--host", "0.0.0.0", "--port", "0",
+                                       "--no-open", "--save-dir", str(tmp_path)], env={"COLUMNS": "80"})
+    port = served[0][1][1]
+    assert res.exit_code == 0 and f"doodle play at http://127.0.0.1:{port}/" in res.stdout
+    assert "http://0.0.0.0" not in res.output
+    shown = [line.split(": ", 1)[1] for line in res.stdout.splitlines() if line.strip().startswith("other devices:")]
+    with contextlib.closing(play.bind("0.0.0.0", 0)) as sock:  # the same addresses on another port
+        other = sock.getsockname()[1]
+        assert shown == [url.replace(f":{other}/", f":{port}/") for url in play.lan_urls(sock)]
+    paths = (str(tmp_path), str(play_model))  # as long as they are
+    assert all(len(line) <= 80 for line in res.output.splitlines() if not any(p in line for p in paths))
     assert play.is_loopback("127.0.0.1") and play.is_loopback("::1") and play.is_loopback("localhost")
     assert not play.is_loopback("0.0.0.0") and not play.is_loopback("192.168.1.5")
+
+
+def test_play_names_a_few_categories_within_80_columns():
+    from doodle.cli import _some_names
+
+    names = [f"category {i}" for i in range(345)]
+    line = _some_names("345 categories: ", names, 80)
+    assert len(line) <= 80 and line.startswith("345 categories: category 0, category 1,") and line.endswith(" more)")
+    shown = line.count("category ")
+    assert f"(+{345 - shown} more)" in line
+    assert _some_names("8 categories: ", SHAPES, 80) == "8 categories: " + ", ".join(SHAPES)

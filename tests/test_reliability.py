@@ -238,7 +238,8 @@ def test_alias_bomb_is_refused_fast_and_small(tmp_path):
     t = time.perf_counter()
     with pytest.raises(DoodleError, match=f"expand to over {MAX_NODES:,} items") as err:
         load_config(_cfg_file(tmp_path, text))
-    assert time.perf_counter() - t < 1.0 and len(str(err.value)) < 300
+    # A hang guard, not a speed target: the expanded bomb would take minutes and gigabytes.
+    assert time.perf_counter() - t < 10 and len(str(err.value)) < 300
     # Nested but within the limit: the value is wrong, and the message shows only its start.
     text = "model:\n  hidden: &a [[1, 2, 3, 4, 5, 6, 7], [1, 2, 3, 4, 5, 6, 7]]\ntrain:\n  lr: *a\n"
     with pytest.raises(DoodleError, match=r"model.hidden must be a list .*\(got \[\[1, 2, 3, 4, 5, 6, \.\.\.\]") as err:
@@ -288,7 +289,8 @@ def test_huge_values_never_fill_a_message(tmp_path):
         t = time.perf_counter()
         with pytest.raises(DoodleError) as err:
             load_config(None, overrides)
-        assert len(str(err.value)) < 600 and time.perf_counter() - t < 1.0, str(err.value)[:300]
+        # A hang guard, not a speed target: quadratic work on a megabyte would take minutes.
+        assert len(str(err.value)) < 600 and time.perf_counter() - t < 10, str(err.value)[:300]
 
 
 def test_config_with_bom_and_unreadable_config(tmp_path):
@@ -323,11 +325,11 @@ MODEL_DAMAGE = {  # name -> (how, words in the error)
                    "holds NaN or infinity"),
     "infinite weight": (lambda r: _edit_weights(r, **{"dense0.W": np.full((64, 8), np.inf, np.float32)}),
                         "holds NaN or infinity"),
-    "layer sizes differ from the arrays": (lambda r: _edit_meta(r, layer_sizes=[64, 16, 3]), "describes (64, 16)"),
+    "layer sizes differ from the arrays": (lambda r: _edit_meta(r, layer_sizes=[64, 16, 3]), "expected (64, 16)"),
     "raster size differs from the input": (lambda r: _edit_meta(r, raster={"size": 28, "line_width": 16.0,
                                                                            "padding": 16.0}), "makes 784 inputs"),
     "classes differ from the output": (lambda r: _edit_meta(r, classes=["circle", "square"]), "2 classes"),
-    "absurd layer size": (lambda r: _edit_meta(r, layer_sizes=[64, 10 ** 12, 3]), "describes (64, 1000000000000)"),
+    "absurd layer size": (lambda r: _edit_meta(r, layer_sizes=[64, 10 ** 12, 3]), "expected (64, 1000000000000)"),
     "unknown activation": (lambda r: _edit_meta(r, activation="swish"), "unknown activation"),
     "layer sizes not numbers": (lambda r: _edit_meta(r, layer_sizes=["64", 8, 3]), "layer_sizes"),
     "raster without size": (lambda r: _edit_meta(r, raster={}), "'raster'"),
@@ -469,7 +471,7 @@ def test_evaluate_never_downloads_missing_data(run_dir, tmp_path):
     (run / "model.json").write_text(json.dumps(meta))
     t = time.perf_counter()
     one_line_error(cli("evaluate", "--model", run), "simplified/cat.ndjson: missing (and 2 more); pass --data-dir")
-    assert time.perf_counter() - t < 5
+    assert time.perf_counter() - t < 20  # a hang guard: a download attempt would wait for its timeouts
 
 
 # ---------------------------------------------------------------------------------------------
@@ -551,7 +553,7 @@ RESUME_DAMAGE = {  # name -> (how, words in the error)
     "pickled last.npz": (lambda r: _pickle_into(r / LAST_NPZ), "damaged"),
     "last.npz without resume state": (lambda r: _strip_state(r / LAST_NPZ), "no resume state"),
     "split.npz of another run": (lambda r: _foreign_split(r), "belongs to another run"),
-    "hidden layers changed": (lambda r: None, "does not fit this run's config"),
+    "hidden layers changed": (lambda r: None, "--resume continues a run exactly, but model.hidden ([8] -> [9]) changed"),
 }
 
 

@@ -94,6 +94,35 @@ def test_nan_loss_stops_with_advice(tmp_path, monkeypatch):
     assert load_model(tmp_path / "run")[1]["metrics"]["best_epoch"] == 1
 
 
+def test_the_step_schedule_decays_every_step_epochs_epochs(tmp_path, monkeypatch):
+    # The schedule counts in steps, the config in epochs: reading step_epochs (or warmup_epochs) as steps
+    # survived mutation testing, since the resume test compares two runs that would be wrong the same way.
+    import doodle.train
+
+    real, lrs = doodle.train.make_step, []
+
+    def spying_step(*args, **kwargs):
+        step = real(*args, **kwargs)
+
+        def spy(x, y, lr=None):
+            lrs.append(lr)
+            return step(x, y, lr)
+        return spy
+
+    monkeypatch.setattr(doodle.train, "make_step", spying_step)
+    base, gamma, epochs = 0.05, 0.5, 6
+    fit(config(f"train.epochs={epochs}", "train.schedule=step", "train.step_epochs=2", f"train.gamma={gamma}",
+               "train.warmup_epochs=1", f"train.lr={base}"), blobs(), tmp_path / "run")
+    steps = 288 // 32  # 96 training rows per class (120 less 10% validation, 10% test), 3 classes, batches of 32
+    assert len(lrs) == epochs * steps
+    by_epoch = [lrs[e * steps:(e + 1) * steps] for e in range(epochs)]
+    assert by_epoch[0] == pytest.approx([base * (s + 1) / steps for s in range(steps)])  # one epoch of warm-up
+    for epoch in range(2, epochs + 1):  # then the base rate for 2 epochs, halved every 2 epochs after that
+        assert by_epoch[epoch - 1] == pytest.approx([base * gamma ** ((epoch - 2) // 2)] * steps), epoch
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in rows] == pytest.approx([base, base, base, base / 2, base / 2, base / 4])
+
+
 def test_resume_continues(tmp_path):
     run = tmp_path / "run"
     fit(config("train.epochs=2"), blobs(), run)
@@ -234,7 +263,7 @@ def test_unknown_backprop_is_a_user_error():
 
 
 def test_the_temperature_is_fitted_on_validation_and_kept_with_the_model(tmp_path):
-    from doodle.metrics import expected_calibration_error, fit_temperature
+    from doodle.metrics import confidence_threshold, expected_calibration_error, fit_temperature
 
     res = fit(config("train.epochs=6", "train.lr=0.05"), blobs(), tmp_path / "run")
     model, meta = load_model(tmp_path / "run")
@@ -246,6 +275,7 @@ def test_the_temperature_is_fitted_on_validation_and_kept_with_the_model(tmp_pat
     assert model.temperature == pytest.approx(fit_temperature(model.predict_logits(ds.x[val]), ds.y[val]))
     assert m["val_ece"] == pytest.approx(expected_calibration_error(model.predict_proba(ds.x[val]), ds.y[val]))
     assert m["val_ece"] <= m["val_ece_raw"] + 1e-9
+    assert m["confident_at"] == pytest.approx(confidence_threshold(model.predict_proba(ds.x[val]), ds.y[val]))
     # calibration rescales, it never reorders: top-1 is unchanged
     raw = model.predict_logits(ds.x).argmax(1)
     assert (model.predict_proba(ds.x).argmax(1) == raw).all() and res.test_accuracy is not None
@@ -280,3 +310,24 @@ def test_a_kill_between_the_epoch_commit_and_model_json_is_resumed(tmp_path, mon
     assert a[1]["metrics"]["epochs_run"] == 4
     with pytest.raises(DoodleError, match="already trained 4 epochs"):
         fit(config(), blobs(), tmp_path / "run", resume=True)  # now it is finished
+
+
+def test_resume_says_what_a_changed_length_changes_and_refuses_other_changes(tmp_path):
+    from doodle.progress import Reporter
+
+    class Notes(Reporter):
+        def __init__(self):
+            self.lines = []
+
+        def log(self, message):
+            self.lines.append(message)
+
+    run = tmp_path / "run"
+    fit(config("train.epochs=2"), blobs(), run)
+    with pytest.raises(DoodleError, match=r"train.lr \(0.01 -> 0.05\) changed; only train.epochs and "
+                                          r"train.patience may change"):
+        fit(load_config(run / "config.yaml", ["train.epochs=3", "train.lr=0.05"]), blobs(), run, resume=True)
+    notes = Notes()
+    fit(load_config(run / "config.yaml", ["train.epochs=3"]), blobs(), run, resume=True, reporter=notes)
+    schedule = load_config(run / "config.yaml")["train"]["schedule"]
+    assert any(line.startswith("train.epochs 2 -> 3: the " + schedule) for line in notes.lines), notes.lines

@@ -2,88 +2,94 @@
 // The page records strokes in Quick, Draw!'s raw format, [xs, ys, ts] per stroke (canvas pixels,
 // milliseconds since the first touch), and sends them to the server, which prepares them exactly as
 // the training drawings were prepared. No pixels of this canvas ever reach the model.
+//
+// Sections, in order: settings; the API; stroke capture (the canvas); the guesses view; the game
+// (6 rounds, then the drawings); free drawing (the word to save under); keys; start-up.
 "use strict";
 
-const ROUND_SECONDS = 20;
+// ---------------------------------------------------------------- settings
+
+const params = new URLSearchParams(location.search);
+
+function setting(name, fallback, lo, hi) {
+  const v = Number(params.get(name));
+  return params.has(name) && Number.isFinite(v) ? Math.min(hi, Math.max(lo, v)) : fallback;
+}
+
+// The query string can shorten a game (the browser tests use ?seconds=2&pause=0): the defaults are Quick, Draw!'s.
+const SETTINGS = {
+  roundSeconds: setting("seconds", 20, 0.5, 120),
+  rounds: Math.round(setting("rounds", 6, 1, 20)),
+  pauseMs: setting("pause", 1500, 0, 10000),  // the result, then the next word: each shown this long
+  words: (params.get("words") || params.get("word") || "").split(",").map((w) => w.trim()).filter(Boolean),
+  mode: params.get("mode") === "free" ? "free" : "game",
+};
 const THROTTLE_MS = 200;  // a guess at most this often while a stroke is being drawn
 const TOP_K = 5;
+const MIN_INK = 0.2;  // no guess before the strokes are this long in all (in canvas widths): a dot says nothing
 
 const $ = (id) => document.getElementById(id);
 const el = {
   pad: $("pad"), wrap: $("pad-wrap"), hint: $("pad-hint"), bitmap: $("bitmap"),
-  guesses: $("guesses"), guessLine: $("guess-line"), categories: $("categories"), catCount: $("cat-count"),
-  target: $("target"), taskLabel: $("task-label"), clock: $("clock"), clockText: $("clock-text"),
-  timebar: $("timebar"), timebarFill: $("timebar-fill"), overlay: $("overlay"), overlayKicker: $("overlay-kicker"),
-  overlayTitle: $("overlay-title"), overlayText: $("overlay-text"), overlayGo: $("overlay-go"),
-  undo: $("undo"), clear: $("clear"), next: $("next"), save: $("save"), saveGroup: $("save-group"),
-  saveWord: $("save-word"), status: $("status"), history: $("history"), rounds: $("rounds"), tally: $("tally-score"),
-  modeGame: $("mode-game"), modeFree: $("mode-free"), modelName: $("model-name"), saveDir: $("save-dir"),
+  guesses: $("guesses"), guessLine: $("guess-line"), rule: $("rule"), categories: $("categories"),
+  catCount: $("cat-count"), target: $("target"), taskLabel: $("task-label"), clock: $("clock"),
+  clockText: $("clock-text"), roundNo: $("round-no"), timebar: $("timebar"), timebarFill: $("timebar-fill"),
+  overlay: $("overlay"), overlayKicker: $("overlay-kicker"), overlayTitle: $("overlay-title"),
+  overlayText: $("overlay-text"), overlayGo: $("overlay-go"), countdown: $("countdown"),
+  countdownFill: $("countdown-fill"), summary: $("summary"), summaryTitle: $("summary-title"),
+  drawings: $("drawings"), again: $("again"), tools: $("tools"), undo: $("undo"), clear: $("clear"),
+  skip: $("skip"), save: $("save"), saveGroup: $("save-group"), saveLabel: $("save-label"),
+  saveWord: $("save-word"), status: $("status"), history: $("history"), rounds: $("rounds"),
+  tally: $("tally-score"), modeGame: $("mode-game"), modeFree: $("mode-free"), modelName: $("model-name"),
+  saveDir: $("save-dir"),
 };
 
 const state = {
   categories: [],
+  confidence: {threshold: 0.9, precision: 0.9, source: "default"},  // replaced by /api/model's
   mode: "game",          // "game" or "free"
-  phase: "ready",        // game: "ready" (card shown), "playing", "over"
-  target: null,
-  roundStart: 0,
   strokes: [],           // finished strokes, each {xs, ys, ts}
   current: null,         // the stroke being drawn
   pointerId: null,
-  t0: null,              // performance.now() at the drawing's first touch
+  t0: null,              // event time of the drawing's first touch
   base: 0,               // canvas CSS width when the drawing began (strokes are in those pixels)
   version: 0,            // bumped on every change that makes older guesses stale
-  lastGuess: null,
-  saveWordTouched: false,
-  played: 0, won: 0,
+  lastGuess: null,       // the latest /api/predict answer shown, or null
 };
 
 // ---------------------------------------------------------------- the API
+
+const SERVER_GONE = "The doodle server is not answering: it was stopped, or its terminal closed. " +
+  "Start it again with `doodle play`, then reload this page.";
 
 async function api(path, body) {
   if (window.doodleLocal) return window.doodleLocal.api(path, body);  // a page from `doodle export`: no server
   const init = body === undefined ? {} : {
     method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body),
   };
-  const response = await fetch(path, init);
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (err) {  // no answer at all (a fetch that reached the server rejects only on a bad URL)
+    throw new Error(SERVER_GONE);
+  }
   let data;
   try { data = await response.json(); } catch (e) { data = {error: `server answered ${response.status}`}; }
   if (!response.ok) throw new Error(data.error || `server answered ${response.status}`);
   return data;
 }
 
-function rawDrawing() {
-  const all = state.current ? [...state.strokes, state.current] : state.strokes;
-  return all.filter((s) => s.xs.length).map((s) => [s.xs, s.ys, s.ts]);
-}
+const fetchModel = () => api("/api/model");
+const fetchGuess = (drawing) => api(`/api/predict?top_k=${TOP_K}`, {drawing});
+const saveDrawing = (word, drawing) => api("/api/save", {word, drawing});
 
-// One request in flight at most; a request asked for meanwhile goes out when it returns, with the
-// strokes of that moment. Answers for a drawing that has since been undone or cleared are dropped.
-let inFlight = false, wanted = false, lastSent = 0;
-
-function requestGuess() {
-  if (inFlight) { wanted = true; return; }
-  const drawing = rawDrawing();
-  if (!drawing.length) { showGuesses(null); return; }
-  inFlight = true;
-  document.body.dataset.guessing = "1";  // "0" once the guess for the latest strokes is shown
-  lastSent = performance.now();
-  const version = state.version;
-  api(`/api/predict?top_k=${TOP_K}`, {drawing})
-    .then((data) => { if (version === state.version) showGuesses(data, drawing); })
-    .catch((err) => setStatus(err.message, "bad"))
-    .finally(() => {
-      inFlight = false;
-      document.body.dataset.guessing = "0";
-      if (wanted) { wanted = false; requestGuess(); }
-    });
-}
-
-// ---------------------------------------------------------------- the canvas
+// ---------------------------------------------------------------- stroke capture
 
 const ctx = el.pad.getContext("2d");
 
 function fitCanvas() {
   const rect = el.pad.getBoundingClientRect();
+  if (!rect.width) return;  // hidden (the end of a game): fitted again when shown
   const dpr = window.devicePixelRatio || 1;
   el.pad.width = Math.round(rect.width * dpr);
   el.pad.height = Math.round(rect.height * dpr);
@@ -128,7 +134,7 @@ function redraw() {
 }
 
 function canDraw() {
-  return state.mode === "free" || state.phase === "playing";
+  return state.mode === "free" || game.phase === "playing";
 }
 
 function point(e) {
@@ -146,6 +152,21 @@ function addPoint(e) {
   s.xs.push(x);
   s.ys.push(y);
   s.ts.push(Math.max(0, Math.round(e.timeStamp - state.t0)));
+}
+
+function rawDrawing() {
+  const all = state.current ? [...state.strokes, state.current] : state.strokes;
+  return all.filter((s) => s.xs.length).map((s) => [s.xs, s.ys, s.ts]);
+}
+
+function inkLength(drawing) {
+  // the strokes' total length in canvas widths (the drawing is rescaled to fill the model's input, so
+  // only this tells a dot from a drawing)
+  let length = 0;
+  for (const [xs, ys] of drawing) {
+    for (let i = 1; i < xs.length; i++) length += Math.hypot(xs[i] - xs[i - 1], ys[i] - ys[i - 1]);
+  }
+  return state.base ? length / state.base : 0;
 }
 
 el.pad.addEventListener("pointerdown", (e) => {
@@ -180,20 +201,28 @@ function endStroke(e) {
   state.current = null;
   state.pointerId = null;
   if (s.xs.length) state.strokes.push(s);
-  state.version++;
-  redraw();
-  requestGuess();
+  drawingChanged();
 }
 el.pad.addEventListener("pointerup", endStroke);
 el.pad.addEventListener("pointercancel", endStroke);
 el.pad.addEventListener("contextmenu", (e) => e.preventDefault());
 
+function drawingChanged() {
+  state.version++;
+  const empty = !state.strokes.length && !state.current;
+  if (empty) {  // whatever comes next is a new drawing
+    state.t0 = null;
+    state.base = 0;
+  }
+  freeDrawingChanged(empty);
+  redraw();
+  requestGuess();
+}
+
 function undo() {
   if (state.current || !state.strokes.length || !canDraw()) return;
   state.strokes.pop();
-  state.version++;
-  redraw();
-  requestGuess();
+  drawingChanged();
 }
 
 function userClear() {
@@ -204,14 +233,35 @@ function clearDrawing() {
   state.strokes = [];
   state.current = null;
   state.pointerId = null;
-  state.t0 = null;
-  state.base = 0;
-  state.version++;
-  redraw();
-  showGuesses(null);
+  drawingChanged();
 }
 
-// ---------------------------------------------------------------- guesses and the bitmap
+// ---------------------------------------------------------------- guesses: asking, and the view
+
+// One request in flight at most; a request asked for meanwhile goes out when it returns, with the
+// strokes of that moment. Answers for a drawing that has since been undone or cleared are dropped.
+let inFlight = false, wanted = false, lastSent = 0;
+
+function requestGuess() {
+  if (inFlight) { wanted = true; return; }
+  const drawing = rawDrawing();
+  if (inkLength(drawing) < MIN_INK) {  // nothing to ask yet
+    showGuesses(null, drawing);
+    document.body.dataset.guessing = "0";
+    return;
+  }
+  inFlight = true;
+  document.body.dataset.guessing = "1";  // "0" once the guess for the latest strokes is shown
+  lastSent = performance.now();
+  const version = state.version;
+  fetchGuess(drawing)
+    .then((data) => { if (version === state.version) showGuesses(data, drawing); })
+    .catch((err) => setStatus(err.message, "bad"))
+    .finally(() => {
+      inFlight = false;
+      if (wanted) { wanted = false; requestGuess(); } else document.body.dataset.guessing = "0";
+    });
+}
 
 function buildGuesses() {
   el.guesses.innerHTML = "";
@@ -223,36 +273,61 @@ function buildGuesses() {
   }
 }
 
+const percent = (p) => `${(p * 100).toFixed(p < 0.1 ? 1 : 0)}%`;
+
+// What the network says about a drawing: nothing drawn, too little ink, a guess below the threshold
+// (not sure), or "I see" (the calibrated confidence reaches the threshold chosen on validation).
+function verdict(top, drawing) {
+  if (!drawing.length) return {kind: "empty"};
+  if (!top || !top.length) return {kind: "ink"};
+  return {kind: top[0].probability >= state.confidence.threshold ? "sure" : "unsure", ...top[0]};
+}
+
+const SAYINGS = {
+  empty: () => [game.phase === "playing" ? "I'm watching\u2026" : "Draw something and I will guess."],
+  ink: () => ["Keep drawing\u2026"],
+  unsure: () => ["I'm not sure yet\u2026"],
+  sure: (v) => ["I see ", v.category],
+};
+
 function showGuesses(data, drawing) {
   state.lastGuess = data;
-  const rows = el.guesses.children;
   const top = data ? data.top : [];
+  const rows = el.guesses.children;
   for (let i = 0; i < rows.length; i++) {
     const li = rows[i], g = top[i];
-    li.className = g ? (g.category === state.target && state.mode === "game" ? "target" : "") : "empty";
+    li.className = g ? (g.category === game.target && state.mode === "game" ? "target" : "") : "empty";
     li.dataset.category = g ? g.category : "";
     li.querySelector(".name").textContent = g ? g.category : "";
-    li.querySelector(".pct").textContent = g ? `${(g.probability * 100).toFixed(g.probability < 0.1 ? 1 : 0)}%` : "";
+    li.querySelector(".pct").textContent = g ? percent(g.probability) : "";
     li.querySelector(".fill").style.width = g ? `${(g.probability * 100).toFixed(1)}%` : "0";
   }
   drawBitmap(data ? data.bitmap : null);
   for (const chip of el.categories.children) chip.classList.toggle("top", !!top.length && chip.dataset.category === top[0].category);
-  el.guessLine.innerHTML = "";
-  if (!top.length) {
-    el.guessLine.textContent = state.mode === "game" && state.phase === "playing" ? "I'm watching\u2026" : "Draw something and I will guess.";
-  } else {
-    const [a, b] = top;
-    const line = top[0].probability >= 0.6 ? ["I see ", a.category, ""]
-      : b ? ["Hmm\u2026 ", a.category, `, or ${b.category}?`] : ["Maybe ", a.category, "?"];
-    el.guessLine.append(line[0]);
+  const v = verdict(top, drawing);
+  say(SAYINGS[v.kind](v));
+  document.body.dataset.verdict = v.kind;
+  followTopGuess(top);
+  if (v.kind === "sure") roundRecognised(v, drawing);
+}
+
+function say([text, word]) {
+  // the line is a live region: rewrite it only when what it says changes
+  if (el.guessLine.textContent === text + (word || "")) return;
+  el.guessLine.textContent = text;
+  if (word) {
     const strong = document.createElement("b");
-    strong.textContent = line[1];
-    el.guessLine.append(strong, line[2]);
+    strong.textContent = word;
+    el.guessLine.append(strong);
   }
-  if (!state.saveWordTouched && top.length) el.saveWord.value = top[0].category;
-  if (state.mode === "game" && state.phase === "playing" && top.length && top[0].category === state.target) {
-    endRound(true, drawing);  // the drawing kept is the one that was recognised, as in Quick, Draw!'s data
-  }
+}
+
+function showRule() {
+  const {threshold, precision, source} = state.confidence;
+  el.rule.textContent = source === "validation"
+    ? `"I see" from ${percent(threshold)} sure: on validation drawings, guesses that sure were right ` +
+      `${percent(precision)} of the time.`
+    : `"I see" from ${percent(threshold)} sure (a default: this model was trained before doodle measured it).`;
 }
 
 const bctx = el.bitmap.getContext("2d");
@@ -277,118 +352,314 @@ function drawBitmap(rows) {
 
 // ---------------------------------------------------------------- the game
 
-let clockTimer = null;
+// phase: "idle" (free mode), "card" (the next word shown), "playing", "result" (a round just ended),
+// "over" (the drawings of the game shown)
+const game = {phase: "idle", words: [], round: 0, results: [], target: null, roundStart: 0, clock: null, wait: null};
 
-function pick() {
-  const others = state.categories.filter((c) => c !== state.target);
-  const pool = others.length ? others : state.categories;
-  return pool[Math.floor(Math.random() * pool.length)];
+function shuffled(list) {
+  const a = [...list];
+  for (let i = a.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [a[i], a[j]] = [a[j], a[i]];
+  }
+  return a;
 }
 
-function newRound(word) {
-  if (state.mode !== "game") setMode("game");
-  stopClock();
-  clearDrawing();
-  state.target = word && state.categories.includes(word) ? word : pick();
-  state.phase = "ready";
-  el.wrap.classList.remove("won", "lost");
-  el.target.textContent = state.target;
-  el.overlayKicker.textContent = "Draw";
-  el.overlayTitle.textContent = state.target;
-  el.overlayText.textContent = `in under ${ROUND_SECONDS} seconds`;
-  el.overlayGo.innerHTML = "Go <kbd>Enter</kbd>";
-  el.overlay.hidden = false;
-  showClock(ROUND_SECONDS);
-  markTarget();
+function chooseWords(n, first) {
+  // the words asked for in the link first, then others at random, none twice while there are enough
+  const known = state.categories;
+  const asked = first.filter((w) => known.includes(w)).slice(0, n);
+  const words = [...asked, ...shuffled(known.filter((w) => !asked.includes(w)))].slice(0, n);
+  while (words.length < n) words.push(known[Math.floor(Math.random() * known.length)]);
+  return words;
+}
+
+function newGame(autoStart) {
+  stopGameTimers();
+  game.words = chooseWords(SETTINGS.rounds, game.results.length ? [] : SETTINGS.words);
+  game.round = 0;
+  game.results = [];
+  el.history.innerHTML = "";
+  el.rounds.hidden = true;
+  showTally();
+  showStage("draw");
   setStatus("");
+  showCard(autoStart);
+}
+
+function showCard(autoStart) {
+  // the next word; the first round of a game waits for Go, the others start by themselves
+  game.phase = "card";
+  game.target = game.words[game.round];
+  clearDrawing();
+  el.wrap.classList.remove("won", "lost");
+  el.taskLabel.textContent = "Draw:";
+  el.target.textContent = game.target;
+  el.roundNo.textContent = `${game.round + 1}/${game.words.length}`;
+  showClock(SETTINGS.roundSeconds);
+  el.overlayKicker.textContent = `Round ${game.round + 1} of ${game.words.length}`;
+  el.overlayTitle.textContent = game.target;
+  el.overlayText.textContent = `in under ${SETTINGS.roundSeconds} seconds`;
+  el.overlayGo.innerHTML = autoStart ? "Go now <kbd>Enter</kbd>" : "Go <kbd>Enter</kbd>";
+  el.countdown.hidden = !autoStart;
+  el.overlay.hidden = false;
+  markTarget();
+  if (autoStart) {
+    el.countdownFill.style.animation = "none";
+    void el.countdownFill.offsetWidth;  // restart the bar's animation
+    el.countdownFill.style.animation = `countdown ${SETTINGS.pauseMs}ms linear forwards`;
+    game.wait = setTimeout(startRound, SETTINGS.pauseMs);
+  }
   el.overlayGo.focus({preventScroll: true});
 }
 
 function startRound() {
-  if (state.phase === "over") { newRound(); return; }
-  if (state.phase !== "ready") return;
-  state.phase = "playing";
+  if (game.phase !== "card") return;
+  stopGameTimers();
+  game.phase = "playing";
   el.overlay.hidden = true;
-  state.roundStart = performance.now();
-  clockTimer = setInterval(tick, 100);
-  showGuesses(null);
+  setStatus("");
+  game.roundStart = performance.now();
+  game.clock = setInterval(tick, 100);
+  showGuesses(null, []);
+  redraw();
 }
 
 function tick() {
-  const left = ROUND_SECONDS - (performance.now() - state.roundStart) / 1000;
+  const left = SETTINGS.roundSeconds - (performance.now() - game.roundStart) / 1000;
   showClock(Math.max(0, left));
-  if (left <= 0) endRound(false);
+  if (left <= 0) endRound({won: false});
 }
 
 function showClock(left) {
   el.clockText.textContent = Math.ceil(left).toString();
-  el.timebarFill.style.transform = `scaleX(${left / ROUND_SECONDS})`;
-  const low = left <= 5 && state.phase === "playing";
+  el.timebarFill.style.transform = `scaleX(${left / SETTINGS.roundSeconds})`;
+  const low = left <= 5 && game.phase === "playing";
   el.clock.classList.toggle("low", low);
   el.timebar.classList.toggle("low", low);
 }
 
-function stopClock() {
-  if (clockTimer) clearInterval(clockTimer);
-  clockTimer = null;
+function stopGameTimers() {
+  clearInterval(game.clock);
+  clearTimeout(game.wait);
+  game.clock = game.wait = null;
 }
 
-function endRound(won, recognised) {
-  if (state.phase !== "playing") return;
-  stopClock();
+function roundRecognised(v, drawing) {
+  // the drawing kept is the one that was recognised, as in Quick, Draw!'s data
+  if (state.mode === "game" && game.phase === "playing" && v.category === game.target) {
+    endRound({won: true, drawing, guess: {category: v.category, probability: v.probability}});
+  }
+}
+
+function skipRound() {
+  if (state.mode !== "game") { setStatus("N skips a word in the game; M switches to it.", ""); return; }
+  if (game.phase === "playing") endRound({won: false, skipped: true});
+}
+
+function endRound({won, skipped = false, drawing = null, guess = null}) {
+  if (game.phase !== "playing") return;
+  stopGameTimers();
   if (state.current) {  // the clock ran out mid-stroke: that stroke still counts
     if (state.current.xs.length) state.strokes.push(state.current);
     state.current = null;
     state.pointerId = null;
   }
-  state.phase = "over";
+  game.phase = "result";
   redraw();
-  const seconds = (performance.now() - state.roundStart) / 1000;
-  state.played++;
-  if (won) state.won++;
-  el.tally.textContent = `${state.won} / ${state.played}`;
-  el.wrap.classList.add(won ? "won" : "lost");
+  drawing = drawing || rawDrawing();
+  const last = state.lastGuess && state.lastGuess.top.length ? state.lastGuess.top[0] : null;
+  const result = {word: game.target, won, skipped, drawing, guess: guess || last, ink: inkLength(drawing),
+                  seconds: Math.min(SETTINGS.roundSeconds, (performance.now() - game.roundStart) / 1000)};
+  game.results.push(result);
+  showTally();
   const li = document.createElement("li");
   li.className = won ? "won" : "";
-  li.textContent = `${won ? "\u2713" : "\u2717"} ${state.target}${won ? ` ${seconds.toFixed(1)}s` : ""}`;
+  li.textContent = `${won ? "\u2713" : "\u2717"} ${result.word}${won ? ` ${result.seconds.toFixed(1)}s` : ""}`;
   el.history.appendChild(li);
   el.rounds.hidden = false;
-  const said = won ? `Got it in ${seconds.toFixed(1)} s: it's ${state.target}! ` : `Time's up: the network did not see ${state.target}. `;
+  el.wrap.classList.add(won ? "won" : "lost");
+  const said = won ? `\u2713 ${result.word} in ${result.seconds.toFixed(1)} s!`
+    : skipped ? `\u2717 ${result.word}: skipped.` : `\u2717 Time's up: I did not see ${result.word}.`;
   setStatus(said, won ? "good" : "bad");
-  const drawing = recognised || rawDrawing();
-  if (drawing.length) save(state.target, drawing, said, won ? "good" : "bad");  // every finished game drawing is kept
-  setTimeout(() => {
-    if (state.phase !== "over" || state.mode !== "game") return;
-    el.overlayKicker.textContent = won ? "Got it" : "Time's up";
-    el.overlayTitle.textContent = state.target;
-    el.overlayText.textContent = won ? `guessed in ${seconds.toFixed(1)} seconds` : "the network could not tell";
-    el.overlayGo.innerHTML = "Next <kbd>N</kbd>";
-    el.overlay.hidden = false;
-  }, 1400);
+  if (drawing.length) {  // every game drawing is kept, recognised or not
+    saveDrawing(result.word, drawing)
+      .then((r) => {
+        result.guess = r.top[0];  // the server's guess for exactly the drawing kept
+        if (game.results.at(-1) === result && game.phase === "result") {
+          setStatus(`${said} Saved.`, won ? "good" : "bad");
+        }
+      })
+      .catch((err) => setStatus(`${said} Not saved: ${err.message}`, "bad"));
+  }
+  game.wait = setTimeout(nextRound, SETTINGS.pauseMs);
+}
+
+function nextRound() {
+  if (game.phase !== "result") return;
+  if (game.round + 1 < game.words.length) {
+    game.round++;
+    showCard(true);
+  } else {
+    showSummary();
+  }
+}
+
+function showTally() {
+  el.tally.textContent = `${game.results.filter((r) => r.won).length} / ${game.results.length}`;
+}
+
+function showSummary() {
+  // the end of a game: every drawing, with what the network thought of it, then "play again"
+  game.phase = "over";
+  const won = game.results.filter((r) => r.won).length;
+  el.summaryTitle.textContent = `The network guessed ${won} of your ${game.results.length} drawings`;
+  el.taskLabel.textContent = "Game over:";
+  el.target.textContent = `${won} of ${game.results.length}`;
+  el.drawings.innerHTML = "";
+  for (const r of game.results) el.drawings.appendChild(summaryItem(r));
+  showStage("summary");
+  setStatus("");
+  showGuesses(null, []);
+  el.again.focus({preventScroll: true});
+}
+
+function summaryItem(r) {
+  const li = document.createElement("li");
+  li.className = r.won ? "won" : "lost";
+  const thumb = document.createElement("canvas");
+  thumb.className = "thumb";
+  thumb.width = thumb.height = 2 * 120;
+  thumb.setAttribute("aria-hidden", "true");
+  drawThumb(thumb, r.drawing);
+  const word = document.createElement("p");
+  word.className = "word";
+  word.textContent = `${r.won ? "\u2713" : "\u2717"} ${r.word}`;
+  const when = document.createElement("p");
+  when.className = "when";
+  when.textContent = r.won ? `guessed in ${r.seconds.toFixed(1)} s`
+    : r.skipped ? `skipped after ${r.seconds.toFixed(1)} s` : `not guessed in ${SETTINGS.roundSeconds} s`;
+  const thought = document.createElement("p");
+  thought.className = "thought";
+  const g = r.guess;
+  thought.textContent = !r.drawing.length ? "nothing drawn"
+    : !g || r.ink < MIN_INK ? "too little to guess"
+    : g.probability >= state.confidence.threshold ? `I saw ${g.category}, ${percent(g.probability)}`
+    : `not sure: ${g.category}? ${percent(g.probability)}`;
+  li.append(thumb, word, when, thought);
+  return li;
+}
+
+function drawThumb(canvas, drawing) {
+  // the strokes scaled to fit, as the user drew them (not the network's 28x28 view)
+  const c = canvas.getContext("2d"), size = canvas.width;
+  c.fillStyle = "#fff";
+  c.fillRect(0, 0, size, size);
+  const xs = drawing.flatMap((s) => s[0]), ys = drawing.flatMap((s) => s[1]);
+  if (!xs.length) return;
+  const x0 = Math.min(...xs), y0 = Math.min(...ys);
+  const w = Math.max(...xs) - x0, h = Math.max(...ys) - y0;
+  const k = 0.8 * size / Math.max(w, h, 1);
+  c.setTransform(k, 0, 0, k, (size - k * w) / 2 - k * x0, (size - k * h) / 2 - k * y0);
+  c.lineWidth = size / 60 / k;
+  c.lineCap = c.lineJoin = "round";
+  c.strokeStyle = "#1d1d1f";
+  for (const [sx, sy] of drawing) {
+    c.beginPath();
+    c.moveTo(sx[0], sy[0]);
+    if (sx.length === 1) c.lineTo(sx[0] + 0.01, sy[0]);
+    for (let i = 1; i < sx.length; i++) c.lineTo(sx[i], sy[i]);
+    c.stroke();
+  }
+}
+
+function showStage(which) {
+  // "draw": the canvas and its tools; "summary": a finished game's drawings in their place
+  el.summary.hidden = which !== "summary";
+  el.wrap.hidden = el.tools.hidden = which === "summary";
+  document.body.classList.toggle("over", which === "summary");
+  if (which === "draw") fitCanvas();
 }
 
 function markTarget() {
   for (const chip of el.categories.children) {
-    chip.classList.toggle("target", state.mode === "game" && chip.dataset.category === state.target);
+    chip.classList.toggle("target", state.mode === "game" && chip.dataset.category === game.target);
   }
 }
 
-// ---------------------------------------------------------------- saving and modes
+function pressGo() {
+  // Enter: start the round on the card, or play again at the end
+  if (state.mode !== "game") return false;
+  if (game.phase === "card") { startRound(); return true; }
+  if (game.phase === "over") { newGame(true); return true; }
+  return false;
+}
 
-function save(word, drawing, said = "", kind = "good") {
-  // `said` is the status line to keep in front of the outcome
-  return api("/api/save", {word, drawing})
-    .then((r) => setStatus(`${said}Saved to ${r.saved}.`, kind))
-    .catch((err) => setStatus(`${said}Not saved: ${err.message}`, "bad"));
+// ---------------------------------------------------------------- free drawing
+
+// The word a free drawing is saved under follows the top guess until the user picks one (in the menu or
+// a category chip); a new drawing (after Clear, Undo of the last stroke, or a save) follows the guess again.
+// A saved drawing is cleared away, so it cannot be saved twice.
+const free = {picked: false, saving: false, justSaved: false};
+
+function followTopGuess(top) {
+  if (state.mode === "free" && !free.picked) el.saveWord.value = top.length ? top[0].category : "";
+}
+
+function pickWord(word) {
+  el.saveWord.value = word;
+  free.picked = !!word;
+  showPicked();
+}
+
+function freeDrawingChanged(empty) {
+  free.justSaved = false;
+  if (!empty) return;
+  free.picked = false;  // a new drawing: the word follows its top guess again
+  el.saveWord.value = "";
+  showPicked();
+}
+
+function showPicked() {
+  el.saveGroup.classList.toggle("picked", free.picked);
+  el.saveLabel.textContent = free.picked ? "you say it's a" : "it's a";
 }
 
 function saveFree() {
-  if (state.mode !== "free" || state.current) return;
+  if (state.mode !== "free") {
+    setStatus("Game drawings are saved by themselves; S saves in Free draw (M switches).", "");
+    return;
+  }
+  if (state.current || free.saving) return;  // mid-stroke, or that drawing is being saved already
   const drawing = rawDrawing();
-  if (!drawing.length) { setStatus("Nothing to save yet: draw something first.", "bad"); return; }
-  setStatus("");
-  save(el.saveWord.value, drawing);
+  const word = el.saveWord.value;
+  if (!drawing.length) {
+    if (!free.justSaved) setStatus("Nothing to save yet: draw something first.", "bad");
+    return;  // right after a save (S pressed twice), its confirmation stays
+  }
+  if (!word) { setStatus("No guess yet: keep drawing, or pick the word it is.", "bad"); return; }
+  free.saving = true;
+  el.save.disabled = true;
+  setStatus(`Saving as \u201c${word}\u201d\u2026`, "");
+  const version = state.version;
+  saveDrawing(word, drawing)
+    .then((r) => {
+      // a saved drawing is done: the canvas clears, so the same drawing can never be saved twice
+      setStatus(`Saved as \u201c${word}\u201d in ${r.saved.split(/[\\/]/).pop()}. Draw the next one!`, "good");
+      el.status.title = r.saved;
+      if (state.version === version && !state.current) {  // (a stroke begun meanwhile is not thrown away)
+        clearDrawing();
+        free.justSaved = true;
+      }
+    })
+    .catch((err) => setStatus(`Not saved: ${err.message}`, "bad"))
+    .finally(() => {
+      free.saving = false;
+      el.save.disabled = false;
+    });
 }
+
+// ---------------------------------------------------------------- modes and the status line
 
 function setMode(mode) {
   state.mode = mode;
@@ -396,11 +667,15 @@ function setMode(mode) {
   el.modeGame.setAttribute("aria-pressed", String(mode === "game"));
   el.modeFree.setAttribute("aria-pressed", String(mode === "free"));
   el.saveGroup.hidden = mode !== "free";
-  stopClock();
+  el.skip.hidden = mode !== "game";
+  for (const chip of el.categories.children) chip.firstChild.setAttribute("aria-disabled", String(mode !== "free"));
+  stopGameTimers();
   if (mode === "free") {
-    state.phase = "ready";
-    state.target = null;
+    game.phase = "idle";
+    game.target = null;
     el.overlay.hidden = true;
+    el.rounds.hidden = true;
+    showStage("draw");
     el.wrap.classList.remove("won", "lost");
     el.taskLabel.textContent = "Free draw:";
     el.target.textContent = "anything from the list";
@@ -408,67 +683,94 @@ function setMode(mode) {
     clearDrawing();
     setStatus("");
   } else {
-    el.taskLabel.textContent = "Draw:";
-    newRound();
+    newGame(false);
   }
 }
 
 function setStatus(text, kind) {
   el.status.textContent = text;
+  el.status.title = "";
   el.status.className = `status ${kind || ""}`.trim();
 }
 
-// ---------------------------------------------------------------- wiring
+// ---------------------------------------------------------------- keys
+
+// One key, one action, whatever has focus (the word menu included: its type-ahead must not eat S or C);
+// only a text field being typed into keeps its letters.
+const KEYS = {
+  z: undo, c: userClear, escape: userClear, s: saveFree, n: skipRound,
+  m: () => setMode(state.mode === "game" ? "free" : "game"),
+};
+
+const TEXT_FIELDS = "textarea, [contenteditable], " +
+  "input:not([type=button], [type=checkbox], [type=radio], [type=range], [type=submit], [type=reset])";
+
+function typing(target) {
+  return target instanceof Element && target.matches(TEXT_FIELDS);
+}
+
+window.addEventListener("keydown", (e) => {
+  if (typing(e.target) || e.isComposing) return;
+  const key = e.key.toLowerCase();
+  if ((e.ctrlKey || e.metaKey) && key === "z" && !e.altKey) { e.preventDefault(); undo(); return; }
+  if (e.ctrlKey || e.metaKey || e.altKey) return;
+  if (KEYS[key]) {
+    e.preventDefault();
+    e.stopPropagation();
+    if (!e.repeat) KEYS[key]();
+  } else if (key === "enter" && pressGo()) {
+    e.preventDefault();
+  }
+}, true);  // the capture phase: before a focused control acts on the key
+
+// ---------------------------------------------------------------- start-up
 
 el.undo.addEventListener("click", undo);
 el.clear.addEventListener("click", userClear);
-el.next.addEventListener("click", () => newRound());
+el.skip.addEventListener("click", skipRound);
 el.save.addEventListener("click", saveFree);
 el.overlayGo.addEventListener("click", startRound);
+el.again.addEventListener("click", () => newGame(true));
 el.modeGame.addEventListener("click", () => { if (state.mode !== "game") setMode("game"); });
 el.modeFree.addEventListener("click", () => { if (state.mode !== "free") setMode("free"); });
-el.saveWord.addEventListener("change", () => { state.saveWordTouched = true; });
+el.saveWord.addEventListener("change", () => pickWord(el.saveWord.value));
 el.categories.addEventListener("click", (e) => {
-  const chip = e.target.closest("li");
-  if (chip && state.mode === "free") { el.saveWord.value = chip.dataset.category; state.saveWordTouched = true; }
+  const chip = e.target.closest("button");
+  if (chip && state.mode === "free") pickWord(chip.dataset.category);
 });
-
-document.addEventListener("keydown", (e) => {
-  if (e.target.closest && e.target.closest("select, input, textarea")) return;
-  const key = e.key.toLowerCase();
-  if ((e.ctrlKey || e.metaKey) && key === "z") { e.preventDefault(); undo(); return; }
-  if (e.ctrlKey || e.metaKey || e.altKey) return;
-  if (key === "z") undo();
-  else if (key === "c" || key === "escape") userClear();
-  else if (key === "n") newRound();
-  else if (key === "s") saveFree();
-  else if (key === "m") setMode(state.mode === "game" ? "free" : "game");
-  else if ((key === "enter" || key === " ") && !el.overlay.hidden) { e.preventDefault(); startRound(); }
-  else return;
-});
-
 window.addEventListener("resize", fitCanvas);
+
+function buildCategories(categories) {
+  el.catCount.textContent = `(${categories.length})`;
+  for (const c of categories) {
+    const li = document.createElement("li");
+    li.dataset.category = c;
+    const chip = document.createElement("button");
+    chip.type = "button";
+    chip.className = "chip";
+    chip.dataset.category = c;
+    chip.textContent = c;
+    chip.title = `Free draw: save the drawing as ${c}`;
+    li.appendChild(chip);
+    el.categories.appendChild(li);
+    el.saveWord.appendChild(new Option(c, c));
+  }
+}
 
 async function init() {
   fitCanvas();
   drawBitmap(null);
+  document.body.dataset.guessing = "0";
   try {
-    const info = await api("/api/model");
+    const info = await fetchModel();
     state.categories = info.categories;
+    if (info.confidence) state.confidence = info.confidence;
     el.modelName.textContent = info.run;
     el.saveDir.textContent = info.save_dir;
-    el.catCount.textContent = `(${info.categories.length})`;
-    for (const c of info.categories) {
-      const li = document.createElement("li");
-      li.textContent = c;
-      li.dataset.category = c;
-      el.categories.appendChild(li);
-      el.saveWord.appendChild(new Option(c, c));
-    }
+    buildCategories(info.categories);
     buildGuesses();
-    const params = new URLSearchParams(location.search);
-    if (params.get("mode") === "free") setMode("free");
-    else newRound(params.get("word"));
+    showRule();
+    setMode(SETTINGS.mode);
     document.body.dataset.ready = "1";
   } catch (err) {
     setStatus(`Cannot reach the model: ${err.message}`, "bad");
