@@ -623,21 +623,24 @@ def play(
     err.print("stopped", style="dim")
 
 
-@app.command(short_help="Rasterise a config's categories ahead of training.")
+@app.command(short_help="Take a model anywhere: ONNX, or a web page with no server.")
 @handle_errors
 def export(
-    fmt: Annotated[str, typer.Option("--format", "-f", help="onnx (a standard ONNX graph) or web (a static page that "
-                                                            "guesses in the browser, no server).")],
-    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="Run folder (default: the newest in "
-                                                                        "runs/).")] = None,
-    out_path: Annotated[Optional[Path], typer.Option("--out", "-o", help="The .onnx file or the web folder (default: "
-                                                                         "model.onnx, doodle-web).")] = None,
-    quantize: Annotated[Optional[str], typer.Option(help="Web weights as float16 or int8 (one scale per output "
+    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT",
+                                     help="onnx (a standard ONNX graph) or web (a folder for any static host that "
+                                          "guesses in the browser).")],
+    model: ModelOpt = None,
+    out_path: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="PATH",
+                                                     help="The .onnx file or the web folder (default: model.onnx, "
+                                                          "doodle-web).")] = None,
+    quantize: Annotated[Optional[str], typer.Option(metavar="PRECISION",
+                                                    help="Web weights as float16 or int8 (one scale per output "
                                                          "unit) instead of float32.")] = None,
     as_json: JsonOpt = False,
 ):
-    """Take a trained model anywhere: an ONNX graph, or a folder for any static host that guesses as you draw;
-    either is checked against doodle's own prediction before it is put in place."""
+    """Export a trained model: an ONNX graph, or a static web page that guesses as you draw; either is checked
+    against doodle's own prediction before it is put in place."""
+    from doodle.cli_output import RichReporter, Table, Text, human_bytes, out, titled
     from doodle.export import export as run_export
 
     with RichReporter() as rep:
@@ -645,30 +648,32 @@ def export(
     if as_json:
         _print_json(res)
         return
-    table = Table(title=f"doodle export: {res['network']}, {res['classes']} classes -> {res['format']}")
+    table = Table()
     table.add_column("file")
     table.add_column("size", justify="right")
     for f in res["files"]:
-        table.add_row(f["path"], _human_bytes(f["bytes"]))
-    table.add_row("[bold]total[/]", f"[bold]{_human_bytes(res['bytes'])}[/] ({res['weights']} weights)")
-    out.print(table)
+        table.add_row(Path(f["path"]).name, human_bytes(f["bytes"]))
+    table.add_row(Text(f"total ({res['weights']} weights)", style="bold"),
+                  Text(human_bytes(res["bytes"]), style="bold"))
+    out.print(titled(f"doodle export ({res['format']}): {res['network']}, {res['classes']} classes -> {res['out']}",
+                     table))
     for c in res["checks"]:
         if c.get("skipped"):
             out.print(Text(f"check {c['check']}: skipped ({c['skipped']})", style="yellow"))
         elif "max_abs_diff" in c:
-            out.print(f"check {c['check']}: max |probability difference| from doodle's own prediction "
-                      f"{c['max_abs_diff']:.1e} on {c['drawings']} drawings, same top-1 on {c['same_top1']}")
+            out.print(f"check {c['check']}: max |dp| {c['max_abs_diff']:.1e} from doodle's, same top-1 "
+                      f"{c['same_top1']}/{c['drawings']}")
         else:
             out.print(f"check {c['check']}: passed")
-    views = f"'{res['tta']}' ({res['tta_views']} views, mean of logits)" if res["tta_views"] else "none"
+    views = f"{res['tta']} ({res['tta_views']} views)" if res["tta_views"] else "none"
     where = "inside the graph" if res["format"] == "onnx" else "in the page's JavaScript"
-    out.print(f"test-time augmentation {views}: {where}; temperature {res['temperature']:.4g} applied: "
-              "the probabilities are what `doodle predict` prints")
+    out.print(f"{where}: TTA {views}, temperature {res['temperature']:.4g};\nthe probabilities are the ones "
+              "`doodle predict` prints")
     if res["format"] == "web":
         out.print(f"serve it from any static host, e.g. python -m http.server -d {res['out']}")
 
 
-@app.command()
+@app.command(short_help="Rasterise a config's categories ahead of training.")
 @handle_errors
 def cache(
     config: ConfigOpt = None,

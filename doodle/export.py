@@ -87,7 +87,7 @@ class _Graph:
 
 
 class _Weights:
-    """The arrays of weights.bin, back to back at multiples of 4 bytes, and how each is read (its network.json entry)."""
+    """The arrays of weights.bin, back to back at multiples of 4 bytes, and how to read each (network.json)."""
 
     def __init__(self, quantize: str):
         self.quantize = quantize
@@ -331,11 +331,22 @@ def network_json(model: MLP, meta: dict, run_dir: Path, quantize: str) -> tuple[
             **_contract(model, meta, run_dir.name),
             "source": {"run": str(run_dir.resolve()), "run_id": meta.get("run_id"),
                        "test_accuracy": (meta.get("metrics") or {}).get("test_accuracy")},
+            "confidence": _confidence(meta),
             "network_spec": asdict(model.spec),
             "weights": {"file": WEIGHTS_BIN, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
                         "dtype": quantize},
             "layers": layers}
     return desc, data
+
+
+def _confidence(meta: dict) -> dict:
+    """From how sure the page says "I see X": the threshold the run chose on validation, as `doodle play` shows it."""
+    from doodle.play import DEFAULT_CONFIDENT_AT, CONFIDENT_PRECISION
+
+    metrics = meta.get("metrics") or {}
+    return {"threshold": metrics.get("confident_at", DEFAULT_CONFIDENT_AT),
+            "precision": metrics.get("confident_precision", CONFIDENT_PRECISION),
+            "source": "validation" if "confident_at" in metrics else "default"}
 
 
 def page_html(static_html: str) -> str:
@@ -543,7 +554,7 @@ def _export_web(model: MLP, meta: dict, run_dir: Path, out: Path, quantize: str 
             raise DoodleError(f"export check failed, nothing written: the weights read back from {WEIGHTS_BIN} differ "
                               f"from the model's (max |diff| of probabilities {figures['max_abs_diff']:.2g})",
                               exit_code=1)
-        checks = [{"check": f"{NETWORK_JSON} + {WEIGHTS_BIN} read back ({quantize})", "passed": True, **figures}]
+        checks = [{"check": f"read back ({quantize})", "passed": True, **figures}]
         files = [{"path": str(out / p.name), "bytes": p.stat().st_size} for p in sorted(tmp.iterdir())]
         reporter.update("export", advance=1)
     return {"files": files, "weights": quantize, "checks": checks}

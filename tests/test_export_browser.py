@@ -24,7 +24,8 @@ from doodle.raster import rasterize
 from doodle.strokes import simplify_raw
 from test_export import (FIXTURE_FILES, QD16_CLASSES, RASTER, RAW_FILES, agreement, doodle_probabilities,
                          fixture_bitmaps, make_run)
-from test_play_browser import browser, circle_points, confident, draw, guesses, pad_box, replay_strokes  # noqa: F401
+from test_play_browser import (browser, circle_points, confident, draw, guesses, pad_box, replay_strokes,  # noqa: F401
+                               square_points, until)
 
 TOLERANCE = 1e-5
 VARIANTS = [(a, n, t) for a in ("relu", "leaky_relu", "tanh", "sigmoid") for n in ("none", "batch")
@@ -211,26 +212,30 @@ def model_classes(run) -> list[str]:
 
 
 def test_a_game_round_and_download_my_drawings(open_site, play_model):
-    page = open_site("play", "?word=circle")
-    assert page.inner_text("#target") == "circle"
+    """Game drawings and free drawings saved alike: kept in the browser, across visits, until they are downloaded as
+    one ndjson file of Google's raw records, as `doodle play` writes them."""
+    page = open_site("play", "?words=square&rounds=1&seconds=20&pause=40")
     assert page.is_disabled("#download") and "(0)" in page.inner_text("#download")
     page.keyboard.press("Enter")
-    draw(page, [circle_points(page)])
-    page.wait_for_selector("#status:has-text('Saved to this browser')")
+    draw(page, [square_points(page)])
+    until(page, "game.phase === 'over'")
+    page.wait_for_selector("#download:has-text('(1)')")
     assert page.inner_text("#tally-score") == "1 / 1"
-    strokes = page.evaluate("state.strokes.map(s => [s.xs, s.ys, s.ts])")
-    page.keyboard.press("m")  # free drawing: save one more under a word of our choosing
+    game_strokes = page.evaluate("game.results[0].drawing")
+    page.keyboard.press("m")  # free drawing: one more, under a word of our choosing
     draw(page, [[(40, 40), (300, 60), (170, 300), (40, 40)]])
     page.select_option("#save-word", "triangle")
     page.click("#save")
+    page.wait_for_selector("#status:has-text('Saved as')")
+    assert "in this browser" in page.inner_text("#status")
     page.wait_for_selector("#download:has-text('(2)')")
     with page.expect_download() as info:
         page.click("#download")
     download = info.value
     assert download.suggested_filename.endswith(".ndjson")
     records = [json.loads(line) for line in open(download.path()).read().splitlines()]
-    assert [r["word"] for r in records] == ["circle", "triangle"]
-    assert records[0]["recognized"] is True and records[0]["drawing"] == strokes
+    assert [r["word"] for r in records] == ["square", "triangle"]
+    assert records[0]["recognized"] is True and records[0]["drawing"] == game_strokes
     for r in records:  # Google's raw format, as `doodle play` saves it
         assert set(r) == {"key_id", "word", "countrycode", "timestamp", "recognized", "drawing"}
         assert r["key_id"].isdigit() and len(r["key_id"]) == 16 and r["timestamp"].endswith(" UTC")

@@ -64,7 +64,8 @@
     if (route === "/api/model") {
       const d = net.desc;
       return {run: d.run, path: d.run, save_dir: "this browser", categories: net.classes, raster: net.raster,
-              test_accuracy: d.source ? d.source.test_accuracy : null, limits: LIMITS, exported: true};
+              test_accuracy: d.source ? d.source.test_accuracy : null, confidence: d.confidence, limits: LIMITS,
+              exported: true};
     }
     if (route === "/api/predict") {
       const k = Math.min(Number(new URLSearchParams(query).get("top_k")) || 5, net.classes.length);
