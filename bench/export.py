@@ -126,7 +126,8 @@ def worst(expected: np.ndarray, got) -> str:
 def parity(page, run: Path, folders: dict[str, Path], onnx_file: Path) -> None:
     raw, simplified = fixture_drawings()
     model, meta = load_model(run)
-    bitmaps = np.stack([rasterize(d, **meta["raster"]) for d in simplified])  # (N, S, S)
+    raster = {k: meta["raster"][k] for k in ("size", "line_width", "padding")}
+    bitmaps = np.stack([rasterize(d, **raster) for d in simplified])  # (N, S, S)
     expected = {"float32": model.predict_proba(bitmaps).astype(np.float64)}
     for q in PRECISIONS[1:]:
         expected[q] = load_web(folders[q])[0].predict_proba(bitmaps).astype(np.float64)
@@ -135,8 +136,8 @@ def parity(page, run: Path, folders: dict[str, Path], onnx_file: Path) -> None:
     diff = np.abs(np.array(got["bitmaps"]) - bitmaps.reshape(len(bitmaps), -1).astype(int))
     print(f"  parity on the {len(simplified)} fixture drawings ({len(raw)} raw):")
     for runtime in ("reference", "onnxruntime"):
-        got = onnx_probabilities(onnx_file, to_float(bitmaps), runtime)
-        print(f"    ONNX {runtime:<12} {worst(expected['float32'], got)}")
+        onnx_p = onnx_probabilities(onnx_file, to_float(bitmaps), runtime)
+        print(f"    ONNX {runtime:<12} {worst(expected['float32'], onnx_p)}")
     print(f"    JS simplification: {same_strokes}/{len(raw)} identical; bitmaps: {int((diff > 0).sum())} pixels differ "
           f"(worst {int(diff.max())}/255)")
     for q in PRECISIONS:
