@@ -255,7 +255,7 @@ def _tta_onnx(g: _Graph, x: str, views: list[tuple[bool, int, int]], side: int) 
 
 def build_onnx(model: MLP, meta: dict, run: str = ""):
     """The model as an onnx.ModelProto: pixels [N, S*S] -> logits, probabilities (TTA and temperature inside)."""
-    onnx = _need_onnx()
+    _need_onnx()
     from onnx import TensorProto, helper
 
     g = _Graph()
@@ -284,7 +284,7 @@ def build_onnx(model: MLP, meta: dict, run: str = ""):
     proto.ir_version = IR_VERSION
     helper.set_model_props(proto, {k: v if isinstance(v, str) else json.dumps(v)
                                    for k, v in _contract(model, meta, run).items()})
-    return proto, onnx
+    return proto
 
 
 def _contract(model: MLP, meta: dict, run: str) -> dict:
@@ -520,7 +520,7 @@ def _export_onnx(model: MLP, meta: dict, run_dir: Path, out: Path, quantize: str
         raise DoodleError("--quantize is for --format web; the ONNX graph keeps float32 weights")
     onnx = _need_onnx()
     _writable_onnx(out, onnx)
-    proto, _ = build_onnx(model, meta, run_dir.name)
+    proto = build_onnx(model, meta, run_dir.name)
     data = proto.SerializeToString()
     reporter.update("export", advance=1)
     checks = _check_onnx(data, onnx, model, check_bitmaps(meta["raster"]))

@@ -123,7 +123,7 @@ def test_onnx_gives_doodle_predicts_probabilities(tmp_path, bitmaps, pixels, act
     expected = doodle_probabilities(run, bitmaps)  # (315, 10): the fixture's drawings, as `doodle predict` prints them
     assert expected.shape == (len(pixels), 10) and expected.max(axis=1).min() < 0.9  # spread, not one-hot
     model, meta = load_model(run)
-    proto, _ = ex.build_onnx(model, meta)
+    proto = ex.build_onnx(model, meta)
     data = proto.SerializeToString()
     onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
     for runtime in ("reference", "onnxruntime"):
@@ -137,7 +137,7 @@ def test_onnx_gives_doodle_predicts_probabilities(tmp_path, bitmaps, pixels, act
 @pytest.mark.parametrize("tta", ["shift", "flip"])
 def test_onnx_other_tta_views(tmp_path, pixels, tta):
     model, meta = load_model(make_run(tmp_path / "run", norm="batch", tta=tta))
-    got = ex.onnx_probabilities(ex.build_onnx(model, meta)[0].SerializeToString(), pixels, "reference")
+    got = ex.onnx_probabilities(ex.build_onnx(model, meta).SerializeToString(), pixels, "reference")
     worst, same = agreement(model.predict_proba(pixels), got)
     assert worst <= TOLERANCE and same == len(pixels)
 

@@ -126,9 +126,9 @@ def test_js_simplifies_and_rasterizes_as_doodle(open_site, record_property):
 
 @pytest.mark.shared
 def test_js_simplifies_and_rasterizes_the_shared_sample_as_doodle(open_site, shared_quickdraw_dir, record_property):
-    """The first 8 raw drawings of each of the shared sample's 345 categories."""
+    """The first 5 raw drawings of each of the shared sample's 345 categories."""
     raw = [json.loads(line)["drawing"] for p in sorted((shared_quickdraw_dir / "full" / "raw").glob("*.ndjson"))
-           for line in p.read_text().splitlines()[:8]]
+           for line in p.read_text().splitlines()[:5]]
     simplified = [simplify_raw(d) for d in raw]
     js_simplified, js_bitmaps = js_prepare(open_site(), raw, simplified)
     same = sum(a == b for a, b in zip(js_simplified, simplified))
@@ -136,7 +136,7 @@ def test_js_simplifies_and_rasterizes_the_shared_sample_as_doodle(open_site, sha
     diff = np.abs(js_bitmaps - expected)
     record_property("drawings", len(raw))
     record_property("pixels_differing", int((diff > 0).sum()))
-    assert len(raw) > 2000 and same == len(raw) and diff.max() == 0
+    assert len(raw) > 1700 and same == len(raw) and diff.max() == 0
 
 
 JS_PROBABILITIES = """async (args) => {
