@@ -3,7 +3,8 @@
 // ndjson file of Google's raw records, as `doodle play` saves them. Nothing is ever sent anywhere.
 "use strict";
 (function (doodle) {
-  const STORE = "doodle-drawings";  // localStorage key: the saved records, one JSON line each
+  // localStorage key of the saved records (one JSON line each): per page, so two exports on one site keep theirs apart
+  const STORE = `doodle-drawings:${location.pathname}`;
   const LIMITS = {points: 20000, strokes: 1000};  // as doodle play's
   let loading = null;
 
