@@ -30,7 +30,6 @@ import collections
 import concurrent.futures
 import contextlib
 import errno
-import fcntl
 import http.client
 import io
 import json
@@ -1098,44 +1097,16 @@ def _fetch_npy_head(job: _Job, run: _Run, prog: _Progress) -> tuple[str, int, in
 
 @contextlib.contextmanager
 def _locked(job: _Job, reporter: Reporter, stop: threading.Event):
-    """Hold an exclusive lock on `.<name>.lock` while the file is fetched; wait while another process has it.
+    """Hold the exclusive lock on `.<name>.lock` while the file is fetched, waiting while another process has it
+    (fsutil.locked; the lock file goes on release). The lock dies with its process, kill -9 included."""
+    def waiting(holder: str) -> None:
+        reporter.log(f"{job.fmt}/{job.name}: another doodle download (pid {holder}) is fetching it; waiting for it")
 
-    The lock file is removed on release; a waiter that then finds it
-    holds the lock of a removed file tries again on the current one, so two processes never both
-    hold the lock of one file. The lock dies with its process, kill -9 included.
-    """
-    waited = False
-    while True:
-        fd = os.open(job.lock, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if not waited:
-                        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-                        reporter.log(f"{job.fmt}/{job.name}: another doodle download (pid {holder}) is fetching "
-                                     f"it; waiting for it")
-                        waited = True
-                    if stop.wait(0.05):
-                        raise _Stopped from None
-            try:
-                current = os.path.samestat(os.fstat(fd), os.stat(job.lock))
-            except FileNotFoundError:
-                current = False
-        except BaseException:
-            os.close(fd)
-            raise
-        if current:
-            break
-        os.close(fd)
     try:
-        os.pwrite(fd, f"{os.getpid():>10}\n".encode(), 0)  # fixed width: no truncation (ext4 would flush on close)
-        yield
-    finally:
-        job.lock.unlink(missing_ok=True)
-        os.close(fd)
+        with fsutil.locked(job.lock, wait=True, on_wait=waiting, stop=stop, unlink=True):
+            yield
+    except fsutil.Stopped:
+        raise _Stopped from None
 
 
 def _temporaries(folder: Path) -> list[str]:

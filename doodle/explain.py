@@ -19,8 +19,8 @@ from doodle.checkpoint import load_model, resolve_model_path
 from doodle.config import class_names, load_config
 from doodle.dataset import PADDING, load_dataset, split_indices
 from doodle.errors import DoodleError
-from doodle.evaluate import LabelledBitmaps, read_inputs, test_split_bitmaps
-from doodle.images import IMAGE_SUFFIXES, image_to_bitmap
+from doodle.evaluate import test_split_bitmaps
+from doodle.inputs import LabelledBitmaps, entries
 from doodle.nn import MLP, ModelSpec
 from doodle.progress import NULL_REPORTER, Reporter
 from doodle.pixels import to_float
@@ -93,19 +93,11 @@ def _drawings(drawing: str | None, meta: dict, held_out) -> tuple[np.ndarray, li
     if drawing is None:
         data = held_out()
         return data.x[:SLICE_BATCH], list(data.labels[:SLICE_BATCH]), f"{data.sources[0]}, first drawing"
-    path = Path(drawing)
-    if path.suffix.lower() in IMAGE_SUFFIXES + (".ndjson",) and not path.is_file():
-        raise DoodleError(f"{path}: no such file; give an .ndjson file of drawings or an image")
-    if path.suffix.lower() in IMAGE_SUFFIXES:
-        bitmap = image_to_bitmap(path, size=raster["size"], line_width=raster["line_width"], padding=raster["padding"])
-        return bitmap[None], [None], str(path)
-    if path.suffix != ".ndjson":
-        raise DoodleError(f"{path}: give an .ndjson file of drawings or an image ({', '.join(IMAGE_SUFFIXES)})")
-    data = read_inputs([path], raster)  # raises for a missing file; skips and reports bad lines
-    if not data.labels:
-        raise DoodleError(f"{path}: no usable drawing with a 'word'"
-                          + (f" ({data.problems[0]})" if data.problems else ""))
-    return data.x[:SLICE_BATCH], list(data.labels[:SLICE_BATCH]), f"{path}, first drawing"
+    found = entries([drawing], raster, limit=SLICE_BATCH)  # predict's own path: images, ndjson, .npy, folders
+    good = [e for e in found if e.error is None]
+    if not good:
+        raise DoodleError(found[0].error)
+    return np.stack([e.bitmap for e in good]), [e.word for e in good], good[0].name
 
 
 def explain(out: str | Path, model_path: str | Path | None = None, config_path: str | Path | None = None,

@@ -1,31 +1,17 @@
 """The training loop: minibatch gradient descent over a seeded, stratified split, keeping the best
-epoch by validation accuracy.
+epoch by validation accuracy, then the temperature that calibrates its probabilities.
 
-A run folder holds everything needed to use or continue the run:
-  model.npz + model.json   the best epoch's weights and self-describing metadata (checkpoint.py)
-  config.yaml              the resolved config
-  split.npz                train/val/test row indices (evaluate reproduces the test split from them)
-  metrics.jsonl            one JSON line per epoch
-  last.npz                 everything `--resume` needs, as one file: the latest weights, the best ones,
-                           the optimizer state, every random state and the history
-  state.json               the same state (no arrays) for people and scripts
-  .lock                    held (flock) by the one `doodle train` working in the folder
-
-A run id (a uuid) is written into every one of these files, so a folder whose files come from
-different runs is refused instead of scored. Each epoch ends in one atomic rename of last.npz: a run
-killed at any point resumes from the last complete epoch and continues exactly as if never stopped
-(the files written after last.npz, state.json and metrics.jsonl, are rewritten from it on resume).
+What it writes where, and what `--resume` reads back, is doodle.runs: each epoch ends in one atomic
+commit of the resume state, so a run killed at any point continues exactly as if never stopped.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import math
 import time
 import uuid
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +22,8 @@ import numpy as np
 from doodle import __version__, fsutil
 from doodle.augment import augment_batch
 from doodle.batches import RowView, epoch_order
-from doodle.checkpoint import (CONFIG_YAML, METRICS_JSONL, SPLIT_NPZ, STATE_JSON, NpzProblem, check_npz,
-                               config_header, config_run_id, load_split, save_model)
+from doodle import runs
+from doodle.checkpoint import save_model
 from doodle.config import dump, load_config
 from doodle.dataset import PADDING, Dataset, load_dataset, split_indices
 from doodle.errors import DoodleError, lookup
@@ -46,11 +32,8 @@ from doodle.nn import BACKPROP, LOSSES, MLP, ModelSpec
 from doodle.optim import Optimizer, clip_grad_norm, optimizer_from_settings, schedule_from_settings
 from doodle.progress import NULL_REPORTER, Reporter
 
-LAST_NPZ = "last.npz"
 CALIBRATION_ROWS = 10_000  # validation rows the temperature is fitted on, at most: its float64 (rows, classes)
 # arrays cost 28 MB each at 345 classes
-_BUSY = ("{folder}: another `doodle train` (pid {{pid}}) is using this run folder; wait for it to finish, "
-         "or pick another --out")
 
 
 @dataclass
@@ -72,17 +55,6 @@ class TrainResult:
 
     def to_json(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "history"}
-
-
-def default_run_dir(config_path: str | Path | None, runs_dir: str | Path = "runs") -> Path:
-    """runs/<config name>-<timestamp>, never an existing folder."""
-    stem = Path(config_path).stem if config_path else "default"
-    base = Path(runs_dir) / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run, n = base, 1
-    while run.exists():
-        n += 1
-        run = base.with_name(f"{base.name}-{n}")
-    return run
 
 
 def model_meta(cfg: dict, classes: list[str], spec: ModelSpec, metrics: dict, run_id: str | None = None,
@@ -108,19 +80,20 @@ def train(config_path: str | Path | None = None, overrides: tuple[str, ...] | li
     """Load the config, claim the run folder, load the data, then train; see `fit` for the loop."""
     if resume is not None:
         run_dir = Path(resume)
-        if not (run_dir / LAST_NPZ).is_file() or not (run_dir / CONFIG_YAML).is_file():
-            raise DoodleError(f"{run_dir}: not a resumable run (needs {LAST_NPZ} and {CONFIG_YAML} from "
+        if not (run_dir / runs.LAST_NPZ).is_file() or not (run_dir / runs.CONFIG_YAML).is_file():
+            raise DoodleError(f"{run_dir}: not a resumable run (needs {runs.LAST_NPZ} and {runs.CONFIG_YAML} from "
                               "`doodle train`, written at the end of each epoch)")
-        cfg = load_config(run_dir / CONFIG_YAML, overrides)
+        cfg = load_config(run_dir / runs.CONFIG_YAML, overrides)
     else:
         cfg = load_config(config_path, overrides)
-        run_dir = Path(out) if out is not None else default_run_dir(config_path)
+        run_dir = Path(out) if out is not None else runs.default_run_dir(config_path)
     fresh = not run_dir.exists()
     # Claimed before anything is read or written, for the whole run: a second `doodle train` with the
     # same --out stops here instead of mixing its files with this run's.
-    with fsutil.lock_folder(run_dir, _BUSY.format(folder=run_dir)):
+    with runs.claim(run_dir):
         try:
-            if resume is None and any((run_dir / f).exists() for f in (LAST_NPZ, STATE_JSON, "model.json")):
+            if resume is None and any((run_dir / f).exists()
+                                      for f in (runs.LAST_NPZ, runs.STATE_JSON, runs.MODEL_JSON)):
                 raise DoodleError(f"{run_dir}: already holds a run; pick another --out or continue it with "
                                   f"--resume {run_dir}")
             ds = load_dataset(cfg, data_dir, reporter, workers=workers)
@@ -128,28 +101,8 @@ def train(config_path: str | Path | None = None, overrides: tuple[str, ...] | li
                        data_dir=str(Path(data_dir).resolve()))
         except BaseException:
             if fresh:
-                _remove_if_unused(run_dir)
+                runs.remove_if_unused(run_dir)
             raise
-
-
-def _finished(run_dir: Path, run_id: str) -> bool:
-    """True when the run's final model.json (written after the test score) is there; a run killed between
-    its last epoch and that write is finished by --resume instead."""
-    try:
-        meta = fsutil.read_json(run_dir / "model.json")
-        return meta.get("run_id") == run_id and "epochs_run" in meta.get("metrics", {})
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def _remove_if_unused(run_dir: Path) -> None:
-    """Remove a run folder this process created when nothing but its lock file ended up in it."""
-    try:
-        if {p.name for p in run_dir.iterdir()} <= {fsutil.LOCK_NAME}:
-            (run_dir / fsutil.LOCK_NAME).unlink(missing_ok=True)
-            run_dir.rmdir()
-    except OSError:
-        pass
 
 
 def make_step(model: MLP, optimizer: Optimizer, loss: str, backprop: str = "manual",
@@ -258,7 +211,7 @@ def _start(cfg: dict, ds: Dataset, run_dir: Path, resume: bool, data_dir: str | 
     its state. The caller holds the folder's lock."""
     t, d = cfg["train"], cfg["data"]
     fsutil.clean_temporaries(run_dir)  # left by a killed run: nobody else can be writing here
-    split = load_split(run_dir) if resume else split_indices(ds.counts, d["val_fraction"], d["test_fraction"],
+    split = runs.load_split(run_dir) if resume else split_indices(ds.counts, d["val_fraction"], d["test_fraction"],
                                                              d["test_split"], d["seed"])
     if len(split["train"]) == 0:
         raise DoodleError("the training split is empty; raise data.per_category or lower the held-out fractions")
@@ -273,28 +226,30 @@ def _start(cfg: dict, ds: Dataset, run_dir: Path, resume: bool, data_dir: str | 
                patience_left=t["patience"])
     if not resume:
         run.run_id = uuid.uuid4().hex
-        fsutil.write_text(run_dir / CONFIG_YAML, config_header(run.run_id) + dump(cfg))
-        fsutil.save_npz(run_dir / SPLIT_NPZ, {**split, "counts": np.asarray(ds.counts), "run_id": np.array(run.run_id)})
-        fsutil.write_text(run_dir / METRICS_JSONL, "")
+        fsutil.write_text(run_dir / runs.CONFIG_YAML, runs.config_header(run.run_id) + dump(cfg))
+        fsutil.save_npz(run_dir / runs.SPLIT_NPZ, {**split, "counts": np.asarray(ds.counts),
+                                                   "run_id": np.array(run.run_id)})
+        fsutil.write_text(run_dir / runs.METRICS_JSONL, "")
         return run
-    run.resume_notes = _resume_changes(run_dir, load_config(run_dir / CONFIG_YAML), cfg, run)
+    run.resume_notes = _resume_changes(run_dir, load_config(run_dir / runs.CONFIG_YAML), cfg, run)
     model_shapes = spec.weight_shapes()
-    arrays, state = _read_last(run_dir, {**{f"model/{k}": v for k, v in model_shapes.items()},
+    arrays, state = runs.read_last(run_dir, {**{f"model/{k}": v for k, v in model_shapes.items()},
                                          **{f"best/{k}": v for k, v in model_shapes.items()},
                                          **{f"optimizer/{k}": v.shape for k, v in optimizer.state_dict().items()}})
     run.run_id = state["run_id"]
-    for name, other in ((CONFIG_YAML, config_run_id(run_dir / CONFIG_YAML)), (SPLIT_NPZ, str(split.get("run_id")))):
+    for name, other in ((runs.CONFIG_YAML, runs.config_run_id(run_dir / runs.CONFIG_YAML)),
+                        (runs.SPLIT_NPZ, str(split.get("run_id")))):
         if other != run.run_id:
-            raise DoodleError(f"{run_dir / name}: belongs to another run than {LAST_NPZ}; this folder mixes two "
+            raise DoodleError(f"{run_dir / name}: belongs to another run than {runs.LAST_NPZ}; this folder mixes two "
                               "runs and cannot be resumed: start a new run")
     if state["split_counts"] != ds.counts or list(split["counts"]) != ds.counts:
         raise DoodleError(f"{run_dir}: the data changed since this run started (rows per class differ); "
                           "start a new run instead of --resume")
     try:
-        model.load_state_dict(_prefixed(arrays, "model/"))
-        optimizer.load_state_dict(_prefixed(arrays, "optimizer/"))
+        model.load_state_dict(runs.prefixed(arrays, "model/"))
+        optimizer.load_state_dict(runs.prefixed(arrays, "optimizer/"))
         run.epoch, run.best = state["epoch"], state["best"]
-        run.best_state = _prefixed(arrays, "best/") if run.best["epoch"] != run.epoch else model.state_dict()
+        run.best_state = runs.prefixed(arrays, "best/") if run.best["epoch"] != run.epoch else model.state_dict()
         own = model.state_dict()
         if {k: v.shape for k, v in run.best_state.items()} != {k: v.shape for k, v in own.items()}:
             raise ValueError("the best epoch's weights are missing or misshapen")
@@ -303,60 +258,22 @@ def _start(cfg: dict, ds: Dataset, run_dir: Path, resume: bool, data_dir: str | 
         run.train_seconds = state["train_seconds"]
         run.patience_left, run.history = state["patience_left"], state["history"]
     except (DoodleError, KeyError, TypeError, ValueError) as exc:
-        raise DoodleError(f"{run_dir / LAST_NPZ}: does not fit this run's config ({str(exc)[:200]}); "
+        raise DoodleError(f"{run_dir / runs.LAST_NPZ}: does not fit this run's config ({str(exc)[:200]}); "
                           "the settings that shape the network cannot change on --resume") from None
-    if run.epoch >= t["epochs"] and _finished(run_dir, run.run_id):
+    if run.epoch >= t["epochs"] and runs.finished(run_dir, run.run_id):
         raise DoodleError(f"{run_dir}: already trained {run.epoch} epochs of {t['epochs']}; "
                           f"raise them with --set train.epochs={run.epoch + 10}")
     # last.npz is the commit point of an epoch: what was written after it (or torn by a kill) is rewritten.
-    fsutil.write_text(run_dir / CONFIG_YAML, config_header(run.run_id) + dump(cfg))
+    fsutil.write_text(run_dir / runs.CONFIG_YAML, runs.config_header(run.run_id) + dump(cfg))
     _write_records(run)
     return run
-
-
-def _prefixed(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
-    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
-
-
-def _read_last(run_dir: Path, shapes: dict[str, tuple[int, ...]]) -> tuple[dict[str, np.ndarray], dict]:
-    """(arrays, state) from last.npz, checked against this run's `shapes` ("best/..." may be absent) before
-    anything is read; or a DoodleError saying the run cannot be resumed."""
-    path = run_dir / LAST_NPZ
-    damaged = (f"{path}: damaged or unreadable ({{}}); this run cannot be resumed exactly: start a new run "
-               "(its best model so far is still in model.npz)")
-    try:
-        if not path.is_file():
-            raise FileNotFoundError
-        check_npz(path, {**shapes, "state": ()}, optional=[k for k in shapes if k.startswith("best/")] + ["state"],
-                  kinds={"state": "U"})
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-        state = fsutil.parse_json(str(arrays.pop("state")))
-    except FileNotFoundError:
-        raise DoodleError(f"{path}: missing; this run cannot be resumed: start a new run") from None
-    except KeyError:
-        raise DoodleError(damaged.format("no resume state: written by an older doodle?")) from None
-    except NpzProblem as exc:
-        if exc.mismatch:  # a sound file of other shapes: the network's settings changed
-            raise DoodleError(f"{path}: does not fit this run's config ({exc}); the settings that shape the "
-                              "network cannot change on --resume") from None
-        raise DoodleError(damaged.format(exc)) from None
-    except fsutil.BadJSON as exc:
-        raise DoodleError(damaged.format(f"resume state: {exc}")) from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise DoodleError(damaged.format(type(exc).__name__)) from None
-    keys = ("run_id", "epoch", "best", "train_seconds", "rng", "dropout_rng", "split_counts", "history",
-            "patience_left")
-    if not isinstance(state, dict) or any(k not in state for k in keys):
-        raise DoodleError(damaged.format("incomplete resume state"))
-    return arrays, state
 
 
 def fit(cfg: dict, ds: Dataset, run_dir: Path, reporter: Reporter = NULL_REPORTER,
         resume: bool = False, data_dir: str | None = None) -> TrainResult:
     """Minibatch gradient descent with a per-epoch validation pass; the best epoch is what is kept."""
     run_dir = Path(run_dir)
-    with fsutil.lock_folder(run_dir, _BUSY.format(folder=run_dir)):
+    with runs.claim(run_dir):
         return _fit(cfg, ds, run_dir, reporter, resume, data_dir)
 
 
@@ -471,8 +388,7 @@ def _end_epoch(run: _Run, row: dict) -> bool:
     _save_state(run)  # the commit; a kill before it leaves nothing of this epoch, after it a resumable run
     if improved:
         save_model(run.dir, run.model, _meta(run, {"best_epoch": run.epoch, **row}))
-    with open(run.dir / METRICS_JSONL, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps({**row, "run_id": run.run_id}) + "\n")
+    runs.append_metrics(run.dir, row, run.run_id)
     return improved
 
 
@@ -538,16 +454,12 @@ def _save_state(run: _Run) -> None:
     if run.best["epoch"] != run.epoch:  # when this epoch is the best, its weights are already there once
         arrays.update({f"best/{k}": v for k, v in (run.best_state or {}).items()})
     arrays.update({f"optimizer/{k}": v for k, v in run.optimizer.state_dict().items()})
-    arrays["state"] = np.array(json.dumps(state))
-    fsutil.save_npz(run.dir / LAST_NPZ, arrays)
-    fsutil.write_json(run.dir / STATE_JSON, state)
+    runs.write_resume_state(run.dir, arrays, state)
 
 
 def _write_records(run: _Run) -> None:
     """state.json and metrics.jsonl, rewritten from the committed state (on resume)."""
-    fsutil.write_json(run.dir / STATE_JSON, _state(run))
-    fsutil.write_text(run.dir / METRICS_JSONL,
-                      "".join(json.dumps({**row, "run_id": run.run_id}) + "\n" for row in run.history))
+    runs.write_records(run.dir, _state(run), run.history, run.run_id)
 
 
 __all__ = ["TrainResult", "train", "fit", "train_step", "score"]

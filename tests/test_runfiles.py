@@ -27,13 +27,14 @@ from starlette.testclient import TestClient
 
 from doodle import checkpoint, fsutil
 from doodle.config import load_config
-from doodle.checkpoint import load_model, load_split
+from doodle.checkpoint import load_model
+from doodle.runs import load_split
 from doodle.dataset import load_dataset
 from doodle.errors import DoodleError
 from doodle.evaluate import evaluate
 from doodle.play import make_app
 from doodle.predict import predict
-from doodle.train import LAST_NPZ
+from doodle.runs import LAST_NPZ
 from test_reliability import TINY, cli, copy_run, data_dir, one_line_error, run_dir  # noqa: F401 (fixtures)
 
 HOSTILE = {  # name -> (JSON text, words in the reason)

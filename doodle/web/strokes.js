@@ -1,4 +1,4 @@
-// Google's raw -> simplified recipe, a port of doodle/strokes.py (simplify_raw): the same float64 arithmetic in the
+// Google's raw -> simplified recipe, a port of doodle/simplify.py (simplify_raw): the same float64 arithmetic in the
 // same order, so a drawing comes out as the very integers doodle (and Google) make of it.
 // Raw strokes [xs, ys(, ts)] in canvas pixels -> simplified strokes [xs, ys] of integers in 0..255.
 "use strict";
