@@ -17,6 +17,7 @@ augmentation (doodle.pixels.TTA) goes along: as ONNX ops inside the graph, and i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -438,11 +439,18 @@ def source_run(meta: dict) -> tuple[Path, dict]:
 
 def check_bitmaps(raster: dict) -> np.ndarray:
     """(K, S, S) uint8: a few synthetic drawings of each built-in shape, rasterized with the model's settings."""
+    return _check_bitmaps(raster["size"], float(raster["line_width"]), float(raster["padding"]))
+
+
+@functools.lru_cache(maxsize=4)
+def _check_bitmaps(size: int, line_width: float, padding: float) -> np.ndarray:
     from doodle.raster import rasterize_batch
     from doodle.synthetic import SHAPES, generate
 
     drawings = [rec["drawing"] for word in SHAPES for rec in generate(word, CHECK_DRAWINGS, seed=7)]
-    return rasterize_batch(drawings, size=raster["size"], line_width=raster["line_width"], padding=raster["padding"])
+    bitmaps = rasterize_batch(drawings, size=size, line_width=line_width, padding=padding)
+    bitmaps.flags.writeable = False  # shared by every export of this process
+    return bitmaps
 
 
 def compare(expected: np.ndarray, got: np.ndarray) -> dict:
