@@ -198,7 +198,7 @@ def main() -> None:
     pairs = load_pairs(root)
     print(f"{len(pairs)} raw drawings with a Google simplified twin (same key_id)")
     try:
-        from doodle.raster import rasterize_batch
+        from doodle.rasterpool import rasterize_batch
     except ImportError:
         raster = None
         print("(doodle.raster not available: no pixel comparison)")

@@ -22,6 +22,7 @@ from doodle.categories import file_name_problem, show_word
 from doodle.errors import DoodleError
 from doodle.fsutil import NPZ_ERRORS, NpzProblem, check_npz
 from doodle.nn import MLP, ModelSpec
+from doodle.raster import RasterSpec
 from doodle.runs import MODEL_JSON, MODEL_NPZ, check_run_files
 
 FORMAT = "doodle-model"
@@ -110,12 +111,12 @@ def _check_meta(meta: dict, path: Path) -> None:
         ModelSpec.from_meta(meta)
     except DoodleError as exc:
         raise DoodleError(f"{path}: {str(exc)[:120]}; {damaged}") from None
-    if not isinstance(raster, dict) or not _is_int(raster.get("size")) or not 1 <= raster["size"] <= 4096 \
-            or not _is_finite(raster.get("line_width")) or raster["line_width"] <= 0 \
-            or not _is_finite(raster.get("padding")) or raster["padding"] < 0:
-        raise DoodleError(f"{path}: 'raster' must give size, line_width and padding; {damaged}")
-    if sizes[0] != raster["size"] ** 2:
-        raise DoodleError(f"{path}: raster size {raster['size']} makes {raster['size'] ** 2} inputs but the first "
+    try:
+        spec = RasterSpec.from_dict(raster)
+    except DoodleError as exc:
+        raise DoodleError(f"{path}: {exc}; {damaged}") from None
+    if sizes[0] != spec.size ** 2:
+        raise DoodleError(f"{path}: raster size {spec.size} makes {spec.size ** 2} inputs but the first "
                           f"layer takes {sizes[0]}; {damaged}")
 
 

@@ -28,7 +28,8 @@ import numpy as np
 from doodle.errors import DoodleError
 from doodle.images import IMAGE_SUFFIXES, image_strokes
 from doodle.progress import NULL_REPORTER, Reporter
-from doodle.raster import rasterize, rasterize_batch
+from doodle.raster import rasterize
+from doodle.rasterpool import rasterize_batch
 from doodle.strokes import LoadStats, iter_drawings, load_bitmaps, read_records
 
 STDIN = "<stdin>"

@@ -5,9 +5,7 @@ line wider than 80 (JSON and the one-line `error:` messages aside), and each out
 from __future__ import annotations
 
 import io
-import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
