@@ -444,7 +444,7 @@ def check_bitmaps(raster: dict) -> np.ndarray:
 
 @functools.lru_cache(maxsize=4)
 def _check_bitmaps(size: int, line_width: float, padding: float) -> np.ndarray:
-    from doodle.raster import rasterize_batch
+    from doodle.rasterpool import rasterize_batch
     from doodle.synthetic import SHAPES, generate
 
     drawings = [rec["drawing"] for word in SHAPES for rec in generate(word, CHECK_DRAWINGS, seed=7)]
