@@ -33,6 +33,7 @@ from doodle.errors import DoodleError, lookup
 from doodle.nn import MLP, BatchNorm, Dense, Dropout, Layer, LeakyReLU, ModelSpec, ReLU, Sigmoid, Tanh
 from doodle.pixels import TTA
 from doodle.progress import NULL_REPORTER, Reporter
+from doodle.raster import RasterSpec
 
 WEB_DIR = Path(__file__).with_name("web")  # the page's own JavaScript
 STATIC_DIR = Path(__file__).with_name("static")  # `doodle play`'s page, which the exported page reuses
@@ -414,9 +415,15 @@ def load_web(folder: str | Path, calibrated: bool = True) -> tuple[MLP, dict]:
     model.temperature = float(temperature) if calibrated else 1.0
     meta = {"classes": desc.get("classes"), "raster": desc.get("raster"), "source": desc.get("source") or {},
             "weights": info.get("dtype")}
-    if not isinstance(meta["classes"], list) or len(meta["classes"]) != spec.layer_sizes[-1] \
-            or not isinstance(meta["raster"], dict):
-        raise DoodleError(f"{path}: 'classes' or 'raster' do not fit the network; {damaged}")
+    if not isinstance(meta["classes"], list) or len(meta["classes"]) != spec.layer_sizes[-1]:
+        raise DoodleError(f"{path}: 'classes' do not fit the network; {damaged}")
+    try:
+        raster = RasterSpec.from_dict(meta["raster"])
+    except DoodleError as exc:
+        raise DoodleError(f"{path}: {exc}; {damaged}") from None
+    if raster.size ** 2 != spec.layer_sizes[0]:
+        raise DoodleError(f"{path}: 'raster' size {raster.size} does not fit the network's "
+                          f"{spec.layer_sizes[0]} inputs; {damaged}")
     return model, meta
 
 

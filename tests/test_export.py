@@ -325,6 +325,12 @@ def test_a_damaged_export_is_a_one_line_error(tmp_path):
     (tmp_path / "site" / "network.json").write_text(json.dumps(desc))
     res = CliRunner().invoke(cli_app, ["evaluate", "--model", str(tmp_path / "site")])
     assert "network.json" in one_line_error(res)
+    ex.export(run, "web", tmp_path / "site")
+    desc = json.loads((tmp_path / "site" / "network.json").read_text())
+    desc["raster"]["size"] = 0
+    (tmp_path / "site" / "network.json").write_text(json.dumps(desc))
+    with pytest.raises(DoodleError, match="network.json: 'raster' size"):
+        ex.load_web(tmp_path / "site")
 
 
 def test_exports_walk_the_models_own_layers():
