@@ -101,3 +101,33 @@ def test_the_page_shows_why_beside_the_guesses_and_updates_it(open_page):  # noq
     page.keyboard.press("c")  # cleared: the view empties with the guesses
     page.wait_for_selector("body[data-guessing='0']")
     assert colours(page, "#why-pixels")["drawn"] == 0 and page.inner_text("#why-word") == "\u2026"
+
+
+def test_an_exported_page_guesses_without_a_server_and_hides_the_why(browser, play_model, tmp_path):  # noqa: F811
+    import functools
+    import http.server
+    import threading
+
+    from doodle.export import export
+
+    export(play_model, "web", tmp_path / "site")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    ctx = browser.new_context(viewport={"width": 1200, "height": 860})
+    try:
+        page = ctx.new_page()
+        problems = []
+        page.on("pageerror", lambda exc: problems.append(str(exc)))
+        page.goto(f"http://127.0.0.1:{server.server_address[1]}/site/?mode=free")
+        page.wait_for_selector("body[data-ready='1']")
+        draw(page, [square_points(page)])
+        assert page.evaluate("state.lastGuess.top.length") > 0 and page.is_hidden("#why") and not problems
+    finally:
+        ctx.close()
+        server.shutdown()
+        server.server_close()

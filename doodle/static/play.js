@@ -41,7 +41,8 @@ const el = {
   skip: $("skip"), save: $("save"), saveGroup: $("save-group"), saveLabel: $("save-label"),
   saveWord: $("save-word"), status: $("status"), history: $("history"), rounds: $("rounds"),
   tally: $("tally-score"), modeGame: $("mode-game"), modeFree: $("mode-free"), modelName: $("model-name"),
-  saveDir: $("save-dir"), whyWord: $("why-word"), whyPixels: $("why-pixels"), whyStrokes: $("why-strokes"),
+  saveDir: $("save-dir"), why: $("why"), whyWord: $("why-word"), whyPixels: $("why-pixels"),
+  whyStrokes: $("why-strokes"),
 };
 
 const state = {
@@ -63,6 +64,7 @@ const SERVER_GONE = "The doodle server is not answering: it was stopped, or its 
   "Start it again with `doodle play`, then reload this page.";
 
 async function api(path, body) {
+  if (window.doodleLocal) return window.doodleLocal.api(path, body);  // a page from `doodle export`: no server
   const init = body === undefined ? {} : {
     method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body),
   };
@@ -806,6 +808,7 @@ async function init() {
     if (info.confidence) state.confidence = info.confidence;
     el.modelName.textContent = info.run;
     el.saveDir.textContent = info.save_dir;
+    el.why.hidden = !!info.exported;  // an exported page guesses in the browser, without the server's "why?"
     buildCategories(info.categories);
     buildGuesses();
     showRule();
