@@ -443,11 +443,11 @@ def graph(
 ):
     """Draw the computational graph of one drawing's loss after a forward and a backward pass."""
     from doodle.cli_output import RichReporter, Text, out
-    from doodle.explain import explain
+    from doodle.lossgraph import draw_loss_graph
 
     with RichReporter(show_epochs=False) as rep:
-        res = explain(out_path, model_path=model, config_path=config, overrides=tuple(set_ or ()), drawing=drawing,
-                      label=label, fmt=fmt, slice_spec=slice_, data_dir=data_dir, reporter=rep)
+        res = draw_loss_graph(out_path, model_path=model, config_path=config, overrides=tuple(set_ or ()),
+                              drawing=drawing, label=label, fmt=fmt, slice_spec=slice_, data_dir=data_dir, reporter=rep)
     if as_json:
         _print_json(res.to_json())
         return
@@ -461,6 +461,53 @@ def graph(
         s = res.slice
         out.print(Text(f"{s['weight']} = {s['value']:.4f}: dL/dw = {s['slope']:+.4g}, so gradient descent "
                        f"{s['step']}s it; loss along it drawn to {s['out']}"))
+
+
+@app.command(short_help="Why did it guess that? Saliency and strokes, drawn to a PNG.")
+@handle_errors
+def explain(
+    drawing: Annotated[Optional[str], typer.Argument(metavar="DRAWING", help="An image, an .ndjson file (its first "
+                                                                             "drawing) or - for ndjson on stdin, as "
+                                                                             "for predict.")] = None,
+    model: ModelOpt = None,
+    cls: Annotated[Optional[str], typer.Option("--class", metavar="CATEGORY", help="Explain this class instead of "
+                                                                                   "the top guess.")] = None,
+    out_path: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="FILE",
+                                                     help="Where to draw the picture (PNG; default explain.png, or "
+                                                          "units.png with --units).")] = None,
+    units: Annotated[bool, typer.Option("--units", help="Instead of a drawing: what the network learned (the "
+                                                        "first-layer templates of its most important units, a "
+                                                        "template per class), on the run's test split.")] = False,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", metavar="DIR",
+                                                     help="With --units: where the run's data is (default: where "
+                                                          "the run recorded it).")] = None,
+    as_json: JsonOpt = False,
+):
+    """Why did the network guess that? Saliency, stroke attribution and the runner-up for one drawing (or, with
+    --units, what the first layer learned), drawn to a PNG."""
+    from doodle.cli_output import RichReporter, show_explanation, show_units
+    from doodle.explain import explain as run_explain
+    from doodle.explain import explain_units
+
+    if units:
+        if drawing is not None or cls is not None:
+            raise DoodleError("--units explains the network, not a drawing: give either DRAWING [--class WORD] "
+                              "or --units")
+        with RichReporter(show_epochs=False) as rep:
+            res = explain_units(model, out=out_path or Path("units.png"), data_dir=data_dir, reporter=rep)
+        if as_json:
+            _print_json(res.to_json())
+        else:
+            show_units(res.to_json())
+        return
+    if drawing is None:
+        raise DoodleError("give a DRAWING to explain (an image, an .ndjson file or - for standard input), "
+                          "or --units for what the network learned")
+    res = run_explain(drawing, out=out_path or Path("explain.png"), model_path=model, cls=cls)
+    if as_json:
+        _print_json(res.to_json())
+    else:
+        show_explanation(res.to_json())
 
 
 @app.command(short_help="Score models: accuracy, MAP@3, per-class F1, confusions.")
@@ -479,7 +526,8 @@ def evaluate(
     min_accuracy: Annotated[Optional[float], typer.Option(metavar="FRACTION", min=0, max=1,
                                                           help="Exit 1 if top-1 accuracy is below this (0-1).")] = None,
     report: Annotated[Optional[Path], typer.Option(metavar="DIR", help="Write confusion.png, misclassified.png, "
-                                                                       "reliability.png and summary.json "
+                                                                       "reliability.png, curves.png (the run's "
+                                                                       "learning curves) and summary.json "
                                                                        "into DIR.")] = None,
     strict: StrictOpt = False,
     no_calibration: NoCalibrationOpt = False,

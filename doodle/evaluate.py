@@ -15,7 +15,7 @@ import numpy as np
 
 from doodle import fsutil
 from doodle.checkpoint import load_model, resolve_model_path
-from doodle.runs import load_split
+from doodle.runs import load_split, read_metrics
 from doodle.config import from_dict
 from doodle.dataset import load_dataset
 from doodle.errors import DoodleError
@@ -24,7 +24,7 @@ from doodle.inputs import LabelledBitmaps, labelled
 from doodle.metrics import summarize
 from doodle.predict import probabilities
 from doodle.progress import NULL_REPORTER, Reporter
-from doodle.report import write_report
+from doodle.report import CURVES_PNG, write_curves, write_report
 
 
 def run_data_dir(run_dir: Path, meta: dict, data_dir: str | Path | None) -> Path:
@@ -105,4 +105,8 @@ def evaluate(model_path: str | Path | None = None, inputs: list[str | Path] = ()
     if report_dir is not None:
         summary["report"] = [str(p) for p in write_report(report_dir, summary, x, y, probs.argmax(axis=1),
                                                           classes, probs=probs)]
+        history = read_metrics(run_dir, meta.get("run_id"))
+        if history:
+            epochs = (meta.get("config") or {}).get("train", {}).get("epochs")
+            summary["report"].append(str(write_curves(Path(report_dir) / CURVES_PNG, history, epochs)))
     return summary

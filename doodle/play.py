@@ -10,8 +10,14 @@ API (JSON in, JSON out; errors are `{"error": "..."}` with 400, 413 for a drawin
 busy, 500 for a broken model; 507 for a full disk on a save):
   GET  /api/model                  run name, categories, raster settings, limits, and "confidence": the
                                    calibrated probability from which the page says "I see X" (see info())
-  POST /api/predict[?top_k=N]      {"drawing": [[xs, ys, ts], ...], "format": "raw"|"simplified"}
+  POST /api/predict[?top_k=N][&explain=1]
+                                   {"drawing": [[xs, ys, ts], ...], "format": "raw"|"simplified"}
                                    -> {"top": [{"category", "probability"}], "bitmap": 28 rows of 0..255}
+                                   with explain=1 also "why": the top guess's "category", its "saliency"
+                                   (28 rows of d log p / d pixel, doodle.explain) and their largest magnitude
+                                   "scale", and per stroke of the request its contribution to p (p minus p
+                                   without it; null for a stroke without points) in "strokes" (null when
+                                   re-rendering the drawing once per stroke would pass MAX_ATTRIBUTION)
   POST /api/save                   {"drawing": raw strokes with times, "word": category}
                                    -> appends Google's raw record to <save-dir>/<word>.ndjson
 The page itself is doodle/static/ (index.html, play.css, play.js), served from that folder only.
@@ -37,6 +43,7 @@ from doodle import fsutil
 from doodle.categories import file_name_problem, show_word
 from doodle.checkpoint import load_model, resolve_model_path
 from doodle.errors import DoodleError
+from doodle.explain import why
 from doodle.inputs import Drawing, to_bitmap
 from doodle.metrics import CONFIDENT_PRECISION
 from doodle.predict import probabilities, top_categories
@@ -51,6 +58,9 @@ MAX_STROKES = 1_000  # per drawing; Quick, Draw! drawings have a few dozen at mo
 # The checks every drawing passes (doodle.strokes: points, coordinates, ink), plus a stroke limit of our own.
 LIMITS = Limits(strokes=MAX_STROKES)
 RUNNING = 2  # drawings simplified, drawn and guessed at once: more only share the same cores
+# A "why?" renders the drawing again without each stroke: strokes x points (simplified) re-drawn at most, or
+# the stroke attribution is left out. A long Quick, Draw! drawing (40 strokes, 1,000 points) is 40,000.
+MAX_ATTRIBUTION = 200_000
 WAITING = 16  # requests that may wait for a turn; any beyond are refused with a 503 at once
 LOOPBACK_NAMES = ("localhost",)
 _SAVE_STATUS = {errno.ENOSPC: 507, errno.EDQUOT: 507}  # a full disk is the one storage error worth its own code
@@ -195,8 +205,10 @@ class Player:
                                "precision": metrics.get("confident_precision", CONFIDENT_PRECISION),
                                "source": "validation" if "confident_at" in metrics else "default"}}
 
-    def _guess(self, strokes: list, simplified: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Checked strokes -> ((S, S) uint8 bitmap, (C,) probabilities), by predict's own path, one turn of the gate."""
+    def _guess(self, strokes: list, simplified: bool,
+               explain: bool = False) -> tuple[np.ndarray, np.ndarray, dict | None]:
+        """Checked strokes -> ((S, S) uint8 bitmap, (C,) probabilities, with `explain` the "why?" of the top guess
+        (doodle.explain.why) else None), by predict's own path, one turn of the gate."""
         with self.gate.turn():
             try:
                 drawing = Drawing(finish_strokes(strokes, simplified), source="request")
@@ -206,15 +218,28 @@ class Player:
             try:
                 with self._lock:
                     p = probabilities(self.model, bitmap[None], self.run_dir)[0]
+                    work = len(drawing.strokes) * sum(len(st[0]) for st in drawing.strokes)
+                    reason = why(self.model, self.raster, bitmap, drawing.strokes, p, self.run_dir,
+                                 work <= MAX_ATTRIBUTION) if explain else None
             except DoodleError as exc:  # the model, not the drawing, is at fault
                 raise ApiError(500, str(exc)) from None
-        return bitmap, p
+        return bitmap, p, reason
 
-    def predict(self, body, top_k: str | None) -> dict:
-        """Top guesses and the bitmap for one drawing."""
+    def predict(self, body, top_k: str | None, explain: str | None = None) -> dict:
+        """Top guesses and the bitmap for one drawing; with explain=1, the top guess's "why?" too."""
         k = _top_k(top_k, len(self.classes))
-        bitmap, p = self._guess(*check_drawing(_field(body, "drawing"), _field(body, "format", "raw")))
-        return {"top": top_categories(p, self.classes, k), "bitmap": bitmap.tolist()}
+        if explain not in (None, "0", "1"):
+            raise ApiError(400, f"explain must be 0 or 1, got {explain[:20]!r}")
+        drawing = _field(body, "drawing")
+        strokes, simplified = check_drawing(drawing, _field(body, "format", "raw"))
+        bitmap, p, reason = self._guess(strokes, simplified, explain == "1")
+        result = {"top": top_categories(p, self.classes, k), "bitmap": bitmap.tolist()}
+        if reason is not None:
+            if reason["strokes"] is not None:  # back onto the request's strokes: check_drawing kept those with points
+                given = iter(reason["strokes"])
+                reason["strokes"] = [next(given) if len(stroke[0]) else None for stroke in drawing]
+            result["why"] = {"category": self.classes[reason.pop("class")], **reason}
+        return result
 
     def save(self, body) -> dict:
         """Append the drawing to <save_dir>/<word>.ndjson; `recognized` is whether the model's top guess is `word`.
@@ -229,7 +254,7 @@ class Player:
         if (problem := file_name_problem(word)) is not None:  # load_model refuses such names; still, never trust one
             raise ApiError(400, f"the word {show_word(word)} {problem}, so it cannot name a file")
         strokes, _ = check_drawing(_field(body, "drawing"), "raw", need_times=True)
-        _, p = self._guess(strokes, False)
+        _, p, _ = self._guess(strokes, False)
         top = top_categories(p, self.classes, 1)
         record = raw_record(word, strokes, recognized=top[0]["category"] == word)
         path = self.save_dir / f"{word}.ndjson"
@@ -363,7 +388,7 @@ def make_app(model_path: str | Path | None = None, save_dir: str | Path = "data/
         return endpoint
 
     def predict(raw, request):
-        return player.predict(parse_json(raw), request.query_params.get("top_k"))
+        return player.predict(parse_json(raw), request.query_params.get("top_k"), request.query_params.get("explain"))
 
     def save(raw, request):
         return player.save(parse_json(raw))

@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from doodle import __version__, fsutil
+from doodle import __version__, fsutil, report
 from doodle.augment import augment_batch
 from doodle.batches import RowView, epoch_order
 from doodle import runs
@@ -390,6 +390,7 @@ def _end_epoch(run: _Run, row: dict) -> bool:
     if improved:
         save_model(run.dir, run.model, _meta(run, {"best_epoch": run.epoch, **row}))
     runs.append_metrics(run.dir, row, run.run_id)
+    report.write_curves(run.dir / report.CURVES_PNG, run.history, run.cfg["train"]["epochs"])
     return improved
 
 

@@ -98,8 +98,8 @@ def test_evaluate_predict_graph_and_cache_fit(workdir, columns, monkeypatch, qui
 
 def test_help_and_reference_fit_and_hide_nothing(columns):
     commands = fits(run("--help")).split("Commands:")[1]
-    assert "..." not in commands and len(commands.splitlines()) == 11  # no one-line summary cut short
-    for command in ("categories", "download", "train", "gradcheck", "graph", "evaluate", "predict", "play",
+    assert "..." not in commands and len(commands.splitlines()) == 12  # no one-line summary cut short
+    for command in ("categories", "download", "train", "gradcheck", "graph", "explain", "evaluate", "predict", "play",
                     "export", "cache"):
         shown = fits(run(command, "--help"))
         twins = shown.replace("--open / --no-open", "")  # the one flag whose negative is a choice of its own
