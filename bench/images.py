@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 
 from doodle.images import image_strokes, image_to_bitmap, load_ink
 from doodle.raster import rasterize
-from doodle.strokes import simplify_raw
+from doodle.simplify import simplify_raw
 
 
 def sketch_pairs(root):

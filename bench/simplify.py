@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 from _common import quickdraw_root
 
-from doodle.strokes import iter_drawings, rdp, simplify_raw, simplify_raw_batch
+from doodle.simplify import rdp, simplify_raw, simplify_raw_batch
+from doodle.strokes import iter_drawings
 
 
 def load_pairs(root: Path):
@@ -160,7 +161,7 @@ def loading_speed(root: Path, copies: int, repeats: int = 3) -> None:
         try:
             return strokes._decode(text.decode("utf-8"))
         except ValueError as err:
-            raise strokes._BadRecord(f"malformed JSON ({strokes._json_reason(err)})") from None
+            raise strokes.BadInput(f"malformed JSON ({strokes._json_reason(err)})") from None
 
     with tempfile.TemporaryDirectory() as tmp:
         for fmt in ("simplified", "raw"):
@@ -197,7 +198,7 @@ def main() -> None:
     pairs = load_pairs(root)
     print(f"{len(pairs)} raw drawings with a Google simplified twin (same key_id)")
     try:
-        from doodle.raster import rasterize_batch
+        from doodle.rasterpool import rasterize_batch
     except ImportError:
         raster = None
         print("(doodle.raster not available: no pixel comparison)")

@@ -29,7 +29,7 @@ from _common import REPO, quickdraw_root
 from doodle.checkpoint import load_model
 from doodle.config import load_config
 from doodle.images import image_to_bitmap
-from doodle.raster import rasterize_batch
+from doodle.rasterpool import rasterize_batch
 from doodle.strokes import iter_drawings
 from doodle.train import train
 

@@ -27,7 +27,7 @@ from doodle.synthetic import SHAPES, _simplify, generate
 def simplify_raw(strokes) -> list:
     """Google's raw -> simplified recipe: doodle.strokes' version when it exists, else the generator's own."""
     try:
-        from doodle.strokes import simplify_raw as google
+        from doodle.simplify import simplify_raw as google
     except ImportError:
         return _simplify([[np.array(s[:2], dtype=float).T for s in strokes]])[0]
     return google(strokes)

@@ -11,8 +11,12 @@ __all__ = ["__version__", "rasterize", "rasterize_batch"]
 
 def __getattr__(name):
     # Lazy, so `doodle --help` and `doodle predict` do not pay for modules they do not use.
-    if name in ("rasterize", "rasterize_batch"):
-        from doodle import raster
+    if name == "rasterize":
+        from doodle.raster import rasterize
 
-        return getattr(raster, name)
+        return rasterize
+    if name == "rasterize_batch":
+        from doodle.rasterpool import rasterize_batch
+
+        return rasterize_batch
     raise AttributeError(f"module 'doodle' has no attribute {name!r}")

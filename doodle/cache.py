@@ -25,7 +25,7 @@ from doodle import fsutil
 from doodle.errors import DoodleError
 from doodle.local import check_word
 from doodle.progress import NULL_REPORTER, Reporter
-from doodle.raster import process_pool, rasterize_batch, worker_count
+from doodle.rasterpool import process_pool, rasterize_batch, worker_count
 from doodle.strokes import LoadStats, iter_drawings
 
 CHUNK_ROWS = 2048  # drawings parsed and rasterised at a time: a few MB, whatever the file's size

@@ -1,17 +1,21 @@
-"""The 345 Quick, Draw! category names, in Google's order (googlecreativelab/quickdraw-dataset), and
-where each category's files live: `<format>/<word>.<ext>`, under Google's `<base>/full/` and under
-doodle's data directory alike.
+"""The 345 Quick, Draw! category names, in Google's order (googlecreativelab/quickdraw-dataset), where
+each category's files live (`<format>/<word>.<ext>`, under Google's `<base>/full/` and under doodle's data
+directory alike), and the one rule for a word that names a file (`file_name_problem`).
 """
 
 from __future__ import annotations
 
 import difflib
 import os
+import unicodedata
 from pathlib import Path
 
 from doodle.errors import DoodleError
 
-FORMATS = {"simplified": "ndjson", "raw": "ndjson", "numpy_bitmap": "npy"}  # Google's formats -> file extension
+FORMATS = {"simplified": "ndjson", "raw": "ndjson", "numpy_bitmap": "npy"}
+# Words become file names (<word>.ndjson): 255 bytes is the usual limit, with room left for the extension.
+MAX_NAME_BYTES = 200
+_SEPARATORS = {"/": "a path separator '/'", "\\": "a path separator '\\'"}  # Google's formats -> file extension
 # The categories doodle can draw itself (doodle.synthetic), written like simplified files under "synthetic/".
 SYNTHETIC_SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "hexagon", "octagon", "star", "line", "zigzag")
 
@@ -389,3 +393,35 @@ def local_path(data_dir: str | os.PathLike, source: str, word: str) -> Path:
     """Where `word` lives on disk: `<data_dir>/<source>/<word>.<ext>` (name unencoded); "synthetic" is ndjson."""
     ext = "ndjson" if source == "synthetic" else extension(source)
     return Path(data_dir) / source / f"{word}.{ext}"
+
+
+def file_name_problem(word) -> str | None:
+    """Why `word` cannot name a file on its own (None when it can). The one rule for every class name that
+    becomes a file name: a model's classes (checkpoint), play's saves, training on local files.
+
+    Refused: anything but text, "", a leading dot (hidden files, '.' and '..'), '/' or '\\' (paths), control
+    characters (NUL, newlines, tabs, DEL...), text that is not valid Unicode, over MAX_NAME_BYTES in UTF-8.
+    """
+    if not isinstance(word, str):
+        return f"is {type(word).__name__}, not text"
+    if not word:
+        return "is empty"
+    try:
+        size = len(word.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate from JSON's \ud800
+        return "is not valid Unicode text"
+    if size > MAX_NAME_BYTES:
+        return f"is {size:,} bytes long in UTF-8, over the limit of {MAX_NAME_BYTES}"
+    if word.startswith("."):
+        return "starts with a dot (a hidden file, or '..')"
+    for c in word:
+        if c in _SEPARATORS:
+            return f"contains {_SEPARATORS[c]}"
+        if unicodedata.category(c) == "Cc":
+            return f"contains the control character U+{ord(c):04X}"
+    return None
+
+
+def show_word(word) -> str:
+    """A word for a one-line message: quoted, control characters escaped, long ones cut."""
+    return repr(word[:40] + "..." if isinstance(word, str) and len(word) > 40 else word)

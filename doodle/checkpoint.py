@@ -18,9 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from doodle import __version__, fsutil
+from doodle.categories import file_name_problem, show_word
 from doodle.errors import DoodleError
 from doodle.fsutil import NPZ_ERRORS, NpzProblem, check_npz
 from doodle.nn import MLP, ModelSpec
+from doodle.raster import RasterSpec
 from doodle.runs import MODEL_JSON, MODEL_NPZ, check_run_files
 
 FORMAT = "doodle-model"
@@ -94,6 +96,10 @@ def _check_meta(meta: dict, path: Path) -> None:
     classes, sizes, raster = meta["classes"], meta["layer_sizes"], meta["raster"]
     if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
         raise DoodleError(f"{path}: 'classes' must be a list of two or more names; {damaged}")
+    for name in classes:  # they become file names: play saves <word>.ndjson
+        if (problem := file_name_problem(name)) is not None:
+            raise DoodleError(f"{path}: class name {show_word(name)} {problem}, so it cannot name a file; rename it "
+                              "in 'classes' or retrain with other category names")
     if not isinstance(sizes, list) or len(sizes) < 2 or not all(_is_int(n) and n > 0 for n in sizes):
         raise DoodleError(f"{path}: 'layer_sizes' must be two or more positive whole numbers; {damaged}")
     if sizes[-1] != len(classes):
@@ -105,12 +111,12 @@ def _check_meta(meta: dict, path: Path) -> None:
         ModelSpec.from_meta(meta)
     except DoodleError as exc:
         raise DoodleError(f"{path}: {str(exc)[:120]}; {damaged}") from None
-    if not isinstance(raster, dict) or not _is_int(raster.get("size")) or not 1 <= raster["size"] <= 4096 \
-            or not _is_finite(raster.get("line_width")) or raster["line_width"] <= 0 \
-            or not _is_finite(raster.get("padding")) or raster["padding"] < 0:
-        raise DoodleError(f"{path}: 'raster' must give size, line_width and padding; {damaged}")
-    if sizes[0] != raster["size"] ** 2:
-        raise DoodleError(f"{path}: raster size {raster['size']} makes {raster['size'] ** 2} inputs but the first "
+    try:
+        spec = RasterSpec.from_dict(raster)
+    except DoodleError as exc:
+        raise DoodleError(f"{path}: {exc}; {damaged}") from None
+    if sizes[0] != spec.size ** 2:
+        raise DoodleError(f"{path}: raster size {spec.size} makes {spec.size ** 2} inputs but the first "
                           f"layer takes {sizes[0]}; {damaged}")
 
 

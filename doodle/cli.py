@@ -521,13 +521,14 @@ def evaluate(
 @handle_errors
 def predict(
     inputs: Annotated[list[str], typer.Argument(metavar="INPUTS", help="Images (png, jpg, gif, bmp, webp), .ndjson "
-                                                                       "files, or - for ndjson on stdin.")],
+                                                                       "or .npy files, folders of them, or - for "
+                                                                       "ndjson on stdin.")],
     model: ModelOpt = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", metavar="N", min=1, help="How many categories to show.")] = 3,
     no_calibration: NoCalibrationOpt = False,
     as_json: JsonOpt = False,
 ):
-    """Predict the categories of sketches: one result per image, one per ndjson line."""
+    """Predict the categories of sketches: one result per image, per ndjson line, per .npy row."""
     from doodle.predict import predict as run_predict  # no Rich here: this command's start-up is the budget
 
     results, meta = run_predict(inputs, model_path=model, top_k=top_k, calibrated=not no_calibration)

@@ -24,6 +24,7 @@ from doodle.local import local_words
 from doodle.nn import ACTIVATIONS, BACKPROP, INITS, LOSSES, NORMS
 from doodle.optim import OPTIMIZERS, SCHEDULES
 from doodle.pixels import TTA
+from doodle.raster import PADDING, RasterSpec
 
 SOURCES = ("simplified", "raw", "numpy_bitmap", "synthetic")
 MAX_NODES = 10_000  # values a config may hold once its YAML aliases are expanded (a real one has ~50)
@@ -445,6 +446,10 @@ def check_consistency(cfg: dict, where: str) -> None:
     data = cfg["data"]
     if data["val_fraction"] + data["test_fraction"] >= 0.9:
         raise DoodleError(f"{where}: data.val_fraction + data.test_fraction must leave at least 10% for training")
+    found = RasterSpec.problem(data["image_size"], data["line_width"], PADDING)
+    if found:  # the raster's own bounds, relative to the image (padding is fixed, so line_width is the key)
+        key = "image_size" if found[0] == "size" else "line_width"
+        raise DoodleError(f"{where}: data.{key} {found[1]}")
     if data["source"] == "numpy_bitmap" and data["image_size"] != 28:
         raise DoodleError(f"{where}: data.image_size must be 28 with source numpy_bitmap (Google's renders are 28x28)")
     # Relative to where the command runs (as --data-dir is), recorded absolute so that the run's config.yaml

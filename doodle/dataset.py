@@ -33,14 +33,14 @@ from doodle.download import ensure_downloaded
 from doodle.errors import DoodleError
 from doodle.local import local_files
 from doodle.progress import NULL_REPORTER, Reporter
-from doodle.raster import rasterize_batch
+from doodle.raster import PADDING
+from doodle.rasterpool import rasterize_batch
 from doodle.strokes import MAX_LINE_BYTES, MAX_POINTS, LoadStats, load_bitmaps
 from doodle.synthetic import write_synthetic
 
 LOCAL = "local"  # the cache folder of data.local's files
-CACHE_VERSION = 2  # bump when the rasteriser's output or the loader's choice of lines changes
+CACHE_VERSION = 3  # bump when the rasteriser's output or the loader's choice of lines changes
 STALE_TEMPORARY = 3600.0  # seconds: older temporaries in a cache folder were left by a killed process
-PADDING = 16.0  # Google's padding around the 256-unit box, in drawing units
 OFFLINE_HINT = ("offline? use --config configs/offline.yaml, or point data.base_url or $DOODLE_BASE_URL at a mirror "
                 "(a folder or file:// URL in Google's layout)")  # said once when the download server is unreachable
 

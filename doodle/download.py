@@ -50,7 +50,7 @@ from typing import Sequence
 import numpy as np
 
 from doodle import fsutil
-from doodle.categories import FORMATS, extension, is_category, local_path, suggest
+from doodle.categories import extension, is_category, local_path, suggest
 from doodle.errors import DoodleError
 from doodle.progress import NULL_REPORTER, Reporter
 

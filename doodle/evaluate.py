@@ -1,5 +1,6 @@
-"""Measuring a trained model: on its own held-out test split, or on data a user brings (ndjson files,
-Google `numpy_bitmap` .npy files, or folders of images laid out one sub-folder per category).
+"""Measuring a trained model: on its own held-out test split, or on data a user brings through the front
+door (doodle.inputs: ndjson files, Google `numpy_bitmap` .npy files, folders of images laid out one
+sub-folder per category).
 
 Inputs are prepared exactly as training prepared them (the model's raster settings); labels the
 model does not know are counted and reported, never silently dropped.
@@ -8,7 +9,6 @@ model does not know are counted and reported, never silently dropped.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,98 +19,11 @@ from doodle.runs import load_split
 from doodle.config import from_dict
 from doodle.dataset import load_dataset
 from doodle.errors import DoodleError
-from doodle.images import IMAGE_SUFFIXES, image_to_bitmap
+from doodle.inputs import LabelledBitmaps, labelled
 from doodle.metrics import summarize
+from doodle.predict import probabilities
 from doodle.progress import NULL_REPORTER, Reporter
-from doodle.raster import rasterize_batch
 from doodle.report import write_report
-from doodle.strokes import LoadStats, iter_drawings, load_bitmaps
-
-
-@dataclass
-class LabelledBitmaps:
-    """Bitmaps with their label names, plus what could not be read."""
-
-    x: np.ndarray  # (N, S, S) uint8
-    labels: list[str]
-    problems: list[str] = field(default_factory=list)
-    sources: list[str] = field(default_factory=list)
-
-
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def read_inputs(inputs: list[str | Path], raster: dict, reporter: Reporter = NULL_REPORTER,
-                strict: bool = False) -> LabelledBitmaps:
-    """DATA arguments -> labelled bitmaps in the model's raster form; `strict` stops at a bad ndjson line."""
-    size, lw, pad = raster["size"], raster["line_width"], raster["padding"]
-    chunks: list[np.ndarray] = []
-    labels: list[str] = []
-    problems: list[str] = []
-    sources: list[str] = []
-
-    def add(arr, names):
-        chunks.append(np.asarray(arr, dtype=np.uint8).reshape(-1, size, size))
-        labels.extend(names)
-
-    for item in inputs:
-        path = Path(item)
-        if not path.exists():
-            raise DoodleError(f"{path}: no such file or folder; give ndjson/.npy files or a folder of category "
-                              "sub-folders of images")
-        sources.append(str(path))
-        if path.is_dir():
-            subdirs = sorted(p for p in path.iterdir() if p.is_dir())
-            files = [p for p in sorted(path.iterdir()) if p.suffix in (".ndjson", ".npy")]
-            if not subdirs and not files:
-                raise DoodleError(f"{path}: expected one sub-folder of images per category (e.g. {path}/cat/1.png)")
-            for f in files:
-                sub = read_inputs([f], raster, reporter, strict)
-                add(sub.x, sub.labels)
-                problems += sub.problems
-            for sub in subdirs:
-                _read_image_folder(sub, raster, add, problems, reporter)
-        elif path.suffix == ".npy":
-            if size != 28:
-                raise DoodleError(f"{path}: numpy_bitmap files are 28x28 but the model expects {size}x{size}; "
-                                  "evaluate on ndjson strokes instead")
-            arr = load_bitmaps(path)
-            add(arr, [path.stem] * len(arr))
-        elif path.suffix == ".ndjson":
-            stats = LoadStats(str(path))
-            drawings, names = [], []
-            for rec in iter_drawings(path, strict=strict, stats=stats):
-                if not rec.get("word"):
-                    problems.append(f"{path}:{rec['line']}: no 'word' label")
-                    continue
-                drawings.append(rec["drawing"])
-                names.append(rec["word"])
-            if stats.skipped:
-                problems.append(stats.summary())
-            if drawings:
-                add(rasterize_batch(drawings, size=size, line_width=lw, padding=pad, reporter=reporter), names)
-        else:
-            raise DoodleError(f"{path}: unsupported data file; give .ndjson, .npy or a folder of image folders")
-    x = np.concatenate(chunks) if chunks else np.zeros((0, size, size), np.uint8)
-    return LabelledBitmaps(x=x, labels=labels, problems=problems, sources=sources)
-
-
-def _read_image_folder(folder: Path, raster: dict, add, problems: list[str], reporter: Reporter) -> None:
-    files = _image_files(folder)
-    key = f"images:{folder}"
-    reporter.start(key, folder.name, total=len(files), unit="images")
-    bitmaps = []
-    for f in files:
-        try:
-            bitmaps.append(image_to_bitmap(f, size=raster["size"], line_width=raster["line_width"],
-                                           padding=raster["padding"]))
-        except DoodleError as exc:
-            problems.append(str(exc))
-        reporter.update(key, advance=1)
-    reporter.end(key)
-    if bitmaps:
-        add(np.stack(bitmaps), [folder.name] * len(bitmaps))
 
 
 def run_data_dir(run_dir: Path, meta: dict, data_dir: str | Path | None) -> Path:
@@ -165,7 +78,7 @@ def evaluate(model_path: str | Path | None = None, inputs: list[str | Path] = ()
     run_dir = resolve_model_path(model_path)
     model, meta = load_model(run_dir, calibrated)
     classes = meta["classes"]
-    data = read_inputs(list(inputs), meta["raster"], reporter, strict) if inputs else \
+    data = labelled(list(inputs), meta["raster"], strict=strict, reporter=reporter) if inputs else \
         test_split_bitmaps(run_dir, meta, data_dir, reporter)
     if not data.labels:
         detail = f" ({data.problems[0]})" if data.problems else ""
@@ -179,7 +92,7 @@ def evaluate(model_path: str | Path | None = None, inputs: list[str | Path] = ()
                           f"inputs are {', '.join(sorted(unknown)[:5])})")
     x = data.x[known]
     y = np.array([index[lab] for lab, k in zip(data.labels, known) if k], dtype=np.int64)
-    probs = model.predict_proba(x)
+    probs = probabilities(model, x, run_dir)
     summary = summarize(probs, y, classes)
     summary["model"] = str(run_dir)
     summary["temperature"] = model.temperature

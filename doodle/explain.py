@@ -17,13 +17,14 @@ import numpy as np
 from doodle import autodiff, fsutil, graphdraw
 from doodle.checkpoint import load_model, resolve_model_path
 from doodle.config import class_names, load_config
-from doodle.dataset import PADDING, load_dataset, split_indices
+from doodle.dataset import load_dataset, split_indices
 from doodle.errors import DoodleError
-from doodle.evaluate import LabelledBitmaps, read_inputs, test_split_bitmaps
-from doodle.images import IMAGE_SUFFIXES, image_to_bitmap
+from doodle.evaluate import test_split_bitmaps
+from doodle.inputs import LabelledBitmaps, entries
 from doodle.nn import MLP, ModelSpec
 from doodle.progress import NULL_REPORTER, Reporter
 from doodle.pixels import to_float
+from doodle.raster import PADDING
 
 FORMATS = ("svg", "dot")
 SLICE_BATCH = 256  # drawings averaged in the one-weight picture's loss
@@ -93,19 +94,11 @@ def _drawings(drawing: str | None, meta: dict, held_out) -> tuple[np.ndarray, li
     if drawing is None:
         data = held_out()
         return data.x[:SLICE_BATCH], list(data.labels[:SLICE_BATCH]), f"{data.sources[0]}, first drawing"
-    path = Path(drawing)
-    if path.suffix.lower() in IMAGE_SUFFIXES + (".ndjson",) and not path.is_file():
-        raise DoodleError(f"{path}: no such file; give an .ndjson file of drawings or an image")
-    if path.suffix.lower() in IMAGE_SUFFIXES:
-        bitmap = image_to_bitmap(path, size=raster["size"], line_width=raster["line_width"], padding=raster["padding"])
-        return bitmap[None], [None], str(path)
-    if path.suffix != ".ndjson":
-        raise DoodleError(f"{path}: give an .ndjson file of drawings or an image ({', '.join(IMAGE_SUFFIXES)})")
-    data = read_inputs([path], raster)  # raises for a missing file; skips and reports bad lines
-    if not data.labels:
-        raise DoodleError(f"{path}: no usable drawing with a 'word'"
-                          + (f" ({data.problems[0]})" if data.problems else ""))
-    return data.x[:SLICE_BATCH], list(data.labels[:SLICE_BATCH]), f"{path}, first drawing"
+    found = entries([drawing], raster, limit=SLICE_BATCH)  # predict's own path: images, ndjson, .npy, folders
+    good = [e for e in found if e.error is None]
+    if not good:
+        raise DoodleError(found[0].error)
+    return np.stack([e.bitmap for e in good]), [e.word for e in good], good[0].name
 
 
 def explain(out: str | Path, model_path: str | Path | None = None, config_path: str | Path | None = None,
@@ -140,9 +133,9 @@ def explain(out: str | Path, model_path: str | Path | None = None, config_path: 
     # statistics (one drawing has no batch statistics to speak of).
     loss = model.loss_graph(x[:1], y1, loss_name, train=False)
     loss.backward(retain_graph=True)
-    title = f"{loss_name} loss of one drawing, true class '{truth}' (evaluation mode, as predict runs it)"
+    title = f"{loss_name} loss of one drawing, true class '{truth}'"
     out = Path(out)
-    text = graphdraw.graph_svg(loss, title=title) if fmt == "svg" else graphdraw.graph_dot(loss)
+    text = graphdraw.graph_svg(loss, title=title, mode="evaluation") if fmt == "svg" else graphdraw.graph_dot(loss)
     fsutil.write_text(out, text)
     result = Explained(out=str(out), format=fmt, network=network, drawing=source, label=truth,
                        label_source=label_source, loss=float(loss.value), nodes=len(autodiff.topological(loss)),
@@ -151,11 +144,12 @@ def explain(out: str | Path, model_path: str | Path | None = None, config_path: 
         known = [i for i, w in enumerate(words) if w in classes] or [0]
         xb = x[known]
         yb = np.array([classes.index(words[i]) if words[i] in classes else y1[0] for i in known])
-        s = graphdraw.loss_slice(model, xb, yb, *where, loss=loss_name)
+        lr = (meta.get("config") or {}).get("train", {}).get("lr")  # the run's own step size, if it says
+        s = graphdraw.loss_slice(model, xb, yb, *where, loss=loss_name, lr=lr, reporter=reporter)
         slice_path = out.with_name(out.stem + ".slice.svg")
         fsutil.write_text(slice_path, graphdraw.slice_svg(s, title=f"average {loss_name} loss of {len(yb)} "
                                                                  f"drawing(s) along {s.name}"))
         result.slice = {"weight": s.name, "value": s.current, "loss": s.loss, "slope": s.slope,
                         "step": "decrease" if s.slope > 0 else "increase" if s.slope < 0 else "none",
-                        "drawings": int(len(yb)), "out": str(slice_path)}
+                        "lr": s.lr, "drawings": int(len(yb)), "out": str(slice_path)}
     return result

@@ -23,7 +23,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from doodle.errors import DoodleError
 from doodle.raster import rasterize
-from doodle.strokes import rdp
+from doodle.simplify import rdp
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
 

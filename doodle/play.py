@@ -1,12 +1,13 @@
 """`doodle play`: a local web page to draw on while the network guesses, as in Quick, Draw!
 
-The browser sends strokes, never pixels. The server turns them into the model's input by exactly the
-path the training data took: Google's raw -> simplified recipe (`doodle.strokes.simplify_raw`), then
-`doodle.rasterize` with the model's own raster settings, then the model. So a drawing made here means
-what a Quick, Draw! drawing meant in training, and the API's probabilities equal `doodle predict` on
-the same ndjson.
+The browser sends strokes, never pixels. The server checks them as every drawing is checked
+(`doodle.strokes.check_strokes`) and turns them into the model's input by `doodle predict`'s own path
+(`doodle.inputs.to_bitmaps`: Google's raw -> simplified recipe, then `rasterize` with the model's raster
+settings), then the model. So a drawing made here means what a Quick, Draw! drawing meant in training,
+and the API's probabilities equal `doodle predict` on the same ndjson.
 
-API (JSON in, JSON out; errors are 4xx `{"error": "..."}`):
+API (JSON in, JSON out; errors are `{"error": "..."}` with 400, 413 for a drawing over a limit, 503 when
+busy, 500 for a broken model; 507 for a full disk on a save):
   GET  /api/model                  run name, categories, raster settings, limits, and "confidence": the
                                    calibrated probability from which the page says "I see X" (see info())
   POST /api/predict[?top_k=N]      {"drawing": [[xs, ys, ts], ...], "format": "raw"|"simplified"}
@@ -19,9 +20,9 @@ The page itself is doodle/static/ (index.html, play.css, play.js), served from t
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import json
-import math
 import os
 import secrets
 import threading
@@ -32,19 +33,27 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from doodle import fsutil
+from doodle.categories import file_name_problem, show_word
 from doodle.checkpoint import load_model, resolve_model_path
 from doodle.errors import DoodleError
+from doodle.inputs import Drawing, to_bitmap
 from doodle.metrics import CONFIDENT_PRECISION
+from doodle.predict import probabilities, top_categories
 from doodle.progress import NULL_REPORTER, Reporter
-from doodle.raster import rasterize
-from doodle.strokes import simplify_raw
+from doodle.simplify import MAX_INK, TooMuchWork
+from doodle.strokes import MAX_COORD, MAX_POINTS, BadInput, Limits, check_numbers, check_strokes, decode_line, \
+    finish_strokes
 
 STATIC_DIR = Path(__file__).with_name("static")
 MAX_BODY = 1_000_000  # bytes per request: 20,000 points of raw JSON take ~0.5 MB
-MAX_POINTS = 20_000  # per drawing; a long Quick, Draw! drawing has ~1,000 raw points
 MAX_STROKES = 1_000  # per drawing; Quick, Draw! drawings have a few dozen at most
-MAX_COORD = 1e9  # like doodle.strokes: canvas pixels, anything bigger is corrupt
+# The checks every drawing passes (doodle.strokes: points, coordinates, ink), plus a stroke limit of our own.
+LIMITS = Limits(strokes=MAX_STROKES)
+RUNNING = 2  # drawings simplified, drawn and guessed at once: more only share the same cores
+WAITING = 16  # requests that may wait for a turn; any beyond are refused with a 503 at once
 LOOPBACK_NAMES = ("localhost",)
+_SAVE_STATUS = {errno.ENOSPC: 507, errno.EDQUOT: 507}  # a full disk is the one storage error worth its own code
 # "I see X" for a model trained before confident_at was stored: its calibrated confidence is its chance of
 # being right, so the precision aimed at is itself the threshold
 DEFAULT_CONFIDENT_AT = CONFIDENT_PRECISION
@@ -69,83 +78,54 @@ class ApiError(Exception):
 # Strokes -> the model's input
 
 
-def _reject_constant(name: str):
-    raise ApiError(400, f"{name} is not a number; coordinates must be finite numbers")
-
-
 def parse_json(body: bytes):
-    """Request bytes -> JSON value; NaN and Infinity (which Python's json accepts) are refused."""
+    """Request bytes -> JSON value, decoded as an ndjson line is (doodle.strokes.decode_line)."""
     try:
-        return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
-    except UnicodeDecodeError:
-        raise ApiError(400, "body is not UTF-8 text; send JSON") from None
-    except json.JSONDecodeError as exc:
-        raise ApiError(400, f"body is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-    except (ValueError, RecursionError) as exc:  # an integer of thousands of digits; nesting thousands deep
-        raise ApiError(400, f"body is JSON that cannot be used ({str(exc)[:80]})") from None
+        return decode_line(body)
+    except BadInput as exc:
+        raise ApiError(400, f"body: {exc}") from None
 
 
-def _numbers(values, what: str, lo: float, hi: float, integers: bool = False) -> None:
-    """Every value a finite number in lo..hi (ints only with `integers`); ApiError naming `what` if not."""
-    if type(values) is not list:
-        raise ApiError(400, f"{what} is not a list of numbers")
-    for v in values:
-        if type(v) is not int and (integers or type(v) is not float):  # bool is an int subclass: refused too
-            kind = "an integer" if integers else "a number"
-            raise ApiError(400, f"{what} has {json.dumps(v)[:40]}, not {kind}")
-        if not (lo <= v <= hi):  # False for NaN too (1e999 parses as inf)
-            raise ApiError(400, f"{what} has {str(v)[:40]}, outside {lo:g}..{hi:g}")
+def check_drawing(drawing, fmt: str = "raw", need_times: bool = False) -> tuple[list, bool]:
+    """Validate a request's drawing: (its non-empty strokes, whether they are simplified already).
+
+    The checks are the ones every drawing passes (`doodle.strokes.check_strokes`, with LIMITS); the API adds
+    its own rule for times: a stroke's `ts` are milliseconds, and a save needs them (it writes them).
+    413 for a drawing over a limit, 400 for anything else.
+    """
+    try:
+        strokes, simplified = check_strokes(drawing, fmt, LIMITS)
+        for i, stroke in enumerate(drawing, 1):
+            if need_times and len(stroke) != 3:
+                raise BadInput(f"stroke {i} is not [xs, ys, ts] (times in ms)")
+            if len(stroke) == 3:
+                check_numbers(stroke[2], f"stroke {i} t", 0, MAX_COORD)
+                if len(stroke[2]) != len(stroke[0]):
+                    raise BadInput(f"stroke {i} has {len(stroke[0])} x but {len(stroke[2])} t values")
+    except BadInput as exc:
+        raise ApiError(413 if exc.too_big else 400, str(exc)) from None
+    return strokes, simplified
 
 
-def check_drawing(drawing, fmt: str = "raw", need_times: bool = False) -> list:
-    """Validate a request's drawing; returns its non-empty strokes. Raw: [xs, ys(, ts)] canvas numbers;
-    simplified: [xs, ys] integers in 0..255 (Google's simplified files)."""
-    if fmt not in ("raw", "simplified"):
-        raise ApiError(400, f"format must be 'raw' or 'simplified', got {json.dumps(fmt)[:40]}")
-    if type(drawing) is not list:
-        raise ApiError(400, "'drawing' must be a list of strokes [xs, ys, ts]")
-    if len(drawing) > MAX_STROKES:
-        raise ApiError(413, f"drawing has {len(drawing)} strokes; the limit is {MAX_STROKES}")
-    rows = (3,) if need_times else (2, 3) if fmt == "raw" else (2,)
-    lo, hi = (0, 255) if fmt == "simplified" else (-MAX_COORD, MAX_COORD)
-    points, strokes = 0, []
-    for i, stroke in enumerate(drawing, 1):
-        if type(stroke) is not list or len(stroke) not in rows:
-            shape = {(3,): "[xs, ys, ts] (times in ms)", (2, 3): "[xs, ys] or [xs, ys, ts]", (2,): "[xs, ys]"}[rows]
-            raise ApiError(400, f"stroke {i} is not {shape}")
-        n = len(stroke[0]) if type(stroke[0]) is list else 0
-        points += n
-        if points > MAX_POINTS:
-            raise ApiError(413, f"drawing has more than {MAX_POINTS:,} points; that is the limit")
-        for j, name in enumerate("xyt"[:len(stroke)]):
-            if name == "t":
-                _numbers(stroke[j], f"stroke {i} t", 0, MAX_COORD)
-            else:
-                _numbers(stroke[j], f"stroke {i} {name}", lo, hi, integers=fmt == "simplified")
-            if len(stroke[j]) != n:
-                raise ApiError(400, f"stroke {i} has {n} x but {len(stroke[j])} {name} values")
-        if n:
-            strokes.append(stroke)
-    if not strokes:
-        raise ApiError(400, "empty drawing: no points to guess from")
-    return strokes
+class WorkGate:
+    """At most `running` heavy jobs at once and `waiting` more in line; any beyond are refused at once, so a
+    flood of costly drawings queues a little and then gets 503s instead of exhausting memory and CPU."""
 
+    def __init__(self, running: int = RUNNING, waiting: int = WAITING):
+        self.capacity = running + waiting
+        self._turns = threading.BoundedSemaphore(running)
+        self._line = threading.BoundedSemaphore(self.capacity)
 
-def prepare(strokes: list, fmt: str, raster: dict) -> np.ndarray:
-    """Checked strokes -> the (S, S) uint8 bitmap the model sees, by training's own path."""
-    simplified = simplify_raw(strokes) if fmt == "raw" else [[s[0], s[1]] for s in strokes]
-    return rasterize(simplified, size=raster["size"], line_width=raster["line_width"], padding=raster["padding"])
-
-
-def probabilities(model, bitmaps: np.ndarray) -> np.ndarray:
-    """(N, S, S) uint8 -> (N, C) class probabilities, calibrated and test-time augmented by the model itself,
-    exactly as `doodle predict` and `doodle evaluate` compute them."""
-    return model.predict_proba(bitmaps)
-
-
-def top_categories(p: np.ndarray, classes: list[str], k: int) -> list[dict]:
-    """The k most probable classes, ties in class order (as `doodle predict`)."""
-    return [{"category": classes[j], "probability": float(p[j])} for j in np.argsort(-p, kind="stable")[:k]]
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        """Wait for a turn (blocking this worker thread), or ApiError 503 when the line is full."""
+        if not self._line.acquire(blocking=False):
+            raise ApiError(503, f"busy: {self.capacity} drawings are already being guessed; try again in a moment")
+        try:
+            with self._turns:
+                yield
+        finally:
+            self._line.release()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,30 +143,24 @@ def append_line(path: Path, line: bytes) -> None:
     """Append one line atomically: one write on an O_APPEND descriptor, under an exclusive lock, synced.
 
     A crash can only lose this line, never tear an earlier one; a file left without its final newline
-    by an earlier crash gets one first, so the new record starts on its own line. A short write (disk
-    full) is cut back off, so the file never ends in half a record.
+    by an earlier crash gets one first, so the new record starts on its own line. A write that fails or
+    falls short (disk full), or cannot be synced, is cut back off and raised as OSError: the file never
+    ends in half a record, and a failed save has written nothing.
     """
-    import fcntl
-
     path.parent.mkdir(parents=True, exist_ok=True)
     created = not path.exists()
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    # The data file itself is the lock (fsutil.locked, waiting its turn): appends from other processes queue.
+    with fsutil.locked(path, wait=True, note_pid=False, flags=os.O_RDWR | os.O_APPEND) as fd:
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
             line = b"\n" + line
         try:
-            written = os.write(fd, line)
-        except OSError as exc:
+            if os.write(fd, line) != len(line):
+                raise OSError(errno.ENOSPC, "disk full (short write)")
+            os.fsync(fd)
+        except OSError:
             os.ftruncate(fd, size)
-            raise DoodleError(f"{path}: cannot save ({exc.strerror or exc})") from None
-        if written != len(line):
-            os.ftruncate(fd, size)
-            raise DoodleError(f"{path}: cannot save (disk full?); nothing was written")
-        os.fsync(fd)
-    finally:
-        os.close(fd)  # also releases the lock
+            raise
     if created:  # the new name must survive a crash too
         dfd = os.open(path.parent, os.O_RDONLY)
         try:
@@ -208,6 +182,7 @@ class Player:
         self.classes: list[str] = list(self.meta["classes"])
         self.raster: dict = self.meta["raster"]
         self.save_dir = Path(save_dir)
+        self.gate = WorkGate()
         self._lock = threading.Lock()  # one forward pass at a time: layers keep per-call caches
 
     def info(self) -> dict:
@@ -215,52 +190,69 @@ class Player:
         return {"run": self.run_dir.name, "path": str(self.run_dir), "save_dir": str(self.save_dir),
                 "categories": self.classes,
                 "raster": self.raster, "test_accuracy": metrics.get("test_accuracy"),
-                "limits": {"body_bytes": MAX_BODY, "points": MAX_POINTS, "strokes": MAX_STROKES},
+                "limits": {"body_bytes": MAX_BODY, "points": MAX_POINTS, "strokes": MAX_STROKES, "ink": MAX_INK},
                 "confidence": {"threshold": metrics.get("confident_at", DEFAULT_CONFIDENT_AT),
                                "precision": metrics.get("confident_precision", CONFIDENT_PRECISION),
                                "source": "validation" if "confident_at" in metrics else "default"}}
 
-    def _guess(self, strokes: list, fmt: str) -> tuple[np.ndarray, np.ndarray]:
-        bitmap = prepare(strokes, fmt, self.raster)
-        with self._lock:
-            p = probabilities(self.model, bitmap[None])[0]
+    def _guess(self, strokes: list, simplified: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Checked strokes -> ((S, S) uint8 bitmap, (C,) probabilities), by predict's own path, one turn of the gate."""
+        with self.gate.turn():
+            try:
+                drawing = Drawing(finish_strokes(strokes, simplified), source="request")
+            except TooMuchWork as exc:  # within the ink budget, but Ramer-Douglas-Peucker would go on too long
+                raise ApiError(413, str(exc)) from None
+            bitmap = to_bitmap(drawing, self.raster)
+            try:
+                with self._lock:
+                    p = probabilities(self.model, bitmap[None], self.run_dir)[0]
+            except DoodleError as exc:  # the model, not the drawing, is at fault
+                raise ApiError(500, str(exc)) from None
         return bitmap, p
 
     def predict(self, body, top_k: str | None) -> dict:
         """Top guesses and the bitmap for one drawing."""
         k = _top_k(top_k, len(self.classes))
-        fmt = _field(body, "format", "raw")
-        bitmap, p = self._guess(check_drawing(_field(body, "drawing"), fmt), fmt)
+        bitmap, p = self._guess(*check_drawing(_field(body, "drawing"), _field(body, "format", "raw")))
         return {"top": top_categories(p, self.classes, k), "bitmap": bitmap.tolist()}
 
     def save(self, body) -> dict:
-        """Append the drawing to <save_dir>/<word>.ndjson; `recognized` is whether the model's top guess is `word`."""
+        """Append the drawing to <save_dir>/<word>.ndjson; `recognized` is whether the model's top guess is `word`.
+
+        Everything that can fail happens before the append, so a save either succeeds and says so or writes nothing.
+        """
         word = _field(body, "word")
         if _field(body, "format", "raw") != "raw":
             raise ApiError(400, "save takes raw drawings: strokes [xs, ys, ts] in canvas pixels and milliseconds")
         if not isinstance(word, str) or word not in self.classes:
             raise ApiError(400, f"unknown word {json.dumps(word)[:60]}; this model knows: {', '.join(self.classes)}")
-        if Path(word).name != word or word.startswith("."):  # class names come from model.json: trust nothing
-            raise ApiError(400, f"{word!r} cannot be a file name")
-        strokes = check_drawing(_field(body, "drawing"), "raw", need_times=True)
-        _, p = self._guess(strokes, "raw")
+        if (problem := file_name_problem(word)) is not None:  # load_model refuses such names; still, never trust one
+            raise ApiError(400, f"the word {show_word(word)} {problem}, so it cannot name a file")
+        strokes, _ = check_drawing(_field(body, "drawing"), "raw", need_times=True)
+        _, p = self._guess(strokes, False)
         top = top_categories(p, self.classes, 1)
         record = raw_record(word, strokes, recognized=top[0]["category"] == word)
         path = self.save_dir / f"{word}.ndjson"
+        result = {"saved": str(path), "key_id": record["key_id"], "recognized": record["recognized"],
+                  "word": word, "top": top}
+        line = (json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n").encode("utf-8")
+        json.dumps(result, allow_nan=False)  # the answer must be sendable before anything is written
         try:
-            append_line(path, (json.dumps(record, separators=(",", ":")) + "\n").encode("utf-8"))
-        except (DoodleError, OSError) as exc:
-            raise ApiError(507, str(exc) if isinstance(exc, DoodleError) else f"{path}: cannot save ({exc})") from None
-        return {"saved": str(path), "key_id": record["key_id"], "recognized": record["recognized"],
-                "word": word, "top": top}
+            append_line(path, line)
+        except OSError as exc:
+            raise ApiError(_SAVE_STATUS.get(exc.errno or 0, 500),
+                           f"{path}: cannot save ({exc.strerror or exc}); nothing was written") from None
+        return result
 
 
 def _field(body, name: str, default=None):
+    """body[name]; a field given as null counts as not given (its default, or a 400 without one)."""
     if not isinstance(body, dict):
         raise ApiError(400, f"body must be a JSON object with a '{name}' field")
-    if name not in body and default is None:
+    value = body.get(name)
+    if value is None and default is None:
         raise ApiError(400, f"missing '{name}'")
-    return body.get(name, default)
+    return default if value is None else value
 
 
 def _top_k(value: str | None, n_classes: int) -> int:
@@ -365,20 +357,20 @@ def make_app(model_path: str | Path | None = None, save_dir: str | Path = "data/
         async def endpoint(request):
             raw = await read_body(request)
             t0 = time.perf_counter()
-            body = parse_json(raw)
-            result = await run_in_threadpool(fn, body, request)
+            result = await run_in_threadpool(fn, raw, request)  # parsing too: the event loop stays free
             ms = (time.perf_counter() - t0) * 1000
             return JSONResponse(result, headers={"Server-Timing": f"{fn.__name__};dur={ms:.2f}"})
         return endpoint
 
-    def predict(body, request):
-        return player.predict(body, request.query_params.get("top_k"))
+    def predict(raw, request):
+        return player.predict(parse_json(raw), request.query_params.get("top_k"))
 
-    def save(body, request):
-        return player.save(body)
+    def save(raw, request):
+        return player.save(parse_json(raw))
 
     async def api_error(request, exc: ApiError):
-        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        headers = {"Retry-After": "1"} if exc.status == 503 else None
+        return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=headers)
 
     async def doodle_error(request, exc: DoodleError):  # a drawing the recipe or the rasterizer refuses
         return JSONResponse({"error": str(exc)}, status_code=400)
@@ -386,12 +378,20 @@ def make_app(model_path: str | Path | None = None, save_dir: str | Path = "data/
     async def http_error(request, exc: HTTPException):
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
+    async def memory_error(request, exc: MemoryError):
+        return JSONResponse({"error": "the server ran out of memory for this request; try again in a moment"},
+                            status_code=503, headers={"Retry-After": "1"})
+
+    async def server_error(request, exc: Exception):  # a bug: still JSON, and uvicorn logs the traceback
+        return JSONResponse({"error": f"internal error ({type(exc).__name__}); see the server's log"}, status_code=500)
+
     routes = [Route("/", index), Route("/static/{name}", asset), Route("/api/model", model_info),
               Route("/api/predict", timed(predict), methods=["POST"]),
               Route("/api/save", timed(save), methods=["POST"])]
     middleware = [Middleware(_HostGuard, allowed_hosts=allowed_hosts)] if allowed_hosts else []
     app = Starlette(routes=routes, middleware=middleware,
-                    exception_handlers={ApiError: api_error, DoodleError: doodle_error, HTTPException: http_error})
+                    exception_handlers={ApiError: api_error, DoodleError: doodle_error, HTTPException: http_error,
+                                        MemoryError: memory_error, Exception: server_error})
     app.state.player = player
     return app
 
@@ -414,11 +414,13 @@ def bind(host: str, port: int):
     import socket
 
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     except socket.gaierror as exc:
         raise DoodleError(f"--host {host}: unknown host ({exc.strerror}); use e.g. 127.0.0.1") from None
     family, _, _, _, address = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # Naming the protocol matters: asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP, and
+    # without it every answer on a kept-alive connection waits ~40 ms for Nagle and the delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)

@@ -1,22 +1,32 @@
 """Strokes -> Google's 28x28 bitmaps: their cairo `vector_to_raster`, redone with numpy in batches.
 
-Geometry (quickdraw-dataset issue #19): the 256-unit source box gets `padding` on each side plus half a
-line on each side and is scaled to `size` pixels; each drawing's box [0, max] is centred in it; every
-stroke is a polyline `line_width` units wide with round caps and joins, painted white OVER black.
+Geometry (quickdraw-dataset issue #19), fixed by a RasterSpec: the 256-unit source box gets `padding` on
+each side plus half a line on each side and is scaled to `size` pixels; each drawing's box [0, max] is
+centred in it; every stroke is a polyline `line_width` units wide with round caps and joins, painted
+white OVER black.
 
-How we cover pixels the way cairo does: every pixel row is cut into SUBROWS horizontal sample lines (cairo's
-scan converter uses 15); on each line a capsule (one segment grown by the pen) covers one x-interval. The
-intervals of one stroke are merged (a stroke is the union of its capsules, composited over the strokes
-before it), and spread over pixel columns with a difference array. A chunk of drawings is a few flat numpy
-passes over all the sample lines of all its drawings, one sort and two `np.bincount`s.
+How pixels are covered the way cairo covers them: every pixel row is cut into SUBROWS horizontal sample
+lines (cairo's scan converter uses 15) and a stroke covers an exact x-interval set on each line; a
+pixel's coverage is the covered length in it, averaged over its lines. The stroke is cut into chains,
+runs of segments whose y never turns back. A chain meets every sample line in one interval (its pen is
+convex and it crosses each height once), so that interval's ends are the min and max over the pieces
+on the line: each point's pen (a 12-gon at 28x28) and each segment's two straight sides, a side only
+on the lines between its tangent points. Those envelopes are two scatters (`np.minimum.at` /
+`np.maximum.at`) into one array of chain lines. The chains of a stroke that share a line are merged
+exactly: a union of intervals is the union of [lo_(i), hi_(i)] with both ends sorted separately (the
+count of intervals over x is the same), so a min/max network sorts them and piece i, from
+max(lo_(i), hi_(i-1)) to hi_(i), covers what the pieces before it do not. Pieces are spread over pixel
+columns with a difference array; strokes are composited per pixel. doodle.rasterref keeps the slower,
+more literal renderer this one is tested against (one capsule per segment per line, merged by a sort).
 
 What mattered against Google's own renders (mean |error| over the 570 shared pairs, in 0..255 units):
 cairo's round pen is a regular polygon (12 vertices at 28x28), not a circle: 0.18 -> 0.09; device
 coordinates rounded to cairo's 1/256 pixel: 0.093 -> 0.085; exactly 15 sample lines per row at mid-line
-heights (16 lines: 0.16, 8: 0.27, 5: 0.47, lines at k/15 instead of (k + 0.5)/15: 1.04); each stroke
-composited over the others (summing or taking the max of strokes: 0.7). What did not: rounding each
-composite step to 8 bits like an ARGB32 surface, and the exact tangent points cairo adds to caps and
-joins (0.090, slightly worse, so left out).
+heights (16 lines: 0.16, 8: 0.27, 5: 0.47, lines at k/15 instead of (k + 0.5)/15: 1.04, exact areas:
+0.135); each stroke composited over the others (summing or taking the max of strokes: 0.7). This
+renderer's pen widths are exact where the reference looks them up in a 4,096-step table and skips lines
+within 1/1000 pixel of a cap's tip: 0.082. What did not help: rounding each composite step to 8 bits
+like an ARGB32 surface, and the exact tangent points cairo adds to caps and joins (0.090).
 """
 
 from __future__ import annotations
@@ -24,30 +34,127 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import os
-import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from operator import itemgetter
 
 import numpy as np
 
-from doodle import heap
 from doodle.errors import DoodleError
-from doodle.progress import NULL_REPORTER, Reporter
 
 SOURCE_SIDE = 256.0  # Google's box; simplified coordinates run 0..255
+PADDING = 16.0  # Google's padding around the box, in drawing units (vector_to_raster's default)
 SUBROWS = 15  # sample lines per pixel row: cairo's tor scan converter (GRID_Y)
 TOLERANCE = 0.1  # cairo's default flattening tolerance (device pixels): sets the pen's vertex count
-FIXED = 256.0  # cairo rounds device coordinates to 1/256 pixel
-QBITS = 10  # interval ends are kept in 1/1024 pixel
-PROFILE_STEPS = 4096  # resolution of the pen half-width table (error < 1e-3 pixel)
-EDGE = 1e-3  # pixels: lines closer than this to a cap's very top or bottom are skipped (float32 safety)
-CHUNK_PIXELS = 50_000  # drawings per chunk = this / size**2: small enough that the per-line arrays stay in cache
+GRID = 256 * SUBROWS  # heights in 1/3840 pixel are exact: cairo's 1/256-pixel points, lines at (k + 0.5) / 15
+QBITS = 10  # x in 1/1024 pixel (float32) while lines are merged
 MAX_COORD = 1e5  # larger coordinates are surely a mistake, and would overflow float32 pixel maths
-PARALLEL_MIN = 8192  # below this many drawings, worker processes cost more than they save
-ORPHAN_POLL = 0.5  # seconds between a worker's checks that the process that started it is still there
-TASK_CHUNKS = 32  # chunks per worker task: tasks of ~2,000 drawings keep inter-process traffic negligible
+NETWORK = 4  # up to this many chains sharing a stroke row are merged by a min/max network, more by a sort
+
+# Settings that draw no usable bitmap (model.json edited by hand, a mistyped config): see RasterSpec.problem.
+MAX_SIZE = 4096  # pixels per side
+MAX_LINE_WIDTH = SOURCE_SIDE / 2  # drawing units: a wider pen paints most of the box, whatever is drawn
+MIN_BOX = 0.25  # the 256-unit box must span this share of the image side, or every drawing is one small blob
+MIN_PEN = 1 / SUBROWS  # pixels: a thinner pen can fall between the sample lines, and its strokes vanish
+
+
+# ---------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class RasterSpec:
+    """How strokes become bitmaps: the image side in pixels, pen width and padding in drawing units (256 per box)."""
+
+    size: int = 28
+    line_width: float = 16.0
+    padding: float = PADDING
+
+    def __post_init__(self) -> None:
+        found = RasterSpec.problem(self.size, self.line_width, self.padding)
+        if found:
+            raise DoodleError(f"raster {found[0]} {found[1]}")
+        object.__setattr__(self, "size", int(self.size))
+        object.__setattr__(self, "line_width", float(self.line_width))
+        object.__setattr__(self, "padding", float(self.padding))
+
+    @staticmethod
+    def problem(size, line_width, padding) -> tuple[str, str] | None:
+        """(field, what is wrong with it) when these settings draw no usable bitmap; None when they do.
+
+        The bounds are relative to the image, so they hold at any size: the pen must be at least 1/15
+        pixel wide (thinner strokes fall between the sample lines and vanish; 0 or 5e-324 would divide by
+        zero) and at most half the 256-unit box (128: wider, it paints the box white whatever is drawn);
+        padding and pen together must leave the box a quarter of the image side (2 * padding + line_width
+        <= 768: beyond that every drawing shrinks to the same blob in the middle)."""
+        if not _is_int(size) or not 1 <= size <= MAX_SIZE:
+            return "size", f"must be a whole number from 1 to {MAX_SIZE} (got {_show(size)})"
+        if not _is_number(line_width) or line_width <= 0:
+            return "line_width", f"must be a positive number (got {_show(line_width)})"
+        if not _is_number(padding) or padding < 0:
+            return "padding", f"must be a number >= 0 (got {_show(padding)})"
+        if line_width > MAX_LINE_WIDTH:
+            return "line_width", (f"must be at most {MAX_LINE_WIDTH:g}, half the 256-unit drawing box "
+                                  f"(got {_show(line_width)})")
+        margin = (1 / MIN_BOX - 1) * SOURCE_SIDE
+        if 2 * padding + line_width > margin:
+            return "padding", (f"and line_width must leave the drawing a quarter of the image: 2 * padding + "
+                               f"line_width <= {margin:g} (got padding {_show(padding)})")
+        if line_width * size < MIN_PEN * (SOURCE_SIDE + 2 * padding + line_width):
+            least = MIN_PEN * (SOURCE_SIDE + 2 * padding) / (size - MIN_PEN) if size > MIN_PEN else math.inf
+            return "line_width", (f"must draw a pen at least 1/{SUBROWS} pixel wide, >= {least:.3g} at size {size} "
+                                  f"(got {_show(line_width)}): thinner strokes fall between the sample lines")
+        return None
+
+    @classmethod
+    def from_dict(cls, data) -> RasterSpec:
+        """model.json's "raster" entry -> spec; a DoodleError naming the key when it is missing or unusable."""
+        if not isinstance(data, dict):
+            raise DoodleError("'raster' must be a mapping of size, line_width and padding")
+        for key in ("size", "line_width", "padding"):
+            if key not in data:
+                raise DoodleError(f"'raster' lacks '{key}'")
+        found = cls.problem(data["size"], data["line_width"], data["padding"])
+        if found:
+            raise DoodleError(f"'raster' {found[0]} {found[1]}")
+        return cls(data["size"], data["line_width"], data["padding"])
+
+    def to_dict(self) -> dict:
+        """The spec as model.json keeps it."""
+        return {"size": self.size, "line_width": self.line_width, "padding": self.padding}
+
+    @classmethod
+    def resolve(cls, spec: RasterSpec | None, size=None, line_width=None, padding=None) -> RasterSpec:
+        """A spec, or one made from keyword settings (defaults for the ones not given), never both."""
+        if spec is None:
+            given = {"size": size, "line_width": line_width, "padding": padding}
+            return cls(**{k: v for k, v in given.items() if v is not None})
+        if not isinstance(spec, RasterSpec):
+            raise TypeError(f"spec must be a RasterSpec, got {type(spec).__name__}; pass size= as a keyword")
+        if (size, line_width, padding) != (None, None, None):
+            raise TypeError("give a RasterSpec or size/line_width/padding keywords, not both")
+        return spec
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_number(v) -> bool:
+    """A finite int or float (NaN, infinities and ints too big for a float are not)."""
+    if not isinstance(v, (int, float, np.integer, np.floating)) or isinstance(v, (bool, np.bool_)):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
+def _show(value) -> str:
+    """A value for a message, short whatever it is (a 5,000-digit integer from a damaged file)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int with more digits than Python converts to text
+        return "a huge number"
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 # ---------------------------------------------------------------- input
@@ -64,7 +171,7 @@ def _strokes_of(drawing, index: int):
     return drawing
 
 
-def _flatten(drawings, base: int = 0):
+def flatten(drawings, base: int = 0):
     """Drawings -> (xs, ys) of all points, points per stroke, strokes per drawing; `base` numbers errors."""
     strokes = [_strokes_of(d, base + i) for i, d in enumerate(drawings)]
     per_drawing = np.fromiter((len(s) for s in strokes), dtype=np.int64, count=len(strokes))
@@ -72,17 +179,18 @@ def _flatten(drawings, base: int = 0):
     try:
         nx = np.fromiter(map(len, map(itemgetter(0), flat)), dtype=np.int64, count=len(flat))
         ny = np.fromiter(map(len, map(itemgetter(1), flat)), dtype=np.int64, count=len(flat))
-        xs = np.array(list(itertools.chain.from_iterable(map(itemgetter(0), flat))), dtype=np.float64)
-        ys = np.array(list(itertools.chain.from_iterable(map(itemgetter(1), flat))), dtype=np.float64)
-    except (TypeError, ValueError, IndexError, KeyError, OverflowError) as err:
-        where = _culprit(strokes, base)
-        raise DoodleError(f"{where}: every stroke must be [xs, ys] lists of numbers ({err})") from None
-    if xs.ndim != 1 or ys.ndim != 1:
-        raise DoodleError(f"{_culprit(strokes, base)}: every stroke must be [xs, ys] lists of numbers")
+    except (TypeError, IndexError, KeyError) as err:
+        raise _malformed(strokes, base, err) from None
     if not np.array_equal(nx, ny):
         bad = int(np.flatnonzero(nx != ny)[0])
         raise DoodleError(f"{_where(per_drawing, bad, base)}: xs and ys have different lengths "
                           f"({nx[bad]} vs {ny[bad]})")
+    try:  # straight from the lists, no intermediate list (a third of the time of np.array(list(...)))
+        total = int(nx.sum())
+        xs = np.fromiter(itertools.chain.from_iterable(map(itemgetter(0), flat)), np.float64, count=total)
+        ys = np.fromiter(itertools.chain.from_iterable(map(itemgetter(1), flat)), np.float64, count=total)
+    except (TypeError, ValueError, IndexError, KeyError, OverflowError) as err:
+        raise _malformed(strokes, base, err) from None
     drawing_of_stroke = np.repeat(np.arange(len(per_drawing)), per_drawing)
     points = np.bincount(drawing_of_stroke, nx, minlength=len(per_drawing))
     empty = np.flatnonzero(points == 0)
@@ -93,10 +201,14 @@ def _flatten(drawings, base: int = 0):
         stroke = int(np.searchsorted(np.cumsum(nx), np.flatnonzero(~sane)[0], side="right"))
         raise DoodleError(f"{_where(per_drawing, stroke, base)}: coordinates must be finite numbers within "
                           f"+-{MAX_COORD:g} (simplified drawings use 0..255)")
-    if (nx == 0).any():  # an empty stroke draws nothing; dropping it keeps every stroke >= 1 segment
+    if (nx == 0).any():  # an empty stroke draws nothing; dropping it keeps every stroke >= 1 point
         per_drawing = np.bincount(drawing_of_stroke[nx > 0], minlength=len(per_drawing))
         nx = nx[nx > 0]
     return xs, ys, nx, per_drawing
+
+
+def _malformed(strokes, base: int, err: Exception) -> DoodleError:
+    return DoodleError(f"{_culprit(strokes, base)}: every stroke must be [xs, ys] lists of numbers ({err})")
 
 
 def _where(per_drawing, stroke: int, base: int) -> str:
@@ -118,23 +230,14 @@ def _culprit(strokes, base: int) -> str:
     return "input"
 
 
-def _check(size, line_width, padding) -> None:
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise DoodleError(f"raster size must be a positive integer, got {size!r}")
-    if not (isinstance(line_width, (int, float, np.number)) and math.isfinite(line_width) and line_width > 0):
-        raise DoodleError(f"raster line_width must be a positive number, got {line_width!r}")
-    if not (isinstance(padding, (int, float, np.number)) and math.isfinite(padding) and padding >= 0):
-        raise DoodleError(f"raster padding must be a non-negative number, got {padding!r}")
-
-
 # ---------------------------------------------------------------- geometry
 
 
-def _geometry(size: int, line_width: float, padding: float):
+def geometry(spec: RasterSpec):
     """(scale, shift, radius): device = (user + centring offset + shift) * scale; radius in pixels."""
-    total_padding = 2.0 * padding + line_width
-    scale = size / (SOURCE_SIDE + total_padding)
-    return scale, total_padding / 2.0, line_width / 2.0 * scale
+    total_padding = 2.0 * spec.padding + spec.line_width
+    scale = spec.size / (SOURCE_SIDE + total_padding)
+    return scale, total_padding / 2.0, spec.line_width / 2.0 * scale
 
 
 def pen_vertices(radius: float) -> int:
@@ -145,346 +248,270 @@ def pen_vertices(radius: float) -> int:
     return max(4, n + n % 2)
 
 
-@functools.lru_cache(maxsize=16)
-def _pen_profile(radius: float) -> np.ndarray:
-    """Half-width of cairo's polygonal pen, (PROFILE_STEPS + 1,) float32, entry i at height (i + 0.5) / STEPS.
+def starts(counts):
+    """Start offsets of consecutive groups of the given sizes."""
+    out = np.zeros(len(counts), np.int64)
+    np.cumsum(counts[:-1], out=out[1:])
+    return out
 
-    Heights are in units of the radius. The pen has vertices at angles 2*pi*i/n, so its half-width is
-    piecewise linear between them. The last entry is 0: lines beyond the pen's top get an empty interval.
-    """
+
+@functools.lru_cache(maxsize=4)
+def _pen_table(radius: float) -> tuple[int, np.ndarray]:
+    """(lowest, (256, span) float32): the pen's half-width (1/1024 px) on each line it crosses.
+
+    A pen centred at height m/256 px crosses the lines k whose offset n = 256 k + 128 - 15 m (in 1/3840
+    px) has |n| < radius * 3840; the first one's offset is lowest + phase (phase 0..255), entry [phase, t]
+    is the t-th line from there. The pen is a regular polygon with a vertex at angle 0, so its half-width
+    is piecewise linear in the height, exact here. -inf marks lines past the pen (neutral for min/max)."""
     n = pen_vertices(radius)
     angles = 2 * np.pi * np.arange(n // 4 + 1) / n
     angles = angles[angles <= np.pi / 2 + 1e-12]
-    heights, widths = np.sin(angles), np.cos(angles)
-    t = (np.arange(PROFILE_STEPS) + 0.5) / PROFILE_STEPS
-    half = np.interp(t, heights, widths, right=0.0) * radius
-    return np.append(half, 0.0).astype(np.float32)
+    reach = radius * GRID
+    lowest = math.floor(-reach) + 1
+    span = math.ceil((reach - lowest) / 256) + 1
+    offset = lowest + np.arange(256)[:, None] + 256 * np.arange(span)[None, :]  # (256, span)
+    half = np.interp(np.abs(offset) / GRID, np.sin(angles) * radius, np.cos(angles) * radius) * (1 << QBITS)
+    half[np.abs(offset) >= reach] = -np.inf
+    return lowest, half.astype(np.float32)
+
+
+_RAMP = [np.arange(1 << 16)]
+
+
+def _ramp(n: int) -> np.ndarray:
+    """0, 1, .., n-1 (a view of a kept array: chunk after chunk needs the same ones)."""
+    if len(_RAMP[0]) < n:
+        _RAMP[0] = np.arange(2 * n)
+    return _RAMP[0][:n]
+
+
+_TILES: dict[int, np.ndarray] = {}
+
+
+def _tile(n: int, reps: int) -> np.ndarray:
+    """0, 1, .., n-1 repeated reps times (a view of a kept array)."""
+    kept = _TILES.get(n)
+    if kept is None or len(kept) < n * reps:
+        kept = _TILES[n] = np.tile(np.arange(n), max(2 * reps, 4096))
+    return kept[:n * reps]
 
 
 # ---------------------------------------------------------------- rendering
 
 
-def _starts(counts):
-    """Start offsets of consecutive groups of the given sizes."""
-    starts = np.zeros(len(counts), np.int64)
-    np.cumsum(counts[:-1], out=starts[1:])
-    return starts
+def _chains(my, nx):
+    """Cut strokes into chains whose y never turns back: (first point, last point) of each, segments' chain.
+
+    A point where the direction turns ends one chain and starts the next; level segments join the chain
+    they are in; a one-point stroke is a chain of one point."""
+    stroke_start = starts(nx)
+    last = np.zeros(len(my), bool)
+    last[stroke_start + nx - 1] = True
+    a = np.flatnonzero(~last)  # segment a -> a + 1
+    dy = my[a + 1] - my[a]
+    first = np.zeros(len(a), bool)
+    first[starts(nx - 1)[nx > 1]] = True
+    keep = np.where((dy != 0) | first, np.arange(len(a)), 0)
+    np.maximum.accumulate(keep, out=keep)  # each segment's direction is its last non-level one's
+    direction = np.sign(dy[keep])
+    new = first.copy()
+    new[1:] |= direction[1:] != direction[:-1]
+    chain_first = np.flatnonzero(new)
+    dots = stroke_start[nx == 1]
+    p_start = np.concatenate((a[chain_first], dots))
+    p_end = np.concatenate((np.append(a[chain_first[1:] - 1], a[-1:]) + 1 if len(a) else a, dots))
+    return a, dy, np.cumsum(new) - 1, p_start, p_end
 
 
-def _segments(xs, ys, nx, per_drawing, scale: float, shift: float):
-    """Flat points -> segments in device pixels, in stroke order: x0, y0, x1, y1 (y0 <= y1), stroke index."""
-    n_drawings, n_strokes = len(per_drawing), len(nx)
-    points = np.bincount(np.repeat(np.arange(n_drawings), per_drawing), nx, minlength=n_drawings).astype(np.int64)
-    first = _starts(points)
-    # Centre each drawing's box [0, max] in the 256 box (Google's offset ignores the minimum). cairo keeps
-    # device coordinates in 24.8 fixed point; half a quantum more makes the int64 cast of interval ends
-    # in _union round rather than truncate.
-    off_x = np.repeat((SOURCE_SIDE - np.maximum.reduceat(xs, first)) / 2.0 + shift, points)
-    off_y = np.repeat((SOURCE_SIDE - np.maximum.reduceat(ys, first)) / 2.0 + shift, points)
-    X = np.rint((xs + off_x) * (scale * FIXED)) / FIXED + 0.5 / (1 << QBITS)
-    Y = np.rint((ys + off_y) * (scale * FIXED)) / FIXED
-    # Each point joins the next one of its stroke; a one-point stroke is a zero-length segment, which the
-    # round caps turn into a dot.
-    last = np.zeros(len(xs), bool)
-    last[np.cumsum(nx) - 1] = True
-    single = np.zeros(len(xs), bool)
-    single[_starts(nx)[nx == 1]] = True
-    a = np.flatnonzero(~last | single)
-    b = a + ~last[a]
-    stroke = np.repeat(np.arange(n_strokes), nx)[a]
-    flip = Y[a] > Y[b]
-    a, b = np.where(flip, b, a), np.where(flip, a, b)
-    return X[a], Y[a], X[b], Y[b], stroke
-
-
-def _intervals(x0, y0, x1, y1, k_lo, count, r: float, size: int):
-    """Where each sample line crosses each capsule: (lo, hi) in 1/quantum pixel, (lines,) float32 each.
-
-    A capsule's left boundary, bottom to top, is the first pen's arc up to height y0 + r*ux, a straight
-    side, then the second pen's arc; the right boundary likewise with y0 - r*ux. Per-line maths is
-    float32 in heights relative to the segment's ends, so it stays exact enough at any size.
-    """
-    quantum = 1 << QBITS
-    dx, dy = x1 - x0, y1 - y0
-    length = np.hypot(dx, dy)
-    dot = length == 0
-    safe = np.where(dot, 1.0, length)
-    ux = np.where(dot, 0.0, dx / safe)
-    uy = np.where(dot, 1.0, dy / safe)
-    slope = np.where(uy > 1e-9, ux / np.maximum(uy, 1e-9), 0.0)  # dx/dy along the sides
-
-    def per_line(v):
-        return np.repeat(v.astype(np.float32), count)
-
-    j = np.arange(int(count.sum()), dtype=np.int32)
-    j -= np.repeat(_starts(count).astype(np.int32), count)  # line index within its segment
-    d0 = j.astype(np.float32) * np.float32(1.0 / SUBROWS) + per_line((k_lo + 0.5) / SUBROWS - y0)
-    del j
-    d1 = d0 - per_line(dy)
-    profile = _pen_profile(r) * np.float32(quantum)
-    inv, top = np.float32(PROFILE_STEPS / r), np.float32(PROFILE_STEPS)
-    h0 = profile[np.minimum(np.abs(d0) * inv, top).astype(np.int32)]
-    h1 = profile[np.minimum(np.abs(d1) * inv, top).astype(np.int32)]
-    X0, X1, rux = per_line(x0 * quantum), per_line(x1 * quantum), per_line(r * ux)
-    t = per_line(slope * quantum) * d0
-    side = per_line((x0 - r * uy - slope * r * ux) * quantum)
-    side += t
-    lo = np.where(d0 < rux, X0 - h0, np.where(d1 > rux, X1 - h1, side))
-    side = per_line((x0 + r * uy + slope * r * ux) * quantum)
-    side += t
-    np.negative(rux, out=rux)
-    hi = np.where(d0 < rux, X0 + h0, np.where(d1 > rux, X1 + h1, side))
-    if (np.minimum(x0, x1) < r).any() or (np.maximum(x0, x1) > size - r).any():
-        np.clip(lo, 0, size * quantum, out=lo)
-        np.clip(hi, 0, size * quantum, out=hi)
-    np.maximum(hi, lo, out=hi)
-    return lo, hi
-
-
-def _union(group, lo, hi, xbits: int):
-    """Merge the intervals of each group: (group << xbits | start, group << xbits | end) per run, int64.
-
-    (group, start, end) are packed into one int64 and sorted; a running max of the ends finds where a
-    new run begins. Groups never mix: they sit in the higher bits.
-    """
-    mask = (1 << xbits) - 1
-    packed = (group << (2 * xbits)) | (lo.astype(np.int64) << xbits) | hi.astype(np.int64)
-    # Each segment's lines arrive in ascending groups, so the array is a few thousand sorted runs: the
-    # stable sort (timsort for int64) merges them about 6x faster than quicksort (the result is the same).
-    packed.sort(kind="stable")
-    start = packed >> xbits
-    end = (start & ~mask) | (packed & mask)
-    del packed
-    np.maximum.accumulate(end, out=end)
-    new = np.empty(len(start), bool)
-    new[0] = True
-    np.greater(start[1:], end[:-1], out=new[1:])
-    first = np.flatnonzero(new)
-    return start[first], end[np.append(first[1:] - 1, len(end) - 1)]
-
-
-def _render(xs, ys, nx, per_drawing, size: int, line_width: float, padding: float) -> np.ndarray:
-    """Flat drawings (see `_flatten`) -> (drawings, size, size) uint8."""
-    scale, shift, r = _geometry(size, line_width, padding)
+def render_flat(xs, ys, nx, per_drawing, spec: RasterSpec) -> np.ndarray:
+    """Flat drawings (see `flatten`) -> (drawings, size, size) uint8."""
+    size = spec.size
+    scale, shift, r = geometry(spec)
     n_drawings, n_strokes = len(per_drawing), len(nx)
     out = np.zeros((n_drawings, size, size), np.uint8)
     if n_strokes == 0:
         return out
-    x0, y0, x1, y1, seg_stroke = _segments(xs, ys, nx, per_drawing, scale, shift)
+    n_lines, q1 = size * SUBROWS, float(1 << QBITS)
 
-    # Sample lines y = (k + 0.5) / SUBROWS that cross each capsule (at k / SUBROWS: 1.0/255 worse).
-    n_lines = size * SUBROWS
-    k_lo = np.clip(np.ceil((y0 - r + EDGE) * SUBROWS - 0.5), 0, n_lines).astype(np.int64)
-    k_hi = np.clip(np.floor((y1 + r - EDGE) * SUBROWS - 0.5), -1, n_lines - 1).astype(np.int64)
-    count = np.maximum(k_hi - k_lo + 1, 0)
+    # Device coordinates in 1/256 pixel, as cairo keeps them. Each drawing's box [0, max] is centred in
+    # the 256 box (Google's offset ignores the minimum).
+    points = np.bincount(np.repeat(np.arange(n_drawings), per_drawing), nx, minlength=n_drawings).astype(np.int64)
+    first = starts(points)
+    off_x = np.repeat((SOURCE_SIDE - np.maximum.reduceat(xs, first)) / 2.0 + shift, points)
+    off_y = np.repeat((SOURCE_SIDE - np.maximum.reduceat(ys, first)) / 2.0 + shift, points)
+    mx = np.rint((xs + off_x) * (scale * 256))
+    my = np.rint((ys + off_y) * (scale * 256))
+    a, dyi, seg_chain, p_start, p_end = _chains(my, nx)
+    chain_stroke = np.repeat(np.arange(n_strokes), nx)[p_start]
 
-    # Slots: the pixel rows each stroke touches, numbered stroke by stroke. A sample line's group,
-    # slot * SUBROWS + line within the row, is what its intervals are merged within.
-    seg_first = _starts(np.bincount(seg_stroke, minlength=n_strokes))
-    hit = count > 0
-    k_min = np.minimum.reduceat(np.where(hit, k_lo, n_lines), seg_first)
-    k_max = np.maximum.reduceat(np.where(hit, k_hi, -1), seg_first)
-    row0 = k_min // SUBROWS
-    rows = np.where(k_max >= k_min, k_max // SUBROWS - row0 + 1, 0)  # (strokes,)
-    slot0 = _starts(rows)
-    n_slots = int(rows.sum())
+    # Chain lines: the pixel rows each chain's pens reach, 15 lines each, chain after chain.
+    pen_count = p_end - p_start + 1
+    pen0 = starts(pen_count)
+    n_pens = int(pen_count.sum())
+    pen_chain = np.repeat(np.arange(len(p_start)), pen_count)
+    pen_point = _ramp(n_pens) + np.repeat(p_start - pen0, pen_count)
+    lowest, table = _pen_table(r)
+    span = table.shape[1]
+    m15 = (SUBROWS * my[pen_point]).astype(np.int64)
+    k0 = (m15 + (lowest - 128 + 255)) // 256  # first line of each pen
+    phase = 256 * k0 + (128 - lowest) - m15
+    kmin = np.maximum(np.minimum.reduceat(k0, pen0), 0)
+    kmax = np.minimum(np.maximum.reduceat(k0, pen0) + (span - 1), n_lines - 1)
+    rmin = kmin // SUBROWS
+    c_rows = np.maximum(kmax // SUBROWS - rmin + 1, 0)
+    c_q = SUBROWS * (starts(c_rows) - rmin)  # chain line of (chain, line k) = c_q[chain] + k
+    n_cl = SUBROWS * int(c_rows.sum())
+    # x of each chain line's interval, 1/1024 px; lines after n_cl catch pens of chains off the image
+    left = np.full(n_cl + SUBROWS, np.inf, np.float32)
+    right = np.full(n_cl + SUBROWS, -np.inf, np.float32)
+
+    # Pens: every point of every chain (a turning point is in both of its chains).
+    half = np.take(table, phase, axis=0).ravel()  # (pens * span,)
+    x = np.repeat((mx[pen_point] * 4).astype(np.float32), span)
+    pen_left, pen_right = x - half, x + half
+    line = np.repeat(k0, span) + _tile(span, n_pens)
+    if k0.min() < 0 or k0.max() + span > n_lines:  # pens across the image's top or bottom edge
+        outside = (line < 0) | (line >= n_lines)
+        pen_left[outside], pen_right[outside] = np.inf, -np.inf
+        np.clip(line, np.repeat(kmin[pen_chain], span), np.repeat(np.maximum(kmax, kmin)[pen_chain], span), out=line)
+    line += np.repeat(c_q[pen_chain], span)
+    np.minimum.at(left, line, pen_left)
+    np.maximum.at(right, line, pen_right)
+
+    # Sides: the segment moved r along its normal, between its tangent points (y0 + r ux .. y1 + r ux
+    # for the left side, y0 - r ux .. for the right; y0 <= y1).
+    if len(a):
+        flip = dyi < 0
+        pa, pb = a + flip, a + ~flip
+        x0, y0 = mx[pa] * (1 / 256), my[pa] * (1 / 256)
+        dx, dy = mx[pb] * (1 / 256) - x0, np.abs(dyi) * (1 / 256)
+        steep = dy > 0  # level segments have no sides between their pens
+        inv = r / np.where(steep, np.hypot(dx, dy), 1.0)
+        rux, ruy, slope = dx * inv, dy * inv, dx / np.where(steep, dy, 1.0)
+        y_from = np.concatenate((y0 + rux, y0 - rux))  # (2 * segments,): left sides, then right
+        x_from = np.concatenate((x0 - ruy, x0 + ruy))
+        slope, chain = np.concatenate((slope, slope)), np.concatenate((seg_chain, seg_chain))
+        k_lo = np.maximum(np.ceil(y_from * SUBROWS - 0.5), kmin[chain]).astype(np.int64)
+        k_hi = np.minimum(np.floor((y_from + np.concatenate((dy, dy))) * SUBROWS - 0.5), kmax[chain])
+        count = np.where(np.concatenate((steep, steep)), np.maximum(k_hi.astype(np.int64) - k_lo + 1, 0), 0)
+        first = starts(count)
+        j = _ramp(int(count.sum()))  # line k = k_lo + j - first; x = x_from + slope ((k + 0.5) / 15 - y_from)
+        x = np.repeat((x_from + slope * ((k_lo - first + 0.5) / SUBROWS - y_from)) * q1, count)
+        x += np.repeat(slope * (q1 / SUBROWS), count) * j
+        x = x.astype(np.float32)
+        line = np.repeat(c_q[chain] + k_lo - first, count) + j
+        n_left = int(count[:len(a)].sum())
+        np.minimum.at(left, line[:n_left], x[:n_left])
+        np.maximum.at(right, line[n_left:], x[n_left:])
+
+    # Stroke rows ("slots"): the rows each stroke's chains reach.
+    n_cr = int(c_rows.sum())
+    left, right = left[:n_cl], right[:n_cl]
+    np.clip(left, 0, size * q1, out=left)
+    np.clip(right, 0, size * q1, out=right)
+    np.minimum(left, right, out=left)  # a line nothing covers: an empty interval
+    s_rmin = np.full(n_strokes, size, np.int64)
+    np.minimum.at(s_rmin, chain_stroke, np.where(c_rows > 0, rmin, size))
+    s_rmax = np.full(n_strokes, -1, np.int64)
+    np.maximum.at(s_rmax, chain_stroke, np.where(c_rows > 0, rmin + c_rows - 1, -1))
+    s_rows = np.maximum(s_rmax - s_rmin + 1, 0)
+    slot0 = starts(s_rows)
+    n_slots = int(s_rows.sum())
     if n_slots == 0:
         return out
-    lo, hi = _intervals(x0, y0, x1, y1, k_lo, count, r, size)  # (lines,) each
-    group = np.repeat(((slot0 - row0) * SUBROWS)[seg_stroke] + k_lo, count)
-    group += np.arange(len(group)) - np.repeat(_starts(count), count)
-    quantum = 1 << QBITS
-    xbits = (size * quantum).bit_length()
-    run_start, run_end = _union(group, lo, hi, xbits)  # (runs,) each
-    del group, lo, hi
+    cr_slot = _ramp(n_cr) + np.repeat(slot0[chain_stroke] - s_rmin[chain_stroke] + rmin - starts(c_rows), c_rows)
+    lo, hi, slot = _merge(left.reshape(n_cr, SUBROWS), right.reshape(n_cr, SUBROWS), cr_slot, n_slots)
 
-    # Slots renumbered by (drawing, row, stroke), so the strokes covering one output row sit together.
-    drawing_of_stroke = np.repeat(np.arange(n_drawings), per_drawing)
-    slot_stroke = np.repeat(np.arange(n_strokes), rows)
-    target = drawing_of_stroke[slot_stroke] * size + row0[slot_stroke] + np.arange(n_slots) - slot0[slot_stroke]
-    order = np.lexsort((slot_stroke, target))
-    rank = np.empty(n_slots, np.int64)
-    rank[order] = np.arange(n_slots)
-
-    # Spread each run [s, e) over columns: coverage_j = clip(e - j, 0, 1) - clip(s - j, 0, 1), which is
-    # the cumsum of -1 at floor(e) and +1 at floor(s), plus each end's fractional part at its own column;
-    # each sample line weighs 1 / SUBROWS of its pixel row.
-    mask = (1 << xbits) - 1
-    width = size + 1
-    cell_row = rank[(run_start >> xbits) // SUBROWS] * width
-    q = np.concatenate((run_end & mask, run_start & mask))
-    cells = np.concatenate((cell_row, cell_row)) + (q >> QBITS)
-    sign = np.repeat(np.array([1.0 / SUBROWS, -1.0 / SUBROWS]), len(cell_row))
+    # Spread each piece [lo, hi) over columns: steps[slot, column] counts the lines whose piece starts
+    # (+1) or ends (-1) there, a running sum over columns counts the lines covering a column whole, and
+    # each end adds its fraction of a column. Two sums in one bincount: steps * 2**26 + fractions.
+    width, big = size + 2, float(1 << 26)
+    cs, ce = np.floor(lo * np.float32(1 / q1)), np.floor(hi * np.float32(1 / q1))
     bins = n_slots * width
-    cover = np.bincount(cells, -sign, minlength=bins).reshape(n_slots, width)
-    np.cumsum(cover, axis=1, out=cover)
-    sign *= 1.0 / quantum
-    cover += np.bincount(cells, sign * (q & (quantum - 1)), minlength=bins).reshape(n_slots, width)
+    cover = np.bincount(cs.astype(np.intp) + slot * width, (cs * np.float32(q1) - lo).astype(np.float64) + big,
+                        minlength=bins)
+    cover += np.bincount(ce.astype(np.intp) + slot * width, (hi - ce * np.float32(q1)).astype(np.float64) - big,
+                         minlength=bins)
+    cover = cover.reshape(n_slots, width)
+    steps = np.rint(cover * (1 / big))
+    cover -= steps * big
+    for col in range(1, size):  # the running sum: np.cumsum costs ~10x more per element here
+        steps[:, col] += steps[:, col - 1]
+    cover += steps * q1  # (slots, width): coverage * 15 * 1024
 
     # Composite: each stroke lets 1 - coverage of what is below show through (alpha_out = a + b - a*b).
-    clear = 1.0 - cover[:, :size]  # (slots, size), in rank order
+    drawing_of_stroke = np.repeat(np.arange(n_drawings), per_drawing)
+    slot_stroke = np.repeat(np.arange(n_strokes), s_rows)
+    target = drawing_of_stroke[slot_stroke] * size + s_rmin[slot_stroke] + _ramp(n_slots) - slot0[slot_stroke]
+    order = np.argsort(target, kind="stable")
+    clear = 1.0 - cover[order, :size] * (1.0 / (SUBROWS * q1))  # (slots, size), by output row
     target = target[order]
     bounds = np.flatnonzero(np.diff(target, prepend=-1))
-    through = np.multiply.reduceat(clear, bounds, axis=0)  # (output rows touched, size)
-    out.reshape(-1, size)[target[bounds]] = np.rint(255.0 - through * 255.0)
+    out.reshape(-1, size)[target[bounds]] = np.rint(255.0 - np.multiply.reduceat(clear, bounds, axis=0) * 255.0)
     return out
+
+
+def _merge(left, right, cr_slot, n_slots):
+    """Chain rows (rows, 15) -> disjoint pieces (lo, hi, slot), one per chain line: each stroke line's union.
+
+    Chain rows are taken by the number of chains in their stroke row: alone, their lines are pieces as
+    they are; up to NETWORK, both ends go through a min/max sorting network, line by line; beyond, the
+    ends are sorted by (stroke line, x)."""
+    chains_in = np.bincount(cr_slot, minlength=n_slots)[cr_slot]
+    order = np.argsort(chains_in * n_slots + cr_slot, kind="stable")  # chain rows by (chains, stroke row)
+    counts = np.bincount(chains_in)
+    lo_out = np.empty(left.shape, np.float32)  # (rows, 15): pieces written in place, group after group
+    hi_out = np.empty(left.shape, np.float32)
+    at = 0
+    for m in np.flatnonzero(counts):
+        if m > NETWORK:
+            lo_out, hi_out = lo_out.ravel(), hi_out.ravel()
+            lo_out[at * SUBROWS:], hi_out[at * SUBROWS:], slot = _merge_sorted(left, right, cr_slot, order[at:])
+            return lo_out, hi_out, np.concatenate((np.repeat(cr_slot[order[:at]], SUBROWS), slot))
+        rows = order[at:at + counts[m]]
+        if m == 1:
+            np.take(left, rows, axis=0, out=lo_out[at:at + len(rows)])
+            np.take(right, rows, axis=0, out=hi_out[at:at + len(rows)])
+            at += len(rows)
+            continue
+        lo = list(left[rows].reshape(-1, m, SUBROWS).transpose(1, 0, 2))  # m x (stroke rows, 15)
+        hi = list(right[rows].reshape(-1, m, SUBROWS).transpose(1, 0, 2))
+        for i in range(m - 1):  # bubble network
+            for j in range(m - 1 - i):
+                lo[j], lo[j + 1] = np.minimum(lo[j], lo[j + 1]), np.maximum(lo[j], lo[j + 1])
+                hi[j], hi[j + 1] = np.minimum(hi[j], hi[j + 1]), np.maximum(hi[j], hi[j + 1])
+        groups = len(rows) // m
+        piece_lo = lo_out[at:at + len(rows)].reshape(m, groups, SUBROWS)  # piece j of stroke line g: [j, g]
+        piece_hi = hi_out[at:at + len(rows)].reshape(m, groups, SUBROWS)
+        piece_lo[0], piece_hi[0] = lo[0], hi[0]
+        for j in range(1, m):
+            np.maximum(lo[j], hi[j - 1], out=piece_lo[j])
+            piece_hi[j] = hi[j]
+        order[at:at + len(rows)] = rows.reshape(groups, m).T.ravel()  # the chain row whose slot each row has
+        at += len(rows)
+    return lo_out.ravel(), hi_out.ravel(), np.repeat(cr_slot[order], SUBROWS)
+
+
+def _merge_sorted(left, right, cr_slot, rows):
+    """_merge for many chains per stroke row (scribbles): both ends sorted by (stroke line, x), 1/1024 px."""
+    line = np.repeat(cr_slot[rows] * SUBROWS, SUBROWS) + _tile(SUBROWS, len(rows))
+    lo = (line << 32) | left[rows].ravel().astype(np.int64)
+    hi = (line << 32) | right[rows].ravel().astype(np.int64)
+    lo.sort()
+    hi.sort()
+    before = np.empty_like(hi)
+    before[0] = -1
+    before[1:] = hi[:-1]
+    covered = np.where((before >> 32) == (hi >> 32), before & 0xFFFFFFFF, 0)
+    return (np.maximum(lo & 0xFFFFFFFF, covered).astype(np.float32), (hi & 0xFFFFFFFF).astype(np.float32),
+            (hi >> 32) // SUBROWS)
 
 
 # ---------------------------------------------------------------- public
 
 
-def rasterize(drawing, size: int = 28, line_width: float = 16.0, padding: float = 16.0) -> np.ndarray:
+def rasterize(drawing, spec: RasterSpec | None = None, *, size: int | None = None, line_width: float | None = None,
+              padding: float | None = None) -> np.ndarray:
     """One simplified drawing -> (size, size) uint8, white ink (255) on black (0)."""
-    _check(size, line_width, padding)
-    return _render(*_flatten([drawing]), int(size), float(line_width), float(padding))[0]
-
-
-def _render_task(xs, ys, nx, per_drawing, size: int, line_width: float, padding: float) -> np.ndarray:
-    """Worker-process entry: a flattened task of many drawings, rendered a cache-sized chunk at a time."""
-    chunk = max(1, CHUNK_PIXELS // (size * size))
-    points = np.bincount(np.repeat(np.arange(len(per_drawing)), per_drawing), nx, minlength=len(per_drawing))
-    stroke_at = np.concatenate(([0], np.cumsum(per_drawing)))  # (drawings + 1,) first stroke of each drawing
-    point_at = np.concatenate(([0], np.cumsum(points))).astype(np.int64)
-    parts = []
-    for i in range(0, len(per_drawing), chunk):
-        j = min(i + chunk, len(per_drawing))
-        p, q = point_at[i], point_at[j]
-        parts.append(_render(xs[p:q], ys[p:q], nx[stroke_at[i]:stroke_at[j]], per_drawing[i:j],
-                             size, line_width, padding))
-    return np.concatenate(parts) if parts else np.zeros((0, size, size), np.uint8)
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def rasterize_batch(drawings, size: int = 28, line_width: float = 16.0, padding: float = 16.0,
-                    workers: int = 1, reporter: Reporter = NULL_REPORTER) -> np.ndarray:
-    """Many drawings -> (N, size, size) uint8. workers > 1 (or 0 = all cores) splits large jobs across processes."""
-    _check(size, line_width, padding)
-    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 0:
-        raise DoodleError(f"workers must be 0 (all cores) or a positive integer, got {workers!r}")
-    heap.keep_freed_memory()  # chunk after chunk reuses the same memory (1.5x faster, see doodle.heap)
-    size, line_width, padding = int(size), float(line_width), float(padding)
-    if not hasattr(drawings, "__len__") or not hasattr(drawings, "__getitem__"):
-        drawings = list(drawings)
-    n = len(drawings)
-    out = np.zeros((n, size, size), np.uint8)
-    chunk = max(1, CHUNK_PIXELS // (size * size))
-    task = chunk * TASK_CHUNKS
-    workers = int(workers) or _cores()
-    workers = min(workers, -(-n // task)) if n >= PARALLEL_MIN else 1
-    reporter.start("raster", "rasterizing", total=n, unit="drawings")
-    try:
-        if workers == 1:
-            for i in range(0, n, chunk):
-                out[i:i + chunk] = _render(*_flatten(drawings[i:i + chunk], base=i), size, line_width, padding)
-                reporter.update("raster", advance=min(chunk, n - i))
-        else:
-            # Flattening (and checking) stays here, so errors name the right drawing; workers get arrays.
-            tasks = ((i, (*_flatten(drawings[i:i + task], base=i), size, line_width, padding))
-                     for i in range(0, n, task))
-            _parallel(tasks, out, workers, reporter)
-    finally:
-        reporter.end("raster")
-    return out
-
-
-def worker_count(workers: int, jobs: int) -> int:
-    """How many processes to start for `jobs` independent jobs: `workers`, 0 meaning all cores."""
-    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 0:
-        raise DoodleError(f"workers must be 0 (all cores) or a positive integer, got {workers!r}")
-    return max(1, min(int(workers) or _cores(), jobs))
-
-
-def process_pool(workers: int) -> ProcessPoolExecutor:
-    """A pool of `workers` processes, started the safest way this process allows."""
-    import multiprocessing
-    import threading
-
-    # fork starts fast and needs no `if __name__ == "__main__"` guard, but is unsafe once other threads
-    # (a progress bar's refresher) exist; then forkserver (the CLI entry point has the guard).
-    methods = multiprocessing.get_all_start_methods()
-    if "fork" in methods and threading.active_count() == 1:
-        method = "fork"
-    else:
-        method = "forkserver" if "forkserver" in methods else "spawn"
-    context = multiprocessing.get_context(method)
-    parent = os.getpid() if method == "fork" else None
-    return ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init, initargs=(parent,))
-
-
-def _parallel(tasks, out, workers: int, reporter: Reporter) -> None:
-    """Render tasks in worker processes, at most 2 per worker in flight (bounded memory), in order."""
-    try:
-        with process_pool(workers) as pool:
-            pending = []
-            for i, args in tasks:
-                pending.append((i, pool.submit(_render_task, *args)))
-                while len(pending) >= 2 * workers or (pending and pending[0][1].done()):
-                    j, future = pending.pop(0)
-                    _store(out, j, future.result(), reporter)
-            for j, future in pending:
-                _store(out, j, future.result(), reporter)
-    except BrokenProcessPool:
-        raise DoodleError("a rasterizer worker process died (out of memory?): retry with fewer workers") from None
-
-
-def _worker_init(parent: int | None) -> None:
-    """Make a worker process end with the process it works for, even when that one is killed (kill -9
-    leaves nobody to shut the pool down, and idle workers would wait for tasks forever).
-
-    Forked workers: the kernel sends them SIGKILL when their parent goes (Linux prctl PR_SET_PDEATHSIG).
-    Forkserver workers are children of the server, which outlives our process as long as they live; for
-    them (and as a second line everywhere) a thread waits on multiprocessing's parent sentinel, a pipe
-    that only our process holds open, and polls that our process still runs. It also keeps freed memory
-    for reuse (doodle.heap)."""
-    import ctypes
-    import multiprocessing
-    import signal
-    import sys
-    import threading
-    from multiprocessing.connection import wait
-
-    heap.keep_freed_memory()  # every chunk's temporaries reuse the last chunk's memory (see doodle.heap)
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-    ppid, owner = os.getppid(), multiprocessing.parent_process()
-    if parent is not None and ppid != parent:  # the parent was gone before prctl took effect
-        os._exit(1)
-
-    def watch() -> None:
-        while os.getppid() == ppid and (owner is None or _running(owner.pid)):
-            if owner is None or owner.sentinel is None:
-                time.sleep(ORPHAN_POLL)
-            elif wait([owner.sentinel], timeout=ORPHAN_POLL):
-                break  # the owner's end of the pipe closed: it is gone
-        os._exit(1)
-
-    threading.Thread(target=watch, name="doodle-orphan-watch", daemon=True).start()
-
-
-def _running(pid: int) -> bool:
-    """Whether process `pid` exists and is not a zombie (dead, waiting for its parent to notice)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True  # no /proc: existing is all we can tell
-
-
-def _store(out, i: int, bitmaps, reporter: Reporter) -> None:
-    out[i:i + len(bitmaps)] = bitmaps
-    reporter.update("raster", advance=len(bitmaps))
+    spec = RasterSpec.resolve(spec, size, line_width, padding)
+    return render_flat(*flatten([drawing]), spec)[0]

@@ -255,10 +255,13 @@ def render_misclassified(
 
 def render_reliability(bins: list[dict], title: str, size: int = 560) -> Image.Image:
     """Reliability diagram: accuracy per confidence bin as bars against the diagonal of perfect calibration,
-    the gap to the diagonal shaded, and each bin's share of the drawings as a strip below."""
+    the gap to the diagonal shaded, and below it how many drawings each bin holds, on an axis of counts.
+
+    `image.info["count_ticks"]` is [(count, y in px)] of that axis's labelled ticks."""
     font, small = _font(16), _font(12)
-    left, top, right, bottom = 70, 50, 20, 130
+    left, top, right, bottom = 70, 50, 20, 150
     plot = size - left - right  # square plot area
+    strip_top, strip_h = top + plot + 44, 60  # the histogram of counts
     img = Image.new("RGB", (left + plot + right, top + plot + bottom), WHITE)
     draw = ImageDraw.Draw(img)
     draw.text((left, 16), title, fill=INK, font=font)
@@ -272,7 +275,17 @@ def render_reliability(bins: list[dict], title: str, size: int = 560) -> Image.I
         draw.line([px(0, v), px(1, v)], fill=GRID)
         draw.text((px(v, 0)[0], top + plot + 6), f"{v:.1f}", fill=MUTED, font=small, anchor="mt")
         draw.text((left - 8, px(0, v)[1]), f"{v:.1f}", fill=MUTED, font=small, anchor="rm")
+    # The count axis runs from 0 to a round number at or above the fullest bin, in 1, 2 or 5 times a power of ten.
     most = max(max(b["count"] for b in bins), 1)
+    raw = most / 3
+    power = 10 ** math.floor(math.log10(raw)) if raw >= 1 else 1
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    ceiling = step * math.ceil(most / step)
+    ticks = [(c, strip_top + strip_h * (1 - c / ceiling)) for c in range(0, ceiling + 1, step)]
+    for count, y in ticks:
+        draw.line([(left, y), (left + plot, y)], fill=GRID)
+        draw.line([(left - 4, y), (left, y)], fill=INK)
+        draw.text((left - 8, y), f"{count:,}", fill=MUTED, font=small, anchor="rm")
     for b in bins:
         if not b["count"]:
             continue
@@ -280,16 +293,17 @@ def render_reliability(bins: list[dict], title: str, size: int = 560) -> Image.I
         draw.rectangle([x0, px(0, b["accuracy"])[1], x1, top + plot], fill=tuple(_BLUES[5].astype(int)))
         lo, hi = sorted((b["accuracy"], b["confidence"]))
         draw.rectangle([x0, px(0, hi)[1], x1, px(0, lo)[1]], outline=(200, 60, 60), width=2)  # the gap
-        share = b["count"] / most  # how many drawings the bin holds, relative to the fullest bin
-        strip_top = top + plot + 34
-        draw.rectangle([x0, strip_top + 40 * (1 - share), x1, strip_top + 40], fill=MUTED)
+        draw.rectangle([x0, strip_top + strip_h * (1 - b["count"] / ceiling), x1, strip_top + strip_h], fill=MUTED)
+    draw.line([(left, strip_top), (left, strip_top + strip_h)], fill=INK)
     draw.line([px(0, 0), px(1, 1)], fill=INK, width=1)  # perfect calibration
     draw.rectangle([left, top, left + plot, top + plot], outline=INK)
     draw.text((left + plot / 2, top + plot + 22), "confidence (top-1 probability)", fill=INK, font=small, anchor="mt")
-    draw.text((left, top + plot + 80), "bars: accuracy per bin; red: gap to the diagonal; grey: drawings per bin",
-              fill=MUTED, font=small)
-    label = _rotated_labels(["accuracy"], 20, small, _text_width("accuracy", small) + 4, align_right=False)
-    img.paste(label, (8, top + plot // 2 - label.height // 2))
+    draw.text((left, strip_top + strip_h + 10), "bars: accuracy per bin; red: gap to the diagonal; grey: drawings "
+              "per bin", fill=MUTED, font=small)
+    for text, middle in (("accuracy", top + plot // 2), ("drawings", strip_top + strip_h // 2)):
+        label = _rotated_labels([text], 20, small, _text_width(text, small) + 4, align_right=False)
+        img.paste(label, (8, middle - label.height // 2))
+    img.info["count_ticks"] = ticks
     return img
 
 

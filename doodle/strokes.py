@@ -1,36 +1,64 @@
-"""Stroke loading: Quick, Draw! ndjson (simplified or raw) -> validated drawings in Google's simplified
-coordinates, plus Google's raw -> simplified recipe and the numpy_bitmap loader.
+"""Quick, Draw! records -> validated drawings in Google's simplified frame: ndjson files (simplified or raw,
+one drawing a line), the checks every drawing passes wherever it comes from, and numpy_bitmap files.
 
 A drawing is a list of strokes `[xs, ys]` of python ints in 0..255, aligned to the top-left corner. Raw
-strokes `[xs, ys, ts]` (float canvas coordinates, milliseconds) go through `simplify_raw`, which matches
-Google's own simplified files bit for bit on 5,526 of the 5,528 shared raw/simplified pairs
-(`bench/simplify.py`).
+strokes `[xs, ys(, ts)]` (canvas coordinates, milliseconds) go through Google's recipe (`doodle.simplify`).
+`check_strokes` is the one validation core: ndjson lines, `doodle predict` on stdin and the play API's
+JSON all pass it, so a drawing is refused for the same reason, in the same words, wherever it is sent.
 """
 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import json
 import math
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import orjson
 
 from doodle.errors import DoodleError
+from doodle.simplify import MAX_INK, TooMuchWork, ink, ink_problem, simplify_raw, simplify_raw_batch
 
-RDP_EPSILON = 2.0  # Google's Ramer-Douglas-Peucker tolerance, in 0..255 units
-RESAMPLE_STEP = 1.0  # Google resamples every stroke at 1-pixel spacing before RDP
 MAX_COORD = 1e9  # canvas coordinates are pixels; anything bigger is corrupt (and would overflow scaling)
 RAW_BATCH = 64  # raw drawings simplified together: numpy calls are shared, ~3x faster than one by one
 MAX_POINTS = 20_000  # per drawing: real ones have at most ~1,200 (raw); rasterising costs ~10 KB of memory a point
 MAX_LINE_BYTES = 8_000_000  # one drawing's line: 20,000 raw points take ~1 MB; longer lines are refused unparsed
 MAX_PROBLEMS = 20  # LoadStats keeps the first few bad lines, enough to show a pattern
+
+
+class _Form(NamedTuple):
+    """How one form of drawing is read (see check_strokes)."""
+
+    rows: tuple[int, ...]  # rows a stroke may have
+    shape: str  # the same in words
+    types: frozenset  # number types
+    lo: float
+    hi: float
+
+
+FORMS = {"raw": _Form((2, 3), "[xs, ys] or [xs, ys, ts]", frozenset({int, float}), -MAX_COORD, MAX_COORD),
+         "simplified": _Form((2,), "[xs, ys]", frozenset({int}), 0, 255)}
+_SEGMENT_INK = 255.0 * math.sqrt(2.0)  # the most ink one segment can hold in the 0..255 box
 _STRICT_HINT = "fix the line or run without --strict"
 _decode = json.JSONDecoder().decode  # str -> object; json.loads(bytes) would sniff the encoding per line
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much one drawing may hold. Files and the play API share these; the API tightens `strokes`."""
+
+    points: int = MAX_POINTS
+    strokes: int | None = None  # files: none of their own (points and ink bound the work)
+    ink: float = MAX_INK  # stroke length in the 0..255 box (doodle.simplify.ink): bounds the work, not the points
+
+
+FILE_LIMITS = Limits()
 
 
 @dataclass
@@ -62,207 +90,92 @@ class LoadStats:
         return ", ".join(parts)
 
 
-class _BadRecord(ValueError):
-    """One record is unusable; the message is the reason, without the place."""
+class BadInput(ValueError):
+    """One record or drawing is unusable. The message is the reason, without the place (the caller knows
+    it: a file and line, or a request); `too_big` says it broke a limit rather than the format."""
+
+    def __init__(self, reason: str, too_big: bool = False):
+        super().__init__(reason)
+        self.too_big = too_big
 
 
 # ---------------------------------------------------------------------------------------------
-# Google's raw -> simplified recipe
+# Drawings: the one validation core
 
 
-def rdp(points: np.ndarray, epsilon: float) -> np.ndarray:
-    """Ramer-Douglas-Peucker on an (n, 2) array: the kept rows, in order (ends always kept)."""
-    points = np.asarray(points)
-    if points.ndim != 2 or points.shape[1] != 2:
-        raise ValueError(f"rdp expects an (n, 2) array, got shape {points.shape}")
-    xy = points.astype(np.float64)
-    if not np.isfinite(xy).all():
-        raise ValueError("rdp: points must be finite")
-    if len(points) < 3:
-        return points.copy()
-    last = np.array([len(points) - 1])
-    keep = _rdp_keep(xy[:, 0].copy(), xy[:, 1].copy(), np.array([0]), last, float(epsilon))
-    return points[keep]
+def check_strokes(drawing, form: str | None = None, limits: Limits = FILE_LIMITS) -> tuple[list, bool]:
+    """Validate a drawing; returns (its non-empty strokes, whether they are already simplified). BadInput if not.
 
-
-def _rdp_keep(px: np.ndarray, py: np.ndarray, lo: np.ndarray, hi: np.ndarray, eps: float) -> np.ndarray:
-    """Which points (px, py) survive RDP, for the polylines lo[i]..hi[i] (inclusive) all at once.
-
-    Level by level rather than recursively: every open interval of every stroke is split in the same
-    numpy pass, so a batch costs ~depth passes instead of one pass per kept point. The split point is
-    the first farthest point (perpendicular distance to the infinite chord line; distance to the end
-    point when the chord is degenerate), exactly as a recursive RDP with `argmax` would choose.
+    Strokes are `[xs, ys]` or `[xs, ys, ts]` (times are not read here). `form` says how the numbers are read:
+    "simplified" wants [xs, ys] integers in 0..255 (Google's simplified files); "raw" takes any canvas
+    numbers (to be simplified); None (ndjson files) calls [xs, ys] integers in 0..255 simplified and
+    anything else raw. Every drawing must fit `limits`: points, strokes, and ink, the work it would cost.
     """
-    keep = np.zeros(len(px), dtype=bool)
-    keep[lo] = True
-    keep[hi] = True
-    while True:
-        inner = hi - lo - 1  # interior points per open interval
-        open_ = inner > 0
-        lo, hi, inner = lo[open_], hi[open_], inner[open_]
-        if lo.size == 0:
-            return keep
-        ax, ay = px[lo], py[lo]  # (k,) chord start
-        dx, dy = px[hi] - ax, py[hi] - ay  # (k,) chord vector
-        length = np.sqrt(dx ** 2 + dy ** 2)
-        first = np.cumsum(inner) - inner  # where each interval's interior starts in the flat arrays
-        owner = np.repeat(np.arange(lo.size), inner)  # (m,) interval of each interior point
-        idx = np.arange(owner.size) + np.repeat(lo + 1 - first, inner)  # (m,) point index
-        sx, sy = px[idx] - ax[owner], py[idx] - ay[owner]  # (m,) relative to the chord start
-        dist = np.abs(dx[owner] * sy - dy[owner] * sx)
-        degenerate = length == 0
-        if degenerate.any():
-            flat = degenerate[owner]
-            dist[flat] = np.sqrt(sx[flat] ** 2 + sy[flat] ** 2)
-            length = np.where(degenerate, 1.0, length)
-        dist /= length[owner]
-        top = np.maximum.reduceat(dist, first)  # (k,) farthest distance per interval
-        hits = np.flatnonzero(dist == top[owner])
-        firsts = hits[np.r_[True, owner[hits[1:]] != owner[hits[:-1]]]]  # first farthest per interval
-        split = top > eps
-        mid = idx[firsts][split]
-        keep[mid] = True
-        lo, hi = np.concatenate([lo[split], mid]), np.concatenate([mid, hi[split]])
+    if form is not None and form not in FORMS:
+        raise BadInput(f"format must be 'raw' or 'simplified', got {_short_json(form)}")
+    rows_ok, shape, types, lo, hi = FORMS[form or "raw"]
+    if type(drawing) is not list:
+        raise BadInput("'drawing' is not a list of strokes")
+    if limits.strokes is not None and len(drawing) > limits.strokes:
+        raise BadInput(f"drawing has {len(drawing):,} strokes, over the limit of {limits.strokes:,}", too_big=True)
+    rows: set[int] = set()
+    columns: list[list] = []
+    points = 0
+    for i, stroke in enumerate(drawing, 1):
+        if type(stroke) is not list or len(stroke) not in rows_ok:
+            raise BadInput(f"stroke {i} is not {shape}")
+        xs, ys = stroke[0], stroke[1]
+        if type(xs) is not list or type(ys) is not list:
+            raise BadInput(f"stroke {i} {'x' if type(xs) is not list else 'y'} is not a list of numbers")
+        if len(xs) != len(ys):
+            raise BadInput(f"stroke {i} has {len(xs)} x but {len(ys)} y values")
+        rows.add(len(stroke))
+        columns += (xs, ys)
+        points += len(xs)
+    if points > limits.points:  # before any numpy work: memory stays proportional to the input
+        raise BadInput(f"drawing has {points:,} points, over the limit of {limits.points:,} per drawing (real "
+                       "drawings have at most a few thousand)", too_big=True)
+    if not points:
+        raise BadInput("empty drawing (no points)")
+    # One pass over every number of the drawing (C-speed: a 300 MB file holds ~10^8 of them); the
+    # per-stroke walk that names the culprit only runs when something is wrong.
+    values = list(chain.from_iterable(columns))
+    kinds = set(map(type, values))
+    try:
+        numeric = kinds <= types and (float not in kinds or all(map(math.isfinite, values)))
+    except OverflowError:  # an int too big for a float beside the floats: _culprit names it
+        numeric = False
+    low, high = (min(values), max(values)) if numeric else (0, 0)
+    if not numeric or low < lo or high > hi:
+        _culprit(columns, lo, hi, integers=types == {int})
+    strokes = [stroke for stroke in drawing if stroke[0]]  # empty strokes carry nothing
+    simplified = form == "simplified" or (form is None and rows == {2} and kinds == {int} and low >= 0
+                                          and high <= 255)
+    # The ink is worth measuring only when the points could hold more than the budget (few drawings do).
+    if (points - len(strokes)) * _SEGMENT_INK > limits.ink:
+        used = float(ink([strokes], fit=not simplified)[0])
+        if used > limits.ink:
+            raise BadInput(ink_problem(used, limits.ink), too_big=True)
+    return strokes, simplified
 
 
-def simplify_raw(strokes) -> list[list[list[int]]]:
-    """Raw strokes [xs, ys(, ts)] -> Google's simplified strokes [xs, ys] of ints in 0..255.
-
-    Google's recipe: align to the top-left (min 0), scale uniformly so the largest value is 255,
-    resample every stroke at 1-pixel spacing, Ramer-Douglas-Peucker with epsilon 2.0, round to ints
-    (half to even). Single points (and strokes of one repeated point) come out as two equal points.
-    Strokes with no points are dropped.
-    """
-    return simplify_raw_batch([strokes])[0]
-
-
-def simplify_raw_batch(drawings) -> list[list[list[list[int]]]]:
-    """`simplify_raw` for many drawings at once: same results, far fewer numpy calls per drawing."""
-    xs, ys, sizes, per_drawing = [], [], [], []
-    for strokes in drawings:
-        count = 0
-        for i, stroke in enumerate(strokes, 1):
-            try:
-                x, y = stroke[0], stroke[1]
-                n = len(x)
-                if len(y) != n:
-                    raise DoodleError(f"stroke {i}: {n} x but {len(y)} y values")
-            except (TypeError, IndexError, KeyError):
-                raise DoodleError(f"stroke {i}: expected [xs, ys] or [xs, ys, ts]") from None
-            if n:
-                xs.append(x)
-                ys.append(y)
-                sizes.append(n)
-                count += 1
-        if count == 0:
-            raise DoodleError("cannot simplify an empty drawing (no points)")
-        per_drawing.append(count)
-    if not per_drawing:
-        return []
-    try:  # one conversion for the whole batch: per-stroke np.asarray calls would dominate
-        x = np.array(list(chain.from_iterable(xs)), dtype=np.float64)  # (P,) every raw point
-        y = np.array(list(chain.from_iterable(ys)), dtype=np.float64)
-    except (TypeError, ValueError, OverflowError):
-        raise DoodleError("stroke coordinates must be plain numbers") from None
-    if x.ndim != 1 or not (np.isfinite(x).all() and np.isfinite(y).all()):
-        raise DoodleError("drawing has non-finite or nested coordinates; expected plain finite numbers")
-    sizes = np.array(sizes)  # (S,) points per stroke
-    stroke_start = np.cumsum(sizes) - sizes  # (S,)
-    drawing_start = stroke_start[np.cumsum(per_drawing) - per_drawing]  # (D,) first point of each drawing
-    owner = np.repeat(np.arange(len(per_drawing)), np.add.reduceat(sizes, np.cumsum(per_drawing) - per_drawing))
-    x, y = fit_box(x, y, drawing_start, owner)
-    qx, qy, lo, hi = _resample(x, y, stroke_start, sizes)  # 0..255
-    keep = _rdp_keep(qx, qy, lo, hi, RDP_EPSILON)
-    kx = np.rint(qx[keep]).astype(np.int64).tolist()  # rint: half to even, like Google's rounding
-    ky = np.rint(qy[keep]).astype(np.int64).tolist()
-    ends = np.cumsum(keep)[hi].tolist()  # kept points up to each stroke's end
-    result, s, begin = [], 0, 0
-    for count in per_drawing:
-        out = []
-        for end in ends[s:s + count]:
-            out.append([kx[begin:end], ky[begin:end]])
-            begin = end
-        result.append(out)
-        s += count
-    return result
-
-
-def fit_box(x: np.ndarray, y: np.ndarray, drawing_start: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Align each drawing to the top-left (min 0) and scale it uniformly so its larger side spans 0..255.
-
-    x, y (P,) hold the points of many drawings end to end; drawing_start (D,) is where each begins and
-    owner (P,) the drawing of each point.
-    """
-    x = x - np.minimum.reduceat(x, drawing_start)[owner]
-    y = y - np.minimum.reduceat(y, drawing_start)[owner]
-    extent = np.maximum(np.maximum.reduceat(x, drawing_start), np.maximum.reduceat(y, drawing_start))  # (D,)
-    extent = np.where(extent > 0, extent, np.inf)[owner]  # a lone dot scales to 0, not NaN
-    # v * 255 / extent, in that order: it rounds like Google's (the x.5 cases land the same way).
-    return x * 255.0 / extent, y * 255.0 / extent
-
-
-def rdp_keep(px: np.ndarray, py: np.ndarray, lo: np.ndarray, hi: np.ndarray, eps: float = RDP_EPSILON) -> np.ndarray:
-    """Which points survive Ramer-Douglas-Peucker, for the polylines px/py[lo[i]..hi[i]] (inclusive) all at once."""
-    return _rdp_keep(px, py, lo, hi, float(eps))
-
-
-def _resample(px: np.ndarray, py: np.ndarray, start: np.ndarray, size: np.ndarray):
-    """Strokes px/py[start[i]:start[i]+size[i]] -> points every RESAMPLE_STEP along each, plus its end.
-
-    Returns the resampled x, y (Q,) and each stroke's first and last index in them. The arithmetic
-    mirrors Google's: lengths summed from 0 within each stroke, samples at t = 0, 1, 2, ..., and the
-    blend (1-u)*a + u*b (not a + u*(b-a)). All of it matters: drawings are full of exact ties (a flat
-    stroke parallel to the chord) and these last-bit differences decide which tied point RDP keeps.
-    A single point, or a stroke of one repeated point, becomes two equal points.
-    """
-    n = len(px)
-    seg = np.sqrt(np.diff(px) ** 2 + np.diff(py) ** 2)  # (P-1,) includes bogus jumps between strokes
-    last = start + size - 1  # (S,) each stroke's last point
-    # Running length at each point, summed left to right from 0 within its stroke (one cumsum per
-    # stroke: a global cumsum minus an offset would round differently).
-    cum = np.concatenate([piece for a, b in zip(start.tolist(), last.tolist())
-                          for piece in (np.zeros(1), np.cumsum(seg[a:b]))])  # (P,)
-    inside = np.ones(n, dtype=bool)
-    inside[last] = False  # point g has a segment g -> g+1 of its own stroke
-    seg_len = np.zeros(n)
-    seg_len[inside] = seg[inside[:-1]]
-    # Samples t = 0, 1, ... < total land on segment g when cum[g] <= t < cum[g+1]: there are
-    # ceil(cum[g+1]) - ceil(cum[g]) of them (none on zero-length segments).
-    ceil = np.ceil(cum)
-    count = np.zeros(n, dtype=np.int64)
-    count[inside] = (ceil[1:] - ceil[:-1])[inside[:-1]]
-    dots = start[cum[last] == 0]
-    count[dots] = 1  # a dot keeps its first point (u = 0), then its end
-    stroke = np.repeat(np.arange(len(start)), size)  # (P,) stroke of each point
-    g = np.repeat(np.arange(n), count)  # (T,) segment of each sample
-    samples = np.bincount(stroke[g], minlength=len(start))  # (S,)
-    t = np.arange(g.size) - np.repeat(np.cumsum(samples) - samples, samples)  # 0, 1, 2, ... per stroke
-    u = (t - cum[g]) / np.where(seg_len[g] > 0, seg_len[g], 1.0)
-    h = np.where(inside[g], g + 1, g)
-    # Each stroke's samples, then its exact end point (it anchors RDP's first chord).
-    out_first = np.cumsum(samples + 1) - (samples + 1)
-    out_last = out_first + samples
-    pos = np.arange(g.size) + np.repeat(np.arange(len(start)), samples)  # one end row per earlier stroke
-    qx, qy = np.empty(g.size + len(start)), np.empty(g.size + len(start))
-    qx[pos] = (1.0 - u) * px[g] + u * px[h]
-    qy[pos] = (1.0 - u) * py[g] + u * py[h]
-    qx[out_last], qy[out_last] = px[last], py[last]
-    return qx, qy, out_first, out_last
-
-
-# ---------------------------------------------------------------------------------------------
-# Records
-
-
-def _check_numbers(values: list, what: str) -> None:
-    """Find what is wrong with one coordinate list (only called once the drawing failed its check)."""
+def check_numbers(values, what: str, lo: float, hi: float, integers: bool = False) -> None:
+    """Every value a finite number (an integer with `integers`) in lo..hi; BadInput naming `what` if not."""
+    if type(values) is not list:
+        raise BadInput(f"{what} is not a list of numbers")
     for v in values:
-        if type(v) not in (int, float):
-            raise _BadRecord(f"{what} has a non-numeric value {_short_json(v)}")
+        if type(v) is not int and (integers or type(v) is not float):  # bool is an int subclass: refused too
+            raise BadInput(f"{what} has {_short_json(v)}, not {'an integer' if integers else 'a number'}")
         if type(v) is float and not math.isfinite(v):
-            raise _BadRecord(f"{what} has a non-finite number (NaN or infinity)")
-        if abs(v) > MAX_COORD:  # exact for ints of any size (math.isfinite would overflow on them)
-            raise _BadRecord(f"{what} has a coordinate of magnitude over {MAX_COORD:.0e}")
+            raise BadInput(f"{what} has {_short_json(v)}, not a finite number")
+        if not lo <= v <= hi:  # exact for ints of any size (a float conversion would overflow on them)
+            raise BadInput(f"{what} has {str(v)[:40]}, outside {lo:g}..{hi:g}")
+
+
+def _culprit(columns: list, lo: float, hi: float, integers: bool) -> None:
+    """Name the first bad number of a drawing (only called once the drawing failed its fast check)."""
+    for i, column in enumerate(columns):
+        check_numbers(column, f"stroke {i // 2 + 1} {'xy'[i % 2]}", lo, hi, integers)
 
 
 def _short_json(v) -> str:
@@ -272,63 +185,33 @@ def _short_json(v) -> str:
     return json.dumps(v[:40] if isinstance(v, str) else v)[:40]
 
 
+# ---------------------------------------------------------------------------------------------
+# Records
+
+
 def _check_record(obj) -> dict:
-    """Field checks; the drawing is checked for shape and numbers but not yet simplified."""
+    """Field checks and the drawing's checks; the drawing is not yet simplified."""
     if isinstance(obj, list):  # a bare drawing, e.g. piped into `doodle predict`
         obj = {"drawing": obj}
     if not isinstance(obj, dict):
-        raise _BadRecord(f"expected a JSON object with a 'drawing', got {type(obj).__name__}")
+        raise BadInput(f"expected a JSON object with a 'drawing', got {type(obj).__name__}")
     if "drawing" not in obj:
-        raise _BadRecord("no 'drawing' field")
+        raise BadInput("no 'drawing' field")
     word, country = obj.get("word"), obj.get("countrycode")  # optional fields: None when missing
     recognized, key_id = obj.get("recognized"), obj.get("key_id")
     if word is not None and not isinstance(word, str):
-        raise _BadRecord("'word' is not a string")
+        raise BadInput("'word' is not a string")
     if country is not None and not isinstance(country, str):
-        raise _BadRecord("'countrycode' is not a string")
+        raise BadInput("'countrycode' is not a string")
     if recognized is not None and not isinstance(recognized, bool):
-        raise _BadRecord("'recognized' is not true or false")
+        raise BadInput("'recognized' is not true or false")
     if isinstance(key_id, int) and not isinstance(key_id, bool):
         key_id = str(key_id)
     elif key_id is not None and not isinstance(key_id, str):
-        raise _BadRecord("'key_id' is not a string")
-    drawing = obj["drawing"]
-    if not isinstance(drawing, list):
-        raise _BadRecord("'drawing' is not a list of strokes")
-    rows, columns, points = set(), [], 0
-    for i, stroke in enumerate(drawing, 1):
-        if type(stroke) is not list or len(stroke) not in (2, 3):
-            raise _BadRecord(f"stroke {i} is not [xs, ys] or [xs, ys, ts]")
-        xs, ys = stroke[0], stroke[1]
-        if type(xs) is not list or type(ys) is not list:
-            raise _BadRecord(f"stroke {i} {'x' if type(xs) is not list else 'y'} is not a list of numbers")
-        if len(xs) != len(ys):
-            raise _BadRecord(f"stroke {i} has {len(xs)} x but {len(ys)} y values")
-        rows.add(len(stroke))
-        columns += (xs, ys)
-        points += len(xs)
-    if points > MAX_POINTS:  # before any numpy work: memory stays proportional to the line
-        raise _BadRecord(f"drawing has {points:,} points, over the limit of {MAX_POINTS:,} per drawing "
-                         "(real drawings have at most a few thousand)")
-    # One pass over every number of the drawing (C-speed: a 300 MB file holds ~10^8 of them); the
-    # per-stroke walk that names the culprit only runs when something is wrong.
-    values = list(chain.from_iterable(columns))
-    if not values:
-        raise _BadRecord("empty drawing (no points)")
-    kinds = set(map(type, values))
-    try:
-        numeric = kinds <= {int, float} and (float not in kinds or all(map(math.isfinite, values)))
-    except OverflowError:  # an int too big for a float beside the floats: _check_numbers names it
-        numeric = False
-    low, high = (min(values), max(values)) if numeric else (0, 0)
-    if not numeric or low < -MAX_COORD or high > MAX_COORD:
-        for i, column in enumerate(columns):
-            _check_numbers(column, f"stroke {i // 2 + 1} {'xy'[i % 2]}")
-    # Raw strokes carry times; 2-row strokes with floats or values outside 0..255 are raw too
-    # (canvas coordinates without times), so they get aligned and scaled like Google's.
-    simplified = rows == {2} and kinds == {int} and low >= 0 and high <= 255
+        raise BadInput("'key_id' is not a string")
+    strokes, simplified = check_strokes(obj["drawing"])
     return {"word": word, "countrycode": country, "recognized": recognized, "key_id": key_id,
-            "drawing": drawing, "_simplified": simplified}
+            "drawing": strokes, "_simplified": simplified}
 
 
 def parse_drawing(obj, where: str) -> dict:
@@ -337,28 +220,37 @@ def parse_drawing(obj, where: str) -> dict:
     Returns {word, countrycode, recognized, key_id, drawing} with the drawing in simplified coordinates.
     """
     try:
-        record = _check_record(obj)
-    except _BadRecord as err:
+        return _finish(_check_record(obj))
+    except (BadInput, DoodleError) as err:
         raise DoodleError(f"{where}: {err}") from None
-    return _finish(record)
+
+
+def finish_strokes(strokes: list, simplified: bool) -> list:
+    """Checked strokes (`check_strokes`) -> [xs, ys] strokes in Google's simplified frame."""
+    return [[st[0], st[1]] for st in strokes] if simplified else simplify_raw(strokes)
 
 
 def _finish(record: dict) -> dict:
     """Turn a checked record into the public form: simplified drawing, no private keys."""
-    if record.pop("_simplified"):
-        record["drawing"] = [[st[0], st[1]] for st in record["drawing"] if st[0]]  # empty strokes carry nothing
-    else:
-        record["drawing"] = simplify_raw(record["drawing"])
+    record["drawing"] = finish_strokes(record["drawing"], record.pop("_simplified"))
     return record
 
 
 def _finish_batch(records: list[dict]) -> list[dict]:
-    """`_finish` for many records, simplifying their raw drawings in one batch."""
+    """`_finish` for many records, simplifying their raw drawings in one batch. A record whose drawing would
+    cost too much to simplify keeps its reason under "_problem" (the batch is redone without it: rare)."""
     raw = [r for r in records if not r["_simplified"]]
-    for r, drawing in zip(raw, simplify_raw_batch([r["drawing"] for r in raw])):
-        r["drawing"] = drawing
-        r["_simplified"] = True
-    return [_finish(r) for r in records]
+    while raw:
+        try:
+            simplified = simplify_raw_batch([r["drawing"] for r in raw])
+        except TooMuchWork as exc:
+            raw.pop(exc.index)["_problem"] = str(exc)
+            continue
+        for r, drawing in zip(raw, simplified):
+            r["drawing"] = drawing
+            r["_simplified"] = True
+        break
+    return [r if "_problem" in r else _finish(r) for r in records]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,7 +271,7 @@ def _open(path) -> tuple[Path, object]:
 
 
 def decode_line(text: bytes):
-    """One ndjson line (bytes) -> its JSON value; _BadRecord saying why when it is not JSON.
+    """One ndjson line (bytes) -> its JSON value; BadInput saying why when it is not JSON.
 
     orjson is the fast path (~3x json's speed). A line it refuses goes through json too, which names
     NaN, infinities and huge integers as values the record check then rejects with a precise reason;
@@ -392,9 +284,9 @@ def decode_line(text: bytes):
     try:
         return _decode(text.decode("utf-8"))
     except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
-        raise _BadRecord(f"malformed JSON ({_json_reason(err)})") from None
+        raise BadInput(f"malformed JSON ({_json_reason(err)})") from None
     except RecursionError:
-        raise _BadRecord("malformed JSON (nested too deeply)") from None
+        raise BadInput("malformed JSON (nested too deeply)") from None
 
 
 def _checked_lines(fh) -> Iterator[tuple[int, dict | None, str | None]]:
@@ -415,18 +307,19 @@ def _checked_lines(fh) -> Iterator[tuple[int, dict | None, str | None]]:
             continue
         try:
             yield number, _check_record(decode_line(text)), None
-        except _BadRecord as err:
+        except BadInput as err:
             yield number, None, str(err)
 
 
 def read_records(stream, name: str) -> Iterator[tuple[str, dict | None, str | None]]:
     """("name:line", drawing record or None, error or None) per non-blank line of an ndjson stream
-    (binary, or text): what `doodle predict` shows one result for. Drawings are in simplified coordinates."""
+    (binary, or text): what `doodle predict` shows one result for. Records are as `iter_drawings` gives them."""
     for number, record, reason in _checked_lines(stream):
         where = f"{name}:{number}"
         if reason is not None:
             yield where, None, f"{where}: {reason}"
             continue
+        record["line"] = number
         try:
             yield where, _finish(record), None
         except DoodleError as err:
@@ -434,16 +327,17 @@ def read_records(stream, name: str) -> Iterator[tuple[str, dict | None, str | No
 
 
 def iter_drawings(path, *, recognized_only: bool = False, countrycodes: Collection[str] | None = None,
-                  limit: int | None = None, strict: bool = False,
-                  stats: LoadStats | None = None) -> Iterator[dict]:
-    """Stream drawings from a simplified or raw ndjson file, one line at a time.
+                  limit: int | None = None, strict: bool = False, stats: LoadStats | None = None,
+                  stream=None) -> Iterator[dict]:
+    """Stream drawings from a simplified or raw ndjson file (or from an open `stream`, which `path` then
+    names, e.g. '<stdin>'), one line at a time.
 
     Each item: {word, countrycode, recognized, key_id, line, drawing} with the drawing in simplified
     coordinates. Bad lines are skipped and counted in `stats` (or raise DoodleError with `strict`);
     `limit` counts kept drawings; lines removed by the filters count as `filtered`. Raw lines are
     simplified RAW_BATCH at a time (same result, twice the speed), so they arrive in small bursts.
     """
-    path, fh = _open(path)
+    path, fh = (path, contextlib.nullcontext(stream)) if stream is not None else _open(path)
     stats = stats if stats is not None else LoadStats(str(path))
     if isinstance(countrycodes, str):  # "US" means ["US"], not {"U", "S"}
         countrycodes = [countrycodes]
@@ -452,14 +346,19 @@ def iter_drawings(path, *, recognized_only: bool = False, countrycodes: Collecti
 
     def flush():
         for record in _finish_batch(pending):
+            if "_problem" in record:
+                if strict:
+                    raise DoodleError(f"{path}:{record['line']}: {record['_problem']}; {_STRICT_HINT}")
+                stats.add_problem(record["line"], record["_problem"])
+                continue
             stats.kept += 1
             yield record
         pending.clear()
 
-    with fh:
+    with fh as lines:
         if limit is not None and limit <= 0:
             return
-        for number, record, reason in _checked_lines(fh):
+        for number, record, reason in _checked_lines(lines):
             stats.lines += 1
             if reason is not None:
                 if strict:
@@ -476,7 +375,7 @@ def iter_drawings(path, *, recognized_only: bool = False, countrycodes: Collecti
             full = limit is not None and stats.kept + len(pending) >= limit
             if full or len(pending) >= RAW_BATCH or (len(pending) == 1 and record["_simplified"]):
                 yield from flush()
-            if full:
+            if limit is not None and stats.kept >= limit:
                 return
         yield from flush()
 

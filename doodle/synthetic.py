@@ -22,7 +22,7 @@ from doodle.categories import local_path
 from doodle.errors import DoodleError
 from doodle.fsutil import atomic_path
 from doodle.progress import NULL_REPORTER, Reporter
-from doodle.strokes import fit_box, rdp_keep
+from doodle.simplify import fit_box, rdp_keep
 
 _STEP = 4.0  # spacing of the dense pen path (Google resamples at 1; with RDP at eps 2 coarser hardly matters)
 _R = 100.0  # drawings are made about 2 * _R units wide, close to the final 0..255 scale

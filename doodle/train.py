@@ -25,12 +25,13 @@ from doodle.batches import RowView, epoch_order
 from doodle import extend, runs
 from doodle.checkpoint import save_model
 from doodle.config import dump, load_config
-from doodle.dataset import PADDING, Dataset, load_dataset, split_indices
+from doodle.dataset import Dataset, load_dataset, split_indices
 from doodle.errors import DoodleError, lookup
 from doodle.metrics import CONFIDENT_PRECISION, confidence_threshold, expected_calibration_error, fit_temperature
 from doodle.nn import BACKPROP, LOSSES, MLP, ModelSpec
 from doodle.optim import Optimizer, clip_grad_norm, optimizer_from_settings, schedule_from_settings
 from doodle.progress import NULL_REPORTER, Reporter
+from doodle.raster import PADDING
 
 CALIBRATION_ROWS = 10_000  # validation rows the temperature is fitted on, at most: its float64 (rows, classes)
 # arrays cost 28 MB each at 345 classes

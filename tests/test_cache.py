@@ -18,9 +18,9 @@ import doodle.distributed
 from doodle import fsutil
 from doodle.cache import build_all, build_category, open_cache, temporaries
 from doodle.config import load_config
-from doodle.dataset import PADDING
+from doodle.raster import PADDING
 from doodle.errors import DoodleError
-from doodle.raster import rasterize_batch
+from doodle.rasterpool import rasterize_batch
 from doodle.strokes import iter_drawings
 from doodle.synthetic import write_synthetic
 
@@ -80,7 +80,7 @@ KILL_SECOND = """
 import os, signal, sys
 import doodle.cache as c
 from doodle.config import load_config
-from doodle.dataset import PADDING
+from doodle.raster import PADDING
 from doodle.errors import DoodleError
 from pathlib import Path
 sources, folder = [Path(p) for p in sys.argv[1:4]], Path(sys.argv[4])

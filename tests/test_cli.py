@@ -230,8 +230,8 @@ def test_graph_command_draws_the_loss_graph_and_the_weight_slice(tmp_path, norm)
     assert bad.exit_code == 2 and "LAYER:ROW:COL" in bad.stderr
     for missing in ("nowhere.ndjson", "nowhere.png"):
         gone = run("graph", tmp_path / missing, "--model", tmp_path / "run", "--out", tmp_path / "h.svg")
-        assert gone.exit_code == 2 and gone.stderr == f"error: {tmp_path / missing}: no such file; give an .ndjson " \
-                                                      "file of drawings or an image\n"
+        assert gone.exit_code == 2 and gone.stderr == f"error: {tmp_path / missing}: no such file or folder; check " \
+                                                      "the path\n"
 
 
 def test_download_synthetic_then_offline_train_and_resume(tmp_path):

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from doodle import download as dl
+from doodle.categories import FORMATS
 from doodle.errors import DoodleError
 from doodle.progress import Reporter
 
@@ -177,7 +178,7 @@ class Recorder(Reporter):
 
 
 def src(quickdraw_dir: Path, fmt: str, word: str) -> Path:
-    return quickdraw_dir / "full" / fmt / f"{word}.{dl.FORMATS[fmt]}"
+    return quickdraw_dir / "full" / fmt / f"{word}.{FORMATS[fmt]}"
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -186,12 +187,12 @@ def leftovers(folder: Path) -> list[str]:
 
 def leave_part(data_dir: Path, fmt: str, word: str, data: bytes, started_from: bytes | None) -> Path:
     """A .part left by an interrupted download of the remote file `started_from` (its ETag remembered)."""
-    part = data_dir / fmt / f"{word}.{dl.FORMATS[fmt]}.part"
+    part = data_dir / fmt / f"{word}.{FORMATS[fmt]}.part"
     part.parent.mkdir(parents=True, exist_ok=True)
     part.write_bytes(data)
     if started_from is not None:
         meta = {"url": "", "etag": etag(started_from), "last_modified": None}
-        (part.parent / f".{word}.{dl.FORMATS[fmt]}.part.json").write_text(json.dumps(meta))
+        (part.parent / f".{word}.{FORMATS[fmt]}.part.json").write_text(json.dumps(meta))
     return part
 
 
@@ -231,14 +232,14 @@ def test_unknown_word_or_format_fails_before_any_request(server, tmp_path):
 
 # ---------------------------------------------------------------------------------------- success
 
-@pytest.mark.parametrize("fmt", list(dl.FORMATS))
+@pytest.mark.parametrize("fmt", list(FORMATS))
 def test_all_formats_byte_identical(server, tmp_path, quickdraw_dir, fmt):
     rec = Recorder()
     words = ["alarm clock", "cat", "alarm clock"]  # spaces, and a duplicate fetched once
     results = dl.download(words, fmt=fmt, data_dir=tmp_path, base_url=server.url, reporter=rec, **FAST)
     assert [r.word for r in results] == ["alarm clock", "cat"]
-    assert sorted(e["path"] for e in server.log) == [f"/full/{fmt}/alarm clock.{dl.FORMATS[fmt]}",
-                                                     f"/full/{fmt}/cat.{dl.FORMATS[fmt]}"]  # fetched in parallel
+    assert sorted(e["path"] for e in server.log) == [f"/full/{fmt}/alarm clock.{FORMATS[fmt]}",
+                                                     f"/full/{fmt}/cat.{FORMATS[fmt]}"]  # fetched in parallel
     assert all(e["range"] is None for e in server.log)
     for r in results:
         source = src(quickdraw_dir, fmt, r.word)
@@ -258,8 +259,8 @@ def test_all_formats_byte_identical(server, tmp_path, quickdraw_dir, fmt):
     advances = [e[2] for e in mine if e[0] == "update"]
     assert sum(advances) == size and max(advances) <= 64 * 1024
     assert leftovers(tmp_path / fmt) == sorted(
-        [f"alarm clock.{dl.FORMATS[fmt]}", f"cat.{dl.FORMATS[fmt]}",
-         f".alarm clock.{dl.FORMATS[fmt]}.json", f".cat.{dl.FORMATS[fmt]}.json"])
+        [f"alarm clock.{FORMATS[fmt]}", f"cat.{FORMATS[fmt]}",
+         f".alarm clock.{FORMATS[fmt]}.json", f".cat.{FORMATS[fmt]}.json"])
 
 
 def test_file_base_and_env_var(tmp_path, quickdraw_dir, server, monkeypatch):
@@ -597,7 +598,7 @@ def tiny_npy(rows: int, seed: int = 0) -> bytes:
 
 def put(server: Server, fmt: str, word: str, data: bytes, mtime: float | None = None) -> bytes:
     """Place `data` as the remote file of `word` (mtime sets its Last-Modified)."""
-    path = server.httpd.root / "full" / fmt / f"{word}.{dl.FORMATS[fmt]}"
+    path = server.httpd.root / "full" / fmt / f"{word}.{FORMATS[fmt]}"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     if mtime is not None:
@@ -703,13 +704,13 @@ def test_partial_of_a_changed_file_is_not_spliced(tmp_server, tmp_path, server_m
     tmp_server.cfg.update(script=["drop"], **server_mode)
     [r] = dl.download(["cat"], fmt=fmt, data_dir=tmp_path, base_url=tmp_server.url, retries=0, backoff=0.001)
     resumable = server_mode.get("validators") != ()  # with nothing to resume it by, a .part is removed at once
-    assert r.status == "failed" and (tmp_path / fmt / f"cat.{dl.FORMATS[fmt]}.part").exists() == resumable
+    assert r.status == "failed" and (tmp_path / fmt / f"cat.{FORMATS[fmt]}.part").exists() == resumable
     new = put(tmp_server, fmt, "cat", make(2), mtime=1_600_000_000)
     assert len(new) == len(old) != len(old) // 2  # the same size: only the validators tell them apart
     tmp_server.log.clear()
     [r] = dl.download(["cat"], fmt=fmt, data_dir=tmp_path, base_url=tmp_server.url, **FAST)
     assert r.status == "downloaded" and r.path.read_bytes() == new
-    assert leftovers(tmp_path) == sorted([f".cat.{dl.FORMATS[fmt]}.json", f"cat.{dl.FORMATS[fmt]}"])
+    assert leftovers(tmp_path) == sorted([f".cat.{FORMATS[fmt]}.json", f"cat.{FORMATS[fmt]}"])
     assert server_ranges(tmp_server)[-1][2] == 200 and all(e[2] in (200, 206) for e in server_ranges(tmp_server))
 
 
@@ -757,7 +758,7 @@ def spawn(*args, cwd: Path) -> subprocess.Popen:
 
 def nothing_looks_complete_unless_identical(data_dir: Path, fmt: str, sources: dict[str, bytes]) -> None:
     """After any interruption: a target is absent or byte-identical; a .part is a prefix of its source."""
-    ext = dl.FORMATS[fmt]
+    ext = FORMATS[fmt]
     for word, data in sources.items():
         path = data_dir / fmt / f"{word}.{ext}"
         if path.exists():

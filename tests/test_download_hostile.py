@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from doodle import dataset
 from doodle import download as dl
-from doodle.categories import CATEGORIES
+from doodle.categories import CATEGORIES, FORMATS
 from test_download import FAST, etag, leftovers, tiny_ndjson
 
 ONE_TRY = dict(retries=0, backoff=0.001, timeout=5.0)
@@ -400,7 +400,7 @@ def test_a_gzip_file_served_as_ndjson_is_described(tmp_path):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(body=st.binary(min_size=1, max_size=3000), fmt=st.sampled_from(list(dl.FORMATS)),
+@given(body=st.binary(min_size=1, max_size=3000), fmt=st.sampled_from(list(FORMATS)),
        limit=st.sampled_from([None, 3]), stated=st.booleans())
 def test_whatever_the_server_sends_the_outcome_is_clean(reused, tmp_path_factory, body, fmt, limit, stated):
     """Any body, with or without a size: a file is kept only if it is right, an error is one printable line,
@@ -418,8 +418,8 @@ def test_whatever_the_server_sends_the_outcome_is_clean(reused, tmp_path_factory
         assert "\ufffd" not in r.error or "\ufffd".encode() in body  # bytes are described, never decoded blindly
     else:
         dl._check_file(r.path, fmt)
-    part = dl.local_path(data, fmt, "cat").with_name(f"cat.{dl.FORMATS[fmt]}.part")
-    assert set(leftovers(data)) <= {f"cat.{dl.FORMATS[fmt]}", f".cat.{dl.FORMATS[fmt]}.json", part.name,
+    part = dl.local_path(data, fmt, "cat").with_name(f"cat.{FORMATS[fmt]}.part")
+    assert set(leftovers(data)) <= {f"cat.{FORMATS[fmt]}", f".cat.{FORMATS[fmt]}.json", part.name,
                                     f".{part.name}.json"}
     assert part.exists() == (f".{part.name}.json" in leftovers(data))  # a .part is kept only with its ETag
 

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from doodle.errors import DoodleError
-from doodle.evaluate import evaluate, read_inputs
+from doodle.evaluate import evaluate
+from doodle.inputs import labelled
 from doodle.predict import predict
 from doodle.raster import rasterize
 from doodle.train import train
@@ -22,7 +23,7 @@ RASTER = {"size": 28, "line_width": 16.0, "padding": 16.0}
 
 def test_ndjson_inputs_are_rasterised_like_training(quickdraw_dir):
     path = quickdraw_dir / "full" / "simplified" / "apple.ndjson"
-    data = read_inputs([path], RASTER)
+    data = labelled([path], RASTER)
     first = json.loads(path.read_text().splitlines()[0])
     assert data.labels[0] == "apple" and data.x.dtype == np.uint8
     assert np.array_equal(data.x[0], rasterize(first["drawing"]))
@@ -31,10 +32,10 @@ def test_ndjson_inputs_are_rasterised_like_training(quickdraw_dir):
 def test_npy_label_from_file_name(quickdraw_dir, tmp_path):
     src = np.load(quickdraw_dir / "full" / "numpy_bitmap" / "eye.npy")[:10]
     np.save(tmp_path / "eye.npy", src)
-    data = read_inputs([tmp_path / "eye.npy"], RASTER)
+    data = labelled([tmp_path / "eye.npy"], RASTER)
     assert data.labels == ["eye"] * 10 and np.array_equal(data.x.reshape(10, -1), src)
     with pytest.raises(DoodleError, match="28x28 but the model expects 64x64"):
-        read_inputs([tmp_path / "eye.npy"], dict(RASTER, size=64))
+        labelled([tmp_path / "eye.npy"], dict(RASTER, size=64))
 
 
 def test_image_folders_one_per_category(quickdraw_dir, tmp_path):
@@ -44,17 +45,17 @@ def test_image_folders_one_per_category(quickdraw_dir, tmp_path):
             shutil.copy(p, tmp_path / word / p.name)
     (tmp_path / "banana" / "notes.txt").write_text("not an image")
     (tmp_path / "banana" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    data = read_inputs([tmp_path], RASTER)
+    data = labelled([tmp_path], RASTER)
     assert data.labels == ["apple"] * 3 + ["banana"] * 3
     assert len(data.problems) == 1 and "broken.png" in data.problems[0]
 
 
 def test_missing_and_unsupported_inputs(tmp_path):
     with pytest.raises(DoodleError, match="no such file or folder"):
-        read_inputs([tmp_path / "nope.ndjson"], RASTER)
+        labelled([tmp_path / "nope.ndjson"], RASTER)
     (tmp_path / "x.csv").write_text("a,b")
-    with pytest.raises(DoodleError, match="unsupported data file"):
-        read_inputs([tmp_path / "x.csv"], RASTER)
+    with pytest.raises(DoodleError, match="unsupported input"):
+        labelled([tmp_path / "x.csv"], RASTER)
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +151,7 @@ def test_calibration_is_applied_unless_asked_not_to(tmp_path):
 def test_test_time_augmentation_reaches_evaluate_predict_and_play(tmp_path):
     from doodle.checkpoint import load_model
     from doodle.metrics import negative_log_likelihood
-    from doodle.play import probabilities
+    from doodle.predict import probabilities
     from doodle.train import fit
     from test_train import blobs, config
 
@@ -172,7 +173,7 @@ def test_test_time_augmentation_reaches_evaluate_predict_and_play(tmp_path):
     top = predict(["-"], tmp_path / "run", stdin=io.StringIO(line))[0][0]["top"]
     bitmap = rasterize(drawing, size=28, line_width=16.0, padding=16.0)[None]
     model.tta = "flip_shift"
-    p = probabilities(model, bitmap)[0]  # doodle play's path
+    p = probabilities(model, bitmap, "run")[0]  # doodle play's path
     assert [r["probability"] for r in top] == pytest.approx(sorted(p, reverse=True)[:3], rel=1e-6)
     model.tta = "none"
-    assert not np.allclose(probabilities(model, bitmap)[0], p, rtol=1e-2, atol=0)  # far beyond the 1e-6 above
+    assert not np.allclose(probabilities(model, bitmap, "run")[0], p, rtol=1e-2, atol=0)  # far beyond the 1e-6 above

@@ -23,7 +23,7 @@ if sys.argv[1] == "tuned":
     assert doodle.heap.keep_freed_memory()
 else:  # rasterize_batch would tune malloc itself: leave it as glibc has it
     doodle.heap.keep_freed_memory = lambda: False
-from doodle.raster import rasterize_batch
+from doodle.rasterpool import rasterize_batch
 drawings = [json.loads(line)["drawing"] for p in sorted(Path(sys.argv[2]).glob("*.ndjson"))
             for line in open(p) if line.strip()]
 rasterize_batch(drawings[:64])  # warm: imports, first arrays

@@ -9,6 +9,8 @@ import contextlib
 import ipaddress
 import json
 import math
+import os
+import shutil
 import socket
 import threading
 from pathlib import Path
@@ -23,9 +25,10 @@ from doodle import play
 from doodle.checkpoint import load_model
 from doodle.cli import app as cli_app
 from doodle.play import MAX_BODY, MAX_POINTS, MAX_STROKES, make_app, running
+from doodle.simplify import MAX_INK, simplify_raw
 from doodle.predict import predict
 from doodle.raster import rasterize
-from doodle.strokes import iter_drawings, parse_drawing, simplify_raw
+from doodle.strokes import iter_drawings, parse_drawing
 
 FIXTURE = REPO / "tests" / "fixtures" / "play" / "raw_shapes.ndjson"
 SHAPES = ["circle", "square", "triangle", "hexagon", "octagon", "star", "line", "zigzag"]
@@ -64,7 +67,7 @@ def test_model_endpoint(client, play_model):
     _, meta = load_model(play_model)
     assert info["categories"] == meta["classes"] == SHAPES
     assert info["raster"] == meta["raster"] and info["run"] == play_model.name
-    assert info["limits"] == {"body_bytes": MAX_BODY, "points": MAX_POINTS, "strokes": MAX_STROKES}
+    assert info["limits"] == {"body_bytes": MAX_BODY, "points": MAX_POINTS, "strokes": MAX_STROKES, "ink": MAX_INK}
     # "I see X" from the threshold training chose on the validation split
     threshold = meta["metrics"]["confident_at"]
     assert info["confidence"] == {"threshold": threshold, "precision": 0.9, "source": "validation"}
@@ -155,6 +158,7 @@ def test_a_drawn_circle_is_a_circle(client, play_model):
     assert len(post(client, "/api/predict", {"drawing": circle()}, top_k="1").json()["top"]) == 1
     no_times = [s[:2] for s in circle()]
     assert post(client, "/api/predict", {"drawing": no_times}).json() == out
+    assert post(client, "/api/predict", {"drawing": circle(), "format": None}).json() == out  # null: not given
 
 
 def test_simplified_format_goes_straight_to_the_rasterizer(client, play_model):
@@ -177,7 +181,7 @@ def stroke(n=3):
 
 
 BAD = [
-    ("not JSON", "{\"drawing\": [", 400, "not JSON"),
+    ("not JSON", "{\"drawing\": [", 400, "body: malformed JSON"),
     ("not UTF-8", b"\xff\xfe{}", 400, "UTF-8"),
     ("array body", [[1, 2]], 400, "JSON object"),
     ("no drawing", {"strokes": []}, 400, "missing 'drawing'"),
@@ -190,21 +194,22 @@ BAD = [
     ("boolean coordinate", {"drawing": [[[1], [True], [0]]]}, 400, "stroke 1 y has true"),
     ("null coordinate", {"drawing": [[[1, None], [1, 2], [0, 1]]]}, 400, "stroke 1 x has null"),
     ("nested coordinate", {"drawing": [[[[1]], [1], [0]]]}, 400, "not a number"),
-    ("NaN", "{\"drawing\": [[[NaN], [1], [0]]]}", 400, "NaN is not a number"),
-    ("Infinity", "{\"drawing\": [[[1], [-Infinity], [0]]]}", 400, "-Infinity is not a number"),
-    ("overflow to inf", "{\"drawing\": [[[1e999], [1], [0]]]}", 400, "outside"),
+    ("NaN", "{\"drawing\": [[[NaN], [1], [0]]]}", 400, "stroke 1 x has NaN, not a finite number"),
+    ("Infinity", "{\"drawing\": [[[1], [-Infinity], [0]]]}", 400, "y has -Infinity, not a finite number"),
+    ("overflow to inf", "{\"drawing\": [[[1e999], [1], [0]]]}", 400, "has Infinity, not a finite number"),
     ("huge coordinate", {"drawing": [[[1e12], [1], [0]]]}, 400, "outside"),
     ("huge integer", {"drawing": [[[10 ** 80], [1], [0]]]}, 400, "outside"),
-    ("integer of 5,000 digits", "{\"drawing\": [[[" + "9" * 5000 + "], [1], [0]]]}", 400, "cannot be used"),
-    ("nested 100,000 deep", "[" * 100_000 + "]" * 100_000, 400, "cannot be used"),
+    ("integer of 5,000 digits", "{\"drawing\": [[[" + "9" * 5000 + "], [1], [0]]]}", 400, "malformed JSON (Exceeds"),
+    ("nested 100,000 deep", "[" * 100_000 + "]" * 100_000, 400, "malformed JSON (nested too deeply)"),
     ("lengths differ", {"drawing": [[[1, 2], [1], [0, 1]]]}, 400, "2 x but 1 y"),
     ("times short", {"drawing": [[[1, 2], [1, 2], [0]]]}, 400, "2 x but 1 t"),
     ("negative time", {"drawing": [[[1], [1], [-5]]]}, 400, "stroke 1 t has -5"),
     ("empty drawing", {"drawing": []}, 400, "empty drawing"),
     ("only empty strokes", {"drawing": [[[], [], []], [[], []]]}, 400, "empty drawing"),
-    ("too many points", {"drawing": [stroke(MAX_POINTS // 2), stroke(MAX_POINTS // 2 + 1)]}, 413, "20,000 points"),
-    ("too many strokes", {"drawing": [stroke(1)] * (MAX_STROKES + 1)}, 413, f"limit is {MAX_STROKES}"),
+    ("too many points", {"drawing": [stroke(MAX_POINTS // 2), stroke(MAX_POINTS // 2 + 1)]}, 413, "20,001 points, over the limit of 20,000"),
+    ("too many strokes", {"drawing": [stroke(1)] * (MAX_STROKES + 1)}, 413, "1,001 strokes, over the limit of 1,000"),
     ("unknown format", {"drawing": [stroke()], "format": "svg"}, 400, "format must be"),
+    ("files' own format", {"drawing": [stroke()], "format": "auto"}, 400, "format must be 'raw' or 'simplified'"),
     ("simplified floats", {"drawing": [[[1.5], [1]]], "format": "simplified"}, 400, "not an integer"),
     ("simplified out of range", {"drawing": [[[300], [1]]], "format": "simplified"}, 400, "outside 0..255"),
     ("simplified with times", {"drawing": [stroke()], "format": "simplified"}, 400, "is not [xs, ys]"),
@@ -395,13 +400,14 @@ def test_parity_with_doodle_predict_on_the_shared_raw_sample(client, play_model,
 
 
 def ctrl_c(monkeypatch) -> list:
-    """uvicorn's Server.run replaced by Ctrl-C at once; returns the list of (app, address) it was asked to serve."""
+    """uvicorn's Server.run replaced by Ctrl-C at once; returns the (app, address, socket protocol) it was asked to
+    serve."""
     import uvicorn
 
     served = []
 
     def run(server, sockets=None):
-        served.append((server.config.app, sockets[0].getsockname()))
+        served.append((server.config.app, sockets[0].getsockname(), sockets[0].proto))
         raise KeyboardInterrupt
 
     monkeypatch.setattr(uvicorn.Server, "run", run)
@@ -413,10 +419,18 @@ def test_doodle_play_prints_url_model_categories_and_stops_cleanly(play_model, t
     res = CliRunner().invoke(cli_app, ["play", "--model", str(play_model), "--port", "0", "--no-open",
                                        "--save-dir", str(tmp_path / "mine")])
     assert res.exit_code == 0, res.output
-    (app, (host, port)), = served
+    (app, (host, port), proto), = served
     assert host == "127.0.0.1" and port > 0 and f"http://127.0.0.1:{port}/" in res.stdout
     assert str(play_model) in res.stdout and ", ".join(SHAPES) in res.stdout and "warning" not in res.output
-    assert TestClient(app, base_url=f"http://127.0.0.1:{port}").get("/api/model").json()["categories"] == SHAPES
+    assert proto == socket.IPPROTO_TCP  # what makes asyncio set TCP_NODELAY on every accepted connection
+    served_app = TestClient(app, base_url=f"http://127.0.0.1:{port}")
+    assert served_app.get("/api/model").json()["categories"] == SHAPES
+    for host_name in ("localhost", "[::1]", f"127.0.0.1:{port}"):
+        assert served_app.get("/api/model", headers={"Host": host_name}).status_code == 200, host_name
+    # the app `doodle play` serves on loopback answers only for loopback names (a DNS-rebinding page is refused)
+    refused = served_app.post("/api/save", json={"word": "circle", "drawing": circle()}, headers={"Host": "evil.example"})
+    assert refused.status_code == 400 and "answers only for" in refused.json()["error"]
+    assert not (tmp_path / "mine").exists()
     with socket.socket() as busy:  # a port in use is a one-line error
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -472,3 +486,191 @@ def test_play_names_a_few_categories_within_80_columns():
     shown = line.count("category ")
     assert f"(+{345 - shown} more)" in line
     assert _some_names("8 categories: ", SHAPES, 80) == "8 categories: " + ", ".join(SHAPES)
+
+
+# ---------------------------------------------------------------- under a hostile or slow client
+
+
+def test_accepted_connections_have_tcp_nodelay(play_model, tmp_path, monkeypatch):
+    """Without it every answer on a kept-alive connection waits ~40 ms (Nagle and the delayed ACK)."""
+    import http.client
+
+    servers = []
+    real = play._server
+    monkeypatch.setattr(play, "_server", lambda app: servers.append(real(app)) or servers[-1])
+    with running(make_app(play_model, tmp_path)) as url:
+        host, port = url.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)  # one connection, kept alive
+        try:
+            for _ in range(2):
+                conn.request("GET", "/api/model")
+                assert conn.getresponse().read()
+            (protocol,) = servers[0].server_state.connections
+            accepted = protocol.transport.get_extra_info("socket")
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        finally:
+            conn.close()
+
+
+def zigzag(points: int = 20_000, top: float = 1e9) -> list:
+    """The audit's worst case: one stroke from corner to corner and back (~340 KB of JSON raw)."""
+    corners = [0 if i % 2 == 0 else top for i in range(points)]
+    return [[corners, corners, list(range(points))]]
+
+
+@pytest.mark.parametrize("body", [{"drawing": zigzag()}, {"drawing": [s[:2] for s in zigzag(top=255)],
+                                                          "format": "simplified"},
+                                  {"drawing": zigzag(), "word": "circle"}], ids=["raw", "simplified", "save"])
+def test_a_drawing_over_the_work_budget_is_refused_before_any_work(play_model, tmp_path, monkeypatch, body):
+    from doodle import simplify
+
+    client = TestClient(make_app(play_model, tmp_path / "mine"))
+    monkeypatch.setattr(simplify, "_resample", lambda *a: pytest.fail("resampled a drawing over the budget"))
+    monkeypatch.setattr(play, "to_bitmap", lambda *a: pytest.fail("rasterized a drawing over the budget"))
+    content = json.dumps(body)
+    assert len(content) < MAX_BODY
+    error = error_of(post(client, "/api/save" if "word" in body else "/api/predict", content=content), 413)
+    assert error.startswith("drawing's strokes run ") and "over the limit of 100,000" in error
+    assert not (tmp_path / "mine").exists()
+
+
+def test_heavy_work_takes_turns_and_a_full_line_is_refused_with_503(play_model, tmp_path):
+    gate = play.WorkGate(running=1, waiting=1)
+    started, release, order = threading.Event(), threading.Event(), []
+
+    def hold():
+        with gate.turn():
+            started.set()
+            release.wait(10)
+            order.append("first")
+
+    def queue():
+        with gate.turn():
+            order.append("second")
+
+    first, second = threading.Thread(target=hold), threading.Thread(target=queue)
+    first.start()
+    started.wait(10)
+    second.start()  # waits in line
+    time_out = threading.Event()
+    for _ in range(200):  # until the second one is in line (it takes the line's last place)
+        try:
+            with gate.turn():
+                pass
+        except play.ApiError as exc:
+            assert exc.status == 503 and "busy" in str(exc)
+            break
+        time_out.wait(0.01)
+    else:
+        pytest.fail("the line never filled")
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert order == ["first", "second"]
+    with gate.turn():  # free again
+        pass
+    app = make_app(play_model, tmp_path)
+    app.state.player.gate = play.WorkGate(running=1, waiting=0)
+    client = TestClient(app)
+    with app.state.player.gate.turn():  # a heavy request in progress
+        res = post(client, "/api/predict", {"drawing": circle()})
+        assert "busy" in error_of(res, 503) and res.headers["retry-after"] == "1"
+    assert post(client, "/api/predict", {"drawing": circle()}).status_code == 200
+
+
+def test_out_of_memory_and_bugs_still_answer_json(play_model, tmp_path, monkeypatch):
+    client = TestClient(make_app(play_model, tmp_path), raise_server_exceptions=False)
+
+    def no_memory(*args):
+        raise MemoryError
+
+    monkeypatch.setattr(play, "to_bitmap", no_memory)
+    res = post(client, "/api/predict", {"drawing": circle()})
+    assert "ran out of memory" in error_of(res, 503) and res.headers["retry-after"] == "1"
+    monkeypatch.setattr(play, "to_bitmap", lambda *a: 1 / 0)
+    assert error_of(post(client, "/api/predict", {"drawing": circle()}), 500) == \
+        "internal error (ZeroDivisionError); see the server's log"
+
+
+@pytest.fixture
+def overflowing_model(play_model, tmp_path) -> Path:
+    """The play model with every weight times 1e30: finite weights, so it loads, but its logits overflow."""
+    run = tmp_path / "huge"
+    shutil.copytree(play_model, run)
+    with np.load(run / "model.npz") as f:
+        arrays = {k: f[k] * np.float32(1e30) if k.endswith(".W") else f[k] for k in f.files}
+    np.savez(run / "model.npz", **arrays)
+    model, _ = load_model(run)
+    with np.errstate(over="ignore", invalid="ignore"):
+        assert np.isnan(model.predict_proba(np.full((1, 28, 28), 255, np.uint8))).any()
+    return run
+
+
+def test_a_model_whose_probabilities_are_not_finite_is_an_error_naming_it(overflowing_model, tmp_path):
+    line = json.dumps({"word": "circle", "drawing": circle()})
+    res = CliRunner().invoke(cli_app, ["predict", "-", "--model", str(overflowing_model), "--json"], input=line)
+    assert res.exit_code == 2 and res.stdout == "" and "Traceback" not in res.output
+    assert res.stderr.startswith(f"error: {overflowing_model}: the model's probabilities are NaN or infinite for 1 of 1")
+    (tmp_path / "circle.ndjson").write_text(line + "\n")
+    res = CliRunner().invoke(cli_app, ["evaluate", str(tmp_path / "circle.ndjson"), "--model", str(overflowing_model)])
+    assert res.exit_code == 2 and "probabilities are NaN or infinite" in res.stderr
+    client = TestClient(make_app(overflowing_model, tmp_path / "mine"))
+    error = error_of(post(client, "/api/predict", {"drawing": circle()}), 500)
+    assert error.startswith(f"{overflowing_model}: the model's probabilities are NaN")
+    assert error == error_of(post(client, "/api/save", {"word": "circle", "drawing": circle()}), 500)
+    assert not (tmp_path / "mine").exists()  # a save either succeeds and says so, or writes nothing
+
+
+def test_saves_that_fail_on_disk_write_nothing_and_say_why(play_model, tmp_path, monkeypatch):
+    import errno
+
+    client = TestClient(make_app(play_model, tmp_path))
+    assert post(client, "/api/save", {"word": "circle", "drawing": circle()}).status_code == 200
+    before = (tmp_path / "circle.ndjson").read_bytes()
+    real_write, real_fsync = os.write, os.fsync
+    failures = {"full": (os.write, lambda fd, data: real_write(fd, data[:10]), 507, "disk full (short write)"),
+                "no space": (os.write, _raises(errno.ENOSPC), 507, "No space left on device"),
+                "sync": (os.fsync, _raises(errno.EIO), 500, "Input/output error"),
+                "long name": (os.write, _raises(errno.ENAMETOOLONG), 500, "File name too long")}
+    for name, (target, fake, status, words) in failures.items():
+        monkeypatch.setattr(os, target.__name__, fake)
+        try:
+            error = error_of(post(client, "/api/save", {"word": "circle", "drawing": circle()}), status)
+        finally:
+            monkeypatch.setattr(os, "write", real_write)
+            monkeypatch.setattr(os, "fsync", real_fsync)
+        assert words in error and error.endswith("nothing was written"), name
+        assert (tmp_path / "circle.ndjson").read_bytes() == before, name
+
+
+def _raises(code: int):
+    def fail(*args):
+        raise OSError(code, os.strerror(code))
+    return fail
+
+
+BAD_WORDS = ["../escaped", "", "a\x00b", "x" * 300, "two\nlines", ".hidden", "a/b", "back\\slash"]
+
+
+@pytest.mark.parametrize("word", BAD_WORDS, ids=["dot-dot", "empty", "NUL", "300 chars", "newline", "hidden",
+                                                 "slash", "backslash"])
+def test_a_class_name_that_cannot_name_a_file_is_refused_at_load_and_never_saved(play_model, tmp_path, monkeypatch,
+                                                                                   word):
+    run = tmp_path / "run"
+    shutil.copytree(play_model, run)
+    meta = json.loads((run / "model.json").read_text())
+    meta["classes"][0] = word
+    (run / "model.json").write_text(json.dumps(meta))
+    res = CliRunner().invoke(cli_app, ["predict", str(FIXTURE), "--model", str(run)])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert res.stderr.startswith(f"error: {run / 'model.json'}: class name ") and "cannot name a file" in res.stderr
+    assert len(res.stderr.splitlines()) == 1
+    # A model that slipped past load_model: play still writes nothing, inside the save folder or out of it.
+    from doodle import checkpoint
+
+    monkeypatch.setattr(checkpoint, "file_name_problem", lambda name: None)
+    save_dir = tmp_path / "saves" / "mine"
+    client = TestClient(make_app(run, save_dir))
+    error = error_of(post(client, "/api/save", {"word": word, "drawing": circle()}), 400)
+    assert "cannot name a file" in error
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.suffix == ".ndjson" or "escaped" in p.name) == []

@@ -168,3 +168,29 @@ def test_bad_inputs_raise_doodle_error(tmp_path):
         report.write_report(tmp_path, summary, images, y, pred[:3], NAMES)
     with pytest.raises(DoodleError, match="probabilities"):
         report.write_report(tmp_path, summary, images, y, pred, NAMES, probs=probs[:, :3])
+
+
+@pytest.mark.parametrize("counts, ticks", [([7, 0, 3], [0, 5, 10]), ([1, 0, 1], [0, 1]),
+                                           ([1234, 300, 5], [0, 500, 1000, 1500])])
+def test_reliability_counts_have_a_labelled_axis(counts, ticks):
+    # Bins of (0.5, 0.6], (0.6, 0.7], (0.7, 0.8] holding `counts` drawings: the grey histogram below the
+    # diagram gets an axis of round counts from 0 to at least the fullest bin, and each bar's height reads on it.
+    bins = [{"lo": 0.5 + k / 10, "hi": 0.6 + k / 10, "count": c, "confidence": 0.55 + k / 10, "accuracy": 0.5}
+            for k, c in enumerate(counts)]
+    im = report.render_reliability(bins, "t", size=560).convert("RGB")
+    drawn = im.info["count_ticks"]
+    assert [c for c, _ in drawn] == ticks
+    (_, y0), (c1, y1) = drawn[0], drawn[-1]
+    assert y1 < y0  # counts go up
+    left, plot = 70, 560 - 70 - 20
+    px = np.asarray(im)
+    for k, count in enumerate(counts):
+        column = px[int(y1) - 2:int(y0) + 1, int(left + (0.55 + k / 10) * plot)]  # through the middle of bin k
+        grey = np.flatnonzero((column == report.MUTED).all(axis=1))
+        if count == 0:
+            assert len(grey) == 0
+            continue
+        top = int(y1) - 2 + grey[0]
+        assert top == pytest.approx(y0 + (y1 - y0) * count / c1, abs=1.5), (count, top)
+    for _, y in drawn:  # a label left of each tick: dark text pixels between the left edge and the axis
+        assert (px[int(y) - 4:int(y) + 5, 30:left - 6].sum(axis=2) < 500).any()

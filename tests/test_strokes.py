@@ -1,21 +1,16 @@
-"""doodle.strokes: ndjson loading, bad lines, filters, Google's raw -> simplified recipe, rdp, bitmaps."""
+"""doodle.strokes: ndjson loading, the drawing checks shared with the play API, bad lines, filters, bitmaps."""
 
 from __future__ import annotations
 
 import json
-import math
 
 import ndjson
 import numpy as np
 import pytest
 
 from doodle.errors import DoodleError
-from doodle.strokes import (RAW_BATCH, LoadStats, iter_drawings, load_bitmaps, load_drawings, parse_drawing, rdp,
-                            simplify_raw, simplify_raw_batch)
-
-# Measured with bench/simplify.py: 5,526 of the 5,528 shared raw drawings come out identical to Google's
-# simplified file (the other two differ by one RDP choice between near-equal distances).
-MIN_IDENTICAL = 0.995
+from doodle.simplify import simplify_raw
+from doodle.strokes import RAW_BATCH, LoadStats, iter_drawings, load_bitmaps, load_drawings, parse_drawing
 
 
 def _write_lines(path, lines):
@@ -27,16 +22,6 @@ def _json_lines(path):
     """Independent reading: every non-blank line of a file through the json module, with its number."""
     with open(path, encoding="utf-8") as fh:
         return [(n, json.loads(line)) for n, line in enumerate(fh, 1) if line.strip()]
-
-
-def _scaled_ends(raw):
-    """Independent recipe for the stroke end points: align top-left, scale max to 255, round half to even."""
-    xs = [v for s in raw for v in s[0]]
-    ys = [v for s in raw for v in s[1]]
-    x0, y0 = min(xs), min(ys)
-    extent = max(max(xs) - x0, max(ys) - y0)
-    f = (lambda v, v0: round((v - v0) * 255.0 / extent)) if extent else (lambda v, v0: 0)
-    return [((f(s[0][0], x0), f(s[1][0], y0)), (f(s[0][-1], x0), f(s[1][-1], y0))) for s in raw if s[0]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -55,170 +40,6 @@ def test_simplified_file_loads_exactly(quickdraw_dir):
             "cat", want["countrycode"], want["recognized"], want["key_id"])
         assert all(type(v) is int for s in got["drawing"] for v in s[0] + s[1])
     assert stats.summary() == f"cat.ndjson: {len(expected)} drawings"
-
-
-def _raw_vs_google(full):
-    """(identical, total) over the raw drawings of `full` that have a simplified twin (same key_id)."""
-    same = total = 0
-    for raw_path in sorted((full / "raw").glob("*.ndjson")):
-        google = {d["key_id"]: d["drawing"] for _, d in _json_lines(full / "simplified" / raw_path.name)}
-        for rec in iter_drawings(raw_path):
-            want = google.get(rec["key_id"])
-            if want is not None:
-                total += 1
-                same += rec["drawing"] == want
-                assert len(rec["drawing"]) == len(want)  # strokes are never merged or dropped
-    return same, total
-
-
-def test_raw_files_match_google_simplified(quickdraw_dir):
-    """The fixture's raw drawings (each has its simplified twin): raw through our recipe == Google's simplified."""
-    assert _raw_vs_google(quickdraw_dir / "full") == (19, 19)
-
-
-@pytest.mark.shared
-def test_raw_files_match_google_simplified_on_the_whole_sample(shared_quickdraw_dir):
-    """Every shared raw/simplified pair: identical, almost always."""
-    same, total = _raw_vs_google(shared_quickdraw_dir / "full")
-    assert total == 5528
-    assert same / total >= MIN_IDENTICAL, f"{same}/{total} identical"
-
-
-def test_raw_invariants_on_real_drawings(quickdraw_dir):
-    n = 0
-    for raw_path in sorted((quickdraw_dir / "full" / "raw").glob("*.ndjson")):
-        records = _json_lines(raw_path)
-        loaded = list(iter_drawings(raw_path))
-        assert len(loaded) == len(records)
-        for rec, (_, obj) in zip(loaded, records):
-            raw = obj["drawing"]
-            out = rec["drawing"]
-            assert len(out) == len(raw)
-            values = [v for s in out for v in s[0] + s[1]]
-            assert all(type(v) is int and 0 <= v <= 255 for v in values)
-            for stroke, (first, last) in zip(out, _scaled_ends(raw)):
-                assert len(stroke[0]) == len(stroke[1]) >= 2
-                assert (stroke[0][0], stroke[1][0]) == first  # RDP keeps both ends of every stroke
-                assert (stroke[0][-1], stroke[1][-1]) == last
-            n += 1
-    assert n == 19
-
-
-# ---------------------------------------------------------------------------------------------
-# simplify_raw on hand-made drawings
-
-
-def test_simplify_raw_aligns_scales_and_keeps_corners():
-    # An L from (100, 50) down to (100, 250) then right to (300, 250): extent 200 -> scale 255/200.
-    raw = [[[100, 100, 300], [50, 250, 250], [0, 10, 20]]]
-    assert simplify_raw(raw) == [[[0, 0, 255], [0, 255, 255]]]
-    # A straight line: collinear resampled points all go, only the ends stay; y = 100 * 255 / 200 = 127.5.
-    assert simplify_raw([[[10.0, 60.0, 110.0, 210.0], [5.0, 30.0, 55.0, 105.0]]]) == [[[0, 255], [0, 128]]]
-
-
-def test_simplify_raw_rounds_half_to_even_and_doubles_single_points():
-    # Extent 510 -> scale 0.5: a dot at y=253 lands on 126.5 (-> 126), one at y=255 on 127.5 (-> 128).
-    raw = [[[0, 510], [0, 0]], [[0], [253]], [[510], [255]]]
-    assert simplify_raw(raw) == [[[0, 255], [0, 0]], [[0, 0], [126, 126]], [[255, 255], [128, 128]]]
-
-
-def test_simplify_raw_degenerate_drawings():
-    assert simplify_raw([[[7.5], [3.25]]]) == [[[0, 0], [0, 0]]]  # one point: nothing to scale
-    # A repeated point is a dot too; an empty stroke is dropped.
-    assert simplify_raw([[[4, 4, 4], [9, 9, 9]], [[], []]]) == [[[0, 0], [0, 0]]]
-    with pytest.raises(DoodleError, match="empty drawing"):
-        simplify_raw([[[], []]])
-    with pytest.raises(DoodleError, match="non-finite"):
-        simplify_raw([[[0.0, float("nan")], [0.0, 1.0]]])
-    with pytest.raises(DoodleError, match="1 x but 2 y"):
-        simplify_raw([[[0.0], [0.0, 1.0]]])
-
-
-def test_simplify_raw_keeps_curves_within_epsilon():
-    """A quarter circle of radius 1000 becomes radius 255: kept points lie on it, chords within epsilon."""
-    angles = np.linspace(0, math.pi / 2, 200)
-    arc = [(1000 * np.cos(angles)).tolist(), (1000 * np.sin(angles)).tolist()]
-    (out,) = simplify_raw([arc])
-    pts = np.array(out, dtype=float).T
-    radius = np.hypot(pts[:, 0], pts[:, 1])  # distance from the circle centre (0, 0) in 0..255 units
-    assert len(pts) > 5 and np.all(np.abs(radius - 255) <= 1.0)  # every kept point lies on the arc
-    # Chords between kept points stay within epsilon 2.0 (+ rounding) of the arc: sagitta r(1-cos(a/2)).
-    angle = np.arctan2(pts[:, 1], pts[:, 0])
-    sagitta = 255 * (1 - np.cos(np.abs(np.diff(angle)) / 2))
-    assert sagitta.max() <= 2.0 + 1.0
-
-
-def test_simplify_raw_batch_equals_one_by_one():
-    rng = np.random.default_rng(7)
-    drawings = []
-    for _ in range(60):
-        strokes = []
-        for _ in range(int(rng.integers(1, 5))):
-            n = int(rng.integers(1, 30))
-            walk = np.cumsum(rng.normal(0, 20, (n, 2)), axis=0)
-            if rng.random() < 0.3:
-                walk = np.round(walk / 10) * 10  # integer grid: exact ties between distances
-            strokes.append([walk[:, 0].tolist(), walk[:, 1].tolist()])
-        drawings.append(strokes)
-    assert simplify_raw_batch(drawings) == [simplify_raw(d) for d in drawings]
-    assert simplify_raw_batch([]) == []
-
-
-# ---------------------------------------------------------------------------------------------
-# rdp
-
-
-def _rdp_reference(points, eps):
-    """Textbook recursive RDP: first farthest point from the chord line (distance to the start if the chord
-    is a single point)."""
-    if len(points) < 3:
-        return list(points)
-    (ax, ay), (bx, by) = points[0], points[-1]
-    dx, dy = bx - ax, by - ay
-    length = math.hypot(dx, dy)
-    best, at = -1.0, 0
-    for i in range(1, len(points) - 1):
-        px, py = points[i]
-        d = abs(dx * (py - ay) - dy * (px - ax)) / length if length else math.hypot(px - ax, py - ay)
-        if d > best:
-            best, at = d, i
-    if best <= eps:
-        return [points[0], points[-1]]
-    return _rdp_reference(points[:at + 1], eps)[:-1] + _rdp_reference(points[at:], eps)
-
-
-def test_rdp_hand_made_cases():
-    line = np.array([[0, 0], [1, 1], [2, 2], [5, 5], [9, 9]])
-    assert rdp(line, 0.5).tolist() == [[0, 0], [9, 9]]
-    assert rdp(line, 0.5).dtype == line.dtype  # rows of the input, not converted copies
-    bump = np.array([[0.0, 0.0], [5.0, 3.0], [10.0, 0.0]])
-    assert rdp(bump, 2.0).tolist() == bump.tolist()  # 3 > 2: kept
-    assert rdp(bump, 3.0).tolist() == [[0.0, 0.0], [10.0, 0.0]]  # 3 is not > 3: dropped
-    # Closed loop: the chord is a point, so distance to it decides; the far corner (10, 10) is kept first.
-    loop = np.array([[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]], dtype=float)
-    assert rdp(loop, 1.0).tolist() == loop.tolist()
-    assert rdp(loop, 20.0).tolist() == [[0, 0], [0, 0]]
-    # Ties: the first farthest point wins.
-    plateau = np.array([[0, 0], [1, 5], [2, 5], [3, 5], [4, 0]], dtype=float)
-    assert rdp(plateau, 1.0).tolist()[:2] == [[0, 0], [1, 5]]
-    assert rdp(np.zeros((0, 2)), 2.0).shape == (0, 2)
-    assert rdp(np.array([[1.0, 2.0]]), 2.0).tolist() == [[1.0, 2.0]]
-    with pytest.raises(ValueError):
-        rdp(np.zeros((4, 3)), 2.0)
-
-
-def test_rdp_matches_recursive_reference():
-    rng = np.random.default_rng(3)
-    for trial in range(200):
-        n = int(rng.integers(3, 60))
-        pts = np.cumsum(rng.normal(0, 3, (n, 2)), axis=0)
-        if trial % 4 == 0:
-            pts[-1] = pts[0]  # closed stroke: degenerate first chord
-        if trial % 3 == 0:
-            pts = np.round(pts)  # integer points: ties
-        eps = float(rng.choice([0.5, 2.0, 5.0]))
-        want = _rdp_reference([tuple(p) for p in pts.tolist()], eps)
-        assert [tuple(p) for p in rdp(pts, eps).tolist()] == want
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,12 +62,12 @@ BAD_LINES = [  # (line text, words expected in the reason)
     (_record(drawing=[]), "empty drawing"),
     (_record(drawing=[[[], []]]), "empty drawing"),
     (_record(drawing=[[[0, 1, 2], [0, 1]]]), "3 x but 2 y"),
-    (_record(drawing=[[[0, "a"], [0, 1]]]), "non-numeric"),
-    (_record(drawing=[[[0, True], [0, 1]]]), "non-numeric"),
-    (_record(drawing=[[[0, None], [0, 1]]]), "non-numeric"),
-    ('{"word": "cat", "drawing": [[[0, NaN], [0, 1]]]}', "non-finite"),
-    ('{"word": "cat", "drawing": [[[0, 1], [0, Infinity]]]}', "non-finite"),
-    ('{"word": "cat", "drawing": [[[0, 1e999], [0, 1]]]}', "non-finite"),
+    (_record(drawing=[[[0, "a"], [0, 1]]]), "stroke 1 x has \"a\", not a number"),
+    (_record(drawing=[[[0, True], [0, 1]]]), "has true, not a number"),
+    (_record(drawing=[[[0, None], [0, 1]]]), "has null, not a number"),
+    ('{"word": "cat", "drawing": [[[0, NaN], [0, 1]]]}', "stroke 1 x has NaN, not a finite number"),
+    ('{"word": "cat", "drawing": [[[0, 1], [0, Infinity]]]}', "stroke 1 y has Infinity, not a finite"),
+    ('{"word": "cat", "drawing": [[[0, 1e999], [0, 1]]]}', "not a finite number"),
     (_record(drawing=[[[0, 1]]]), "stroke 1 is not"),
     (_record(drawing=[[0, 1], [0, 1]]), "stroke 1 x is not a list"),
     (_record(drawing="abc"), "not a list of strokes"),

@@ -11,7 +11,7 @@ import pytest
 import doodle.synthetic as synthetic
 from doodle.errors import DoodleError
 from doodle.progress import Reporter
-from doodle.strokes import RDP_EPSILON, rdp_keep
+from doodle.simplify import RDP_EPSILON, rdp_keep
 from doodle.synthetic import SHAPES, generate, write_synthetic
 
 N = 300  # drawings per word for the statistical checks
