@@ -1,51 +1,30 @@
 """Your own drawings as data (`data.local`): ndjson files, or folders of them, where each file
 `<word>.ndjson` holds the drawings of one word, as `doodle play` saves them (data/mine/<word>.ndjson).
 
-The word is the file's name, checked by the same rule `play` checks a word with before it names a file;
-records may be raw or simplified, each detected on its own (doodle.strokes), and a record that names
-another word is refused with its file and line (`check_word`): a label is not something to guess.
+The word is the file's name, checked by the rule `play` checks a word with before it names a file
+(doodle.categories.file_name_problem); records may be raw or simplified, each detected on its own
+(doodle.strokes), and a record that names another word is refused with its file and line
+(`check_word`): a label is not something to guess.
 """
 
 from __future__ import annotations
 
-import unicodedata
 from pathlib import Path
 
+from doodle.categories import file_name_problem, show_word
 from doodle.errors import DoodleError
 
 SUFFIX = ".ndjson"
-MAX_NAME_BYTES = 200  # interim: the playserver branch's rule (categories.file_name_problem) replaces this
-
-
-def file_name_problem(word) -> str | None:
-    """Why `word` cannot name a file on its own (None when it can); interim copy of the rule play will share."""
-    if not isinstance(word, str):
-        return f"is {type(word).__name__}, not text"
-    if not word:
-        return "is empty"
-    try:
-        size = len(word.encode("utf-8"))
-    except UnicodeEncodeError:
-        return "is not valid Unicode text"
-    if size > MAX_NAME_BYTES:
-        return f"is {size:,} bytes long in UTF-8, over the limit of {MAX_NAME_BYTES}"
-    if word.startswith("."):
-        return "starts with a dot (a hidden file, or '..')"
-    for c in word:
-        if c in "/\\":
-            return f"contains a path separator {c!r}"
-        if unicodedata.category(c) == "Cc":
-            return f"contains the control character U+{ord(c):04X}"
-    return None
 
 
 def _word(path: Path) -> str:
-    """The word a `<word>.ndjson` file holds; DoodleError naming the file when it cannot be one."""
+    """The word a `<word>.ndjson` file holds; DoodleError naming the file when it cannot be one (play's rule:
+    categories.file_name_problem)."""
     word = path.name[:-len(SUFFIX)]
     problem = file_name_problem(word)
     if problem:
-        raise DoodleError(f"data.local: {path.parent}: the file {path.name!r}: the word {word!r} {problem}; rename it "
-                          "to <word>.ndjson")
+        raise DoodleError(f"data.local: {path.parent}: the file {show_word(path.name)}: the word {show_word(word)} "
+                          f"{problem}; rename it to <word>.ndjson")
     return word
 
 
