@@ -185,10 +185,14 @@ def _in_memory(path: Path, data: dict, reporter: Reporter, workers: int, word: s
 
 
 def load_dataset(cfg: dict, data_dir: str | Path, reporter: Reporter = NULL_REPORTER,
-                 workers: int = 0, download: bool = True) -> Dataset:
+                 workers: int = 0, download: bool = True, counts: list[int] | None = None) -> Dataset:
     """Fetch and rasterise (cached) every category of the config; the bitmaps stay in their memory-mapped
     files (one per category), addressed as one array, so the dataset is never copied into memory.
-    `download=False` uses only what is on disk."""
+    `download=False` uses only what is on disk.
+
+    `counts`, the rows per class a run was trained on, cuts each class that has more to its first that many
+    rows: files only grow at their end (play appends your drawings to data/mine), so those are the rows the
+    run's split indexes. A class with fewer stays short, for the caller to refuse."""
     data = cfg["data"]
     classes = class_names(cfg)
     if len(classes) < 2:
@@ -206,17 +210,28 @@ def load_dataset(cfg: dict, data_dir: str | Path, reporter: Reporter = NULL_REPO
     for path, arr in zip(paths, parts):
         if len(arr) == 0:
             raise DoodleError(f"{path}: no drawings; delete it and download again")
+    by_class: dict[str, list[np.ndarray]] = {c: [arr] for c, arr in zip(source_categories(cfg), parts)}
     mine = [(word, path) for word, files in local_files(data["local"]).items() for path in files]
     if mine:
         more = build_caches([p for _, p in mine], data, cache_root / LOCAL, reporter, workers, [w for w, _ in mine])
-        by_class: dict[str, list[np.ndarray]] = {c: [arr] for c, arr in zip(source_categories(cfg), parts)}
         for (word, _), arr in zip(mine, more):
             by_class.setdefault(word, []).append(arr)  # after the category's own rows: rows stay contiguous
-        parts = [arr for c in classes for arr in by_class[c]]
-        counts = [sum(len(a) for a in by_class[c]) for c in classes]
-    else:
-        counts = [len(p) for p in parts]
+    if counts is not None and len(counts) == len(classes):
+        by_class = {c: _first_rows(by_class[c], n) for c, n in zip(classes, counts)}
+    parts = [arr for c in classes for arr in by_class[c]]
+    counts = [sum(len(a) for a in by_class[c]) for c in classes]
     return Dataset(x=RowStore(parts), y=Labels(counts), classes=classes, counts=counts)
+
+
+def _first_rows(parts: list[np.ndarray], n: int) -> list[np.ndarray]:
+    """The first n rows of a class's parts, in order (views; all of them when there are fewer)."""
+    out = []
+    for arr in parts:
+        if n <= 0:
+            break
+        out.append(arr[:n])
+        n -= len(out[-1])
+    return out
 
 
 def prepare(config_path: str | Path | None, overrides: tuple[str, ...] | list[str] = (), data_dir: str | Path = "data",

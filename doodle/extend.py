@@ -6,10 +6,11 @@ keys that choose RUN's rows are RUN's), so RUN's weights mean the same in it:
 - the hidden layers start as RUN's, the output layer keeps RUN's rows (by class name) and gains one row
   per new word, imprinted from the new words' mean penultimate features and fitted against RUN's rows
   (`new_rows`: what play's teach mode does alone, in well under a second);
-- training mixes the new drawings with `extend.replay` of each old class's training drawings (a fixed,
-  seeded sample of RUN's own training split), validates on RUN's validation split plus the new words'
-  share, and tests on RUN's test split plus theirs: so the new run's old-class test figures are on
-  exactly the drawings RUN was tested on.
+- training mixes the new drawings (each new word's repeated up to `extend.replay`, so it weighs as much
+  as an old class) with `extend.replay` of each old class's training drawings (a fixed, seeded sample of
+  RUN's own training split), validates on RUN's validation split plus the new words' share, and tests on
+  RUN's test split plus theirs: so the new run's old-class test figures are on exactly the drawings RUN
+  was tested on. bench/own.py measures it against the rows alone, no replay and training from scratch.
 The new run records where it came from (model.json "extended_from"); RUN is only read.
 """
 
@@ -31,8 +32,9 @@ from doodle.pixels import TTA, to_float, tta_views
 from doodle.progress import NULL_REPORTER, Reporter
 from doodle.runs import load_split
 
-# What an extension trains with unless --set says otherwise: RUN's features are already good, so a short,
-# gentle run (bench/own.py measured the choice) instead of RUN's own schedule from a high learning rate.
+# What an extension trains with unless --set says otherwise: RUN's features are already good and its new rows
+# fitted, so a short, gentle run (a quarter of quickdraw16's peak rate, no warm-up) instead of RUN's own schedule
+# (bench/own.py: from k = 20 drawings a word it adds 7 points on the new words and 1 on the old to the rows alone).
 EXTEND_TRAIN = {"epochs": 10, "lr": 0.0005, "warmup_epochs": 0.0, "patience": None}
 # Keys that must stay RUN's: they shape the weights, make the pixels, or choose which rows RUN's split indexes.
 KEEP = {"model": ("hidden", "activation", "norm"),
@@ -120,8 +122,8 @@ def starting_point(cfg: dict, ds: Dataset, data_dir: str | Path, reporter: Repor
     """The split and initial weights of a fresh extension of extend.from over the dataset `ds` (loaded from
     `cfg`, which extension_config made whole)."""
     base = base or read_base(cfg["extend"]["from"])
-    old = load_dataset(base.cfg, data_dir, reporter, download=False)  # RUN's rows, to place its split in ds
     base_split = load_split(base.dir)
+    old = load_dataset(base.cfg, data_dir, reporter, download=False, counts=list(base_split["counts"]))  # RUN's rows
     if list(base_split["counts"]) != old.counts:
         raise DoodleError(f"{base.dir}: its data under {data_dir} changed since it was trained (rows per class "
                           "differ), so its split cannot be reused; extend a run whose data is unchanged")

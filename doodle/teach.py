@@ -89,8 +89,9 @@ class Teacher:
         from doodle.evaluate import run_data_dir
 
         cfg = from_dict(self.meta.get("config"), f"{self.run_dir / runs.MODEL_JSON} config")
-        ds = load_dataset(cfg, run_data_dir(self.run_dir, self.meta, self.data_dir), download=False)
         split = runs.load_split(self.run_dir)
+        ds = load_dataset(cfg, run_data_dir(self.run_dir, self.meta, self.data_dir), download=False,
+                          counts=list(split["counts"]))
         if list(split["counts"]) != ds.counts:
             raise DoodleError(f"{self.run_dir}: its training data changed since it was trained; teaching needs "
                               "the drawings it was trained on")
@@ -127,6 +128,7 @@ class Teacher:
             Wi, bi = new_rows(old_feats, old_y, W, b, [np.delete(new, i, axis=0)])
             hits += int(np.argmax(np.append(new[i] @ W + b, new[i] @ Wi + bi)) == len(b))
         model = _grown(self.model, self.meta, Wn, bn)
+        # runs/teach-<word>-<time> (".run" is there for default_run_dir's Path.stem, which would cut "t.v" to "t")
         run_dir = runs.default_run_dir(f"teach-{word}.run", Path(runs_dir) if runs_dir else self.run_dir.parent)
         meta = self._write_run(run_dir, model, word, drawings_file, key_ids, (hits, len(new)))
         taught = Taught(word, run_dir, _copy(model, meta), meta, time.perf_counter() - tick, (hits, len(new)))

@@ -110,7 +110,9 @@ def train(config_path: str | Path | None = None, overrides: tuple[str, ...] | li
                                       for f in (runs.LAST_NPZ, runs.STATE_JSON, runs.MODEL_JSON)):
                 raise DoodleError(f"{run_dir}: already holds a run; pick another --out or continue it with "
                                   f"--resume {run_dir}")
-            ds = load_dataset(cfg, data_dir, reporter, workers=workers)
+            # a resumed run reads the rows it started with (your drawings saved since join the next run)
+            counts = list(runs.load_split(run_dir)["counts"]) if resume is not None else None
+            ds = load_dataset(cfg, data_dir, reporter, workers=workers, counts=counts)
             start = extend.starting_point(cfg, ds, data_dir, reporter) if cfg["extend"]["from"] and resume is None \
                 else None
             return fit(cfg, ds, run_dir, reporter, resume=resume is not None,

@@ -154,8 +154,14 @@ def test_train_evaluate_and_resume_on_your_own_drawings(mine, tmp_path):
     assert res.classes == ["apple", "circle", "star"]
     summary = evaluate(tmp_path / "run")  # the run's own test split, rebuilt from the local files
     assert summary["n"] == len(load_split(tmp_path / "run")["test"]) > 0
+    with open(mine / "star.ndjson", "a", encoding="utf-8") as fh:  # play saves another star meanwhile
+        fh.write((mine / "star.ndjson").read_text().splitlines(keepends=True)[0])
+    assert evaluate(tmp_path / "run") == summary  # the same rows, the same figures
     again = train(None, ["train.epochs=2"], data_dir=tmp_path / "data", resume=tmp_path / "run")
     assert again.epochs == 2
+    (mine / "star.ndjson").write_text("".join((mine / "star.ndjson").read_text().splitlines(keepends=True)[:3]))
+    with pytest.raises(DoodleError, match="changed since training"):  # drawings removed: the split is gone
+        evaluate(tmp_path / "run")
 
 
 # ---------------------------------------------------------------- extending a run
