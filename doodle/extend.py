@@ -133,7 +133,8 @@ def starting_point(cfg: dict, ds: Dataset, data_dir: str | Path, reporter: Repor
         raise DoodleError(f"nothing to add to {base.dir}: name new drawings, e.g. --set data.local=[data/mine] or "
                           "--set 'data.categories=[cow]'")
     split = union_split(cfg, ds, old, base_split)
-    state = _initial_state(base, ds, split["train"], np.random.default_rng([cfg["data"]["seed"], 3]))
+    state = _initial_state(base, ds, split["train"], old, base_split["train"],
+                           np.random.default_rng([cfg["data"]["seed"], 3]))
     reporter.log(f"extending {base.dir.name}: {len(base.classes)} classes + {len(new_words)} new "
                  f"({', '.join(new_words) or 'none'}), {added:,} new drawings, "
                  f"{cfg['extend']['replay']:,} replayed per old class")
@@ -255,9 +256,11 @@ def class_features(model: MLP, ds: Dataset, rows: np.ndarray, index: dict[str, i
     return features(model, ds.x[sample]), np.array([index[ds.classes[j]] for j in ds.y[sample]])
 
 
-def _initial_state(base: Base, ds: Dataset, train_rows: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _initial_state(base: Base, ds: Dataset, train_rows: np.ndarray, old: Dataset, old_train: np.ndarray,
+                   rng: np.random.Generator) -> dict[str, np.ndarray]:
     """RUN's weights for ds's classes: hidden layers as they are, RUN's output rows by class name, and rows for
-    the new classes from new_rows (on HEAD_ROWS training drawings of each old class)."""
+    the new classes from new_rows, fitted against HEAD_ROWS of RUN's own training drawings of each old class
+    (old, old_train: RUN's dataset and training rows; whatever extend.replay is)."""
     state = base.model.state_dict()
     last = base.model.dense[-1].name
     W, b = state[f"{last}.W"], state[f"{last}.b"]  # (H, C_old), (C_old,)
@@ -271,7 +274,7 @@ def _initial_state(base: Base, ds: Dataset, train_rows: np.ndarray, rng: np.rand
         if c in index:
             out_w[:, j], out_b[j] = W[:, index[c]], b[index[c]]
     if new:
-        old_feats, old_y = class_features(base.model, ds, rows, index, rng)
+        old_feats, old_y = class_features(base.model, old, old_train, index, rng)
         new_feats = []
         for j in new:
             mine = rows[labels == j]

@@ -273,3 +273,13 @@ def test_cli_train_from(base_run, mine, tmp_path):
     assert json.loads(result.stdout)["classes"][-2:] == ["circle", "star"]
     bad = CliRunner().invoke(app, ["train", "--from", str(tmp_path / "nope"), "--set", "data.local=[x]"])
     assert bad.exit_code == 2 and "no such model" in bad.output
+
+
+def test_without_replay_only_the_new_drawings_train(base_run, mine):
+    cfg, data_dir = extend.config_from_run(base_run, [f"data.local=[{json.dumps(str(mine))}]", "extend.replay=0",
+                                                      "data.val_fraction=0", "data.test_fraction=0"])
+    ds = load_dataset(cfg, data_dir)
+    start = extend.starting_point(cfg, ds, data_dir)
+    rows = start.split["train"]
+    assert sorted(set(ds.y[rows].tolist())) == [0, 4, 5]  # apple's 5 drawings of mine, circle, star
+    assert len(rows) == 5 + 8 + 6 and np.isfinite(start.state["dense1.W"]).all()  # new rows still fitted
