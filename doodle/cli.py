@@ -629,6 +629,56 @@ def play(
     err.print("stopped", style="dim")
 
 
+@app.command(short_help="Take a model anywhere: ONNX, or a web page with no server.")
+@handle_errors
+def export(
+    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT",
+                                     help="onnx (a standard ONNX graph) or web (a folder for any static host that "
+                                          "guesses in the browser).")],
+    model: ModelOpt = None,
+    out_path: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="PATH",
+                                                     help="The .onnx file or the web folder (default: model.onnx, "
+                                                          "doodle-web).")] = None,
+    quantize: Annotated[Optional[str], typer.Option(metavar="PRECISION",
+                                                    help="Web weights as float16 or int8 (one scale per output "
+                                                         "unit) instead of float32.")] = None,
+    as_json: JsonOpt = False,
+):
+    """Export a trained model: an ONNX graph, or a static web page that guesses as you draw; either is checked
+    against doodle's own prediction before it is put in place."""
+    from doodle.cli_output import RichReporter, Table, Text, human_bytes, out, titled
+    from doodle.export import export as run_export
+
+    with RichReporter() as rep:
+        res = run_export(model, fmt, out_path, quantize=quantize, reporter=rep)
+    if as_json:
+        _print_json(res)
+        return
+    table = Table()
+    table.add_column("file")
+    table.add_column("size", justify="right")
+    for f in res["files"]:
+        table.add_row(Path(f["path"]).name, human_bytes(f["bytes"]))
+    table.add_row(Text(f"total ({res['weights']} weights)", style="bold"),
+                  Text(human_bytes(res["bytes"]), style="bold"))
+    out.print(titled(f"doodle export ({res['format']}): {res['network']}, {res['classes']} classes -> {res['out']}",
+                     table))
+    for c in res["checks"]:
+        if c.get("skipped"):
+            out.print(Text(f"check {c['check']}: skipped ({c['skipped']})", style="yellow"))
+        elif "max_abs_diff" in c:
+            out.print(f"check {c['check']}: max |dp| {c['max_abs_diff']:.1e} from doodle's, same top-1 "
+                      f"{c['same_top1']}/{c['drawings']}")
+        else:
+            out.print(f"check {c['check']}: passed")
+    views = f"{res['tta']} ({res['tta_views']} views)" if res["tta_views"] else "none"
+    where = "inside the graph" if res["format"] == "onnx" else "in the page's JavaScript"
+    out.print(f"{where}: TTA {views}, temperature {res['temperature']:.4g};\nthe probabilities are the ones "
+              "`doodle predict` prints")
+    if res["format"] == "web":
+        out.print(f"serve it from any static host, e.g. python -m http.server -d {res['out']}")
+
+
 @app.command(short_help="Rasterise a config's categories ahead of training.")
 @handle_errors
 def cache(

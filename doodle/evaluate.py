@@ -19,6 +19,7 @@ from doodle.runs import load_split
 from doodle.config import from_dict
 from doodle.dataset import load_dataset
 from doodle.errors import DoodleError
+from doodle.export import is_web_export, load_web, source_run
 from doodle.inputs import LabelledBitmaps, labelled
 from doodle.metrics import summarize
 from doodle.predict import probabilities
@@ -76,11 +77,12 @@ def evaluate(model_path: str | Path | None = None, inputs: list[str | Path] = ()
             Path(report_dir).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise fsutil.write_error(report_dir, exc) from None
-    run_dir = resolve_model_path(model_path)
-    model, meta = load_model(run_dir, calibrated)
+    web = is_web_export(model_path)  # a `doodle export --format web` folder: the weights its page uses
+    run_dir = Path(model_path) if web else resolve_model_path(model_path)
+    model, meta = load_web(run_dir, calibrated) if web else load_model(run_dir, calibrated)
     classes = meta["classes"]
     data = labelled(list(inputs), meta["raster"], strict=strict, reporter=reporter) if inputs else \
-        test_split_bitmaps(run_dir, meta, data_dir, reporter)
+        test_split_bitmaps(*(source_run(meta) if web else (run_dir, meta)), data_dir, reporter)
     if not data.labels:
         detail = f" ({data.problems[0]})" if data.problems else ""
         raise DoodleError(f"no usable drawings in {', '.join(data.sources)}{detail}; check the files")

@@ -63,6 +63,7 @@ const SERVER_GONE = "The doodle server is not answering: it was stopped, or its 
   "Start it again with `doodle play`, then reload this page.";
 
 async function api(path, body) {
+  if (window.doodleLocal) return window.doodleLocal.api(path, body);  // a page from `doodle export`: no server
   const init = body === undefined ? {} : {
     method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body),
   };
