@@ -39,8 +39,8 @@ EXTEND_TRAIN = {"epochs": 10, "lr": 0.0005, "warmup_epochs": 0.0, "patience": No
 # Keys that must stay RUN's: they shape the weights, make the pixels, or choose which rows RUN's split indexes.
 KEEP = {"model": ("hidden", "activation", "norm"),
         "data": ("source", "image_size", "line_width", "per_category", "recognized_only", "countrycodes", "strict")}
-INIT = "imprinted from the new words' mean penultimate features, then fitted against the old rows (kept fixed) " \
-       "on the features of the new drawings and of HEAD_ROWS of each old class, classes weighing alike (extend.new_rows)"
+INIT = "imprinted from the new words' mean penultimate features, then fitted against the old rows (kept fixed) on " \
+       "the features of the new drawings and of HEAD_ROWS of each old class, classes weighing alike (extend.new_rows)"
 HEAD_ROWS = 100  # drawings of each old class a new row is fitted against: enough to place it, quick to featurise
 HEAD_STEPS = 100  # full-batch steps fitting the new rows (bench/own.py: more overfit a few drawings)
 HEAD_LR = 0.01
@@ -144,8 +144,9 @@ def starting_point(cfg: dict, ds: Dataset, data_dir: str | Path, reporter: Repor
 
 
 def union_split(cfg: dict, ds: Dataset, old: Dataset, base_split: dict) -> dict[str, np.ndarray]:
-    """ds's train/val/test rows: RUN's own val and test rows, a seeded replay sample of its training rows,
-    and the added rows split by the config's fractions and seed."""
+    """ds's train/val/test rows: RUN's own val and test rows, a seeded sample of extend.replay of its training
+    rows per class, and the added rows split by the config's fractions and seed, a new word's training rows
+    repeated up to the replayed rows of an old class."""
     d = cfg["data"]
     starts = np.cumsum(ds.counts) - np.asarray(ds.counts)  # (C,) first row of each class in ds
     old_starts = np.cumsum(old.counts) - np.asarray(old.counts)
@@ -156,6 +157,7 @@ def union_split(cfg: dict, ds: Dataset, old: Dataset, base_split: dict) -> dict[
         shift[i] = starts[where[c]] - old_starts[i]
     rng = np.random.default_rng([d["seed"], 2])
     parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
+    weight = 0  # training rows of the most replayed old class: what a new word is repeated up to
     for name in parts:
         rows = np.asarray(base_split[name], dtype=np.int64)
         owner = np.searchsorted(np.cumsum(old.counts), rows, side="right")  # (n,) RUN's class of each row
@@ -163,6 +165,7 @@ def union_split(cfg: dict, ds: Dataset, old: Dataset, base_split: dict) -> dict[
             keep = [rng.permutation(np.flatnonzero(owner == i))[:cfg["extend"]["replay"]]
                     for i in range(len(old.classes))]
             rows, owner = rows[np.concatenate(keep)], owner[np.concatenate(keep)]
+            weight = max(len(k) for k in keep)
         parts[name].append(rows + shift[owner])
     # The added rows: after RUN's in each old class, all of a new class.
     counts_old = {c: n for c, n in zip(old.classes, old.counts)}
@@ -170,13 +173,13 @@ def union_split(cfg: dict, ds: Dataset, old: Dataset, base_split: dict) -> dict[
     fresh_counts = [n - counts_old.get(c, 0) for c, n in zip(ds.classes, ds.counts)]
     fresh = split_indices(fresh_counts, d["val_fraction"], d["test_fraction"], d["test_split"], d["seed"])
     virtual_starts = np.cumsum(fresh_counts) - np.asarray(fresh_counts)
-    replay, known = cfg["extend"]["replay"], set(old.classes)
+    known = set(old.classes)
     for name, rows in fresh.items():
         rows = rows.astype(np.int64)
         owner = np.searchsorted(np.cumsum(fresh_counts), rows, side="right")
         rows = rows - virtual_starts[owner] + np.asarray(fresh_first)[owner]
-        if name == "train":  # a new word weighs as much as an old class in an epoch: its rows repeated up to replay
-            rows = np.concatenate([_repeat(rows[owner == j], replay, rng) if c not in known else rows[owner == j]
+        if name == "train":  # a new word weighs as much as an old class in an epoch: its rows repeated
+            rows = np.concatenate([_repeat(rows[owner == j], weight, rng) if c not in known else rows[owner == j]
                                    for j, c in enumerate(ds.classes)])
         parts[name].append(rows)
     dtype = np.int32 if len(ds) < 2 ** 31 else np.int64

@@ -213,7 +213,7 @@ class Player:
                                "source": "validation" if "confident_at" in metrics else "default"}}
 
     def _bitmap(self, strokes: list, simplified: bool) -> np.ndarray:
-        """Checked strokes -> the (S, S) uint8 bitmap the model sees, by predict's own path (within a turn of the gate)."""
+        """Checked strokes -> the (S, S) uint8 bitmap the model sees, by predict's path (call it within a gate turn)."""
         try:
             drawing = Drawing(finish_strokes(strokes, simplified), source="request")
         except TooMuchWork as exc:  # within the ink budget, but Ramer-Douglas-Peucker would go on too long

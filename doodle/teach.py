@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from doodle import fsutil, runs
-from doodle.checkpoint import save_model
 from doodle.categories import file_name_problem, show_word
+from doodle.checkpoint import save_model
 from doodle.config import dump, from_dict
 from doodle.dataset import load_dataset
 from doodle.errors import DoodleError
@@ -83,6 +83,13 @@ class Teacher:
                     self._problem = str(exc)
             return self._problem
 
+    def _known(self) -> tuple[np.ndarray, np.ndarray]:
+        """The known classes' features (prepared now if need be); DoodleError when teaching is impossible here."""
+        problem = self.prepare()
+        if problem is not None or self._feats is None:
+            raise DoodleError(f"cannot teach here: {problem}")
+        return self._feats
+
     def _known_features(self) -> tuple[np.ndarray, np.ndarray]:
         """Features of HEAD_ROWS training drawings of each class of the run's data, and of the drawings that
         taught each taught word (read back from their files by key_id)."""
@@ -114,11 +121,8 @@ class Teacher:
             raise DoodleError(f"{self.run_dir.name} already knows {word!r}; teach it a word it does not know")
         if len(bitmaps) < 2:
             raise DoodleError(f"teaching {word!r} needs at least 2 drawings, got {len(bitmaps)}")
-        problem = self.prepare()
-        if problem:
-            raise DoodleError(f"cannot teach here: {problem}")
+        old_feats, old_y = self._known()
         tick = time.perf_counter()
-        old_feats, old_y = self._feats
         last = self.model.dense[-1]
         W, b = last.params["W"], last.params["b"]  # (H, C), (C,)
         new = features(self.model, bitmaps)  # (n, H)

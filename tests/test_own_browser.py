@@ -4,24 +4,22 @@ sixth drawing of it guessed. Its own server and a copy of the play model: teachi
 from __future__ import annotations
 
 import json
-import shutil
 import time
-from pathlib import Path
 
 import pytest
-
 from conftest import REPO
+from test_play_browser import browser, draw, guesses, pad_box, replay_strokes, until  # noqa: F401 (browser: a fixture)
+
 from doodle.play import make_app, running
 from doodle.predict import predict
-from test_play_browser import browser, draw, guesses, pad_box, replay_strokes, until  # noqa: F401 (browser: a fixture)
+from helpers import copy_run
 
 FORK = REPO / "tests" / "fixtures" / "play" / "teach_fork.ndjson"
 
 
 @pytest.fixture()
 def teach_site(play_model, tmp_path):
-    run = tmp_path / "runs" / "shapes"
-    shutil.copytree(play_model, run)  # taught runs are written beside the model's folder: this one's
+    run = copy_run(play_model, tmp_path / "runs", "shapes")  # taught runs are written beside the model's folder
     save_dir = tmp_path / "mine"
     with running(make_app(run, save_dir)) as url:
         yield url, run, save_dir

@@ -4,7 +4,6 @@ answering while it learns."""
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 import urllib.error
@@ -13,15 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO
 from starlette.testclient import TestClient
 
 import doodle.teach
-from conftest import REPO
 from doodle.checkpoint import load_model
 from doodle.evaluate import evaluate
 from doodle.play import make_app, running
 from doodle.predict import predict
-from doodle.progress import Reporter
+from helpers import Recorder, copy_run
 
 FORK = REPO / "tests" / "fixtures" / "play" / "teach_fork.ndjson"
 FORKS = [json.loads(line)["drawing"] for line in FORK.read_text().splitlines()]
@@ -30,9 +29,7 @@ FORKS = [json.loads(line)["drawing"] for line in FORK.read_text().splitlines()]
 @pytest.fixture()
 def shapes(play_model, tmp_path):
     """A copy of the play model in tmp_path/runs (taught runs are written beside it), and a save folder."""
-    run = tmp_path / "runs" / "shapes"
-    shutil.copytree(play_model, run)
-    return run, tmp_path / "mine"
+    return copy_run(play_model, tmp_path / "runs", "shapes"), tmp_path / "mine"
 
 
 def ready(client) -> dict:
@@ -43,17 +40,9 @@ def ready(client) -> dict:
     return status
 
 
-class Printed(Reporter):
-    def __init__(self):
-        self.lines = []
-
-    def log(self, message):
-        self.lines.append(message)
-
-
 def test_a_word_is_saved_taught_served_and_written_as_a_run_like_any_other(shapes):
     run, save_dir = shapes
-    printed = Printed()  # what `doodle play` prints in its terminal
+    printed = Recorder()  # what `doodle play` prints in its terminal
     client = TestClient(make_app(run, save_dir, reporter=printed))
     assert ready(client) == {"state": "ready", "reason": None}
     answer = client.post("/api/teach", json={"word": "fork", "drawings": FORKS[:5]})
@@ -127,7 +116,6 @@ def test_bad_requests_are_refused_and_nothing_is_saved(shapes, body, status, mes
 def test_without_the_runs_data_teaching_says_why_and_saves_nothing(shapes):
     run, save_dir = shapes
     meta = json.loads((run / "model.json").read_text())
-    shutil.copytree(meta["data_dir"], run.parent / "moved")
     meta["data_dir"] = str(run.parent / "gone")
     (run / "model.json").write_text(json.dumps(meta))
     client = TestClient(make_app(run, save_dir))
