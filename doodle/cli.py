@@ -339,10 +339,14 @@ def _config_or_builtin(config: Path | None) -> Path | None:
 def train(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    data_dir: DataDir = Path("data"),
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", metavar="DIR", help="Where downloads and caches "
+                                                    "live (default data; with --from, RUN's).")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", metavar="DIR",
                                                     help="Run folder (default runs/CONFIG-TIMESTAMP).")] = None,
     resume: Annotated[Optional[Path], typer.Option(metavar="RUN", help="Continue the run in this folder.")] = None,
+    from_run: Annotated[Optional[Path], typer.Option("--from", metavar="RUN", help="Extend this trained run with new "
+                                                     "words: --set data.local=[data/mine] or data.categories=[...].")
+                        ] = None,
     check_gradients: Annotated[bool, typer.Option("--check-gradients", help="First check backprop against finite "
                                                                             "differences.")] = False,
     workers: WorkersOpt = 0,
@@ -360,12 +364,13 @@ def train(
     from doodle.train import train as run_train
 
     overrides = _data_overrides(set_, strict, scheduler)
-    config = _config_or_builtin(config)
+    config = _config_or_builtin(config) if from_run is None else config
     if check_gradients:
-        _gradcheck(config if resume is None else resume / "config.yaml", overrides, max_entries=20, as_json=False)
+        run = resume or from_run  # its network
+        _gradcheck(config if run is None else run / "config.yaml", overrides, max_entries=20, as_json=False)
     with RichReporter(show_epochs=True) as rep:
         result = run_train(None if resume else config, overrides, data_dir=data_dir, out=out_dir, resume=resume,
-                           reporter=rep, workers=workers)
+                           reporter=rep, workers=workers, from_run=from_run)
     if as_json:
         _print_json(result.to_json())
     else:

@@ -48,7 +48,8 @@ def test_split_bitmaps(run_dir: Path, meta: dict, data_dir: str | Path | None,
     cfg = from_dict(meta.get("config"), f"{run_dir / 'model.json'} config")
     split = load_split(run_dir)
     data_dir = run_data_dir(run_dir, meta, data_dir)
-    ds = load_dataset(cfg, data_dir, reporter, download=False)
+    # the rows the run was trained on: drawings appended since (play's saves) are not part of its split
+    ds = load_dataset(cfg, data_dir, reporter, download=False, counts=list(split["counts"]))
     size = meta["raster"]["size"]
     if ds.x.shape[1:] != (size, size):  # model.json's config and raster disagree: edited by hand
         raise DoodleError(f"{run_dir / 'model.json'}: its config makes {ds.x.shape[1]}x{ds.x.shape[2]} bitmaps "

@@ -22,7 +22,7 @@ const SETTINGS = {
   rounds: Math.round(setting("rounds", 6, 1, 20)),
   pauseMs: setting("pause", 1500, 0, 10000),  // the result, then the next word: each shown this long
   words: (params.get("words") || params.get("word") || "").split(",").map((w) => w.trim()).filter(Boolean),
-  mode: params.get("mode") === "free" ? "free" : "game",
+  mode: ["free", "teach"].includes(params.get("mode")) ? params.get("mode") : "game",
 };
 const THROTTLE_MS = 200;  // a guess at most this often while a stroke is being drawn
 const TOP_K = 5;
@@ -135,7 +135,7 @@ function redraw() {
 }
 
 function canDraw() {
-  return state.mode === "free" || game.phase === "playing";
+  return state.mode !== "game" || game.phase === "playing";
 }
 
 function point(e) {
@@ -702,16 +702,18 @@ function saveFree() {
 
 // ---------------------------------------------------------------- modes and the status line
 
+const modeHooks = [];  // called with the new mode after every switch (teach.js's panel)
+
 function setMode(mode) {
   state.mode = mode;
-  document.body.classList.toggle("free", mode === "free");
+  document.body.classList.toggle("free", mode !== "game");  // teach mode draws freely too
   el.modeGame.setAttribute("aria-pressed", String(mode === "game"));
   el.modeFree.setAttribute("aria-pressed", String(mode === "free"));
   el.saveGroup.hidden = mode !== "free";
   el.skip.hidden = mode !== "game";
   for (const chip of el.categories.children) chip.firstChild.setAttribute("aria-disabled", String(mode !== "free"));
   stopGameTimers();
-  if (mode === "free") {
+  if (mode !== "game") {
     game.phase = "idle";
     game.target = null;
     el.overlay.hidden = true;
@@ -726,6 +728,7 @@ function setMode(mode) {
   } else {
     newGame(false);
   }
+  for (const hook of modeHooks) hook(mode);
 }
 
 function setStatus(text, kind) {
