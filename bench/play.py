@@ -2,9 +2,11 @@
 
 Three sections (--sections, default all):
   server   Quick, Draw! raw drawings posted to the app in process (Starlette's TestClient, no network): a typical
-           one (the shared raw drawing nearest 200 points), the longest shared one, and a 2,000-point drawing (the
-           typical one resampled along its strokes). The server's own time (its Server-Timing header), the
-           in-process round trip, and the steps alone. Target: < 20 ms median for the typical drawing.
+           one (the shared raw drawing nearest 200 points), the longest shared one, a 2,000-point drawing (the
+           typical one resampled along its strokes), and the drawing nearest 200 points of 4 strokes (the median). The server's own time (its Server-Timing header), the
+           in-process round trip, and the steps alone; then the same guess with its "why?" (explain=1: the top
+           guess's saliency and each stroke's contribution, doodle.explain.why), requests alternating with the
+           plain ones. Target: < 20 ms median for the typical drawing, with its explanation too.
   latency  What a client sees per guess on one kept-alive connection (what a browser uses), from a server in
            another process: a persistent httpx2 client, http.client on one connection, and real Chromium
            (Playwright, a page calling fetch() in a loop). Each against two servers in the same run: one whose
@@ -43,12 +45,18 @@ CHROMIUM = "/usr/bin/chromium"
 WARM_UP = 5
 
 
-def nearest(target: int) -> tuple[str, dict, int]:
-    """The shared raw drawing whose point count is nearest `target`: (file name, record, points)."""
+TYPICAL_STROKES = 4  # the median stroke count of the shared raw drawings (7,198 of them; the mean is 5.0)
+
+
+def nearest(target: int, strokes: int | None = None) -> tuple[str, dict, int]:
+    """The shared raw drawing whose point count is nearest `target` (of those with `strokes` strokes, if given):
+    (file name, record, points)."""
     best = None
     for path in sorted((quickdraw_root() / "full" / "raw").glob("*.ndjson")):
         for line in path.read_text(encoding="utf-8").splitlines():
             rec = json.loads(line)
+            if strokes is not None and len(rec["drawing"]) != strokes:
+                continue
             n = sum(len(s[0]) for s in rec["drawing"])
             if best is None or abs(n - target) < abs(best[2] - target):
                 best = (path.name, rec, n)
@@ -87,7 +95,8 @@ def server_section(model_dir: Path, runs: int, tmp: Path) -> None:
     from doodle.strokes import finish_strokes
 
     typical = nearest(200)
-    drawings = [typical, nearest(10 ** 6), (f"{typical[0]} resampled", densify(typical[1], 2000), 2000)]
+    drawings = [typical, nearest(10 ** 6), (f"{typical[0]} resampled", densify(typical[1], 2000), 2000),
+                nearest(200, TYPICAL_STROKES)]  # the stroke attribution re-renders the drawing once per stroke
     client = TestClient(make_app(model_dir, tmp / "mine"))
     model, meta = load_model(model_dir)
     raster = meta["raster"]
@@ -122,6 +131,38 @@ def server_section(model_dir: Path, runs: int, tmp: Path) -> None:
         print(f"  server time per prediction  {figures(server)}   (target < 20 ms median)")
         print(f"  in-process round trip       {figures(trip)}")
         print("  steps (median): " + ", ".join(f"{k} {statistics.median(v):.2f} ms" for k, v in steps.items()))
+        explained_section(client, model, raster, model_dir, body, drawing, bitmap, runs)
+
+
+def explained_section(client, model, raster: dict, model_dir: Path, body: str, drawing, bitmap, runs: int) -> None:
+    """The same guess with its "why?", requests alternating with plain ones (same load), and its steps alone."""
+    from doodle.explain import input_gradients, log_probability, without_each_stroke
+    from doodle.pixels import to_float
+    from doodle.predict import probabilities
+
+    plain, explained = [], []
+    for i in range(runs + WARM_UP):
+        for path, out in (("/api/predict", plain), ("/api/predict?explain=1", explained)):
+            res = client.post(path, content=body, headers={"Content-Type": "application/json"})
+            assert res.status_code == 200, res.text
+            if i >= WARM_UP:
+                out.append(float(res.headers["server-timing"].split("dur=")[1]))
+    steps = {"saliency": [], "re-render without each stroke": [], "their forward passes": []}
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        input_gradients(model, to_float(bitmap[None]), log_probability(0))
+        t1 = time.perf_counter()
+        without = without_each_stroke(drawing.strokes, raster)
+        t2 = time.perf_counter()
+        probabilities(model, without, model_dir)
+        t3 = time.perf_counter()
+        for key, a, b in zip(steps, (t0, t1, t2), (t1, t2, t3)):
+            steps[key].append((b - a) * 1000)
+    print(f"  with its explanation        {figures(explained)}   (target < 20 ms median; plain guesses "
+          f"alternating with these: {figures(plain)}, ratio of medians "
+          f"{statistics.median(explained) / statistics.median(plain):.1f})")
+    print(f"  explanation steps (median, {len(drawing.strokes)} strokes): "
+          + ", ".join(f"{k} {statistics.median(v):.2f} ms" for k, v in steps.items()))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import numpy as np
 
 from doodle import cores, fsutil
 from doodle.errors import DoodleError
+from doodle.local import check_word
 from doodle.progress import NULL_REPORTER, Reporter
 from doodle.rasterpool import process_pool, rasterize_batch, worker_count
 from doodle.strokes import LoadStats, iter_drawings
@@ -70,11 +71,22 @@ def temporaries(out: Path) -> list[Path]:
     return sorted(out.parent.glob(f".{out.name}.*.tmp"))
 
 
+def read_drawings(source: Path, data: dict, stats: LoadStats, word: str | None = None):
+    """The kept records of one ndjson file under the data section's filters; with `word` (a local
+    `<word>.ndjson`), a record of another word is a DoodleError naming its line."""
+    for record in iter_drawings(source, recognized_only=data["recognized_only"], countrycodes=data["countrycodes"],
+                                limit=data["per_category"], strict=data["strict"], stats=stats):
+        if word is not None:
+            check_word(record, word, source)
+        yield record
+
+
 def build_category(source: str | Path, out: str | Path, data: dict, padding: float,
-                   chunk: int = CHUNK_ROWS) -> dict:
+                   chunk: int = CHUNK_ROWS, word: str | None = None) -> dict:
     """Stream one ndjson file into the cache file `out` (uint8 (N, S, S) .npy) and its JSON sidecar.
 
-    `data` is the config's data section (raster size, pen, filters, per_category, strict). Returns
+    `data` is the config's data section (raster size, pen, filters, per_category, strict); `word`, for
+    a local file, the one word its records may name (read_drawings). Returns
     {"out", "rows", "summary", "skipped", "seconds"}. Safe to run twice at once or to kill: only a
     complete file is ever renamed onto `out`.
     """
@@ -88,9 +100,7 @@ def build_category(source: str | Path, out: str | Path, data: dict, padding: flo
             header = npy_header(0, size)
             fh.write(header)
             drawings: list = []
-            for record in iter_drawings(source, recognized_only=data["recognized_only"],
-                                        countrycodes=data["countrycodes"], limit=data["per_category"],
-                                        strict=data["strict"], stats=stats):
+            for record in read_drawings(source, data, stats, word):
                 drawings.append(record["drawing"])
                 if len(drawings) == chunk:
                     rows += _append(fh, drawings, size, line_width, padding)
@@ -122,11 +132,14 @@ def _append(fh, drawings: list, size: int, line_width: float, padding: float) ->
 
 def build_all(jobs: list[tuple[Path, Path]], data: dict, padding: float, workers: int = 0,
               scheduler: str | None = None, reporter: Reporter = NULL_REPORTER,
-              task=build_category) -> list[dict | None]:
+              task=build_category, words: list[str] | None = None) -> list[dict | None]:
     """Build the cache files of `jobs` [(source, out)] that are not there yet; returns one result per
     job (None for a file that was already complete). `scheduler` sends the work to a Dask cluster;
     otherwise up to `workers` processes (0 = all cores) build one category each. `task` is the
-    per-category function (a seam for tests)."""
+    per-category function (a seam for tests); `words`, one per job, are the words local files must hold
+    (local files are built here, never on a cluster: they are on this machine only)."""
+    if words is not None and scheduler:
+        raise ValueError("local files are built on this machine: no scheduler")
     size = data["image_size"]
     todo = [i for i, (_, out) in enumerate(jobs) if open_cache(out, size) is None]
     results: list[dict | None] = [None] * len(jobs)
@@ -150,19 +163,24 @@ def build_all(jobs: list[tuple[Path, Path]], data: dict, padding: float, workers
             with cores.claim():
                 share = (lambda: min(cores.share(), len(todo))) if workers == 0 else None
                 n = worker_count(workers, len(todo)) if n_bytes >= PARALLEL_MIN_BYTES else 1
-                _run_local(task, jobs, todo, data, padding, n, results, reporter, share if n > 1 else None)
+                _run_local(task, jobs, todo, data, padding, n, results, reporter, words, share if n > 1 else None)
     finally:
         reporter.end("cache")
     return results
 
 
+def _word_kw(words: list[str] | None, i: int) -> dict:
+    """The task's keyword arguments for job i: the word of a local file, nothing for Google's files."""
+    return {} if words is None else {"word": words[i]}
+
+
 def _run_local(task, jobs, todo, data, padding, workers: int, results: list, reporter: Reporter,
-               share=None) -> None:
+               words: list[str] | None = None, share=None) -> None:
     """One category per task: in this process, or `workers` processes with at most 2 tasks each queued;
     with `share` (a function: processes this build may use now), at most that many tasks at once."""
     if workers == 1:
         for i in todo:
-            results[i] = task(jobs[i][0], jobs[i][1], data, padding)
+            results[i] = task(jobs[i][0], jobs[i][1], data, padding, **_word_kw(words, i))
             _progress(reporter, results[i])
         return
     pool = process_pool(workers)
@@ -171,7 +189,7 @@ def _run_local(task, jobs, todo, data, padding, workers: int, results: list, rep
         while queue or pending:
             while queue and len(pending) < (2 * workers if share is None else share()):
                 i = queue.pop(0)
-                pending[pool.submit(task, jobs[i][0], jobs[i][1], data, padding)] = i
+                pending[pool.submit(task, jobs[i][0], jobs[i][1], data, padding, **_word_kw(words, i))] = i
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
                 i = pending.pop(future)
@@ -185,4 +203,4 @@ def _progress(reporter: Reporter, result: dict) -> None:
     reporter.update("cache", advance=1, drawings=f"{result['rows']:,} in {Path(result['out']).name.split('.')[0]}")
 
 
-__all__ = ["build_category", "build_all", "open_cache", "npy_header", "temporaries", "CHUNK_ROWS"]
+__all__ = ["build_category", "build_all", "read_drawings", "open_cache", "npy_header", "temporaries", "CHUNK_ROWS"]

@@ -339,10 +339,14 @@ def _config_or_builtin(config: Path | None) -> Path | None:
 def train(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    data_dir: DataDir = Path("data"),
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", metavar="DIR", help="Where downloads and caches "
+                                                    "live (default data; with --from, RUN's).")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", metavar="DIR",
                                                     help="Run folder (default runs/CONFIG-TIMESTAMP).")] = None,
     resume: Annotated[Optional[Path], typer.Option(metavar="RUN", help="Continue the run in this folder.")] = None,
+    from_run: Annotated[Optional[Path], typer.Option("--from", metavar="RUN", help="Extend this trained run with new "
+                                                     "words: --set data.local=[data/mine] or data.categories=[...].")
+                        ] = None,
     check_gradients: Annotated[bool, typer.Option("--check-gradients", help="First check backprop against finite "
                                                                             "differences.")] = False,
     workers: WorkersOpt = 0,
@@ -360,12 +364,13 @@ def train(
     from doodle.train import train as run_train
 
     overrides = _data_overrides(set_, strict, scheduler)
-    config = _config_or_builtin(config)
+    config = _config_or_builtin(config) if from_run is None else config
     if check_gradients:
-        _gradcheck(config if resume is None else resume / "config.yaml", overrides, max_entries=20, as_json=False)
+        run = resume or from_run  # its network
+        _gradcheck(config if run is None else run / "config.yaml", overrides, max_entries=20, as_json=False)
     with RichReporter(show_epochs=True) as rep:
         result = run_train(None if resume else config, overrides, data_dir=data_dir, out=out_dir, resume=resume,
-                           reporter=rep, workers=workers)
+                           reporter=rep, workers=workers, from_run=from_run)
     if as_json:
         _print_json(result.to_json())
     else:
@@ -443,11 +448,11 @@ def graph(
 ):
     """Draw the computational graph of one drawing's loss after a forward and a backward pass."""
     from doodle.cli_output import RichReporter, Text, out
-    from doodle.explain import explain
+    from doodle.lossgraph import draw_loss_graph
 
     with RichReporter(show_epochs=False) as rep:
-        res = explain(out_path, model_path=model, config_path=config, overrides=tuple(set_ or ()), drawing=drawing,
-                      label=label, fmt=fmt, slice_spec=slice_, data_dir=data_dir, reporter=rep)
+        res = draw_loss_graph(out_path, model_path=model, config_path=config, overrides=tuple(set_ or ()),
+                              drawing=drawing, label=label, fmt=fmt, slice_spec=slice_, data_dir=data_dir, reporter=rep)
     if as_json:
         _print_json(res.to_json())
         return
@@ -461,6 +466,53 @@ def graph(
         s = res.slice
         out.print(Text(f"{s['weight']} = {s['value']:.4f}: dL/dw = {s['slope']:+.4g}, so gradient descent "
                        f"{s['step']}s it; loss along it drawn to {s['out']}"))
+
+
+@app.command(short_help="Why did it guess that? Saliency and strokes, drawn to a PNG.")
+@handle_errors
+def explain(
+    drawing: Annotated[Optional[str], typer.Argument(metavar="DRAWING", help="An image, an .ndjson file (its first "
+                                                                             "drawing) or - for ndjson on stdin, as "
+                                                                             "for predict.")] = None,
+    model: ModelOpt = None,
+    cls: Annotated[Optional[str], typer.Option("--class", metavar="CATEGORY", help="Explain this class instead of "
+                                                                                   "the top guess.")] = None,
+    out_path: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="FILE",
+                                                     help="Where to draw the picture (PNG; default explain.png, or "
+                                                          "units.png with --units).")] = None,
+    units: Annotated[bool, typer.Option("--units", help="Instead of a drawing: what the network learned (the "
+                                                        "first-layer templates of its most important units, a "
+                                                        "template per class), on the run's test split.")] = False,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", metavar="DIR",
+                                                     help="With --units: where the run's data is (default: where "
+                                                          "the run recorded it).")] = None,
+    as_json: JsonOpt = False,
+):
+    """Why did the network guess that? Saliency, stroke attribution and the runner-up for one drawing (or, with
+    --units, what the first layer learned), drawn to a PNG."""
+    from doodle.cli_output import RichReporter, show_explanation, show_units
+    from doodle.explain import explain as run_explain
+    from doodle.explain import explain_units
+
+    if units:
+        if drawing is not None or cls is not None:
+            raise DoodleError("--units explains the network, not a drawing: give either DRAWING [--class WORD] "
+                              "or --units")
+        with RichReporter(show_epochs=False) as rep:
+            res = explain_units(model, out=out_path or Path("units.png"), data_dir=data_dir, reporter=rep)
+        if as_json:
+            _print_json(res.to_json())
+        else:
+            show_units(res.to_json())
+        return
+    if drawing is None:
+        raise DoodleError("give a DRAWING to explain (an image, an .ndjson file or - for standard input), "
+                          "or --units for what the network learned")
+    res = run_explain(drawing, out=out_path or Path("explain.png"), model_path=model, cls=cls)
+    if as_json:
+        _print_json(res.to_json())
+    else:
+        show_explanation(res.to_json())
 
 
 @app.command(short_help="Score models: accuracy, MAP@3, per-class F1, confusions.")
@@ -479,7 +531,8 @@ def evaluate(
     min_accuracy: Annotated[Optional[float], typer.Option(metavar="FRACTION", min=0, max=1,
                                                           help="Exit 1 if top-1 accuracy is below this (0-1).")] = None,
     report: Annotated[Optional[Path], typer.Option(metavar="DIR", help="Write confusion.png, misclassified.png, "
-                                                                       "reliability.png and summary.json "
+                                                                       "reliability.png, curves.png (the run's "
+                                                                       "learning curves) and summary.json "
                                                                        "into DIR.")] = None,
     strict: StrictOpt = False,
     no_calibration: NoCalibrationOpt = False,
@@ -622,6 +675,56 @@ def play(
         serve(model, host=host, port=port, save_dir=save_dir, open_browser=open_browser, reporter=rep,
               on_ready=ready)
     err.print("stopped", style="dim")
+
+
+@app.command(short_help="Take a model anywhere: ONNX, or a web page with no server.")
+@handle_errors
+def export(
+    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT",
+                                     help="onnx (a standard ONNX graph) or web (a folder for any static host that "
+                                          "guesses in the browser).")],
+    model: ModelOpt = None,
+    out_path: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="PATH",
+                                                     help="The .onnx file or the web folder (default: model.onnx, "
+                                                          "doodle-web).")] = None,
+    quantize: Annotated[Optional[str], typer.Option(metavar="PRECISION",
+                                                    help="Web weights as float16 or int8 (one scale per output "
+                                                         "unit) instead of float32.")] = None,
+    as_json: JsonOpt = False,
+):
+    """Export a trained model: an ONNX graph, or a static web page that guesses as you draw; either is checked
+    against doodle's own prediction before it is put in place."""
+    from doodle.cli_output import RichReporter, Table, Text, human_bytes, out, titled
+    from doodle.export import export as run_export
+
+    with RichReporter() as rep:
+        res = run_export(model, fmt, out_path, quantize=quantize, reporter=rep)
+    if as_json:
+        _print_json(res)
+        return
+    table = Table()
+    table.add_column("file")
+    table.add_column("size", justify="right")
+    for f in res["files"]:
+        table.add_row(Path(f["path"]).name, human_bytes(f["bytes"]))
+    table.add_row(Text(f"total ({res['weights']} weights)", style="bold"),
+                  Text(human_bytes(res["bytes"]), style="bold"))
+    out.print(titled(f"doodle export ({res['format']}): {res['network']}, {res['classes']} classes -> {res['out']}",
+                     table))
+    for c in res["checks"]:
+        if c.get("skipped"):
+            out.print(Text(f"check {c['check']}: skipped ({c['skipped']})", style="yellow"))
+        elif "max_abs_diff" in c:
+            out.print(f"check {c['check']}: max |dp| {c['max_abs_diff']:.1e} from doodle's, same top-1 "
+                      f"{c['same_top1']}/{c['drawings']}")
+        else:
+            out.print(f"check {c['check']}: passed")
+    views = f"{res['tta']} ({res['tta_views']} views)" if res["tta_views"] else "none"
+    where = "inside the graph" if res["format"] == "onnx" else "in the page's JavaScript"
+    out.print(f"{where}: TTA {views}, temperature {res['temperature']:.4g};\nthe probabilities are the ones "
+              "`doodle predict` prints")
+    if res["format"] == "web":
+        out.print(f"serve it from any static host, e.g. python -m http.server -d {res['out']}")
 
 
 @app.command(short_help="Rasterise a config's categories ahead of training.")

@@ -295,6 +295,45 @@ def _agreement(e: float | None, tol: float) -> Text:
     return Text(f"{e:.1e} {'ok' if e < tol else 'FAIL'}", style="" if e < tol else "red")
 
 
+# --- doodle explain ----------------------------------------------------------------------------------------
+
+
+def show_explanation(doc: dict) -> None:
+    """The guess, the runner-up and each stroke's contribution; the picture has the maps."""
+    rival = "runner-up" if doc["class_source"] == "top guess" else "most probable other class"
+    head = Text(doc["input"], style="bold")
+    head.append(f": '{doc['class']}' ({doc['class_source']}) p = {doc['probability']:.1%}; {rival} "
+                f"'{doc['runner_up']['category']}' {doc['runner_up']['probability']:.1%}", style="")
+    out.print(head)
+    if doc["strokes"] is None:
+        out.print(Text("stroke attribution needs strokes: this input has none of the pen's (an image or a "
+                       "bitmap), so only the pixel views are drawn", style="dim"))
+    else:
+        table = Table()
+        for col in ("stroke", "points", "contribution", "p without it"):
+            table.add_column(col, justify="right")
+        for st in doc["strokes"]:
+            table.add_row(str(st["stroke"]), str(st["points"]), f"{st['contribution']:+.3f}",
+                          f"{st['probability_without']:.1%}")
+        out.print(titled(f"what each stroke adds to p('{doc['class']}'): p minus p of the drawing without it",
+                         table))
+    out.print(Text(f"picture: {doc['out']}"))
+
+
+def show_units(doc: dict) -> None:
+    """The most important first-layer units with their importance, and what the two definitions are."""
+    table = Table()
+    for col in ("unit", "importance", "share"):
+        table.add_column(col, justify="right")
+    for u in doc["units"]:
+        table.add_row(str(u["unit"]), f"{u['importance']:.4g}", f"{u['share']:.1%}")
+    out.print(titled(f"the {len(doc['units'])} most important of the first hidden layer's {doc['hidden_units']} "
+                     f"units ({doc['model']}, {doc['drawings']:,} test drawings)", table))
+    out.print(Text(f"importance: {doc['importance']}"))
+    out.print(Text(f"class templates: {doc['class_template']}"))
+    out.print(Text(f"picture: {doc['out']}"))
+
+
 # --- doodle evaluate ----------------------------------------------------------------------------------------
 
 PER_CLASS_ROWS = 30  # more classes than this: the worst and best EXTREMES only (all of them are in --json)

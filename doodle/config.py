@@ -20,6 +20,7 @@ import yaml
 
 from doodle.categories import CATEGORIES, SYNTHETIC_SHAPES, is_category, suggest
 from doodle.errors import DoodleError
+from doodle.local import local_words
 from doodle.nn import ACTIVATIONS, BACKPROP, INITS, LOSSES, NORMS
 from doodle.optim import OPTIMIZERS, SCHEDULES
 from doodle.pixels import TTA
@@ -108,12 +109,12 @@ def boolean(v):
     return None if isinstance(v, bool) else "must be true or false"
 
 
-@_allowing("a list of category names (`doodle categories`), or all")
+@_allowing("a list of category names (`doodle categories`), or all; [] with data.local")
 def categories_check(v):
     if v == "all":
         return None
-    if not isinstance(v, list) or not v or not all(isinstance(c, str) for c in v):
-        return "must be a non-empty list of category names, or 'all'"
+    if not isinstance(v, list) or not all(isinstance(c, str) for c in v):
+        return "must be a list of category names, or 'all'"
     for c in v:
         if not is_category(c):
             close = suggest(c) if len(c) <= 60 else []  # the longest name has 27 characters
@@ -140,6 +141,15 @@ def countrycodes_check(v):
     return None
 
 
+@_allowing("a list of .ndjson files or folders of <word>.ndjson files, e.g. [data/mine]")
+def local_check(v):
+    if not isinstance(v, list) or not all(isinstance(p, str) and p.strip() for p in v):
+        return "must be a list of .ndjson files or folders of them, e.g. [data/mine] (or [] for none)"
+    if len(set(v)) != len(v):
+        return "lists a path twice"
+    return None
+
+
 @_allowing("a string, or null")
 def optional_str(v):
     return None if v is None or isinstance(v, str) else "must be a string or null"
@@ -152,6 +162,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "source": Key("simplified", one_of(*SOURCES), "which files to train from"),
         "categories": Key(["apple", "banana", "cat", "house", "bicycle", "fish", "flower", "tree", "car", "star"],
                           categories_check, "class names in order, or 'all' for the 345"),
+        # Your own drawings (doodle play saves them as data/mine/<word>.ndjson): each file one class, named by
+        # its word; a word that is also in data.categories adds its drawings to that category.
+        "local": Key([], local_check, "your own drawings: .ndjson files or folders of <word>.ndjson (raw or "
+                     "simplified records), each word a class"),
         "per_category": Key(3000, int_in(1, 10 ** 9, nullable=True), "drawings kept per category (null = whole file)"),
         "image_size": Key(28, int_in(8, 256), "raster side in pixels (numpy_bitmap is always 28)"),
         "line_width": Key(16.0, num_in(0, 128, lo_open=True), "pen diameter in the 256-unit drawing box"),
@@ -207,6 +221,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "scale": Key(0.08, num_in(0, 0.9), "random zoom, +- this fraction"),
         "probability": Key(0.8, num_in(0, 1), "share of training samples that are augmented"),
         "flip": Key(0.5, num_in(0, 1), "share of training images mirrored left to right"),
+    },
+    # Extending a trained run with new words (doodle train --from RUN, doodle.extend): the run's network and
+    # pixels are kept, so its weights mean the same; its classes' drawings are replayed so it does not forget them.
+    "extend": {
+        "from": Key(None, optional_str, "the trained run to start from: its hidden layers and its classes' output "
+                    "rows; new words gain rows (null = train from scratch)"),
+        "replay": Key(300, int_in(0), "training drawings of each of the run's classes mixed in with the new ones "
+                      "(0 = none: the old classes are then forgotten)"),
     },
 }
 
@@ -385,9 +407,11 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return sec, key, value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
-    """Defaults, then the YAML file (if any), then `--set` overrides; validated throughout."""
-    cfg = defaults()
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                base: dict | None = None) -> dict:
+    """Defaults (or a checked config `base`, e.g. a trained run's), then the YAML file (if any), then `--set`
+    overrides; validated throughout."""
+    cfg = defaults() if base is None else copy.deepcopy(base)
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -428,6 +452,9 @@ def check_consistency(cfg: dict, where: str) -> None:
         raise DoodleError(f"{where}: data.{key} {found[1]}")
     if data["source"] == "numpy_bitmap" and data["image_size"] != 28:
         raise DoodleError(f"{where}: data.image_size must be 28 with source numpy_bitmap (Google's renders are 28x28)")
+    # Relative to where the command runs (as --data-dir is), recorded absolute so that the run's config.yaml
+    # finds them from anywhere
+    data["local"] = [str(Path(p).expanduser().resolve()) for p in data["local"]]
     cats = data["categories"]
     if data["source"] == "synthetic":
         if cats == "all":
@@ -437,14 +464,21 @@ def check_consistency(cfg: dict, where: str) -> None:
         if bad:
             raise DoodleError(f"{where}: data.categories: '{bad[0]}' has no synthetic generator; "
                               f"synthetic shapes are {', '.join(SYNTHETIC_SHAPES)}")
-    if cats != "all" and len(cats) < 2:
+    if cats != "all" and len(cats) < 2 and not data["local"]:
         raise DoodleError(f"{where}: data.categories needs at least two classes to learn from")
 
 
-def class_names(cfg: dict) -> list[str]:
-    """The configured classes in order."""
+def source_categories(cfg: dict) -> list[str]:
+    """The classes data.source provides (Google's categories or the synthetic shapes), in order."""
     cats = cfg["data"]["categories"]
     return list(CATEGORIES) if cats == "all" else list(cats)
+
+
+def class_names(cfg: dict) -> list[str]:
+    """The configured classes in order: data.categories, then the words of data.local not among them."""
+    cats = source_categories(cfg)
+    known = set(cats)
+    return cats + [w for w in local_words(cfg["data"]["local"]) if w not in known]
 
 
 def dump(cfg: dict) -> str:

@@ -1,8 +1,13 @@
 """From a config's data section to uint8 bitmaps and labels: fetch what is missing, rasterise once
 into a cache under the data directory, and split by a fixed seed.
 
+The classes are data.categories (from data.source), then the words of data.local (your own
+`<word>.ndjson` files, doodle.local) not among them; a local word that is also a category adds its
+drawings to that category's, after them. Local files are cached like Google's, in `cache/local/`.
+
 Cache files are `<data_dir>/cache/<source>/<word>.<key>.npy` (uint8 (N, S, S)) with a JSON sidecar;
-`<key>` hashes the source file's identity (size, mtime), every setting that changes the pixels and
+`<key>` hashes the source file's identity (size, mtime; and its full path for a local file, as two
+folders may each hold a cat.ndjson), every setting that changes the pixels and
 every loader setting that decides which lines are kept (strict included), so editing any of them
 rebuilds the cache and nothing stale is ever reused. The sidecar keeps the load statistics, so a
 cached run warns about skipped lines exactly as the first run did.
@@ -21,17 +26,19 @@ import numpy as np
 
 from doodle import fsutil
 from doodle.batches import Labels, RowStore
-from doodle.cache import build_all, open_cache
+from doodle.cache import build_all, open_cache, read_drawings
 from doodle.categories import local_path
-from doodle.config import class_names, load_config
+from doodle.config import class_names, load_config, source_categories
 from doodle.download import ensure_downloaded
 from doodle.errors import DoodleError
+from doodle.local import local_files
 from doodle.progress import NULL_REPORTER, Reporter
 from doodle.raster import PADDING
 from doodle.rasterpool import rasterize_batch
-from doodle.strokes import MAX_LINE_BYTES, MAX_POINTS, LoadStats, iter_drawings, load_bitmaps
+from doodle.strokes import MAX_LINE_BYTES, MAX_POINTS, LoadStats, load_bitmaps
 from doodle.synthetic import write_synthetic
 
+LOCAL = "local"  # the cache folder of data.local's files
 CACHE_VERSION = 3  # bump when the rasteriser's output or the loader's choice of lines changes
 STALE_TEMPORARY = 3600.0  # seconds: older temporaries in a cache folder were left by a killed process
 OFFLINE_HINT = ("offline? use --config configs/offline.yaml, or point data.base_url or $DOODLE_BASE_URL at a mirror "
@@ -69,7 +76,9 @@ def fetch_sources(cfg: dict, data_dir: str | Path, reporter: Reporter = NULL_REP
     """Make sure every category's source file is on disk (downloading or generating what is missing);
     without `download`, a missing download is a DoodleError instead."""
     data = cfg["data"]
-    words = class_names(cfg)
+    words = source_categories(cfg)
+    if not words:  # only local drawings
+        return []
     if not download and data["source"] != "synthetic":
         paths = [local_path(data_dir, data["source"], w) for w in words]
         missing = [p for p in paths if not p.is_file()]
@@ -94,10 +103,11 @@ def _count_lines(path: Path) -> int:
         return sum(1 for line in fh if line.strip())
 
 
-def cache_key(path: Path, data: dict) -> str:
+def cache_key(path: Path, data: dict, local: bool = False) -> str:
     """Hash of the source file's identity and every setting that changes the pixels or the lines kept."""
     st = path.stat()
-    ident = {
+    ident = {"path": str(path.resolve())} if local else {}
+    ident |= {
         "version": CACHE_VERSION, "file": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
         "image_size": data["image_size"], "line_width": float(data["line_width"]), "padding": PADDING,
         "recognized_only": data["recognized_only"], "countrycodes": data["countrycodes"],
@@ -108,13 +118,15 @@ def cache_key(path: Path, data: dict) -> str:
 
 
 def build_caches(paths: list[Path], data: dict, cache_dir: Path, reporter: Reporter = NULL_REPORTER,
-                 workers: int = 0) -> list[np.ndarray]:
+                 workers: int = 0, words: list[str] | None = None) -> list[np.ndarray]:
     """The cache files of these ndjson files, memory-mapped; missing ones are rasterised first, streaming,
-    on `workers` processes (0 = all cores) or on the Dask cluster at data.scheduler.
+    on `workers` processes (0 = all cores) or on the Dask cluster at data.scheduler. `words`, one per
+    path, mark local files: each may hold only its word, and is built on this machine.
 
     A cache folder that cannot be written (read-only data, a full disk) only costs the cache: the
     bitmaps are made in memory, with a warning."""
-    jobs = [(Path(p), Path(cache_dir) / f"{Path(p).stem}.{cache_key(Path(p), data)}.npy") for p in paths]
+    local = words is not None
+    jobs = [(Path(p), Path(cache_dir) / f"{Path(p).stem}.{cache_key(Path(p), data, local)}.npy") for p in paths]
     size = data["image_size"]
     entries = [open_cache(out, size) for _, out in jobs]  # each finished file opened once
     built: list[dict | None] = [None] * len(jobs)
@@ -122,9 +134,11 @@ def build_caches(paths: list[Path], data: dict, cache_dir: Path, reporter: Repor
         problem = _unwritable(Path(cache_dir))
         if problem:
             reporter.log(f"not cached ({problem}); using the bitmaps from memory")
-            return [entry[0] if entry is not None else _in_memory(path, data, reporter, workers)
-                    for entry, (path, _) in zip(entries, jobs)]
-        built = build_all(jobs, data, PADDING, workers=workers, scheduler=data["scheduler"], reporter=reporter)
+            return [entry[0] if entry is not None else _in_memory(path, data, reporter, workers,
+                                                                   words[i] if local else None)
+                    for i, (entry, (path, _)) in enumerate(zip(entries, jobs))]
+        built = build_all(jobs, data, PADDING, workers=workers, scheduler=None if local else data["scheduler"],
+                          reporter=reporter, words=words)
         entries = [entry or open_cache(out, size) for entry, (_, out) in zip(entries, jobs)]
     arrays, short = [], {}
     for (path, out), result, entry in zip(jobs, built, entries):
@@ -134,7 +148,7 @@ def build_caches(paths: list[Path], data: dict, cache_dir: Path, reporter: Repor
         arr, stats = entry
         if stats.get("skipped"):
             reporter.log(stats["summary"])
-        if result is not None and data["per_category"] and len(arr) < data["per_category"]:
+        if result is not None and data["per_category"] and len(arr) < data["per_category"] and not local:
             short[path.stem] = len(arr)
         arrays.append(arr)
     if short:  # one line for all of them: a mirror of small files would otherwise print one per category
@@ -157,12 +171,10 @@ def _unwritable(folder: Path) -> str | None:
     return None
 
 
-def _in_memory(path: Path, data: dict, reporter: Reporter, workers: int) -> np.ndarray:
+def _in_memory(path: Path, data: dict, reporter: Reporter, workers: int, word: str | None = None) -> np.ndarray:
     """A category's bitmaps without the cache, rasterised here."""
     stats = LoadStats(str(path))
-    drawings = [d["drawing"] for d in iter_drawings(
-        path, recognized_only=data["recognized_only"], countrycodes=data["countrycodes"],
-        limit=data["per_category"], strict=data["strict"], stats=stats)]
+    drawings = [d["drawing"] for d in read_drawings(path, data, stats, word)]
     if stats.skipped:
         reporter.log(stats.summary())
     if not drawings:
@@ -173,25 +185,53 @@ def _in_memory(path: Path, data: dict, reporter: Reporter, workers: int) -> np.n
 
 
 def load_dataset(cfg: dict, data_dir: str | Path, reporter: Reporter = NULL_REPORTER,
-                 workers: int = 0, download: bool = True) -> Dataset:
+                 workers: int = 0, download: bool = True, counts: list[int] | None = None) -> Dataset:
     """Fetch and rasterise (cached) every category of the config; the bitmaps stay in their memory-mapped
     files (one per category), addressed as one array, so the dataset is never copied into memory.
-    `download=False` uses only what is on disk."""
+    `download=False` uses only what is on disk.
+
+    `counts`, the rows per class a run was trained on, cuts each class that has more to its first that many
+    rows: files only grow at their end (play appends your drawings to data/mine), so those are the rows the
+    run's split indexes. A class with fewer stays short, for the caller to refuse."""
     data = cfg["data"]
     classes = class_names(cfg)
+    if len(classes) < 2:
+        raise DoodleError(f"data.local: {len(classes)} word{'' if len(classes) == 1 else 's'} "
+                          f"({', '.join(classes) or 'none'}) and no data.categories: a classifier needs at least two")
     paths = fetch_sources(cfg, data_dir, reporter, download=download)
-    cache_dir = Path(data_dir) / "cache" / data["source"]
-    if cache_dir.is_dir():
-        fsutil.clean_temporaries(cache_dir, older_than=STALE_TEMPORARY)
+    cache_root = Path(data_dir) / "cache"
+    for folder in (cache_root / data["source"], cache_root / LOCAL):
+        if folder.is_dir():
+            fsutil.clean_temporaries(folder, older_than=STALE_TEMPORARY)
     if data["source"] == "numpy_bitmap":
         parts = [load_bitmaps(path, limit=data["per_category"]) for path in paths]
     else:
-        parts = build_caches(paths, data, cache_dir, reporter, workers)
+        parts = build_caches(paths, data, cache_root / data["source"], reporter, workers)
     for path, arr in zip(paths, parts):
         if len(arr) == 0:
             raise DoodleError(f"{path}: no drawings; delete it and download again")
-    counts = [len(p) for p in parts]
+    by_class: dict[str, list[np.ndarray]] = {c: [arr] for c, arr in zip(source_categories(cfg), parts)}
+    mine = [(word, path) for word, files in local_files(data["local"]).items() for path in files]
+    if mine:
+        more = build_caches([p for _, p in mine], data, cache_root / LOCAL, reporter, workers, [w for w, _ in mine])
+        for (word, _), arr in zip(mine, more):
+            by_class.setdefault(word, []).append(arr)  # after the category's own rows: rows stay contiguous
+    if counts is not None and len(counts) == len(classes):
+        by_class = {c: _first_rows(by_class[c], n) for c, n in zip(classes, counts)}
+    parts = [arr for c in classes for arr in by_class[c]]
+    counts = [sum(len(a) for a in by_class[c]) for c in classes]
     return Dataset(x=RowStore(parts), y=Labels(counts), classes=classes, counts=counts)
+
+
+def _first_rows(parts: list[np.ndarray], n: int) -> list[np.ndarray]:
+    """The first n rows of a class's parts, in order (views; all of them when there are fewer)."""
+    out = []
+    for arr in parts:
+        if n <= 0:
+            break
+        out.append(arr[:n])
+        n -= len(out[-1])
+    return out
 
 
 def prepare(config_path: str | Path | None, overrides: tuple[str, ...] | list[str] = (), data_dir: str | Path = "data",

@@ -15,15 +15,16 @@ import numpy as np
 
 from doodle import cores, fsutil
 from doodle.checkpoint import load_model, resolve_model_path
-from doodle.runs import load_split
+from doodle.runs import load_split, read_metrics
 from doodle.config import from_dict
 from doodle.dataset import load_dataset
 from doodle.errors import DoodleError
+from doodle.export import is_web_export, load_web, source_run
 from doodle.inputs import LabelledBitmaps, labelled
 from doodle.metrics import summarize
 from doodle.predict import probabilities
 from doodle.progress import NULL_REPORTER, Reporter
-from doodle.report import write_report
+from doodle.report import CURVES_PNG, write_curves, write_report
 
 
 def run_data_dir(run_dir: Path, meta: dict, data_dir: str | Path | None) -> Path:
@@ -47,7 +48,8 @@ def test_split_bitmaps(run_dir: Path, meta: dict, data_dir: str | Path | None,
     cfg = from_dict(meta.get("config"), f"{run_dir / 'model.json'} config")
     split = load_split(run_dir)
     data_dir = run_data_dir(run_dir, meta, data_dir)
-    ds = load_dataset(cfg, data_dir, reporter, download=False)
+    # the rows the run was trained on: drawings appended since (play's saves) are not part of its split
+    ds = load_dataset(cfg, data_dir, reporter, download=False, counts=list(split["counts"]))
     size = meta["raster"]["size"]
     if ds.x.shape[1:] != (size, size):  # model.json's config and raster disagree: edited by hand
         raise DoodleError(f"{run_dir / 'model.json'}: its config makes {ds.x.shape[1]}x{ds.x.shape[2]} bitmaps "
@@ -75,11 +77,12 @@ def evaluate(model_path: str | Path | None = None, inputs: list[str | Path] = ()
             Path(report_dir).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise fsutil.write_error(report_dir, exc) from None
-    run_dir = resolve_model_path(model_path)
-    model, meta = load_model(run_dir, calibrated)
+    web = is_web_export(model_path)  # a `doodle export --format web` folder: the weights its page uses
+    run_dir = Path(model_path) if web else resolve_model_path(model_path)
+    model, meta = load_web(run_dir, calibrated) if web else load_model(run_dir, calibrated)
     classes = meta["classes"]
     data = labelled(list(inputs), meta["raster"], strict=strict, reporter=reporter) if inputs else \
-        test_split_bitmaps(run_dir, meta, data_dir, reporter)
+        test_split_bitmaps(*(source_run(meta) if web else (run_dir, meta)), data_dir, reporter)
     if not data.labels:
         detail = f" ({data.problems[0]})" if data.problems else ""
         raise DoodleError(f"no usable drawings in {', '.join(data.sources)}{detail}; check the files")
@@ -104,4 +107,8 @@ def evaluate(model_path: str | Path | None = None, inputs: list[str | Path] = ()
     if report_dir is not None:
         summary["report"] = [str(p) for p in write_report(report_dir, summary, x, y, probs.argmax(axis=1),
                                                           classes, probs=probs)]
+        history = read_metrics(run_dir, meta.get("run_id"))
+        if history:
+            epochs = (meta.get("config") or {}).get("train", {}).get("epochs")
+            summary["report"].append(str(write_curves(Path(report_dir) / CURVES_PNG, history, epochs)))
     return summary

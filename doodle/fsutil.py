@@ -1,6 +1,7 @@
 """Atomic writes: everything that matters is written to a temporary sibling and renamed into place,
-so an interrupted run never leaves a file that looks complete. A write the system refuses (a full disk,
-a read-only folder) is a one-line DoodleError naming the file, and the file before it is untouched.
+so an interrupted run never leaves a file that looks complete (`atomic_folder` does the same for a whole
+folder). A write the system refuses (a full disk, a read-only folder) is a one-line DoodleError naming the
+file, and the file before it is untouched.
 
 `locked` is the one file lock: an exclusive flock held while a block runs, released by the OS however
 the process ends (kill -9 included), either refused at once when another process holds it or waited
@@ -137,6 +138,38 @@ def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     with atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a new empty temporary folder beside `path`; if the block succeeds it takes `path`'s place (a folder
+    already there is moved aside, then deleted), else it is deleted. Either way no half-written folder is ever at
+    `path`. The caller decides beforehand whether what is at `path` may be replaced."""
+    import shutil
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent))
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    old = None
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a finished folder gets the usual permissions
+        yield tmp
+        if path.is_dir():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", suffix=TMP_SUFFIX, dir=path.parent))
+            os.replace(path, old / path.name)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if old is not None and not path.exists():  # put the earlier folder back
+            with contextlib.suppress(OSError):
+                os.replace(old / path.name, path)
+        raise write_error(path, exc) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def clean_temporaries(folder: str | os.PathLike, older_than: float | None = None) -> int:

@@ -10,10 +10,23 @@ API (JSON in, JSON out; errors are `{"error": "..."}` with 400, 413 for a drawin
 busy, 500 for a broken model; 507 for a full disk on a save):
   GET  /api/model                  run name, categories, raster settings, limits, and "confidence": the
                                    calibrated probability from which the page says "I see X" (see info())
-  POST /api/predict[?top_k=N]      {"drawing": [[xs, ys, ts], ...], "format": "raw"|"simplified"}
+  POST /api/predict[?top_k=N][&explain=1]
+                                   {"drawing": [[xs, ys, ts], ...], "format": "raw"|"simplified"}
                                    -> {"top": [{"category", "probability"}], "bitmap": 28 rows of 0..255}
+                                   with explain=1 also "why": the top guess's "category", its "saliency"
+                                   (28 rows of d log p / d pixel, doodle.explain) and their largest magnitude
+                                   "scale", and per stroke of the request its contribution to p (p minus p
+                                   without it; null for a stroke without points) in "strokes" (null when
+                                   re-rendering the drawing once per stroke would pass MAX_ATTRIBUTION)
   POST /api/save                   {"drawing": raw strokes with times, "word": category}
                                    -> appends Google's raw record to <save-dir>/<word>.ndjson
+  GET  /api/teach                  whether a word can be taught here: {"state": "preparing"|"ready"|
+                                   "unavailable", "reason"}; the first call starts the preparation
+  POST /api/teach                  {"word": a new word, "drawings": [raw drawings with times, ...]} -> the
+                                   drawings appended to <save-dir>/<word>.ndjson, the word taught
+                                   (doodle.teach), the new run folder written beside the model's and
+                                   served from then on: {"run", "path", "categories", "seconds", "held_out"};
+                                   409 while another word is being taught
 The page itself is doodle/static/ (index.html, play.css, play.js), served from that folder only.
 """
 
@@ -37,6 +50,7 @@ from doodle import fsutil
 from doodle.categories import file_name_problem, show_word
 from doodle.checkpoint import load_model, resolve_model_path
 from doodle.errors import DoodleError
+from doodle.explain import why
 from doodle.inputs import Drawing, to_bitmap
 from doodle.metrics import CONFIDENT_PRECISION
 from doodle.predict import probabilities, top_categories
@@ -44,6 +58,7 @@ from doodle.progress import NULL_REPORTER, Reporter
 from doodle.simplify import MAX_INK, TooMuchWork
 from doodle.strokes import MAX_COORD, MAX_POINTS, BadInput, Limits, check_numbers, check_strokes, decode_line, \
     finish_strokes
+from doodle.teach import Teacher
 
 STATIC_DIR = Path(__file__).with_name("static")
 MAX_BODY = 1_000_000  # bytes per request: 20,000 points of raw JSON take ~0.5 MB
@@ -51,7 +66,12 @@ MAX_STROKES = 1_000  # per drawing; Quick, Draw! drawings have a few dozen at mo
 # The checks every drawing passes (doodle.strokes: points, coordinates, ink), plus a stroke limit of our own.
 LIMITS = Limits(strokes=MAX_STROKES)
 RUNNING = 2  # drawings simplified, drawn and guessed at once: more only share the same cores
+# A "why?" renders the drawing again without each stroke: strokes x points (simplified) re-drawn at most, or
+# the stroke attribution is left out. A long Quick, Draw! drawing (40 strokes, 1,000 points) is 40,000.
+MAX_ATTRIBUTION = 200_000
 WAITING = 16  # requests that may wait for a turn; any beyond are refused with a 503 at once
+TEACH_DRAWINGS = (2, 20)  # drawings a word is taught from: one left out must leave one; more add little
+MAX_TEACH_BODY = 20 * MAX_BODY  # a teaching request carries up to 20 drawings
 LOOPBACK_NAMES = ("localhost",)
 _SAVE_STATUS = {errno.ENOSPC: 507, errno.EDQUOT: 507}  # a full disk is the one storage error worth its own code
 # "I see X" for a model trained before confident_at was stored: its calibrated confidence is its chance of
@@ -176,14 +196,20 @@ def append_line(path: Path, line: bytes) -> None:
 class Player:
     """The loaded model and the save folder behind the API (plain methods, no web framework)."""
 
-    def __init__(self, model_path: str | Path | None, save_dir: str | Path):
+    def __init__(self, model_path: str | Path | None, save_dir: str | Path, reporter: Reporter = NULL_REPORTER):
         self.run_dir = resolve_model_path(model_path)
         self.model, self.meta = load_model(self.run_dir)
         self.classes: list[str] = list(self.meta["classes"])
         self.raster: dict = self.meta["raster"]
         self.save_dir = Path(save_dir)
         self.gate = WorkGate()
+        self.reporter = reporter
         self._lock = threading.Lock()  # one forward pass at a time: layers keep per-call caches
+        self.teacher = Teacher(self.run_dir, self.model, self.meta)
+        self._teaching = threading.Lock()  # one word taught at a time
+        self._taught_word: str | None = None  # the word being taught, for the refusal of a second one
+        self._preparing: threading.Thread | None = None
+        self._prepare_once = threading.Lock()
 
     def info(self) -> dict:
         metrics = self.meta.get("metrics") or {}
@@ -191,30 +217,55 @@ class Player:
                 "categories": self.classes,
                 "raster": self.raster, "test_accuracy": metrics.get("test_accuracy"),
                 "limits": {"body_bytes": MAX_BODY, "points": MAX_POINTS, "strokes": MAX_STROKES, "ink": MAX_INK},
+                "taught": [t["word"] for t in self.meta.get("taught", [])],  # their probabilities are uncalibrated
                 "confidence": {"threshold": metrics.get("confident_at", DEFAULT_CONFIDENT_AT),
                                "precision": metrics.get("confident_precision", CONFIDENT_PRECISION),
                                "source": "validation" if "confident_at" in metrics else "default"}}
 
-    def _guess(self, strokes: list, simplified: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Checked strokes -> ((S, S) uint8 bitmap, (C,) probabilities), by predict's own path, one turn of the gate."""
+    def _drawing(self, strokes: list, simplified: bool) -> tuple[Drawing, np.ndarray]:
+        """Checked strokes -> (the drawing, the (S, S) uint8 bitmap the model sees), by predict's path (call it
+        within a gate turn)."""
+        try:
+            drawing = Drawing(finish_strokes(strokes, simplified), source="request")
+        except TooMuchWork as exc:  # within the ink budget, but Ramer-Douglas-Peucker would go on too long
+            raise ApiError(413, str(exc)) from None
+        return drawing, to_bitmap(drawing, self.raster)
+
+    def _bitmap(self, strokes: list, simplified: bool) -> np.ndarray:
+        """Checked strokes -> the (S, S) uint8 bitmap the model sees (call it within a gate turn)."""
+        return self._drawing(strokes, simplified)[1]
+
+    def _guess(self, strokes: list, simplified: bool,
+               explain: bool = False) -> tuple[np.ndarray, np.ndarray, dict | None]:
+        """Checked strokes -> ((S, S) uint8 bitmap, (C,) probabilities, with `explain` the "why?" of the top guess
+        (doodle.explain.why) else None), by predict's own path, one turn of the gate."""
         with self.gate.turn():
-            try:
-                drawing = Drawing(finish_strokes(strokes, simplified), source="request")
-            except TooMuchWork as exc:  # within the ink budget, but Ramer-Douglas-Peucker would go on too long
-                raise ApiError(413, str(exc)) from None
-            bitmap = to_bitmap(drawing, self.raster)
+            drawing, bitmap = self._drawing(strokes, simplified)
             try:
                 with self._lock:
                     p = probabilities(self.model, bitmap[None], self.run_dir)[0]
+                    work = len(drawing.strokes) * sum(len(st[0]) for st in drawing.strokes)
+                    reason = why(self.model, self.raster, bitmap, drawing.strokes, p, self.run_dir,
+                                 work <= MAX_ATTRIBUTION) if explain else None
             except DoodleError as exc:  # the model, not the drawing, is at fault
                 raise ApiError(500, str(exc)) from None
-        return bitmap, p
+        return bitmap, p, reason
 
-    def predict(self, body, top_k: str | None) -> dict:
-        """Top guesses and the bitmap for one drawing."""
+    def predict(self, body, top_k: str | None, explain: str | None = None) -> dict:
+        """Top guesses and the bitmap for one drawing; with explain=1, the top guess's "why?" too."""
         k = _top_k(top_k, len(self.classes))
-        bitmap, p = self._guess(*check_drawing(_field(body, "drawing"), _field(body, "format", "raw")))
-        return {"top": top_categories(p, self.classes, k), "bitmap": bitmap.tolist()}
+        if explain not in (None, "0", "1"):
+            raise ApiError(400, f"explain must be 0 or 1, got {explain[:20]!r}")
+        drawing = _field(body, "drawing")
+        strokes, simplified = check_drawing(drawing, _field(body, "format", "raw"))
+        bitmap, p, reason = self._guess(strokes, simplified, explain == "1")
+        result = {"top": top_categories(p, self.classes, k), "bitmap": bitmap.tolist()}
+        if reason is not None:
+            if reason["strokes"] is not None:  # back onto the request's strokes: check_drawing kept those with points
+                given = iter(reason["strokes"])
+                reason["strokes"] = [next(given) if len(stroke[0]) else None for stroke in drawing]
+            result["why"] = {"category": self.classes[reason.pop("class")], **reason}
+        return result
 
     def save(self, body) -> dict:
         """Append the drawing to <save_dir>/<word>.ndjson; `recognized` is whether the model's top guess is `word`.
@@ -229,7 +280,7 @@ class Player:
         if (problem := file_name_problem(word)) is not None:  # load_model refuses such names; still, never trust one
             raise ApiError(400, f"the word {show_word(word)} {problem}, so it cannot name a file")
         strokes, _ = check_drawing(_field(body, "drawing"), "raw", need_times=True)
-        _, p = self._guess(strokes, False)
+        _, p, _ = self._guess(strokes, False)
         top = top_categories(p, self.classes, 1)
         record = raw_record(word, strokes, recognized=top[0]["category"] == word)
         path = self.save_dir / f"{word}.ndjson"
@@ -243,6 +294,68 @@ class Player:
             raise ApiError(_SAVE_STATUS.get(exc.errno or 0, 500),
                            f"{path}: cannot save ({exc.strerror or exc}); nothing was written") from None
         return result
+
+    # ---- teach mode: a new word from a few drawings (doodle.teach)
+
+    def teach_status(self) -> dict:
+        """Whether a word can be taught here; the first call starts computing the known classes' features
+        (a few seconds, in the background: requests go on being answered)."""
+        with self._prepare_once:
+            if self._preparing is None:
+                self._preparing = threading.Thread(target=self.teacher.prepare, name="doodle-teach-prepare",
+                                                   daemon=True)
+                self._preparing.start()
+        if self._preparing.is_alive():
+            return {"state": "preparing", "reason": None}
+        problem = self.teacher.prepare()  # done: returns at once
+        return {"state": "unavailable" if problem else "ready", "reason": problem}
+
+    def teach(self, body) -> dict:
+        """Save the drawings under the word, teach it, write its run folder and serve the taught model."""
+        if not self._teaching.acquire(blocking=False):
+            raise ApiError(409, f"already learning {show_word(self._taught_word)}: wait until it is learned, "
+                                "then teach the next word")
+        try:
+            word, drawings = _field(body, "word"), _field(body, "drawings")
+            self._taught_word = word if isinstance(word, str) else None
+            if (problem := file_name_problem(word)) is not None:
+                raise ApiError(400, f"the word {show_word(word)} {problem}, so it cannot name a file")
+            if word in self.classes:
+                raise ApiError(400, f"this model already knows {show_word(word)}: teach it a word it does not know")
+            lo, hi = TEACH_DRAWINGS
+            if type(drawings) is not list or not lo <= len(drawings) <= hi:
+                raise ApiError(400, f"'drawings' must be a list of {lo} to {hi} drawings of {show_word(word)}")
+            checked = []
+            for i, drawing in enumerate(drawings, 1):
+                try:
+                    checked.append(check_drawing(drawing, "raw", need_times=True)[0])
+                except ApiError as exc:
+                    raise ApiError(exc.status, f"drawing {i}: {exc}") from None
+            with self.gate.turn():
+                bitmaps = np.stack([self._bitmap(strokes, False) for strokes in checked])
+            if (problem := self.teacher.prepare()) is not None:  # before anything is saved
+                raise ApiError(503, f"cannot teach here: {problem}")
+            records = [raw_record(word, strokes, recognized=False) for strokes in checked]
+            path = self.save_dir / f"{word}.ndjson"
+            try:  # the drawings are kept whatever happens next, as every drawing made here is
+                for record in records:
+                    append_line(path, (json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n").encode())
+            except OSError as exc:
+                raise ApiError(_SAVE_STATUS.get(exc.errno or 0, 500),
+                               f"{path}: cannot save ({exc.strerror or exc}); nothing was taught") from None
+            taught = self.teacher.teach(word, bitmaps, path, [r["key_id"] for r in records])
+            with self._lock:
+                self.model, self.meta, self.run_dir = taught.model, taught.meta, taught.run_dir
+                self.classes = list(taught.meta["classes"])
+            self.reporter.log(f"taught {word!r} from {len(records)} drawings in {taught.seconds:.1f} s "
+                              f"({taught.held_out[0]} of {taught.held_out[1]} recognised when left out): "
+                              f"{taught.run_dir}")
+            return {"word": word, "run": taught.run_dir.name, "path": str(taught.run_dir),
+                    "categories": self.classes, "seconds": taught.seconds, "saved": str(path),
+                    "held_out": {"recognised": taught.held_out[0], "drawings": taught.held_out[1]}}
+        finally:
+            self._taught_word = None
+            self._teaching.release()
 
 
 def _field(body, name: str, default=None):
@@ -322,7 +435,7 @@ class _HostGuard:
 
 
 def make_app(model_path: str | Path | None = None, save_dir: str | Path = "data/mine",
-             allowed_hosts: list[str] | None = None):
+             allowed_hosts: list[str] | None = None, reporter: Reporter = NULL_REPORTER):
     """The Starlette app: the page (doodle/static) and the JSON API over one loaded model.
 
     `allowed_hosts` (e.g. ["127.0.0.1", "localhost"]) refuses requests for any other Host header, which
@@ -335,7 +448,7 @@ def make_app(model_path: str | Path | None = None, save_dir: str | Path = "data/
     from starlette.responses import FileResponse, JSONResponse
     from starlette.routing import Route
 
-    player = Player(model_path, save_dir)
+    player = Player(model_path, save_dir, reporter)
     # Served names are fixed when the app starts: a request can only ever name one of these files.
     files = {p.name: p for p in STATIC_DIR.iterdir() if p.is_file() and p.suffix in _TYPES}
 
@@ -353,9 +466,9 @@ def make_app(model_path: str | Path | None = None, save_dir: str | Path = "data/
     async def model_info(request):
         return JSONResponse(player.info())
 
-    def timed(fn):
+    def timed(fn, limit: int = MAX_BODY):
         async def endpoint(request):
-            raw = await read_body(request)
+            raw = await read_body(request, limit)
             t0 = time.perf_counter()
             result = await run_in_threadpool(fn, raw, request)  # parsing too: the event loop stays free
             ms = (time.perf_counter() - t0) * 1000
@@ -363,10 +476,16 @@ def make_app(model_path: str | Path | None = None, save_dir: str | Path = "data/
         return endpoint
 
     def predict(raw, request):
-        return player.predict(parse_json(raw), request.query_params.get("top_k"))
+        return player.predict(parse_json(raw), request.query_params.get("top_k"), request.query_params.get("explain"))
 
     def save(raw, request):
         return player.save(parse_json(raw))
+
+    def teach(raw, request):
+        return player.teach(parse_json(raw))
+
+    async def teach_status(request):
+        return JSONResponse(await run_in_threadpool(player.teach_status))
 
     async def api_error(request, exc: ApiError):
         headers = {"Retry-After": "1"} if exc.status == 503 else None
@@ -387,7 +506,9 @@ def make_app(model_path: str | Path | None = None, save_dir: str | Path = "data/
 
     routes = [Route("/", index), Route("/static/{name}", asset), Route("/api/model", model_info),
               Route("/api/predict", timed(predict), methods=["POST"]),
-              Route("/api/save", timed(save), methods=["POST"])]
+              Route("/api/save", timed(save), methods=["POST"]),
+              Route("/api/teach", teach_status, methods=["GET"]),
+              Route("/api/teach", timed(teach, MAX_TEACH_BODY), methods=["POST"])]
     middleware = [Middleware(_HostGuard, allowed_hosts=allowed_hosts)] if allowed_hosts else []
     app = Starlette(routes=routes, middleware=middleware,
                     exception_handlers={ApiError: api_error, DoodleError: doodle_error, HTTPException: http_error,
@@ -511,7 +632,7 @@ def serve(model_path: str | Path | None = None, host: str = "127.0.0.1", port: i
     its categories once the port is open."""
     loopback = is_loopback(host)
     allowed = ["127.0.0.1", "localhost", "::1", "[::1]"] if loopback else None
-    app = make_app(model_path, save_dir, allowed_hosts=allowed)
+    app = make_app(model_path, save_dir, allowed_hosts=allowed, reporter=reporter)
     sock = bind(host, port)
     url, lan = url_of(sock), lan_urls(sock)
     if not loopback:

@@ -1,4 +1,5 @@
-"""Picture reports for an evaluation: a confusion heat map, a grid of mistakes, and the summary as JSON (Pillow only)."""
+"""Picture reports (Pillow only): for an evaluation a confusion heat map, a grid of mistakes, a reliability diagram
+and the summary as JSON; for a run its learning curves (drawn as each epoch ends)."""
 
 from __future__ import annotations
 
@@ -44,21 +45,21 @@ _CAPTION_LINES = 3
 
 
 @functools.lru_cache(maxsize=None)
-def _font(size: int) -> ImageFont.FreeTypeFont:
+def typeface(size: int) -> ImageFont.FreeTypeFont:
     """Pillow's bundled font at `size` px (cached: loading it is not free and we ask often)."""
     return ImageFont.load_default(size=size)
 
 
-def _text_width(text: str, font) -> int:
+def text_width(text: str, font) -> int:
     return math.ceil(font.getlength(text))
 
 
-def _text_height(font) -> int:
+def text_height(font) -> int:
     left, top, right, bottom = font.getbbox("Hg")
     return bottom
 
 
-def _save_png(image: Image.Image, path: Path) -> Path:
+def save_png(image: Image.Image, path: Path) -> Path:
     # The temporary name ends in .tmp, so Pillow cannot infer the format from it.
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")  # optimize=True doubles the time for ~2% smaller files
@@ -70,7 +71,7 @@ def _rotated_labels(labels: list[str], pitch: int, font, width: int, align_right
     strip = Image.new("RGB", (width, pitch * len(labels)), WHITE)
     draw = ImageDraw.Draw(strip)
     for i, label in enumerate(labels):
-        x = width - _text_width(label, font) if align_right else 0
+        x = width - text_width(label, font) if align_right else 0
         draw.text((x, i * pitch + pitch / 2), label, fill=INK, font=font, anchor="lm")
     return strip.rotate(90, expand=True)
 
@@ -83,9 +84,9 @@ def render_confusion(confusion: np.ndarray, class_names: list[str], title: str) 
     confusion = np.asarray(confusion, dtype=np.int64)
     c = len(class_names)
     cell = int(np.clip(_MATRIX_PX // c, _CELL_MIN, _CELL_MAX))
-    label_font = _font(int(np.clip(cell - 2, 8, 14)))
-    count_font = _font(int(np.clip(cell // 3, 8, 13)))
-    title_font, axis_font = _font(18), _font(14)
+    label_font = typeface(int(np.clip(cell - 2, 8, 14)))
+    count_font = typeface(int(np.clip(cell // 3, 8, 13)))
+    title_font, axis_font = typeface(18), typeface(14)
 
     support = confusion.sum(axis=1, keepdims=True)  # (C, 1)
     frac = np.divide(confusion, support, out=np.zeros(confusion.shape), where=support > 0)  # (C, C)
@@ -100,15 +101,15 @@ def render_confusion(confusion: np.ndarray, class_names: list[str], title: str) 
         block[:, cell - 1 :: cell] = GRID
     side = c * cell
 
-    label_w = max(_text_width(name, label_font) for name in class_names)
+    label_w = max(text_width(name, label_font) for name in class_names)
     pad = 12
-    title_h = _text_height(title_font) + 2 * _text_height(axis_font) + 3 * pad
-    left = pad + _text_height(axis_font) + pad + label_w + 6
+    title_h = text_height(title_font) + 2 * text_height(axis_font) + 3 * pad
+    left = pad + text_height(axis_font) + pad + label_w + 6
     top = title_h
     bar_w = 16
-    right = pad + bar_w + 6 + _text_width("100%", axis_font) + pad
-    bottom = 6 + label_w + pad + _text_height(axis_font) + pad
-    width = max(left + side + right, pad + _text_width(title, title_font) + pad)
+    right = pad + bar_w + 6 + text_width("100%", axis_font) + pad
+    bottom = 6 + label_w + pad + text_height(axis_font) + pad
+    width = max(left + side + right, pad + text_width(title, title_font) + pad)
     image = Image.new("RGB", (width, top + side + bottom), WHITE)
     image.paste(Image.fromarray(block), (left, top))
     draw = ImageDraw.Draw(image)
@@ -118,21 +119,21 @@ def render_confusion(confusion: np.ndarray, class_names: list[str], title: str) 
     note = "rows: true class, columns: predicted class; colour: share of the row"
     if cell >= 28:
         note += "; numbers: drawings"
-    draw.text((pad, pad + _text_height(title_font) + pad // 2), note, fill=MUTED, font=axis_font)
+    draw.text((pad, pad + text_height(title_font) + pad // 2), note, fill=MUTED, font=axis_font)
 
     # Row labels (true class) right-aligned against the matrix; column labels (predicted) read upwards below it.
     for i, name in enumerate(class_names):
         y = top + i * cell + cell / 2
         draw.text((left - 6, y), name, fill=INK, font=label_font, anchor="rm")
     image.paste(_rotated_labels(class_names, cell, label_font, label_w, align_right=True), (left, top + side + 6))
-    axis_w = _text_width("true class", axis_font)
-    axis_true = _rotated_labels(["true class"], _text_height(axis_font) + 4, axis_font, axis_w, align_right=False)
+    axis_w = text_width("true class", axis_font)
+    axis_true = _rotated_labels(["true class"], text_height(axis_font) + 4, axis_font, axis_w, align_right=False)
     image.paste(axis_true, (pad, top + max(0, side // 2 - axis_true.height // 2)))
     x_title = (left + side / 2, top + side + 6 + label_w + pad)
     draw.text(x_title, "predicted class", fill=INK, font=axis_font, anchor="mt")
 
     # Counts in cells, only when the largest one fits with a margin.
-    widest = _text_width(str(int(confusion.max(initial=0))), count_font)
+    widest = text_width(str(int(confusion.max(initial=0))), count_font)
     if cell >= 28 and widest <= cell - 6:
         for i, j in zip(*np.nonzero(confusion)):
             fill = WHITE if frac[i, j] > 0.5 else INK
@@ -150,19 +151,19 @@ def render_confusion(confusion: np.ndarray, class_names: list[str], title: str) 
     return image
 
 
-def _wrap(text: str, font, width: int, max_lines: int) -> list[str]:
+def wrap(text: str, font, width: int, max_lines: int) -> list[str]:
     """Greedy word wrap to `width` px; words longer than a line are cut; the last line gets an ellipsis."""
     lines: list[str] = []
     current = ""
     for word in text.split():
         candidate = f"{current} {word}" if current else word
-        if _text_width(candidate, font) <= width:
+        if text_width(candidate, font) <= width:
             current = candidate
             continue
         if current:
             lines.append(current)
-        while _text_width(word, font) > width:  # a single over-long word: hard-cut it
-            cut = max(1, next(n for n in range(len(word), 0, -1) if _text_width(word[:n], font) <= width))
+        while text_width(word, font) > width:  # a single over-long word: hard-cut it
+            cut = max(1, next(n for n in range(len(word), 0, -1) if text_width(word[:n], font) <= width))
             lines.append(word[:cut])
             word = word[cut:]
         current = word
@@ -170,7 +171,7 @@ def _wrap(text: str, font, width: int, max_lines: int) -> list[str]:
         lines.append(current)
     if len(lines) > max_lines:
         last = lines[max_lines - 1]
-        while last and _text_width(last + "...", font) > width:
+        while last and text_width(last + "...", font) > width:
             last = last[:-1]
         lines = lines[: max_lines - 1] + [last + "..."]
     return lines
@@ -211,17 +212,17 @@ def render_misclassified(
     conf = None if probs is None else np.asarray(probs)[wrong, y_pred[wrong]]  # (M,) p of the wrong class
     shown = wrong[: max(int(max_examples), 0)]
 
-    header_font, caption_font = _font(18), _font(12)
+    header_font, caption_font = typeface(18), typeface(12)
     pad = _TILE_PAD
     side = images.shape[1] * _TILE_SCALE
     tile_w = max(side, 150)
-    line_h = _text_height(caption_font) + 3
+    line_h = text_height(caption_font) + 3
     tile_h = side + 6 + _CAPTION_LINES * line_h
-    header_h = _text_height(header_font) + 2 * pad
+    header_h = text_height(header_font) + 2 * pad
 
     if len(shown) == 0:
         message = f"No misclassified drawings: all {len(y_true)} predictions are correct."
-        image = Image.new("RGB", (max(480, _text_width(message, header_font) + 2 * pad), 2 * header_h), WHITE)
+        image = Image.new("RGB", (max(480, text_width(message, header_font) + 2 * pad), 2 * header_h), WHITE)
         ImageDraw.Draw(image).text((pad, pad), message, fill=INK, font=header_font)
         return image
 
@@ -229,7 +230,7 @@ def render_misclassified(
     rows = math.ceil(len(shown) / cols)
     header = f"Misclassified drawings: {len(shown)} of {len(wrong)} shown"
     header += ", most confident first" if probs is not None else ""
-    width = max(pad + cols * (tile_w + pad), _text_width(header, header_font) + 2 * pad)
+    width = max(pad + cols * (tile_w + pad), text_width(header, header_font) + 2 * pad)
     image = Image.new("RGB", (width, header_h + rows * (tile_h + pad) + pad), WHITE)
     draw = ImageDraw.Draw(image)
     draw.text((pad, pad), header, fill=INK, font=header_font)
@@ -247,7 +248,7 @@ def render_misclassified(
         caption = f"{class_names[y_true[index]]} -> {class_names[y_pred[index]]}"
         if conf is not None:
             caption += f" (p={conf[slot]:.2f})"
-        for line_no, line in enumerate(_wrap(caption, caption_font, tile_w, _CAPTION_LINES)):
+        for line_no, line in enumerate(wrap(caption, caption_font, tile_w, _CAPTION_LINES)):
             xy = (x0 + tile_w / 2, y0 + side + 6 + line_no * line_h)
             draw.text(xy, line, fill=INK, font=caption_font, anchor="mt")
     return image
@@ -258,7 +259,7 @@ def render_reliability(bins: list[dict], title: str, size: int = 560) -> Image.I
     the gap to the diagonal shaded, and below it how many drawings each bin holds, on an axis of counts.
 
     `image.info["count_ticks"]` is [(count, y in px)] of that axis's labelled ticks."""
-    font, small = _font(16), _font(12)
+    font, small = typeface(16), typeface(12)
     left, top, right, bottom = 70, 50, 20, 150
     plot = size - left - right  # square plot area
     strip_top, strip_h = top + plot + 44, 60  # the histogram of counts
@@ -301,7 +302,7 @@ def render_reliability(bins: list[dict], title: str, size: int = 560) -> Image.I
     draw.text((left, strip_top + strip_h + 10), "bars: accuracy per bin; red: gap to the diagonal; grey: drawings "
               "per bin", fill=MUTED, font=small)
     for text, middle in (("accuracy", top + plot // 2), ("drawings", strip_top + strip_h // 2)):
-        label = _rotated_labels([text], 20, small, _text_width(text, small) + 4, align_right=False)
+        label = _rotated_labels([text], 20, small, text_width(text, small) + 4, align_right=False)
         img.paste(label, (8, middle - label.height // 2))
     img.info["count_ticks"] = ticks
     return img
@@ -349,13 +350,147 @@ def write_report(
     n = len(y_true)
     accuracy = summary.get("accuracy", np.trace(confusion) / n if n else 0.0)
     title = f"Confusion matrix (row-normalised): {n} drawings, {len(names)} classes, accuracy {100 * accuracy:.1f}%"
-    written = [_save_png(render_confusion(confusion, names, title), out / "confusion.png")]
+    written = [save_png(render_confusion(confusion, names, title), out / "confusion.png")]
     if images is not None:
         grid = render_misclassified(images, y_true, y_pred, names, probs, max_examples)
-        written.append(_save_png(grid, out / "misclassified.png"))
+        written.append(save_png(grid, out / "misclassified.png"))
     if summary.get("calibration"):
         title = f"Reliability: ECE {100 * summary['ece']:.1f}%, NLL {summary['nll']:.3f}"
-        written.append(_save_png(render_reliability(summary["calibration"], title), out / "reliability.png"))
+        written.append(save_png(render_reliability(summary["calibration"], title), out / "reliability.png"))
     write_text(out / "summary.json", _summary_json(summary))
     written.append(out / "summary.json")
     return written
+
+
+# --- learning curves -----------------------------------------------------------------------------------------
+
+CURVES_PNG = "curves.png"
+TRAIN_COLOUR, VAL_COLOUR, LR_COLOUR = (33, 113, 181), (230, 85, 13), (90, 90, 90)
+_MAX_EPOCHS = 100_000  # a larger epoch number in metrics.jsonl is damage, not a run to draw
+
+
+def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """About n round numbers (steps of 1, 2 or 5 times a power of ten) covering lo..hi."""
+    if not hi > lo:
+        return [lo]
+    raw = (hi - lo) / max(n - 1, 1)
+    power = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first = math.ceil(lo / step - 1e-9) * step
+    return [first + k * step for k in range(int((hi - first) / step + 1e-9) + 1)]
+
+
+def _tick_label(v: float, step: float) -> str:
+    """A tick's number with as many decimals as its step needs (scientific for tiny learning rates)."""
+    if v != 0 and (abs(v) < 1e-3 or step < 1e-3):
+        return f"{v:.0e}".replace("e-0", "e-")
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9)) if step > 0 else 0
+    return f"{v:.{decimals}f}"
+
+
+def _plot(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], title: str, xmax: int,
+          series: list[tuple[list, tuple, bool]], ylim: tuple[float, float], best: int | None) -> None:
+    """One panel: axes in box (left, top, right, bottom), lines of (values per epoch, colour, dotted), the best
+    epoch as a vertical line. Values are None where an epoch has none (no validation split)."""
+    small, title_font = typeface(12), typeface(14)
+    left, top, right, bottom = box
+    lo, hi = ylim
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+
+    def px(epoch: float, v: float) -> tuple[float, float]:
+        return (left + (epoch - 1) / max(xmax - 1, 1) * (right - left), bottom - (v - lo) / (hi - lo) * (bottom - top))
+
+    draw.text((left, top - 24), title, fill=INK, font=title_font)
+    yt = nice_ticks(lo, hi)
+    for v in yt:
+        if lo <= v <= hi:
+            y = px(1, v)[1]
+            draw.line([(left, y), (right, y)], fill=GRID)
+            draw.text((left - 6, y), _tick_label(v, yt[1] - yt[0] if len(yt) > 1 else 1.0), fill=MUTED, font=small,
+                      anchor="rm")
+    for e in nice_ticks(1, xmax, 6):
+        if 1 <= e <= xmax and float(e).is_integer():
+            x = px(e, lo)[0]
+            draw.line([(x, bottom), (x, bottom + 4)], fill=MUTED)
+            draw.text((x, bottom + 6), str(int(e)), fill=MUTED, font=small, anchor="mt")
+    draw.text(((left + right) / 2, bottom + 22), "epoch", fill=MUTED, font=small, anchor="mt")
+    if best is not None:
+        x = px(best, lo)[0]
+        for y in range(top, bottom, 8):  # dashed
+            draw.line([(x, y), (x, min(y + 4, bottom))], fill=(160, 160, 160))
+    for values, colour, dotted in series:
+        points = [px(e, v) for e, v in enumerate(values, 1) if v is not None]
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=2, joint="curve")
+        for x, y in points if dotted or len(points) == 1 else ():
+            draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=colour)
+    draw.rectangle(box, outline=INK)
+
+
+def render_curves(history: list[dict], total_epochs: int | None = None, title: str = "Learning curves") -> Image.Image:
+    """Training and validation loss and accuracy per epoch, and the learning rate, as three panels side by side.
+
+    history: metrics.jsonl rows (epoch, train_loss, train_accuracy, val_loss, val_accuracy, lr); the epoch axis
+    runs to total_epochs (the run's plan) so a run in progress shows how far it has come."""
+    def epoch(v) -> bool:
+        return type(v) is int and 0 < v <= _MAX_EPOCHS
+
+    rows = sorted((r for r in history if isinstance(r, dict) and epoch(r.get("epoch"))), key=lambda r: r["epoch"])
+    total_epochs = total_epochs if epoch(total_epochs) else None
+    xmax = max([total_epochs or 1, 2] + [r["epoch"] for r in rows])
+    by_epoch = {r["epoch"]: r for r in rows}
+
+    def number(v):  # a hand-edited or damaged row draws nothing where it is not a finite number
+        return v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+    def column(key: str) -> list:
+        return [number(by_epoch[e].get(key)) if e in by_epoch else None for e in range(1, xmax + 1)]
+
+    def finite(values):
+        return [v for v in values if v is not None]
+
+    losses = finite(column("train_loss") + column("val_loss"))
+    lrs = finite(column("lr"))
+    val = {e: number(r.get("val_accuracy")) for e, r in by_epoch.items() if number(r.get("val_accuracy")) is not None}
+    score = val or {e: number(r.get("train_accuracy")) for e, r in by_epoch.items()
+                    if number(r.get("train_accuracy")) is not None}
+    best = max(score, key=lambda e: (score[e], -e)) if score else None
+
+    panel, gap, left_pad, top_pad = 260, 80, 70, 96
+    width = left_pad + 3 * panel + 2 * gap + 30
+    height = top_pad + panel + 90
+    img = Image.new("RGB", (width, height), WHITE)
+    draw = ImageDraw.Draw(img)
+    draw.text((left_pad - 50, 14), title, fill=INK, font=typeface(18))
+    done = f"{len(rows)} of {xmax} epochs" if total_epochs and len(rows) < total_epochs else f"{len(rows)} epochs"
+    best_note = f"; grey dashes: the best epoch ({best}), the one kept" if best is not None else ""
+    draw.text((left_pad - 50, 40), f"{done}{best_note}", fill=MUTED, font=typeface(13))
+    boxes = [(left_pad + k * (panel + gap), top_pad, left_pad + k * (panel + gap) + panel, top_pad + panel)
+             for k in range(3)]
+    _plot(draw, boxes[0], "loss (cross-entropy)", xmax,
+          [(column("train_loss"), TRAIN_COLOUR, False), (column("val_loss"), VAL_COLOUR, True)],
+          (0.0, max(losses, default=1.0) * 1.05), best)
+    accs = finite(column("train_accuracy") + column("val_accuracy"))
+    _plot(draw, boxes[1], "accuracy (top-1)", xmax,
+          [(column("train_accuracy"), TRAIN_COLOUR, False), (column("val_accuracy"), VAL_COLOUR, True)],
+          (math.floor(min(accs, default=0.0) * 10) / 10, 1.0), best)
+    _plot(draw, boxes[2], "learning rate (at each epoch's end)", xmax, [(column("lr"), LR_COLOUR, False)],
+          (0.0, max(lrs, default=1.0) * 1.05), best)
+    legend_y = top_pad + panel + 56
+    x = left_pad
+    legend = [("training (augmented batches, dropout on)", TRAIN_COLOUR, False)]
+    if val:
+        legend.append(("validation (held out, no test-time views)", VAL_COLOUR, True))
+    for label, colour, dotted in legend:
+        draw.line([(x, legend_y), (x + 28, legend_y)], fill=colour, width=2)
+        if dotted:
+            draw.ellipse((x + 11, legend_y - 3, x + 17, legend_y + 3), fill=colour)
+        draw.text((x + 36, legend_y), label, fill=INK, font=typeface(12), anchor="lm")
+        x += 40 + text_width(label, typeface(12)) + 30
+    return img
+
+
+def write_curves(path: str | os.PathLike, history: list[dict], total_epochs: int | None = None) -> Path:
+    """Draw the learning curves of `history` (metrics.jsonl rows) to path (PNG, replaced atomically)."""
+    return save_png(render_curves(history, total_epochs), Path(path))

@@ -6,6 +6,7 @@ A run folder holds everything needed to use or continue the run:
   config.yaml              the resolved config
   split.npz                train/val/test row indices (evaluate reproduces the test split from them)
   metrics.jsonl            one JSON line per epoch
+  curves.png               the learning curves so far (doodle.report), redrawn as each epoch ends
   last.npz                 everything `--resume` needs, as one file: the latest weights, the best ones,
                            the optimizer state, every random state and the history
   state.json               the same state (no arrays) for people and scripts
@@ -220,3 +221,20 @@ def append_metrics(run_dir: Path, row: dict, run_id: str) -> None:
     """One epoch's line of metrics.jsonl (after the epoch's commit: --resume rewrites the file from last.npz)."""
     with open(run_dir / METRICS_JSONL, "a", encoding="utf-8") as fh:
         fh.write(json.dumps({**row, "run_id": run_id}) + "\n")
+
+
+def read_metrics(run_dir: Path, run_id: str | None) -> list[dict]:
+    """metrics.jsonl's rows of run `run_id` (lines torn by a kill, or damaged, skipped); [] without the file."""
+    try:
+        lines = (Path(run_dir) / METRICS_JSONL).read_bytes().splitlines()
+    except OSError:
+        return []
+    rows = []
+    for line in lines:
+        try:
+            row = fsutil.parse_json(line)
+        except ValueError:  # BadJSON too
+            continue
+        if isinstance(row, dict) and row.get("run_id") == run_id:
+            rows.append(row)
+    return rows

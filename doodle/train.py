@@ -19,10 +19,10 @@ from typing import Callable
 
 import numpy as np
 
-from doodle import __version__, cores, fsutil, heap
+from doodle import __version__, cores, fsutil, heap, report
 from doodle.augment import augment_batch
 from doodle.batches import RowView, epoch_order
-from doodle import runs
+from doodle import extend, runs
 from doodle.checkpoint import save_model
 from doodle.config import dump, load_config
 from doodle.dataset import Dataset, load_dataset, split_indices
@@ -59,7 +59,7 @@ class TrainResult:
 
 
 def model_meta(cfg: dict, classes: list[str], spec: ModelSpec, metrics: dict, run_id: str | None = None,
-               data_dir: str | None = None) -> dict:
+               data_dir: str | None = None, origin: dict | None = None) -> dict:
     """The metadata written beside the weights."""
     data = cfg["data"]
     meta = {
@@ -72,14 +72,24 @@ def model_meta(cfg: dict, classes: list[str], spec: ModelSpec, metrics: dict, ru
         meta["run_id"] = run_id
     if data_dir is not None:
         meta["data_dir"] = data_dir  # absolute: `doodle evaluate` finds the test split's data from anywhere
+    if origin is not None:
+        meta["extended_from"] = origin  # the run it started from (doodle.extend)
     return meta
 
 
 def train(config_path: str | Path | None = None, overrides: tuple[str, ...] | list[str] = (),
-          data_dir: str | Path = "data", out: str | Path | None = None, resume: str | Path | None = None,
-          reporter: Reporter = NULL_REPORTER, workers: int = 0) -> TrainResult:
-    """Load the config, claim the run folder, load the data, then train; see `fit` for the loop."""
-    if resume is not None:
+          data_dir: str | Path | None = "data", out: str | Path | None = None, resume: str | Path | None = None,
+          reporter: Reporter = NULL_REPORTER, workers: int = 0, from_run: str | Path | None = None) -> TrainResult:
+    """Load the config, claim the run folder, load the data, then train; see `fit` for the loop. `from_run`
+    extends that trained run with new words (doodle.extend), reading its data from `data_dir` or, when
+    that is None, where the run recorded it."""
+    if from_run is not None:
+        if config_path is not None or resume is not None:
+            raise DoodleError("--from starts from the run's own config: change it with --set, without --config "
+                              "or --resume")
+        cfg, data_dir = extend.config_from_run(from_run, overrides, data_dir)
+        run_dir = Path(out) if out is not None else runs.default_run_dir("extend")
+    elif resume is not None:
         run_dir = Path(resume)
         if not (run_dir / runs.LAST_NPZ).is_file() or not (run_dir / runs.CONFIG_YAML).is_file():
             raise DoodleError(f"{run_dir}: not a resumable run (needs {runs.LAST_NPZ} and {runs.CONFIG_YAML} from "
@@ -87,7 +97,10 @@ def train(config_path: str | Path | None = None, overrides: tuple[str, ...] | li
         cfg = load_config(run_dir / runs.CONFIG_YAML, overrides)
     else:
         cfg = load_config(config_path, overrides)
+        if cfg["extend"]["from"]:  # a config file may name the run to extend, as --from does
+            cfg = extend.extension_config(cfg)
         run_dir = Path(out) if out is not None else runs.default_run_dir(config_path)
+    data_dir = "data" if data_dir is None else data_dir
     fresh = not run_dir.exists()
     # Claimed before anything is read or written, for the whole run: a second `doodle train` with the
     # same --out stops here instead of mixing its files with this run's.
@@ -97,9 +110,13 @@ def train(config_path: str | Path | None = None, overrides: tuple[str, ...] | li
                                       for f in (runs.LAST_NPZ, runs.STATE_JSON, runs.MODEL_JSON)):
                 raise DoodleError(f"{run_dir}: already holds a run; pick another --out or continue it with "
                                   f"--resume {run_dir}")
-            ds = load_dataset(cfg, data_dir, reporter, workers=workers)
+            # a resumed run reads the rows it started with (your drawings saved since join the next run)
+            counts = list(runs.load_split(run_dir)["counts"]) if resume is not None else None
+            ds = load_dataset(cfg, data_dir, reporter, workers=workers, counts=counts)
+            start = extend.starting_point(cfg, ds, data_dir, reporter) if cfg["extend"]["from"] and resume is None \
+                else None
             return fit(cfg, ds, run_dir, reporter, resume=resume is not None,
-                       data_dir=str(Path(data_dir).resolve()))
+                       data_dir=str(Path(data_dir).resolve()), start=start)
         except BaseException:
             if fresh:
                 runs.remove_if_unused(run_dir)
@@ -171,6 +188,7 @@ class _Run:
     train_seconds: float = 0.0
     history: list[dict] = field(default_factory=list)
     resume_notes: list[str] = field(default_factory=list)  # what a changed setting changes, said on --resume
+    origin: dict | None = None  # the run an extension started from (doodle.extend), for model.json
 
 
 # The settings --resume may change, and what a change does; any other change is refused, because the
@@ -207,24 +225,32 @@ def _resume_changes(run_dir: Path, before: dict, after: dict, run: _Run) -> list
     return notes
 
 
-def _start(cfg: dict, ds: Dataset, run_dir: Path, resume: bool, data_dir: str | None) -> _Run:
+def _start(cfg: dict, ds: Dataset, run_dir: Path, resume: bool, data_dir: str | None,
+           start: extend.Start | None = None) -> _Run:
     """Build the model, optimizer and schedule; a new run writes its config and split, a resumed one reloads
-    its state. The caller holds the folder's lock."""
+    its state. `start` gives a new run its split and first weights (an extension's). The caller holds the
+    folder's lock."""
     t, d = cfg["train"], cfg["data"]
     fsutil.clean_temporaries(run_dir)  # left by a killed run: nobody else can be writing here
-    split = runs.load_split(run_dir) if resume else split_indices(ds.counts, d["val_fraction"], d["test_fraction"],
-                                                             d["test_split"], d["seed"])
+    if resume:
+        split = runs.load_split(run_dir)
+    elif start is not None:
+        split = start.split
+    else:
+        split = split_indices(ds.counts, d["val_fraction"], d["test_fraction"], d["test_split"], d["seed"])
     if len(split["train"]) == 0:
         raise DoodleError("the training split is empty; raise data.per_category or lower the held-out fractions")
     spec = ModelSpec.from_config(cfg, len(ds.classes))
     spec.check_fits(t["batch_size"])  # before a byte of it is allocated
     model = MLP.from_spec(spec, seed=t["seed"])
+    if start is not None and start.state is not None and not resume:
+        model.load_state_dict(start.state)
     optimizer = optimizer_from_settings(t, model.parameters(), flat=(model.flat_params, model.flat_grads))
     step = make_step(model, optimizer, t["loss"], t["backprop"], t["clip_norm"])
     steps_per_epoch = math.ceil(len(split["train"]) / t["batch_size"])
     run = _Run(cfg, ds, run_dir, split, spec, model, optimizer, step, np.random.default_rng([t["seed"], 1]),
                schedule_from_settings(t, steps_per_epoch), steps_per_epoch, data_dir=data_dir,
-               patience_left=t["patience"])
+               patience_left=t["patience"], origin=None if start is None else start.origin)
     if not resume:
         run.run_id = uuid.uuid4().hex
         fsutil.write_text(run_dir / runs.CONFIG_YAML, runs.config_header(run.run_id) + dump(cfg))
@@ -258,6 +284,7 @@ def _start(cfg: dict, ds: Dataset, run_dir: Path, resume: bool, data_dir: str | 
         run.rng.bit_generator.state = state["rng"]
         run.train_seconds = state["train_seconds"]
         run.patience_left, run.history = state["patience_left"], state["history"]
+        run.origin = state.get("origin")
     except (DoodleError, KeyError, TypeError, ValueError) as exc:
         raise DoodleError(f"{run_dir / runs.LAST_NPZ}: does not fit this run's config ({str(exc)[:200]}); "
                           "the settings that shape the network cannot change on --resume") from None
@@ -271,17 +298,18 @@ def _start(cfg: dict, ds: Dataset, run_dir: Path, resume: bool, data_dir: str | 
 
 
 def fit(cfg: dict, ds: Dataset, run_dir: Path, reporter: Reporter = NULL_REPORTER,
-        resume: bool = False, data_dir: str | None = None) -> TrainResult:
+        resume: bool = False, data_dir: str | None = None, start: extend.Start | None = None) -> TrainResult:
     """Minibatch gradient descent with a per-epoch validation pass; the best epoch is what is kept."""
     run_dir = Path(run_dir)
     heap.keep_freed_memory()  # each step's arrays reuse the last step's memory instead of faulting in pages
     with runs.claim(run_dir), cores.claim():  # this process's fair share of the cores, BLAS on one thread
-        return _fit(cfg, ds, run_dir, reporter, resume, data_dir)
+        return _fit(cfg, ds, run_dir, reporter, resume, data_dir, start)
 
 
-def _fit(cfg: dict, ds: Dataset, run_dir: Path, reporter: Reporter, resume: bool, data_dir: str | None) -> TrainResult:
+def _fit(cfg: dict, ds: Dataset, run_dir: Path, reporter: Reporter, resume: bool, data_dir: str | None,
+         start: extend.Start | None = None) -> TrainResult:
     t = cfg["train"]
-    run = _start(cfg, ds, run_dir, resume, data_dir)
+    run = _start(cfg, ds, run_dir, resume, data_dir, start)
     for note in run.resume_notes:
         reporter.log(note)
     interrupted = False
@@ -391,11 +419,12 @@ def _end_epoch(run: _Run, row: dict) -> bool:
     if improved:
         save_model(run.dir, run.model, _meta(run, {"best_epoch": run.epoch, **row}))
     runs.append_metrics(run.dir, row, run.run_id)
+    report.write_curves(run.dir / report.CURVES_PNG, run.history, run.cfg["train"]["epochs"])
     return improved
 
 
 def _meta(run: _Run, metrics: dict) -> dict:
-    return model_meta(run.cfg, run.ds.classes, run.spec, metrics, run.run_id, run.data_dir)
+    return model_meta(run.cfg, run.ds.classes, run.spec, metrics, run.run_id, run.data_dir, run.origin)
 
 
 def _finish(run: _Run, interrupted: bool) -> TrainResult:
@@ -445,7 +474,7 @@ def _state(run: _Run) -> dict:
     return {"run_id": run.run_id, "epoch": run.epoch, "best": run.best, "train_seconds": run.train_seconds,
             "patience_left": run.patience_left, "rng": run.rng.bit_generator.state,
             "dropout_rng": run.model.dropout_rng.bit_generator.state, "split_counts": run.ds.counts,
-            "data_dir": run.data_dir, "history": run.history, "doodle_version": __version__}
+            "data_dir": run.data_dir, "history": run.history, "doodle_version": __version__, "origin": run.origin}
 
 
 def _save_state(run: _Run) -> None:

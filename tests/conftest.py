@@ -103,6 +103,33 @@ def play_model(tmp_path_factory) -> Path:
     return Path(result.run)
 
 
+# ---------------------------------------------------------------- a tiny run (tests/helpers.py: TINY)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """The built-in synthetic shapes of the tiny run, written once for the session."""
+    from helpers import WORDS
+
+    from doodle.synthetic import write_synthetic
+
+    root = tmp_path_factory.mktemp("data")
+    write_synthetic(root, words=WORDS, n=60, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory, data_dir) -> Path:
+    """The tiny run, trained once for the session: damage a copy (helpers.copy_run), never this folder."""
+    from helpers import TINY
+
+    from doodle.train import train
+
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    train(None, TINY, data_dir=data_dir, out=run)
+    return run
+
+
 def pytest_terminal_summary(terminalreporter):
     """List the files tests kept for people to look at (screenshots), so CI logs show where they are."""
     paths = [value for reports in terminalreporter.stats.values() for report in reports

@@ -5,27 +5,16 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
+import helpers
 import numpy as np
 import pytest
-from typer.testing import CliRunner
-
-from doodle.cli import app
-
-runner = CliRunner()
+from helpers import cli as run
 WORDS = ["apple", "banana", "eye"]  # in the committed fixture as 40 simplified drawings, bitmaps and sketches
 
 
-def run(*args, input=None):
-    return runner.invoke(app, [str(a) for a in args], input=input)
-
-
 def one_line_error(result, fragment: str, code: int = 2):
-    assert result.exit_code == code, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert any(line.startswith("error:") and fragment in line for line in lines), result.stderr
-    assert "Traceback" not in result.output
+    helpers.one_line_error(result, fragment, code, alone=False)
 
 
 def test_categories():

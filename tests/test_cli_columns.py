@@ -5,9 +5,7 @@ line wider than 80 (JSON and the one-line `error:` messages aside), and each out
 from __future__ import annotations
 
 import io
-import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,9 +98,9 @@ def test_evaluate_predict_graph_and_cache_fit(workdir, columns, monkeypatch, qui
 
 def test_help_and_reference_fit_and_hide_nothing(columns):
     commands = fits(run("--help")).split("Commands:")[1]
-    assert "..." not in commands and len(commands.splitlines()) == 10  # no one-line summary cut short
-    for command in ("categories", "download", "train", "gradcheck", "graph", "evaluate", "predict", "play",
-                    "cache"):
+    assert "..." not in commands and len(commands.splitlines()) == 12  # no one-line summary cut short
+    for command in ("categories", "download", "train", "gradcheck", "graph", "explain", "evaluate", "predict", "play",
+                    "export", "cache"):
         shown = fits(run(command, "--help"))
         twins = shown.replace("--open / --no-open", "")  # the one flag whose negative is a choice of its own
         assert "…" not in shown and "<bool>" not in shown and " / --no-" not in twins

@@ -20,7 +20,7 @@ def write(tmp_path, text):
 @pytest.mark.parametrize("name", ["default", "quick", "quickdraw16", "offline"])
 def test_shipped_configs_load(name):
     cfg = load_config(REPO / "configs" / f"{name}.yaml")
-    assert set(cfg) == {"data", "model", "train", "augment"}
+    assert set(cfg) == {"data", "model", "train", "augment", "extend"}
 
 
 def test_every_shipped_key_has_a_comment():

@@ -25,7 +25,7 @@ import pytest
 from doodle import download as dl
 from doodle.categories import FORMATS
 from doodle.errors import DoodleError
-from doodle.progress import Reporter
+from helpers import Recorder
 
 FAST = dict(retries=3, backoff=0.001, timeout=5.0)  # tiny backoff: tests must not sleep
 
@@ -156,25 +156,6 @@ def tmp_server(tmp_path_factory):
     srv = Server(root)
     yield srv
     srv.close()
-
-
-class Recorder(Reporter):
-    def __init__(self):
-        self.events, self.fields = [], []
-
-    def start(self, key, description, total=None, unit=""):
-        self.events.append(("start", key, total, unit))
-
-    def update(self, key, advance=0, completed=None, total=None, **fields):
-        self.events.append(("update", key, advance, completed))
-        if fields:
-            self.fields.append(fields)
-
-    def end(self, key):
-        self.events.append(("end", key))
-
-    def log(self, message):
-        self.events.append(("log", message))
 
 
 def src(quickdraw_dir: Path, fmt: str, word: str) -> Path:

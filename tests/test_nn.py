@@ -261,6 +261,7 @@ def test_same_seed_same_training_different_seed_differs():
         return losses, m.state_dict()
 
     (l1, s1), (l2, s2), (l3, s3) = run(7), run(7), run(8)
+    assert l3 != l1  # another seed, another run
     assert l1 == l2
     assert all(np.array_equal(s1[k], s2[k]) for k in s1)
     assert not np.array_equal(s1["dense0.W"], s3["dense0.W"])

@@ -17,7 +17,7 @@ from doodle import raster, rasterpool, rasterref
 from doodle.checkpoint import read_meta
 from doodle.config import load_config
 from doodle.errors import DoodleError
-from doodle.progress import Reporter
+from helpers import Recorder
 from doodle.raster import RasterSpec, flatten, pen_vertices, rasterize, render_flat
 from doodle.rasterpool import rasterize_batch
 
@@ -437,22 +437,9 @@ def test_dead_worker_is_a_doodle_error(pairs, monkeypatch):
         rasterize_batch((pairs[0] * 2)[:100], workers=2)
 
 
-class _Recorder(Reporter):
-    def __init__(self):
-        self.events = []
-
-    def start(self, key, description, total=None, unit=""):
-        self.events.append(("start", total))
-
-    def update(self, key, advance=0, completed=None, total=None, **fields):
-        self.events.append(("update", advance))
-
-    def end(self, key):
-        self.events.append(("end", None))
-
-
 def test_reports_progress(pairs, monkeypatch):
     monkeypatch.setattr(raster, "CHUNK_PIXELS", 50 * 28 * 28)
-    recorder = _Recorder()
+    recorder = Recorder()
     rasterize_batch((pairs[0] * 2)[:120], reporter=recorder)
-    assert recorder.events == [("start", 120), ("update", 50), ("update", 50), ("update", 20), ("end", None)]
+    assert [(e[0], *e[2:3]) for e in recorder.events] == [("start", 120), ("update", 50), ("update", 50),
+                                                          ("update", 20), ("end",)]

@@ -148,15 +148,15 @@ def test_no_mistakes_grid_says_so(tmp_path):
 
 
 def test_wrap_fits_width_and_ellipsises():
-    font = report._font(12)
-    lines = report._wrap("The Great Wall of China -> animal migration (p=0.83)", font, 150, 3)
+    font = report.typeface(12)
+    lines = report.wrap("The Great Wall of China -> animal migration (p=0.83)", font, 150, 3)
     assert 2 <= len(lines) <= 3
-    assert all(report._text_width(line, font) <= 150 for line in lines)
+    assert all(report.text_width(line, font) <= 150 for line in lines)
     assert " ".join(lines) == "The Great Wall of China -> animal migration (p=0.83)"
-    short = report._wrap("a " * 200, font, 60, 2)
+    short = report.wrap("a " * 200, font, 60, 2)
     assert len(short) == 2 and short[-1].endswith("...")
-    cut = report._wrap("x" * 80, font, 40, 50)  # one word wider than the line is hard-cut
-    assert "".join(cut) == "x" * 80 and all(report._text_width(part, font) <= 40 for part in cut)
+    cut = report.wrap("x" * 80, font, 40, 50)  # one word wider than the line is hard-cut
+    assert "".join(cut) == "x" * 80 and all(report.text_width(part, font) <= 40 for part in cut)
 
 
 def test_bad_inputs_raise_doodle_error(tmp_path):

@@ -21,21 +21,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import TINY, cli, copy_run, one_line_error
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from doodle import checkpoint, fsutil
-from doodle.config import load_config
 from doodle.checkpoint import load_model
-from doodle.runs import load_split
+from doodle.config import load_config
 from doodle.dataset import load_dataset
 from doodle.errors import DoodleError
 from doodle.evaluate import evaluate
 from doodle.play import make_app
 from doodle.predict import predict
-from doodle.runs import LAST_NPZ
-from test_reliability import TINY, cli, copy_run, data_dir, one_line_error, run_dir  # noqa: F401 (fixtures)
+from doodle.runs import LAST_NPZ, load_split
 
 HOSTILE = {  # name -> (JSON text, words in the reason)
     "nested 100,000 deep": (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),

@@ -10,7 +10,7 @@ import pytest
 
 import doodle.synthetic as synthetic
 from doodle.errors import DoodleError
-from doodle.progress import Reporter
+from helpers import Recorder
 from doodle.simplify import RDP_EPSILON, rdp_keep
 from doodle.synthetic import SHAPES, generate, write_synthetic
 
@@ -175,19 +175,10 @@ def test_shapes_look_like_their_names(batches):
 
 
 def test_write_synthetic_files_parse_back(tmp_path):
-    calls = []
-
-    class Recorder(Reporter):
-        def start(self, key, description, total=None, unit=""):
-            calls.append(("start", key, total))
-
-        def update(self, key, advance=0, completed=None, total=None, **fields):
-            calls.append(("update", key, completed))
-
-        def end(self, key):
-            calls.append(("end", key))
-
-    paths = write_synthetic(tmp_path, words=("line", "star"), n=25, seed=2, reporter=Recorder())
+    recorder = Recorder()
+    paths = write_synthetic(tmp_path, words=("line", "star"), n=25, seed=2, reporter=recorder)
+    calls = [("start", e[1], e[2]) if e[0] == "start" else ("update", e[1], e[3]) if e[0] == "update" else e
+             for e in recorder.events]
     assert paths == [tmp_path / "synthetic" / "line.ndjson", tmp_path / "synthetic" / "star.ndjson"]
     for path, w in zip(paths, ("line", "star")):
         text = path.read_text(encoding="utf-8")

@@ -22,7 +22,7 @@ const SETTINGS = {
   rounds: Math.round(setting("rounds", 6, 1, 20)),
   pauseMs: setting("pause", 1500, 0, 10000),  // the result, then the next word: each shown this long
   words: (params.get("words") || params.get("word") || "").split(",").map((w) => w.trim()).filter(Boolean),
-  mode: params.get("mode") === "free" ? "free" : "game",
+  mode: ["free", "teach"].includes(params.get("mode")) ? params.get("mode") : "game",
 };
 const THROTTLE_MS = 200;  // a guess at most this often while a stroke is being drawn
 const TOP_K = 5;
@@ -41,7 +41,8 @@ const el = {
   skip: $("skip"), save: $("save"), saveGroup: $("save-group"), saveLabel: $("save-label"),
   saveWord: $("save-word"), status: $("status"), history: $("history"), rounds: $("rounds"),
   tally: $("tally-score"), modeGame: $("mode-game"), modeFree: $("mode-free"), modelName: $("model-name"),
-  saveDir: $("save-dir"),
+  saveDir: $("save-dir"), why: $("why"), whyWord: $("why-word"), whyPixels: $("why-pixels"),
+  whyStrokes: $("why-strokes"),
 };
 
 const state = {
@@ -63,6 +64,7 @@ const SERVER_GONE = "The doodle server is not answering: it was stopped, or its 
   "Start it again with `doodle play`, then reload this page.";
 
 async function api(path, body) {
+  if (window.doodleLocal) return window.doodleLocal.api(path, body);  // a page from `doodle export`: no server
   const init = body === undefined ? {} : {
     method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body),
   };
@@ -79,7 +81,7 @@ async function api(path, body) {
 }
 
 const fetchModel = () => api("/api/model");
-const fetchGuess = (drawing) => api(`/api/predict?top_k=${TOP_K}`, {drawing});
+const fetchGuess = (drawing) => api(`/api/predict?top_k=${TOP_K}&explain=1`, {drawing});  // with its "why?"
 const saveDrawing = (word, drawing) => api("/api/save", {word, drawing});
 
 // ---------------------------------------------------------------- stroke capture
@@ -133,7 +135,7 @@ function redraw() {
 }
 
 function canDraw() {
-  return state.mode === "free" || game.phase === "playing";
+  return state.mode !== "game" || game.phase === "playing";
 }
 
 function point(e) {
@@ -302,6 +304,7 @@ function showGuesses(data, drawing) {
     li.querySelector(".fill").style.width = g ? `${(g.probability * 100).toFixed(1)}%` : "0";
   }
   drawBitmap(data ? data.bitmap : null);
+  drawWhy(data ? data.why : null, data ? data.bitmap : null, drawing);
   for (const chip of el.categories.children) chip.classList.toggle("top", !!top.length && chip.dataset.category === top[0].category);
   const v = verdict(top, drawing);
   say(SAYINGS[v.kind](v));
@@ -347,6 +350,42 @@ function drawBitmap(rows) {
     for (let i = 3; i < img.data.length; i += 4) img.data[i] = 255;
   }
   bctx.putImageData(img, 0, 0);
+}
+
+// The "why?" view: the top guess's saliency over the 28x28 bitmap, and the strokes coloured by what each
+// adds to its probability, on doodle explain's diverging scale (red for, blue against, white neither).
+const RDBU = [[33, 102, 172], [67, 147, 195], [146, 197, 222], [209, 229, 240], [247, 247, 247],
+  [253, 219, 199], [244, 165, 130], [214, 96, 77], [178, 24, 43]];
+
+function diverging(v, vmax) {
+  const t = (Math.max(-1, Math.min(1, vmax > 0 ? v / vmax : 0)) + 1) / 2 * (RDBU.length - 1);
+  const i = Math.min(RDBU.length - 2, Math.floor(t)), f = t - i;
+  return RDBU[i].map((c, k) => Math.round(c + f * (RDBU[i + 1][k] - c)));
+}
+
+function drawWhy(why, bitmap, drawing) {
+  el.whyWord.textContent = why ? why.category : "\u2026";
+  const pixels = el.whyPixels, pc = pixels.getContext("2d");
+  const n = why ? why.saliency.length : pixels.width;
+  if (pixels.width !== n) { pixels.width = n; pixels.height = n; }
+  const img = pc.createImageData(n, n);
+  for (let y = 0; y < n; y++) {
+    for (let x = 0; x < n; x++) {
+      const i = 4 * (y * n + x);
+      // the map's colour, darkened where there is ink (as in doodle explain's pictures)
+      const rgb = why ? diverging(why.saliency[y][x], why.scale) : [255, 255, 255];
+      const shade = bitmap ? 1 - 0.45 * bitmap[y][x] / 255 : 1;
+      for (let k = 0; k < 3; k++) img.data[i + k] = Math.round(rgb[k] * shade);
+      img.data[i + 3] = 255;
+    }
+  }
+  pc.putImageData(img, 0, 0);
+  const sc = el.whyStrokes.getContext("2d");
+  const given = why && why.strokes;  // null for a drawing too long to re-render once per stroke
+  const top = given ? Math.max(...given.map((d) => Math.abs(d || 0))) : 0;
+  const colours = given ? given.map((d) => `rgb(${diverging(d || 0, top).join(",")})`) : undefined;
+  drawThumb(el.whyStrokes, why ? drawing : [], colours);
+  sc.setTransform(1, 0, 0, 1, 0, 0);
 }
 
 // ---------------------------------------------------------------- the game
@@ -549,8 +588,9 @@ function summaryItem(r) {
   return li;
 }
 
-function drawThumb(canvas, drawing) {
-  // the strokes scaled to fit, as the user drew them (not the network's 28x28 view)
+function drawThumb(canvas, drawing, colours) {
+  // the strokes scaled to fit, as the user drew them (not the network's 28x28 view); with colours, each
+  // stroke in its own over a grey outline (so a white one still shows)
   const c = canvas.getContext("2d"), size = canvas.width;
   c.fillStyle = "#fff";
   c.fillRect(0, 0, size, size);
@@ -560,16 +600,18 @@ function drawThumb(canvas, drawing) {
   const w = Math.max(...xs) - x0, h = Math.max(...ys) - y0;
   const k = 0.8 * size / Math.max(w, h, 1);
   c.setTransform(k, 0, 0, k, (size - k * w) / 2 - k * x0, (size - k * h) / 2 - k * y0);
-  c.lineWidth = size / 60 / k;
   c.lineCap = c.lineJoin = "round";
-  c.strokeStyle = "#1d1d1f";
-  for (const [sx, sy] of drawing) {
-    c.beginPath();
-    c.moveTo(sx[0], sy[0]);
-    if (sx.length === 1) c.lineTo(sx[0] + 0.01, sy[0]);
-    for (let i = 1; i < sx.length; i++) c.lineTo(sx[i], sy[i]);
-    c.stroke();
-  }
+  drawing.forEach(([sx, sy], j) => {
+    for (const [colour, width] of colours ? [["#8a8a8a", size / 22], [colours[j], size / 34]] : [["#1d1d1f", size / 60]]) {
+      c.lineWidth = width / k;
+      c.strokeStyle = colour;
+      c.beginPath();
+      c.moveTo(sx[0], sy[0]);
+      if (sx.length === 1) c.lineTo(sx[0] + 0.01, sy[0]);
+      for (let i = 1; i < sx.length; i++) c.lineTo(sx[i], sy[i]);
+      c.stroke();
+    }
+  });
 }
 
 function showStage(which) {
@@ -660,16 +702,18 @@ function saveFree() {
 
 // ---------------------------------------------------------------- modes and the status line
 
+const modeHooks = [];  // called with the new mode after every switch (teach.js's panel)
+
 function setMode(mode) {
   state.mode = mode;
-  document.body.classList.toggle("free", mode === "free");
+  document.body.classList.toggle("free", mode !== "game");  // teach mode draws freely too
   el.modeGame.setAttribute("aria-pressed", String(mode === "game"));
   el.modeFree.setAttribute("aria-pressed", String(mode === "free"));
   el.saveGroup.hidden = mode !== "free";
   el.skip.hidden = mode !== "game";
   for (const chip of el.categories.children) chip.firstChild.setAttribute("aria-disabled", String(mode !== "free"));
   stopGameTimers();
-  if (mode === "free") {
+  if (mode !== "game") {
     game.phase = "idle";
     game.target = null;
     el.overlay.hidden = true;
@@ -684,6 +728,7 @@ function setMode(mode) {
   } else {
     newGame(false);
   }
+  for (const hook of modeHooks) hook(mode);
 }
 
 function setStatus(text, kind) {
@@ -766,6 +811,7 @@ async function init() {
     if (info.confidence) state.confidence = info.confidence;
     el.modelName.textContent = info.run;
     el.saveDir.textContent = info.save_dir;
+    el.why.hidden = !!info.exported;  // an exported page guesses in the browser, without the server's "why?"
     buildCategories(info.categories);
     buildGuesses();
     showRule();
