@@ -40,6 +40,7 @@ STATIC_DIR = Path(__file__).with_name("static")  # `doodle play`'s page, which t
 CORE_SCRIPTS = ("strokes.js", "raster.js", "network.js")  # raw strokes -> simplified -> bitmap -> probabilities
 PAGE_SCRIPT = "local.js"  # the play page's API, answered in the browser
 PAGE_FILES = ("index.html", "play.css", "play.js", "favicon.svg")
+TEACH_SCRIPT = "teach.js"  # play's teach mode, left out of an exported page
 NETWORK_JSON = "network.json"
 WEIGHTS_BIN = "weights.bin"
 WEB_FORMAT = "doodle-web"
@@ -352,8 +353,9 @@ def _confidence(meta: dict) -> dict:
 
 
 def page_html(static_html: str) -> str:
-    """doodle play's index.html for a static host: its assets beside it, the model's scripts before play.js."""
-    html = static_html.replace('"/static/', '"')
+    """doodle play's index.html for a static host: its assets beside it, the model's scripts before play.js, and
+    no teach mode (teaching needs doodle play's server: play.js hides its button on an exported page)."""
+    html = static_html.replace('"/static/', '"').replace(f'<script src="{TEACH_SCRIPT}" defer></script>\n', "")
     scripts = "".join(f'<script src="{name}" defer></script>\n  ' for name in (*CORE_SCRIPTS, PAGE_SCRIPT))
     anchor = '<script src="play.js"'
     if anchor not in html:

@@ -216,6 +216,7 @@ def test_a_game_round_and_download_my_drawings(open_site, play_model):
     one ndjson file of Google's raw records, as `doodle play` writes them."""
     page = open_site("play", "?words=square&rounds=1&seconds=20&pause=40")
     assert page.is_disabled("#download") and "(0)" in page.inner_text("#download")
+    assert page.is_hidden("#mode-teach")  # teaching needs doodle play's server
     page.keyboard.press("Enter")
     draw(page, [square_points(page)])
     until(page, "game.phase === 'over'")

@@ -812,6 +812,8 @@ async function init() {
     el.modelName.textContent = info.run;
     el.saveDir.textContent = info.save_dir;
     el.why.hidden = !!info.exported;  // an exported page guesses in the browser, without the server's "why?"
+    $("mode-teach").hidden = !!info.exported;  // nor its teaching
+    if (info.exported && SETTINGS.mode === "teach") SETTINGS.mode = "free";
     buildCategories(info.categories);
     buildGuesses();
     showRule();
