@@ -29,7 +29,9 @@ def affine_batch(xb: np.ndarray, theta: np.ndarray, zoom: np.ndarray, t: np.ndar
 
     One resample for the whole batch: every output pixel's source point comes from a per-image affine
     map of a fixed grid, and the four neighbours are gathered with flat indices into the padded batch
-    (`take` on one flat array is ~5x faster than 2-D fancy indexing). Everything stays float32/int32.
+    (`take` on one flat array is ~5x faster than 2-D fancy indexing; with intp indices it converts
+    none, and the right and lower neighbours are the same indices into the array shifted by 1 and by a
+    row). Everything else stays float32.
     """
     b, s, _ = xb.shape
     w = s + 2  # the padded side: one pixel of zeros all round, so neighbours never leave the image
@@ -39,32 +41,33 @@ def affine_batch(xb: np.ndarray, theta: np.ndarray, zoom: np.ndarray, t: np.ndar
     cos = (np.cos(theta) / zoom).astype(np.float32)[:, None]  # (B, 1) inverse map: output pixel -> source point
     sin = (np.sin(theta) / zoom).astype(np.float32)[:, None]
     tx, ty = t[:, :1].astype(np.float32), t[:, 1:].astype(np.float32)  # (B, 1)
+    tmp = np.empty((b, s * s), dtype=np.float32)
     sx = cos * gx  # (B, S*S): cos*(gx - tx) + sin*(gy - ty) + c + 1, the +1 for the padding
-    sx += sin * gy
+    sx += np.multiply(sin, gy, out=tmp)
     sx += np.float32(c + 1) - cos * tx - sin * ty
     sy = cos * gy  # -sin*(gx - tx) + cos*(gy - ty) + c + 1
-    sy -= sin * gx
+    sy -= np.multiply(sin, gx, out=tmp)
     sy += np.float32(c + 1) + sin * tx - cos * ty
     np.clip(sx, 0.0, s + 0.999, out=sx)
     np.clip(sy, 0.0, s + 0.999, out=sy)
     x0f, y0f = np.floor(sx), np.floor(sy)
     sx -= x0f  # the bilinear weights, in place
     sy -= y0f
-    idx = y0f.astype(np.int32)  # (B, S*S) flat index of the top-left neighbour in the padded batch
-    idx *= w
-    idx += x0f.astype(np.int32)
-    idx += (np.arange(b, dtype=np.int32) * (w * w))[:, None]
+    # (B, S*S) flat index of the top-left neighbour in the padded batch, exact in float32 (< 2**24)
+    y0f *= w
+    y0f += x0f
+    y0f += (np.arange(b, dtype=np.float32) * (w * w))[:, None]
+    idx = y0f.astype(np.intp)
     img = np.zeros((b, w, w), dtype=np.float32)
     img[:, 1:-1, 1:-1] = xb
     img = img.reshape(-1)
     out = img.take(idx)  # top-left, then top = tl + fx * (tr - tl)
-    right = img.take(idx + 1)
+    right = img[1:].take(idx)
     right -= out
     right *= sx
     out += right
-    idx += w
-    bottom = img.take(idx)  # bottom = bl + fx * (br - bl)
-    right = img.take(idx + 1)
+    bottom = img[w:].take(idx)  # bottom = bl + fx * (br - bl)
+    img[w + 1:].take(idx, out=right)
     right -= bottom
     right *= sx
     bottom += right

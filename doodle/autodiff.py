@@ -26,6 +26,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from doodle import team
 from doodle.errors import DoodleError
 
 _recording = True  # False inside no_grad(): ops then record no parents and no backward rules
@@ -357,9 +358,19 @@ def matmul(a, b, out: np.ndarray | None = None, grad_out: np.ndarray | None = No
         raise DoodleError(f"matmul takes two 2-D tensors, got shapes {a.shape} and {b.shape}")
 
     def backward(g):  # g (m, n); .T is a BLAS transpose flag, not a copy
-        return (np.matmul(g, b.value.T, out=_into(a, grad_out)) if a.requires_grad else None,  # (m, k)
-                np.matmul(a.value.T, g, out=_claim(b)) if b.requires_grad else None)  # (k, n)
-    return _node(np.matmul(a.value, b.value, out=out), (a, b), "matmul", backward)
+        ga = gb = None
+        if a.requires_grad:
+            ga = _into(a, grad_out)
+            ga = np.empty(a.shape, np.result_type(g, b.value)) if ga is None else ga
+        if b.requires_grad:
+            gb = _claim(b)
+            gb = np.empty(b.shape, np.result_type(a.value, g)) if gb is None else gb
+        team.run((team.product(g, b.value.T, ga) if ga is not None else []) +  # (m, k)
+                 (team.product(a.value.T, g, gb) if gb is not None else []))  # (k, n)
+        return ga, gb
+    value = np.empty((a.shape[0], b.shape[1]), np.result_type(a.value, b.value)) if out is None else out
+    team.run(team.product(a.value, b.value, value))  # by blocks of rows, as the layers do (doodle.team)
+    return _node(value, (a, b), "matmul", backward)
 
 
 # --- elementwise functions ----------------------------------------------------------------------------

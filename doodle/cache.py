@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from doodle import fsutil
+from doodle import cores, fsutil
 from doodle.errors import DoodleError
 from doodle.local import check_word
 from doodle.progress import NULL_REPORTER, Reporter
@@ -158,8 +158,12 @@ def build_all(jobs: list[tuple[Path, Path]], data: dict, padding: float, workers
                 results[i] = result
         else:
             n_bytes = sum(jobs[i][0].stat().st_size for i in todo)
-            n = worker_count(workers, len(todo)) if n_bytes >= PARALLEL_MIN_BYTES else 1
-            _run_local(task, jobs, todo, data, padding, n, results, reporter, words)
+            # Registered as a computing doodle process (doodle.cores): a training beside it takes half the
+            # cores, and with workers=0 this build takes only its fair share too, rechecked as categories end.
+            with cores.claim():
+                share = (lambda: min(cores.share(), len(todo))) if workers == 0 else None
+                n = worker_count(workers, len(todo)) if n_bytes >= PARALLEL_MIN_BYTES else 1
+                _run_local(task, jobs, todo, data, padding, n, results, reporter, words, share if n > 1 else None)
     finally:
         reporter.end("cache")
     return results
@@ -171,8 +175,9 @@ def _word_kw(words: list[str] | None, i: int) -> dict:
 
 
 def _run_local(task, jobs, todo, data, padding, workers: int, results: list, reporter: Reporter,
-               words: list[str] | None = None) -> None:
-    """One category per task: in this process, or `workers` processes with at most 2 tasks each queued."""
+               words: list[str] | None = None, share=None) -> None:
+    """One category per task: in this process, or `workers` processes with at most 2 tasks each queued;
+    with `share` (a function: processes this build may use now), at most that many tasks at once."""
     if workers == 1:
         for i in todo:
             results[i] = task(jobs[i][0], jobs[i][1], data, padding, **_word_kw(words, i))
@@ -182,7 +187,7 @@ def _run_local(task, jobs, todo, data, padding, workers: int, results: list, rep
     try:
         pending, queue = {}, list(todo)
         while queue or pending:
-            while queue and len(pending) < 2 * workers:
+            while queue and len(pending) < (2 * workers if share is None else share()):
                 i = queue.pop(0)
                 pending[pool.submit(task, jobs[i][0], jobs[i][1], data, padding, **_word_kw(words, i))] = i
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)

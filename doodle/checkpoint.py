@@ -148,7 +148,7 @@ def load_model(run_dir: str | Path, calibrated: bool = True):
         if name.endswith(".var") and (arr < 0).any():
             raise DoodleError(f"{npz}: {name} holds a negative variance; the run is damaged; retrain or restore it")
     check_run_files(run_dir, meta)
-    model = MLP.from_spec(spec)
+    model = MLP.from_spec(spec, initialise=False)  # every weight comes from the file
     model.load_state_dict(arrays)
     temperature = meta.get("temperature", 1.0)  # models from before calibration have none
     if not _is_finite(temperature) or temperature <= 0:

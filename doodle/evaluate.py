@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from doodle import fsutil
+from doodle import cores, fsutil
 from doodle.checkpoint import load_model, resolve_model_path
 from doodle.runs import load_split, read_metrics
 from doodle.config import from_dict
@@ -95,7 +95,8 @@ def evaluate(model_path: str | Path | None = None, inputs: list[str | Path] = ()
                           f"inputs are {', '.join(sorted(unknown)[:5])})")
     x = data.x[known]
     y = np.array([index[lab] for lab, k in zip(data.labels, known) if k], dtype=np.int64)
-    probs = probabilities(model, x, run_dir)
+    with cores.claim():  # this process's fair share of the cores (doodle.cores)
+        probs = probabilities(model, x, run_dir)
     summary = summarize(probs, y, classes)
     summary["model"] = str(run_dir)
     summary["temperature"] = model.temperature

@@ -28,8 +28,7 @@ import numpy as np
 from doodle.errors import DoodleError
 from doodle.images import IMAGE_SUFFIXES, image_strokes
 from doodle.progress import NULL_REPORTER, Reporter
-from doodle.raster import rasterize
-from doodle.rasterpool import rasterize_batch
+from doodle.raster import RasterSpec, rasterize, rasterize_many
 from doodle.strokes import LoadStats, iter_drawings, load_bitmaps, read_records
 
 STDIN = "<stdin>"
@@ -91,7 +90,7 @@ class _Source:
 
 def to_bitmaps(drawings: list[Drawing], raster: dict, reporter: Reporter = NULL_REPORTER) -> np.ndarray:
     """Drawings -> (N, S, S) uint8 bitmaps, drawn with the model's raster settings (size, line_width, padding)."""
-    return rasterize_batch([d.strokes for d in drawings], reporter=reporter, **_settings(raster))
+    return rasterize_many([d.strokes for d in drawings], RasterSpec(**_settings(raster)), reporter)
 
 
 def to_bitmap(drawing: Drawing, raster: dict) -> np.ndarray:

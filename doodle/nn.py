@@ -14,6 +14,8 @@ are python floats, which NumPy 2 never lets widen a float32 array (a np.float64 
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -21,6 +23,7 @@ from typing import Callable
 import numpy as np
 
 from doodle import autodiff as ad
+from doodle import team
 from doodle.autodiff import Tensor
 from doodle.errors import DoodleError, check_names, lookup
 from doodle.pixels import TTA, to_float, tta_views
@@ -101,13 +104,18 @@ def _buf(ws: Workspace | None, key: str, shape: tuple, dtype) -> np.ndarray | No
 
 
 class Dense(Layer):
-    """Affine map x @ W + b; without `bias`, just x @ W (batch norm after it brings its own shift)."""
+    """Affine map x @ W + b; without `bias`, just x @ W (batch norm after it brings its own shift).
 
-    def __init__(self, n_in: int, n_out: int, init: str = "he", rng: np.random.Generator | None = None,
+    init=None leaves W at zero, for weights about to be loaded."""
+
+    def __init__(self, n_in: int, n_out: int, init: str | None = "he", rng: np.random.Generator | None = None,
                  dtype=np.float32, bias: bool = True):
         super().__init__()
-        rng = np.random.default_rng() if rng is None else rng
-        self.params["W"] = np.ascontiguousarray(lookup(INITS, init, "init")(rng, n_in, n_out, dtype))
+        if init is None:
+            self.params["W"] = np.zeros((n_in, n_out), dtype=dtype)
+        else:
+            rng = np.random.default_rng() if rng is None else rng
+            self.params["W"] = np.ascontiguousarray(lookup(INITS, init, "init")(rng, n_in, n_out, dtype))
         if bias:
             self.params["b"] = np.zeros(n_out, dtype=dtype)
         # Written in place by backward, so optimizers and MLP.gradients() can hold on to them.
@@ -124,19 +132,34 @@ class Dense(Layer):
     def weight_shapes(cls, n_in: int, n_out: int, bias: bool = True, **_) -> dict[str, tuple[int, ...]]:
         return {"W": (n_in, n_out), **({"b": (n_out,)} if bias else {})}
 
+    # Both passes cut their products into blocks of rows (doodle.team.blocks: fixed by the shapes and the
+    # machine) for the team's threads: every row gets the same bits however many threads there are.
+
     def forward(self, x, train=False):
         self.x = x
-        out = x @ self.params["W"]  # (B, n_out)
-        if "b" in self.params:
-            out += self.params["b"]
+        W, b = self.params["W"], self.params.get("b")
+        out = np.empty((len(x), W.shape[1]), dtype=np.result_type(x, W))  # (B, n_out)
+
+        def rows(r: slice) -> None:
+            np.matmul(x[r], W, out=out[r])
+            if b is not None:
+                out[r] += b
+        team.run([functools.partial(rows, r) for r in team.blocks(len(x), x.shape[0] * W.size)])
         return out
 
     def backward(self, dout):
-        x = self.x
-        np.matmul(x.T, dout, out=self.grads["W"])  # (n_in, n_out); x.T is a BLAS transpose flag, no copy
+        x, W = self.x, self.params["W"]
+        # dW (n_in, n_out) by blocks of its rows, each a product over the whole batch; x.T is a BLAS
+        # transpose flag and a leading dimension, no copy. All of the pass's products in one round.
+        tasks = team.product(x.T, dout, self.grads["W"])
         if "b" in self.grads:
-            np.sum(dout, axis=0, out=self.grads["b"])
-        return dout @ self.params["W"].T if self.input_grad else None  # (B, n_in)
+            tasks.append(functools.partial(np.sum, dout, axis=0, out=self.grads["b"]))
+        dx = None
+        if self.input_grad:
+            dx = np.empty((len(dout), len(W)), dtype=np.result_type(dout, W))  # (B, n_in)
+            tasks += team.product(dout, W.T, dx)
+        team.run(tasks)
+        return dx
 
     def forward_graph(self, x, train=False, ws=None):
         shape = (x.shape[0], self.params["W"].shape[1])  # (B, n_out)
@@ -161,11 +184,17 @@ class ReLU(Layer):
     def forward(self, x, train=False):
         # A float mask, not bool: float * float is a plain SIMD loop, float * bool goes through a
         # cast and runs 3x slower (np.maximum is slower still, for its NaN handling).
-        self.mask = np.greater(x, 0, out=np.empty_like(x))
-        return np.multiply(x, self.mask, out=x if self.inplace else None)
+        mask = self.mask = np.empty_like(x)
+        out = x if self.inplace else np.empty_like(x)
+
+        def rows(r: slice) -> None:
+            np.greater(x[r], 0, out=mask[r])
+            np.multiply(x[r], mask[r], out=out[r])
+        team.each(rows, len(x), 2 * x.size * team.PASS)
+        return out
 
     def backward(self, dout):
-        return np.multiply(dout, self.mask, out=dout if self.inplace else None)
+        return _masked(dout, self.mask, self.inplace)
 
     def forward_graph(self, x, train=False, ws=None):
         return ad.relu(x, out=_buf(ws, "act", x.shape, x.dtype), grad_out=_buf(ws, "d_act", x.shape, x.dtype))
@@ -239,7 +268,11 @@ class Dropout(Layer):
 
     def _draw_mask(self, shape: tuple, dtype) -> np.ndarray:
         """The next mask from this layer's generator: 0 or 1/(1-p) per unit (forward and graph alike)."""
-        mask = (self.rng.random(shape, dtype=dtype) >= self.p).astype(dtype)
+        if np.dtype(dtype) == np.float32:
+            keep = _float32_uniform_at_least(self.rng, shape, self.p)
+        else:
+            keep = self.rng.random(shape, dtype=dtype) >= self.p
+        mask = keep.astype(dtype)
         mask *= 1.0 / (1.0 - self.p)
         return mask
 
@@ -248,16 +281,55 @@ class Dropout(Layer):
             self.mask = None
             return x
         self.mask = self._draw_mask(x.shape, x.dtype)
-        return x * self.mask
+        return _masked(x, self.mask)
 
     def backward(self, dout):
-        return dout if self.mask is None else dout * self.mask
+        return dout if self.mask is None else _masked(dout, self.mask)
 
     def forward_graph(self, x, train=False, ws=None):
         if not train or self.p == 0.0:
             return x
         mask = Tensor(self._draw_mask(x.shape, x.dtype), name=f"{self.name}.mask")  # a constant: 0 or 1/(1-p)
         return ad.mul(x, mask, out=_buf(ws, "mul", x.shape, x.dtype), grad_out=_buf(ws, "d_mul", x.shape, x.dtype))
+
+
+def _float32_uniform_at_least(rng: np.random.Generator, shape: tuple, p: float) -> np.ndarray:
+    """rng.random(shape, dtype=np.float32) >= p, the same draws and the same generator state after, at a
+    third of the cost: from the raw 64-bit words, without making the floats.
+
+    A float32 uniform is the top 24 bits of the generator's next 32-bit word times 2**-24, and PCG64 (what
+    default_rng makes) hands out each 64-bit word as two 32-bit ones, low half first, keeping the high
+    half for the next call (has_uint32). So u >= p is word >= ceil(float32(p) * 2**24) << 8, the 32-bit
+    words are the raw words viewed as uint32 (little-endian), and a half left over is handed back to the
+    generator as the one it keeps. Other generators take the plain way."""
+    bits = rng.bit_generator
+    if bits.state.get("bit_generator") != "PCG64" or np.little_endian is False:
+        return rng.random(shape, dtype=np.float32) >= p
+    n = math_prod(shape)
+    state = bits.state
+    kept = state["has_uint32"] if n else 0
+    raw = bits.random_raw((n - kept + 1) // 2)  # two 32-bit words per 64-bit one
+    words = raw.view(np.uint32)  # (2 * len(raw),)
+    if kept:  # the half the generator kept from its last 64-bit word comes first
+        words = np.concatenate([np.array([state["uinteger"]], dtype=np.uint32), words])
+    if kept or len(raw):  # what numpy leaves: a half kept, or none (and the last high half, stale)
+        left = len(words) - n
+        state = bits.state
+        state["has_uint32"] = left
+        if len(raw):
+            state["uinteger"] = int(words[n - 1 + left])
+        bits.state = state
+    threshold = math.ceil(float(np.float32(p)) * 2.0 ** 24)  # u = k * 2**-24 >= float32(p) <=> k >= this
+    if threshold >= 2 ** 24:
+        return np.zeros(shape, dtype=bool)
+    return np.greater_equal(words[:n], np.uint32(threshold << 8)).reshape(shape)
+
+
+def _masked(x: np.ndarray, mask: np.ndarray, inplace: bool = False) -> np.ndarray:
+    """x * mask (both (B, n)), in blocks of rows on the team; into x itself if inplace."""
+    out = x if inplace else np.empty(x.shape, np.result_type(x, mask))
+    team.each(lambda r: np.multiply(x[r], mask[r], out=out[r]), len(x), x.size * team.PASS)
+    return out
 
 
 ACTIVATIONS: dict[str, type[Layer]] = {"relu": ReLU, "leaky_relu": LeakyReLU, "tanh": Tanh, "sigmoid": Sigmoid}
@@ -291,33 +363,51 @@ class BatchNorm(Layer):
         run_var *= m
         run_var += ((1.0 - m) * batch / max(batch - 1, 1)) * var  # the unbiased estimate
 
+    # The statistics are sums over the batch (whole columns: fast in numpy, and summed in one order); the
+    # rest is elementwise and runs in blocks of rows on the team.
+
     def forward(self, x, train=False):
+        B = len(x)
+        gain, bias = self.params["gain"], self.params["bias"]
+        mean = x.mean(axis=0) if train else self.buffers["mean"]  # (n,)
+        xc = np.empty(x.shape, np.result_type(x, mean))  # dtypes as numpy would pick
+        team.each(lambda r: np.subtract(x[r], mean, out=xc[r]), B, x.size * team.PASS)
         if train:
-            mean = x.mean(axis=0)  # (n,)
-            xc = x - mean
-            var = np.einsum("ij,ij->j", xc, xc) * (1.0 / len(x))  # (n,)
-            self._track(mean, var, len(x))
+            var = np.einsum("ij,ij->j", xc, xc) * (1.0 / B)  # (n,)
+            self._track(mean, var, B)
         else:
-            xc = x - self.buffers["mean"]
             var = self.buffers["var"]
-        self.inv = 1.0 / np.sqrt(var + self.eps)
-        xc *= self.inv
-        self.xhat, self.batch_stats = xc, train
-        return _scale_shift(xc, self.params["gain"], self.params["bias"])
+        inv = 1.0 / np.sqrt(var + self.eps)
+        out = np.empty(x.shape, np.result_type(xc, gain, bias))
+
+        def rows(r: slice) -> None:
+            xc[r] *= inv
+            np.multiply(xc[r], gain, out=out[r])  # gain * xhat + bias
+            out[r] += bias
+        team.each(rows, B, 3 * x.size * team.PASS)
+        self.xhat, self.inv, self.batch_stats = xc, inv, train
+        return out
 
     def backward(self, dout):
         # out = g * xhat + b, xhat = (x - mean) * inv. With the batch's own mean and variance the gradient
         # flows through them too: dx = inv * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), means
         # over the batch; with the running ones (constants) it is just inv * dxhat.
         xhat, B = self.xhat, len(self.xhat)
+        gain = self.params["gain"]
         np.einsum("ij,ij->j", dout, xhat, out=self.grads["gain"])
         np.sum(dout, axis=0, out=self.grads["bias"])
-        dxhat = dout * self.params["gain"]  # (B, n)
-        if self.batch_stats:
-            dxhat -= self.grads["bias"] * (self.params["gain"] * (1.0 / B))  # mean(dxhat) = g * sum(dout) / B
-            dxhat -= xhat * (self.grads["gain"] * self.params["gain"] * (1.0 / B))  # mean(dxhat * xhat) likewise
-        dxhat *= self.inv
-        return dxhat
+        mean_d = self.grads["bias"] * (gain * (1.0 / B))  # (n,) mean(dxhat) = g * sum(dout) / B
+        mean_dx = self.grads["gain"] * gain * (1.0 / B)  # (n,) mean(dxhat * xhat) likewise
+        dx = np.empty(dout.shape, np.result_type(dout, gain))  # (B, n) dL/dxhat, then dL/dx
+
+        def rows(r: slice) -> None:
+            d = np.multiply(dout[r], gain, out=dx[r])
+            if self.batch_stats:
+                d -= mean_d
+                d -= xhat[r] * mean_dx
+            d *= self.inv
+        team.each(rows, B, 5 * dout.size * team.PASS)
+        return dx
 
     def forward_graph(self, x, train=False, ws=None):
         if train:  # the batch's statistics are graph nodes: the gradient flows through them
@@ -331,13 +421,6 @@ class BatchNorm(Layer):
             xhat = (x - Tensor(self.buffers["mean"], name=f"{self.name}.mean")) * \
                 Tensor(inv, name=f"1/sqrt({self.name}.var + eps)")
         return xhat * self._leaf("gain") + self._leaf("bias")
-
-
-def _scale_shift(xhat: np.ndarray, gain: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """gain * xhat + bias, per unit, as a new array."""
-    out = xhat * gain
-    out += bias
-    return out
 
 
 # None: no normalisation; otherwise applied between each hidden Dense and its activation.
@@ -509,7 +592,7 @@ class MLP:
     """
 
     def __init__(self, layer_sizes: list[int], activation: str = "relu", dropout: float = 0.0, init: str = "he",
-                 seed: int = 0, dtype=np.float32, norm: str = "none", tta: str = "none"):
+                 seed: int = 0, dtype=np.float32, norm: str = "none", tta: str = "none", initialise: bool = True):
         spec = ModelSpec(layer_sizes, activation=activation, norm=norm, dropout=float(dropout), init=init, tta=tta)
         self.spec = spec
         self.layer_sizes = list(spec.layer_sizes)
@@ -520,16 +603,20 @@ class MLP:
         self.temperature = 1.0
         # Test-time augmentation: predict_logits averages the logits of these views of each image (TTA).
         self.tta = tta
-        # Separate streams, so switching dropout on does not change the initial weights.
-        init_ss, drop_ss = np.random.SeedSequence(seed).spawn(2)
-        init_rng, drop_rng = np.random.default_rng(init_ss), np.random.default_rng(drop_ss)
+        # Separate streams, so switching dropout on does not change the initial weights. Without
+        # `initialise` (a model whose weights are loaded next) there are none: predict's start-up then
+        # never imports numpy.random, and the weights are zeros until load_state_dict.
+        init_rng = drop_rng = None
+        if initialise:
+            init_ss, drop_ss = np.random.SeedSequence(seed).spawn(2)
+            init_rng, drop_rng = np.random.default_rng(init_ss), np.random.default_rng(drop_ss)
         self.dropout_rng = drop_rng  # shared by every Dropout layer; --resume saves and restores its state
 
         self.layers: list[Layer] = []
         for name, cls, kw in spec.plan():
             if cls is Dense:
-                layer: Layer = Dense(kw["n_in"], kw["n_out"], init=init, rng=init_rng, dtype=self.dtype,
-                                     bias=kw["bias"])
+                layer: Layer = Dense(kw["n_in"], kw["n_out"], init=init if initialise else None, rng=init_rng,
+                                     dtype=self.dtype, bias=kw["bias"])
             elif cls is Dropout:
                 layer = Dropout(kw["p"], drop_rng)
             elif cls is BatchNorm:
@@ -555,10 +642,10 @@ class MLP:
         self._workspaces: list[Workspace] = [{} for _ in self.layers]  # the graph's arrays, kept between steps
 
     @classmethod
-    def from_spec(cls, spec: ModelSpec, seed: int = 0, dtype=np.float32) -> MLP:
-        """The network a ModelSpec describes, freshly initialised."""
+    def from_spec(cls, spec: ModelSpec, seed: int = 0, dtype=np.float32, initialise: bool = True) -> MLP:
+        """The network a ModelSpec describes, freshly initialised (or, without `initialise`, zeros to load into)."""
         return cls(list(spec.layer_sizes), activation=spec.activation, dropout=spec.dropout, init=spec.init,
-                   seed=seed, dtype=dtype, norm=spec.norm, tta=spec.tta)
+                   seed=seed, dtype=dtype, norm=spec.norm, tta=spec.tta, initialise=initialise)
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         """Logits (B, C) for float inputs (B, n_in)."""

@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from doodle import team
 from doodle.errors import DoodleError, check_names
 
 
@@ -28,8 +29,10 @@ class Optimizer:
     A model whose parameters are consecutive views of one flat buffer, and its gradients views of
     another (as MLP's are), hands both buffers over as `flat=(params, grads)`: each update then runs
     once over the whole network, a dozen numpy calls per step instead of a dozen per array (which
-    matters for the small biases), and `step()` reads the gradients from the flat buffer. Without
-    `flat`, `step(grads)` updates array by array.
+    matters for the small biases), and `step()` reads the gradients from the flat buffer; the buffer is cut
+    into one chunk per thread of doodle's team (elementwise work gives each entry the same bits however
+    it is cut), and each chunk does its own part of the weight decay before its update, while it is in
+    the cache. Without `flat`, `step(grads)` updates array by array.
     """
 
     def __init__(self, params: list[np.ndarray], lr: float, weight_decay: float = 0.0,
@@ -42,6 +45,8 @@ class Optimizer:
         self.flat = None if flat is None else _check_flat(self.params, *flat)
         self._flat_grad_views = None if flat is None else _views(self.flat[1], self.params)
         self._tmp = self._zeros()  # scratch, so an update allocates nothing
+        ends = np.cumsum([p.size for p in self.params]).tolist()
+        self._spans = list(zip([0] + ends[:-1], ends, self.decay))  # each array's (start, stop, decay) in flat
 
     def _zeros(self) -> list[np.ndarray]:
         """Zero arrays shaped like the parameters, tiling one flat buffer when the parameters do."""
@@ -63,16 +68,30 @@ class Optimizer:
             raise ValueError(f"{len(grads)} gradients for {len(self.params)} parameters")
         self.t += 1  # once per step, not per parameter
         lr = float(self.lr if lr is None else lr)
-        grads = self._before(grads, lr)
         if whole:
-            self._kernel(self.flat[0], _base(grads[0]), *(_base(s[0]) for s in self._slots()), lr)
+            p, g = self.flat
+            slots = [_base(s[0]) for s in self._slots()]
+            team.run([functools.partial(self._update, p[c], g[c], [s[c] for s in slots], self._pieces(c), lr)
+                      for c in _chunks(p.size, team.TEAM.threads)])
         else:
             for i, (p, g) in enumerate(zip(self.params, grads)):
-                self._kernel(p, g, *(s[i] for s in self._slots()), lr)
+                self._update(p, g, [s[i] for s in self._slots()], [(slice(None), self.decay[i])], lr)
 
-    def _before(self, grads: list[np.ndarray], lr: float) -> list[np.ndarray]:
-        """Per-array work before the update (weight decay); returns the gradients to use."""
-        return grads
+    def _pieces(self, chunk: slice) -> list[tuple[slice, bool]]:
+        """The parts of a chunk of the flat buffer that lie in one array each: (slice within the chunk, decay)."""
+        return [(slice(max(a, chunk.start) - chunk.start, min(b, chunk.stop) - chunk.start), decay)
+                for a, b, decay in self._spans if a < chunk.stop and b > chunk.start]
+
+    def _update(self, p: np.ndarray, g: np.ndarray, slots: list[np.ndarray], pieces: list[tuple[slice, bool]],
+                lr: float) -> None:
+        """Weight decay, then the update rule, on one array or one chunk of the flat buffer."""
+        self._kernel(p, self._before(p, g, slots[-1], pieces, lr), *slots, lr)
+
+    def _before(self, p: np.ndarray, g: np.ndarray, tmp: np.ndarray, pieces: list[tuple[slice, bool]],
+                lr: float) -> np.ndarray:
+        """Work before the update (weight decay) on the pieces of p (slice, decays?); returns the gradient to use
+        (g, or the scratch array tmp holding a changed copy)."""
+        return g
 
     def _slots(self) -> list[list[np.ndarray]]:
         """Per-parameter arrays the kernel needs after p and g: the state, then the scratch buffer."""
@@ -124,7 +143,6 @@ class SGD(Optimizer):
             raise DoodleError("nesterov needs momentum > 0 (e.g. momentum: 0.9)")
         self.momentum, self.nesterov = float(momentum), bool(nesterov)
         self.v = self._zeros() if momentum > 0 else []
-        self._decayed = self._zeros() if self.weight_decay > 0 else []  # g + wd * p
 
     def _state(self):
         return {"v": self.v} if self.v else {}
@@ -132,21 +150,22 @@ class SGD(Optimizer):
     def _slots(self):
         return [self.v, self._tmp] if self.v else [self._tmp]
 
-    def _before(self, grads, lr):
+    def _before(self, p, g, tmp, pieces, lr):
         if not self.weight_decay:
-            return grads
-        # L2: g + wd * p for the weights, g alone for the biases, never touching the caller's grads.
-        for p, g, out, decay in zip(self.params, grads, self._decayed, self.decay):
+            return g
+        # L2: g + wd * p for the weights, g alone for the biases, in the scratch array (the kernel then
+        # scales it there): the caller's grads stay untouched.
+        for s, decay in pieces:
             if decay:
-                np.multiply(p, self.weight_decay, out=out)
-                out += g
+                np.multiply(p[s], self.weight_decay, out=tmp[s])
+                tmp[s] += g[s]
             else:
-                np.copyto(out, g)
-        return self._decayed
+                np.copyto(tmp[s], g[s])
+        return tmp
 
     def _kernel(self, p, g, *rest):
         *v, tmp, lr = rest
-        np.multiply(g, -lr, out=tmp)  # -lr * g
+        np.multiply(g, -lr, out=tmp)  # -lr * g (g may be tmp itself: elementwise, in place)
         if not v:
             p += tmp
             return
@@ -188,13 +207,13 @@ class Adam(Optimizer):
     def _slots(self):
         return [self.m, self.v, self._tmp]
 
-    def _before(self, grads, lr):
+    def _before(self, p, g, tmp, pieces, lr):
         if self.weight_decay:
             shrink = 1.0 - lr * self.weight_decay  # decoupled: straight on the weights
-            for p, decay in zip(self.params, self.decay):
+            for s, decay in pieces:
                 if decay:
-                    p *= shrink
-        return grads
+                    p[s] *= shrink
+        return g
 
     def _kernel(self, p, g, M, V, tmp, lr):
         b1, b2, t = self.beta1, self.beta2, self.t
@@ -243,6 +262,12 @@ def _views(flat: np.ndarray, like: list[np.ndarray]) -> list[np.ndarray]:
 def _base(view: np.ndarray) -> np.ndarray:
     """The flat buffer behind a view made by _views."""
     return view.base
+
+
+def _chunks(n: int, parts: int) -> list[slice]:
+    """range(n) in `parts` near-equal slices whose starts are multiples of 16 (aligned for SIMD)."""
+    edges = [min(n, (n * i // parts) // 16 * 16) for i in range(parts)] + [n]
+    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
 # name -> the factory, and which train.* settings it reads (its other options keep their defaults).

@@ -39,7 +39,9 @@ from operator import itemgetter
 
 import numpy as np
 
+from doodle import heap
 from doodle.errors import DoodleError
+from doodle.progress import NULL_REPORTER, Reporter
 
 SOURCE_SIDE = 256.0  # Google's box; simplified coordinates run 0..255
 PADDING = 16.0  # Google's padding around the box, in drawing units (vector_to_raster's default)
@@ -48,6 +50,7 @@ TOLERANCE = 0.1  # cairo's default flattening tolerance (device pixels): sets th
 GRID = 256 * SUBROWS  # heights in 1/3840 pixel are exact: cairo's 1/256-pixel points, lines at (k + 0.5) / 15
 QBITS = 10  # x in 1/1024 pixel (float32) while lines are merged
 MAX_COORD = 1e5  # larger coordinates are surely a mistake, and would overflow float32 pixel maths
+CHUNK_PIXELS = 50_000  # drawings per chunk = this / size**2: small enough that the per-line arrays stay in cache
 NETWORK = 4  # up to this many chains sharing a stroke row are merged by a min/max network, more by a sort
 
 # Settings that draw no usable bitmap (model.json edited by hand, a mistyped config): see RasterSpec.problem.
@@ -515,3 +518,27 @@ def rasterize(drawing, spec: RasterSpec | None = None, *, size: int | None = Non
     """One simplified drawing -> (size, size) uint8, white ink (255) on black (0)."""
     spec = RasterSpec.resolve(spec, size, line_width, padding)
     return render_flat(*flatten([drawing]), spec)[0]
+
+
+def chunk_size(spec: RasterSpec) -> int:
+    """Drawings per chunk: CHUNK_PIXELS of bitmap, so the per-line arrays stay in cache."""
+    return max(1, CHUNK_PIXELS // (spec.size * spec.size))
+
+
+def rasterize_many(drawings, spec: RasterSpec, reporter: Reporter = NULL_REPORTER) -> np.ndarray:
+    """Many drawings -> (N, size, size) uint8 in this process, a chunk at a time, with "raster" progress.
+
+    doodle.rasterpool.rasterize_batch is this or, for large jobs, the same on worker processes; what
+    renders a few drawings (predict) calls this and never imports the pool's machinery."""
+    heap.keep_freed_memory()  # chunk after chunk reuses the same memory (1.5x faster, see doodle.heap)
+    n = len(drawings)
+    out = np.zeros((n, spec.size, spec.size), np.uint8)
+    chunk = chunk_size(spec)
+    reporter.start("raster", "rasterizing", total=n, unit="drawings")
+    try:
+        for i in range(0, n, chunk):
+            out[i:i + chunk] = render_flat(*flatten(drawings[i:i + chunk], base=i), spec)
+            reporter.update("raster", advance=min(chunk, n - i))
+    finally:
+        reporter.end("raster")
+    return out

@@ -1,7 +1,8 @@
 """Rasterising many drawings: cache-sized chunks in this process, or large jobs on a pool of worker processes.
 
-doodle.raster draws one chunk of drawings; this module decides how a job is cut up and where each part
-runs. Drawings are flattened (and checked) here, so an error names the drawing wherever it is rendered;
+doodle.raster draws a chunk of drawings (and a job chunk after chunk in this process: rasterize_many, what
+predict uses, without importing this module's process machinery); this module decides where the parts
+of a large job run. Drawings are flattened (and checked) here, so an error names the drawing wherever it is rendered;
 workers receive flat arrays and return bitmaps, at most two tasks per worker in flight. Workers end with
 the process they work for, even after a kill -9, and every rasterising process keeps its freed memory
 (doodle.heap), so chunk after chunk reuses the same pages.
@@ -19,9 +20,8 @@ import numpy as np
 from doodle import heap
 from doodle.errors import DoodleError
 from doodle.progress import NULL_REPORTER, Reporter
-from doodle.raster import RasterSpec, flatten, render_flat
+from doodle.raster import RasterSpec, chunk_size, flatten, rasterize_many, render_flat
 
-CHUNK_PIXELS = 50_000  # drawings per chunk = this / size**2: small enough that the per-line arrays stay in cache
 PARALLEL_MIN = 8192  # below this many drawings, worker processes cost more than they save
 ORPHAN_POLL = 0.5  # seconds between a worker's checks that the process that started it is still there
 TASK_CHUNKS = 32  # chunks per worker task: tasks of ~2,000 drawings keep inter-process traffic negligible
@@ -34,37 +34,29 @@ def rasterize_batch(drawings, spec: RasterSpec | None = None, *, size: int | Non
     spec = RasterSpec.resolve(spec, size, line_width, padding)
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 0:
         raise DoodleError(f"workers must be 0 (all cores) or a positive integer, got {workers!r}")
-    heap.keep_freed_memory()  # chunk after chunk reuses the same memory (1.5x faster, see doodle.heap)
     if not hasattr(drawings, "__len__") or not hasattr(drawings, "__getitem__"):
         drawings = list(drawings)
     n = len(drawings)
-    out = np.zeros((n, spec.size, spec.size), np.uint8)
-    chunk = _chunk(spec)
-    task = chunk * TASK_CHUNKS
+    task = chunk_size(spec) * TASK_CHUNKS
     workers = int(workers) or _cores()
     workers = min(workers, -(-n // task)) if n >= PARALLEL_MIN else 1
+    if workers == 1:
+        return rasterize_many(drawings, spec, reporter)
+    heap.keep_freed_memory()  # chunk after chunk reuses the same memory (1.5x faster, see doodle.heap)
+    out = np.zeros((n, spec.size, spec.size), np.uint8)
     reporter.start("raster", "rasterizing", total=n, unit="drawings")
     try:
-        if workers == 1:
-            for i in range(0, n, chunk):
-                out[i:i + chunk] = render_flat(*flatten(drawings[i:i + chunk], base=i), spec)
-                reporter.update("raster", advance=min(chunk, n - i))
-        else:
-            # Flattening (and checking) stays here, so errors name the right drawing; workers get arrays.
-            tasks = ((i, (*flatten(drawings[i:i + task], base=i), spec)) for i in range(0, n, task))
-            _parallel(tasks, out, workers, reporter)
+        # Flattening (and checking) stays here, so errors name the right drawing; workers get arrays.
+        tasks = ((i, (*flatten(drawings[i:i + task], base=i), spec)) for i in range(0, n, task))
+        _parallel(tasks, out, workers, reporter)
     finally:
         reporter.end("raster")
     return out
 
 
-def _chunk(spec: RasterSpec) -> int:
-    return max(1, CHUNK_PIXELS // (spec.size * spec.size))
-
-
 def _render_task(xs, ys, nx, per_drawing, spec: RasterSpec) -> np.ndarray:
     """Worker-process entry: a flattened task of many drawings, rendered a cache-sized chunk at a time."""
-    chunk = _chunk(spec)
+    chunk = chunk_size(spec)
     points = np.bincount(np.repeat(np.arange(len(per_drawing)), per_drawing), nx, minlength=len(per_drawing))
     stroke_at = np.concatenate(([0], np.cumsum(per_drawing)))  # (drawings + 1,) first stroke of each drawing
     point_at = np.concatenate(([0], np.cumsum(points))).astype(np.int64)
@@ -131,7 +123,7 @@ def _worker_init(parent: int | None) -> None:
     Forkserver workers are children of the server, which outlives our process as long as they live; for
     them (and as a second line everywhere) a thread waits on multiprocessing's parent sentinel, a pipe
     that only our process holds open, and polls that our process still runs. It also keeps freed memory
-    for reuse (doodle.heap)."""
+    for reuse (doodle.heap), and has one BLAS thread: the workers are the parallelism (doodle.cores)."""
     import ctypes
     import multiprocessing
     import signal
@@ -139,7 +131,10 @@ def _worker_init(parent: int | None) -> None:
     import threading
     from multiprocessing.connection import wait
 
+    from threadpoolctl import threadpool_limits
+
     heap.keep_freed_memory()  # every chunk's temporaries reuse the last chunk's memory (see doodle.heap)
+    threadpool_limits(1, user_api="blas")
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG

@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from doodle import __version__, fsutil, report
+from doodle import __version__, cores, fsutil, heap, report
 from doodle.augment import augment_batch
 from doodle.batches import RowView, epoch_order
 from doodle import extend, runs
@@ -301,7 +301,8 @@ def fit(cfg: dict, ds: Dataset, run_dir: Path, reporter: Reporter = NULL_REPORTE
         resume: bool = False, data_dir: str | None = None, start: extend.Start | None = None) -> TrainResult:
     """Minibatch gradient descent with a per-epoch validation pass; the best epoch is what is kept."""
     run_dir = Path(run_dir)
-    with runs.claim(run_dir):
+    heap.keep_freed_memory()  # each step's arrays reuse the last step's memory instead of faulting in pages
+    with runs.claim(run_dir), cores.claim():  # this process's fair share of the cores, BLAS on one thread
         return _fit(cfg, ds, run_dir, reporter, resume, data_dir, start)
 
 

@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 import doodle.cache
+import doodle.cores
 import doodle.distributed
+import doodle.rasterpool
 from doodle import fsutil
 from doodle.cache import build_all, build_category, open_cache, temporaries
 from doodle.config import load_config
@@ -203,3 +205,26 @@ def test_unreachable_scheduler_is_one_line(sources, tmp_path, monkeypatch):
     monkeypatch.setattr(doodle.distributed, "CONNECT_SECONDS", 1)
     with pytest.raises(DoodleError, match="cannot reach the Dask scheduler"):
         build_all(jobs_in(sources, tmp_path), data(), PADDING, scheduler=f"tcp://127.0.0.1:{port}")
+
+
+def _timed_task(source, out, data, padding) -> dict:
+    """A category that takes 0.3 s and notes when it ran (in a worker process)."""
+    import time
+
+    start = time.time()
+    time.sleep(0.3)
+    Path(f"{out}.times").write_text(f"{start} {time.time()}")
+    return {"rows": 0, "out": str(out)}
+
+
+@pytest.mark.parametrize("share", [1, 3])
+def test_a_build_beside_a_training_takes_its_fair_share_of_the_cores(sources, tmp_path, monkeypatch, share):
+    """workers=0 runs as many categories at once as doodle.cores.share() allows (1 beside a training on 2 cores)."""
+    monkeypatch.setattr(doodle.cache, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(doodle.rasterpool, "_cores", lambda: 3)  # a pool of 3 workers for the 3 categories
+    monkeypatch.setattr(doodle.cores, "share", lambda: share)
+    jobs = jobs_in(sources, tmp_path)
+    build_all(jobs, data(), PADDING, workers=0, task=_timed_task)
+    spans = sorted(tuple(map(float, Path(f"{out}.times").read_text().split())) for _, out in jobs)
+    overlapping = any(b[0] < a[1] for a, b in zip(spans, spans[1:]))
+    assert overlapping == (share > 1)

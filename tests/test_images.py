@@ -13,7 +13,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from doodle.errors import DoodleError
-from doodle.images import IMAGE_SUFFIXES, distance_map, image_strokes, image_to_bitmap, load_ink, thin
+from doodle.images import (IMAGE_SUFFIXES, _median, _quantile_u8, distance_map, image_strokes, image_to_bitmap, load_ink,
+                           thin)
 from doodle.raster import rasterize
 
 WORDS = ("cat", "house", "bicycle", "airplane")
@@ -395,3 +396,14 @@ def test_wrong_input_types_are_doodle_errors():
         image_to_bitmap(42)
     with pytest.raises(DoodleError):
         load_ink(np.zeros((3, 4, 7), np.uint8))  # 7 channels is no image
+
+
+def test_the_quantile_and_median_without_numpy_ma_are_numpys_own_floats():
+    """Image preparation takes them without np.quantile (which imports numpy.ma): the very same floats."""
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 10, 101, 400):
+        v = rng.integers(0, 256, size=n).astype(np.int16)
+        f = np.round(rng.random(n, dtype=np.float32) * 8)  # ties, as distances have them
+        assert [_quantile_u8(v, q) for q in (0.0, 0.25, 0.5, 0.95, 1.0)] == \
+            [float(np.quantile(v, q)) for q in (0.0, 0.25, 0.5, 0.95, 1.0)]
+        assert _median(f) == float(np.median(f))

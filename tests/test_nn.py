@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from doodle import nn
+
 from doodle.errors import DoodleError
 from doodle.nn import (ACTIVATIONS, INITS, LOSSES, MLP, BatchNorm, Dense, Dropout, LeakyReLU, ModelSpec, ReLU, Sigmoid,
                        Tanh, cross_entropy, mse, softmax)
@@ -80,6 +82,18 @@ def test_dropout_train_and_eval():
     np.testing.assert_array_equal(d.backward(g), np.where(kept, 2 / 0.75, 0).astype(F32))
     with pytest.raises(DoodleError, match="dropout"):
         Dropout(1.0)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 1e-9, 0.999999])
+def test_dropout_masks_are_the_uniform_draws_they_always_were(p):
+    """The float32 masks come from the generator's raw words: the same units as rng.random(float32) >= p would
+    keep, and the same generator state after, whatever half-word the generator held before (odd sizes)."""
+    ours, plain = np.random.default_rng(7), np.random.default_rng(7)
+    for shape in [(256, 64), (3, 5), (1,), (4, 4), (7, 3), (2, 1)]:
+        want = plain.random(shape, dtype=F32) >= p
+        got = nn._float32_uniform_at_least(ours, shape, p)
+        assert np.array_equal(got, want) and ours.bit_generator.state == plain.bit_generator.state
+    assert ours.random() == plain.random()
 
 
 def test_inits_scale_and_dtype():
@@ -483,6 +497,16 @@ def test_weight_shapes_are_the_state_dict_without_allocating(norm, dropout):
     assert [layer.name for layer in m.layers] == [name for name, _, _ in spec.plan()]
     huge = ModelSpec((784, 10 ** 6, 10 ** 6, 345))  # 4 TB of weights: described, never allocated
     assert huge.weight_shapes()["dense1.W"] == (10 ** 6, 10 ** 6)
+
+
+def test_a_network_to_load_into_draws_no_weights_and_takes_a_trained_ones_state():
+    spec = ModelSpec((12, 8, 4), norm="batch")
+    trained = MLP.from_spec(spec, seed=3)
+    empty = MLP.from_spec(spec, initialise=False)
+    assert empty.dropout_rng is None and not any(layer.params["W"].any() for layer in empty.dense)
+    empty.load_state_dict(trained.state_dict())
+    x = np.random.default_rng(0).random((5, 12), dtype=np.float32)
+    np.testing.assert_array_equal(empty.forward(x), trained.forward(x))
 
 
 def test_spec_round_trips_through_model_metadata_and_config():

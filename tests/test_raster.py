@@ -13,7 +13,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from doodle import rasterpool, rasterref
+from doodle import raster, rasterpool, rasterref
 from doodle.checkpoint import read_meta
 from doodle.config import load_config
 from doodle.errors import DoodleError
@@ -410,7 +410,7 @@ def test_model_json_with_unusable_raster_settings_is_refused(tmp_path, raster, w
 @pytest.mark.parametrize("other_thread", [False, True])  # fork, or forkserver when a thread is running
 def test_workers_match_one_process(pairs, monkeypatch, other_thread):
     monkeypatch.setattr(rasterpool, "PARALLEL_MIN", 1)  # let a small job use the pool
-    monkeypatch.setattr(rasterpool, "CHUNK_PIXELS", 10 * 28 * 28)  # several chunks per task
+    monkeypatch.setattr(raster, "CHUNK_PIXELS", 10 * 28 * 28)  # several chunks per task
     monkeypatch.setattr(rasterpool, "TASK_CHUNKS", 4)  # several tasks per worker
     drawings = (pairs[0] * 4)[:300]
     single = rasterize_batch(drawings, workers=1)
@@ -438,7 +438,7 @@ def test_dead_worker_is_a_doodle_error(pairs, monkeypatch):
 
 
 def test_reports_progress(pairs, monkeypatch):
-    monkeypatch.setattr(rasterpool, "CHUNK_PIXELS", 50 * 28 * 28)
+    monkeypatch.setattr(raster, "CHUNK_PIXELS", 50 * 28 * 28)
     recorder = Recorder()
     rasterize_batch((pairs[0] * 2)[:120], reporter=recorder)
     assert [(e[0], *e[2:3]) for e in recorder.events] == [("start", 120), ("update", 50), ("update", 50),
