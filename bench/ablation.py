@@ -23,10 +23,9 @@ from pathlib import Path
 import yaml
 
 from _common import REPO, quickdraw_root
-
 from doodle.checkpoint import load_model
-from doodle.dataset import load_dataset
 from doodle.config import load_config
+from doodle.dataset import load_dataset
 from doodle.metrics import expected_calibration_error, topk_accuracy
 from doodle.progress import Reporter
 from doodle.train import train
@@ -70,7 +69,8 @@ def run_one(name: str, overrides: list[str], config: Path, data_dir: Path, out: 
     figures = scores(out, data_dir, overrides, config)
     resolved = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
     resolved["data"].pop("base_url", None)
-    row = {"name": name, "run": str(out), "resolved": resolved, "config": str(config.relative_to(REPO)) if config.is_relative_to(REPO) else str(config),
+    shown = str(config.relative_to(REPO)) if config.is_relative_to(REPO) else str(config)
+    row = {"name": name, "run": str(out), "resolved": resolved, "config": shown,
            "set": overrides[1:], "epochs": res.epochs, "best_epoch": res.best_epoch, **figures,
            "seconds": round(seconds, 1), "train_seconds": round(sum(h["seconds"] for h in res.history), 1),
            "load": [round(a, 2) for a in (*load_before, *os.getloadavg())],

@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import _common  # noqa: F401  (puts the repo on sys.path)
 import numpy as np
 
+import _common  # noqa: F401  (puts the repo on sys.path)
 from doodle.augment import augment_batch
 from doodle.config import load_config
 from doodle.dataset import Dataset

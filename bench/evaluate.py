@@ -76,7 +76,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(args.n, 784), dtype=np.uint8)  # (N, 784) like Google's numpy_bitmap rows
     print(f"{args.n:,} random uint8 rows, best of {args.repeats}")
-    print(f"{'classes':>7} {'model':>15} {'forward s':>10} {'summarize s':>12} {'total s':>8} {'drawings/s':>11} {'summarize/s':>12}")
+    print(f"{'classes':>7} {'model':>15} {'forward s':>10} {'summarize s':>12} {'total s':>8} {'drawings/s':>11} "
+          f"{'summarize/s':>12}")
     for c in (int(v) for v in args.classes.split(",")):
         y = rng.integers(0, c, size=args.n)
         names = [f"class{i}" for i in range(c)]
@@ -85,7 +86,8 @@ def main() -> None:
         t_sum, summary = best_of(args.repeats, lambda: metrics.summarize(probs, y, names))
         total = t_fwd + t_sum
         print(
-            f"{c:>7} {name:>15} {t_fwd:>10.3f} {t_sum:>12.3f} {total:>8.3f} {args.n / total:>11,.0f} {args.n / t_sum:>12,.0f}"
+            f"{c:>7} {name:>15} {t_fwd:>10.3f} {t_sum:>12.3f} {total:>8.3f} {args.n / total:>11,.0f} "
+            f"{args.n / t_sum:>12,.0f}"
         )
     # Components of summarize on the last class count, to see where its time goes.
     for label, fn in (

@@ -29,16 +29,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import REPO, quickdraw_root
 from PIL import Image, ImageDraw
 from sketches import find_rows, held_out_mirror, test_membership
 
+from _common import REPO, quickdraw_root
 from doodle.checkpoint import load_model
 from doodle.config import load_config
 from doodle.explain import input_gradients, log_probability, stroke_contributions
+from doodle.inputs import Drawing, to_bitmaps
 from doodle.nn import MLP, ModelSpec
 from doodle.pixels import to_float
-from doodle.inputs import Drawing, to_bitmaps
 from doodle.rasterpool import rasterize_batch
 from doodle.report import INK, MUTED, WHITE, nice_ticks, save_png, typeface
 from doodle.strokes import iter_drawings
@@ -210,7 +210,7 @@ def main() -> None:
         rng = np.random.default_rng(0)
         curves = {"attributed": [], "random": [], "drawing order": []}
         n_strokes = []
-        for (c_true, strokes, _), c, pc in zip(held, top, p[np.arange(len(held)), top]):
+        for (_, strokes, _), c, pc in zip(held, top, p[np.arange(len(held)), top]):
             contrib, _ = stroke_contributions(model, strokes, raster, int(c), float(pc))
             n = len(strokes)
             n_strokes.append(n)

@@ -27,9 +27,9 @@ import threading
 from pathlib import Path
 
 import numpy as np
-from _common import REPO
 from play import densify, nearest
 
+from _common import REPO
 from doodle.checkpoint import load_model, save_model
 from doodle.export import export, load_web, onnx_probabilities
 from doodle.nn import MLP

@@ -24,9 +24,9 @@ import statistics
 import time
 from collections import defaultdict
 
-import _common  # noqa: F401  (puts the repo on sys.path)
 import numpy as np
 
+import _common  # noqa: F401  (puts the repo on sys.path)
 from doodle import autodiff as ad
 from doodle.nn import BACKPROP, LOSSES, MLP, Dropout
 

@@ -19,9 +19,9 @@ import sys
 import time
 
 import numpy as np
-from _common import REPO, quickdraw_root
 from PIL import Image, ImageDraw
 
+from _common import REPO, quickdraw_root
 from doodle.images import image_strokes, image_to_bitmap, load_ink
 from doodle.raster import rasterize
 from doodle.simplify import simplify_raw
@@ -128,7 +128,7 @@ def main() -> None:
     e = np.array([r[3] for r in rows])
     base = np.array([r[4] for r in rows])
     g = np.array([r[2] for r in rows])
-    print(f"\nmean abs pixel error /255 against rasterize of the same drawing's strokes")
+    print("\nmean abs pixel error /255 against rasterize of the same drawing's strokes")
     print(f"  all {len(e)}: {e.mean():.2f} (median {np.median(e):.2f}, 90th pct {np.percentile(e, 90):.2f}, "
           f"max {e.max():.2f}); naive crop+resize: {base.mean():.2f}")
     print(f"  vs Google's simplified ({g.sum()}): {e[g].mean():.2f}   vs simplify_raw ({(~g).sum()}): "

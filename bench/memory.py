@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import REPO  # noqa: F401  (puts the repo on sys.path)
 
+from _common import REPO  # noqa: F401  (puts the repo on sys.path)
 from doodle.categories import CATEGORIES
 from doodle.config import load_config
 from doodle.dataset import Dataset

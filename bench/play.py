@@ -3,7 +3,8 @@
 Three sections (--sections, default all):
   server   Quick, Draw! raw drawings posted to the app in process (Starlette's TestClient, no network): a typical
            one (the shared raw drawing nearest 200 points), the longest shared one, a 2,000-point drawing (the
-           typical one resampled along its strokes), and the drawing nearest 200 points of 4 strokes (the median). The server's own time (its Server-Timing header), the
+           typical one resampled along its strokes), and the drawing nearest 200 points of 4 strokes (the
+           median). The server's own time (its Server-Timing header), the
            in-process round trip, and the steps alone; then the same guess with its "why?" (explain=1: the top
            guess's saliency and each stroke's contribution, doodle.explain.why), requests alternating with the
            plain ones. Target: < 20 ms median for the typical drawing, with its explanation too.
@@ -39,6 +40,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+
 from _common import REPO, quickdraw_root
 
 CHROMIUM = "/usr/bin/chromium"
@@ -412,7 +414,8 @@ def memory_section(model_dir: Path, tmp: Path, clients: int, before: Path | None
                 hwm = peak[0]
             counts = ", ".join(f"{n} x {s}" for s, n in sorted(statuses.items(), key=str))
             print(f"  {label:<6} {name:<28} peak {hwm / 1e3:7.0f} MB (idle {rss0 / 1e3:4.0f} MB, after "
-                  f"{rss1 / 1e3:5.0f} MB{'' if rss1 else ': server gone'})  {seconds:6.1f} s  {counts}" + (f"  [{samples}]" if samples else ""))
+                  f"{rss1 / 1e3:5.0f} MB{'' if rss1 else ': server gone'})  {seconds:6.1f} s  {counts}"
+                  + (f"  [{samples}]" if samples else ""))
 
 
 def main() -> None:

@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 from _common import REPO, quickdraw_root
-
 from doodle.train import train
 
 BARE = [sys.executable, "-c", "import numpy, PIL.Image"]

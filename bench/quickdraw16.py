@@ -14,9 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO, quickdraw_root
 from ablation import scores
 
+from _common import REPO, quickdraw_root
 from doodle.progress import Reporter
 from doodle.train import train
 

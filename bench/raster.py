@@ -21,8 +21,8 @@ import resource
 import time
 
 import numpy as np
-from _common import quickdraw_root
 
+from _common import quickdraw_root
 from doodle import raster, rasterpool, rasterref
 from doodle.rasterpool import rasterize_batch
 
@@ -116,7 +116,7 @@ def main():
             return run
         best = best_of({name: job(name) for name in RENDERERS}, args.repeat)
         rates = {name: len(drawings) / wall for name, (wall, _) in best.items()}
-        for name, (wall, cpu) in best.items():
+        for name, (_wall, cpu) in best.items():
             print(f"  1 process, {size}x{size}, {name:9}: {rates[name]:8.0f} drawings/s"
                   f"   ({len(drawings) / cpu:.0f}/s per CPU second)")
         print(f"    new / reference: {rates['new'] / rates['reference']:.2f}x")
@@ -130,7 +130,7 @@ def main():
         return run
     best = best_of({name: pooled(name) for name in RENDERERS}, max(1, args.repeat // 2))
     rates = {name: len(big) / wall for name, (wall, _) in best.items()}
-    for name, (wall, cpu) in best.items():
+    for name, (_wall, cpu) in best.items():
         print(f"  {cores} processes, 28x28, {name:9}: {rates[name]:8.0f} drawings/s over {len(big)} drawings"
               f"   ({len(big) / cpu:.0f}/s per CPU second; 345 x 10,000 drawings: about"
               f" {TARGET / rates[name] / 60:.1f} min)")

@@ -34,8 +34,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import REPO, quickdraw_root
 
+from _common import REPO, quickdraw_root
 from doodle.categories import CATEGORIES, local_path
 
 ALL_DRAWINGS = 50_000_000  # Google: "50 million drawings across 345 categories"
@@ -285,7 +285,8 @@ def main() -> None:
               flush=True)
         one = run_phase(work, "raster", str(args.n), "1", str(args.every))
         many = run_phase(work, "raster", str(args.n), "0", str(args.every))
-        print(f"rasterising {one['drawings']:,} drawings ({one['categories']} categories): 1 core {one['rate']:,.0f}/s, "
+        print(f"rasterising {one['drawings']:,} drawings ({one['categories']} categories): "
+              f"1 core {one['rate']:,.0f}/s, "
               f"{cores} cores {many['rate']:,.0f}/s: speed-up {many['rate'] / one['rate']:.2f}x "
               f"(per CPU-second: {one['cpu_rate']:,.0f} and {many['cpu_rate']:,.0f}; "
               f"load {one['load']:.1f} and {many['load']:.1f})", flush=True)
@@ -302,7 +303,8 @@ def main() -> None:
             train[n] = {mode: run_phase(work, "train", str(n), mode) for mode in ("mapped", "memory")}
             m, r = train[n]["mapped"], train[n]["memory"]
             print(f"training 1 epoch, 345 x {n:,} ({m['samples']:,} samples, {gb(m['data_bytes'])} of bitmaps): "
-                  f"memory-mapped {m['sps']:,.0f} samples/s, in memory {r['sps']:,.0f}/s: ratio {m['sps'] / r['sps']:.3f} "
+                  f"memory-mapped {m['sps']:,.0f} samples/s, in memory {r['sps']:,.0f}/s: "
+                  f"ratio {m['sps'] / r['sps']:.3f} "
                   f"(per CPU-second {m['cpu_sps']:,.0f} and {r['cpu_sps']:,.0f}: {m['cpu_sps'] / r['cpu_sps']:.3f}; "
                   f"load {m['load']:.1f} and {r['load']:.1f}); memory-mapped peak anon {gb(m['peak_anon'])}, "
                   f"peak RSS {gb(m['peak_rss'])} (in memory: {gb(r['peak_anon'])} anon)", flush=True)

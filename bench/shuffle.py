@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 from _common import REPO, quickdraw_root
-
 from doodle.train import train
 
 SETTINGS = {  # name -> overrides

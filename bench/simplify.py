@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import quickdraw_root
 
+from _common import quickdraw_root
 from doodle.simplify import rdp, simplify_raw, simplify_raw_batch
 from doodle.strokes import iter_drawings
 

@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import REPO, quickdraw_root
 
+from _common import REPO, quickdraw_root
 from doodle.checkpoint import load_model
 from doodle.config import load_config
 from doodle.images import image_to_bitmap

@@ -14,14 +14,14 @@ import json
 import time
 
 import numpy as np
-from _common import quickdraw_root
 
+from _common import quickdraw_root
 from doodle import rasterize_batch
 from doodle.nn import MLP
-from doodle.pixels import to_float
-from doodle.train import train_step
 from doodle.optim import make_optimizer
+from doodle.pixels import to_float
 from doodle.synthetic import SHAPES, _simplify, generate
+from doodle.train import train_step
 
 
 def simplify_raw(strokes) -> list:
@@ -108,7 +108,7 @@ def main() -> None:
               + ", ".join(f"{k} {overall[k][-1]:.1%}" for k in tests))
 
     print(f"\nheld-out synthetic accuracy: {np.mean(synth_acc):.1%}")
-    for k, (xt, yt) in tests.items():
+    for k, (_xt, yt) in tests.items():
         pc = np.mean(per_class[k], axis=0)
         print(f"\nreal {k}: {len(yt)} drawings, top-1 {np.mean(overall[k]):.1%} "
               f"(runs: {', '.join(f'{a:.1%}' for a in overall[k])})")

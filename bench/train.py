@@ -32,15 +32,14 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import _common  # noqa: F401  (puts the repo on sys.path)
 import numpy as np
 from threadpoolctl import threadpool_info
 
-from doodle import cores, team
+import _common  # noqa: F401  (puts the repo on sys.path)
+from doodle import cores, nn, team
 from doodle import train as trainer
 from doodle.config import load_config
 from doodle.dataset import Dataset
-from doodle import nn
 from doodle.nn import MLP, ModelSpec
 from doodle.optim import optimizer_from_settings
 
@@ -177,7 +176,7 @@ def profile(label: str, cfg: dict, ds: Dataset, steps: int) -> None:
     order = rng.permutation(len(ds.y))
     bs = t["batch_size"]
     with cores.claim():
-        for repeat in range(2):  # the first pass warms up (page faults, threads)
+        for _ in range(2):  # the first pass warms up (page faults, threads)
             prof.seconds.clear()
             batches = trainer._batches(ds.x, order, bs, steps, cfg["augment"], rng)
             faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

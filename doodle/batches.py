@@ -69,7 +69,8 @@ class RowStore:
         hi = np.searchsorted(sorted_rows, self.ends)
         for p in np.flatnonzero(hi > lo):
             a, b = lo[p], hi[p]
-            np.take(self.parts[p], sorted_rows[a:b] - self.starts[p], axis=0, out=out[a:b], mode="clip")  # checked above
+            # mode="clip": the rows were checked above
+            np.take(self.parts[p], sorted_rows[a:b] - self.starts[p], axis=0, out=out[a:b], mode="clip")
         self._count_mapped(sorted_rows, hi - lo)
         if order is not None:
             unsorted = np.empty_like(out)

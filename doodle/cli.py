@@ -230,7 +230,8 @@ def download(
         _download_synthetic(words, max_drawings, data_dir, as_json)
         return
     from doodle.categories import CATEGORIES
-    from doodle.cli_output import RichReporter, Table, Text, err, human_bytes as _human_bytes, out, titled
+    from doodle.cli_output import RichReporter, Table, Text, err, out, titled
+    from doodle.cli_output import human_bytes as _human_bytes
     from doodle.download import OFFLINE_HINT
     from doodle.download import download as run_download
 

@@ -180,7 +180,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "shuffle": Key("full", one_of("full", "blocks"), "epoch order: full permutation, or shuffled blocks "
                        "of rows mixed in windows (reads the disk in blocks; for data larger than memory)"),
         "block_rows": Key(64, int_in(1), "shuffle: blocks: consecutive rows read together"),
-        "shuffle_window": Key(65536, int_in(1), "shuffle: blocks: rows mixed at a time (the shuffle buffer; held by the page cache)"),
+        "shuffle_window": Key(65536, int_in(1), "shuffle: blocks: rows mixed at a time (the shuffle buffer; held "
+                              "by the page cache)"),
         "scheduler": Key(None, optional_str, "Dask scheduler address (e.g. tcp://10.0.0.5:8786) that "
                          "rasterises the categories; null = this machine's cores (needs doodle[dask])"),
     },

@@ -15,7 +15,6 @@ import numpy as np
 
 from doodle import cores, fsutil
 from doodle.checkpoint import load_model, resolve_model_path
-from doodle.runs import load_split, read_metrics
 from doodle.config import from_dict
 from doodle.dataset import load_dataset
 from doodle.errors import DoodleError
@@ -25,6 +24,7 @@ from doodle.metrics import summarize
 from doodle.predict import probabilities
 from doodle.progress import NULL_REPORTER, Reporter
 from doodle.report import CURVES_PNG, write_curves, write_report
+from doodle.runs import load_split, read_metrics
 
 
 def run_data_dir(run_dir: Path, meta: dict, data_dir: str | Path | None) -> Path:

@@ -14,11 +14,11 @@ For the network (`doodle explain --units`): the first layer's templates of its m
 mean saliency of its test drawings.
 
 Everything goes the way of `doodle predict`: the same reading (doodle.inputs), the same bitmap, the same
-test-time views, the same calibrated temperature, so the probabilities are predict's. With test-time augmentation p = softmax(mean over views of
-the logits / T). Each view is a linear map of the drawing (a one-pixel shift with zero fill, a mirror): the
-views go into the graph as one stacked leaf, one backward pass gives each view's gradient, and each is
-carried back to the drawing through its view's transpose (the opposite shift, the mirror again). That is the
-chain rule through the views, exact: tests check it against finite differences of the predict path.
+test-time views, the same calibrated temperature, so the probabilities are predict's. With test-time augmentation
+p = softmax(mean over views of the logits / T). Each view is a linear map of the drawing (a one-pixel shift with
+zero fill, a mirror): the views go into the graph as one stacked leaf, one backward pass gives each view's
+gradient, and each is carried back to the drawing through its view's transpose (the opposite shift, the mirror
+again). That is the chain rule through the views, exact: tests check it against finite differences of the predict path.
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ from typing import IO, Callable
 import numpy as np
 
 from doodle import autodiff as ad
-from doodle.explaindraw import render_explanation, render_units
 from doodle.autodiff import Tensor
 from doodle.checkpoint import load_model, resolve_model_path
 from doodle.errors import DoodleError, lookup
 from doodle.evaluate import test_split_bitmaps
+from doodle.explaindraw import render_explanation, render_units
 from doodle.inputs import entries
 from doodle.nn import MLP
 from doodle.pixels import TTA, mirror_images, shift_images, to_float, tta_views

@@ -344,7 +344,7 @@ def network_json(model: MLP, meta: dict, run_dir: Path, quantize: str) -> tuple[
 
 def _confidence(meta: dict) -> dict:
     """From how sure the page says "I see X": the threshold the run chose on validation, as `doodle play` shows it."""
-    from doodle.play import DEFAULT_CONFIDENT_AT, CONFIDENT_PRECISION
+    from doodle.play import CONFIDENT_PRECISION, DEFAULT_CONFIDENT_AT
 
     metrics = meta.get("metrics") or {}
     return {"threshold": metrics.get("confident_at", DEFAULT_CONFIDENT_AT),

@@ -369,7 +369,7 @@ def _extend_tips(chains: list[list[int]], coords: np.ndarray, degree: np.ndarray
         return lines
     back = max(2, int(round(radius)))
     tip = np.array([lines[k][end] for k, end in tips])  # (T, 2)
-    before = np.array([lines[k][min(back, len(lines[k]) - 1)] if end == 0 else lines[k][-1 - min(back, len(lines[k]) - 1)]
+    before = np.array([lines[k][min(back, len(lines[k]) - 1) if end == 0 else -1 - min(back, len(lines[k]) - 1)]
                        for k, end in tips])
     direction = tip - before
     direction /= np.maximum(np.hypot(direction[:, 0], direction[:, 1]), 1e-9)[:, None]

@@ -22,8 +22,8 @@ from doodle.errors import DoodleError
 from doodle.evaluate import test_split_bitmaps
 from doodle.inputs import LabelledBitmaps, entries
 from doodle.nn import MLP, ModelSpec
-from doodle.progress import NULL_REPORTER, Reporter
 from doodle.pixels import to_float
+from doodle.progress import NULL_REPORTER, Reporter
 from doodle.raster import PADDING
 
 FORMATS = ("svg", "dot")

@@ -15,7 +15,8 @@ from doodle.errors import DoodleError
 
 
 def to_float(xb: np.ndarray) -> np.ndarray:
-    """uint8 bitmaps (B, S, S) or (B, S*S) -> float32 (B, S*S) in [0, 1]: what the network reads, in training and after."""
+    """uint8 bitmaps (B, S, S) or (B, S*S) -> float32 (B, S*S) in [0, 1]: what the network reads, in training and
+    after."""
     if xb.dtype != np.uint8 or xb.ndim not in (2, 3):
         raise DoodleError(f"to_float expects a batch of uint8 images (B, 28, 28) or (B, 784), "
                           f"got {xb.dtype} {xb.shape}")

@@ -56,8 +56,16 @@ from doodle.metrics import CONFIDENT_PRECISION
 from doodle.predict import probabilities, top_categories
 from doodle.progress import NULL_REPORTER, Reporter
 from doodle.simplify import MAX_INK, TooMuchWork
-from doodle.strokes import MAX_COORD, MAX_POINTS, BadInput, Limits, check_numbers, check_strokes, decode_line, \
-    finish_strokes
+from doodle.strokes import (
+    MAX_COORD,
+    MAX_POINTS,
+    BadInput,
+    Limits,
+    check_numbers,
+    check_strokes,
+    decode_line,
+    finish_strokes,
+)
 from doodle.teach import Teacher
 
 STATIC_DIR = Path(__file__).with_name("static")

@@ -217,7 +217,8 @@ def _ink(x: np.ndarray, y: np.ndarray, stroke_start: np.ndarray, sizes: np.ndarr
     return np.bincount(owner[:-1], seg, minlength=n)
 
 
-def fit_box(x: np.ndarray, y: np.ndarray, drawing_start: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def fit_box(x: np.ndarray, y: np.ndarray, drawing_start: np.ndarray,
+            owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Align each drawing to the top-left (min 0) and scale it uniformly so its larger side spans 0..255.
 
     x, y (P,) hold the points of many drawings end to end; drawing_start (D,) is where each begins and

@@ -102,7 +102,7 @@ def _affine(strokes: Strokes, rng: np.random.Generator, log_aspect: float, aspec
 def _choice(rng: np.random.Generator, table: dict):
     """One key of `table`, drawn with the table's values as (unnormalised) weights."""
     u = rng.random() * sum(table.values())
-    for key, weight in table.items():
+    for key, weight in table.items():  # noqa: B007 (the key the loop stops at is the answer)
         u -= weight
         if u < 0:
             break
@@ -408,7 +408,8 @@ def _rng(seed: int, word: str, i: int) -> np.random.Generator:
 
 
 def generate(word: str, n: int, seed: int = 0) -> list[dict]:
-    """`n` drawings of `word` as Google-style simplified records; generate(w, n, s) is a prefix of generate(w, n+k, s)."""
+    """`n` drawings of `word` as Google-style simplified records; generate(w, n, s) is a prefix of
+    generate(w, n+k, s)."""
     _check(word, n, seed)
     return [rec for lo in range(0, int(n), _CHUNK) for rec in _records(word, lo, min(int(n), lo + _CHUNK), int(seed))]
 

@@ -19,10 +19,9 @@ from typing import Callable
 
 import numpy as np
 
-from doodle import __version__, cores, fsutil, heap, report
+from doodle import __version__, cores, extend, fsutil, heap, report, runs
 from doodle.augment import augment_batch
 from doodle.batches import RowView, epoch_order
-from doodle import extend, runs
 from doodle.checkpoint import save_model
 from doodle.config import dump, load_config
 from doodle.dataset import Dataset, load_dataset, split_indices

@@ -109,9 +109,8 @@ def play_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
     """The built-in synthetic shapes of the tiny run, written once for the session."""
-    from helpers import WORDS
-
     from doodle.synthetic import write_synthetic
+    from helpers import WORDS
 
     root = tmp_path_factory.mktemp("data")
     write_synthetic(root, words=WORDS, n=60, seed=0)
@@ -121,9 +120,8 @@ def data_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory, data_dir) -> Path:
     """The tiny run, trained once for the session: damage a copy (helpers.copy_run), never this folder."""
-    from helpers import TINY
-
     from doodle.train import train
+    from helpers import TINY
 
     run = tmp_path_factory.mktemp("runs") / "tiny"
     train(None, TINY, data_dir=data_dir, out=run)

@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import TINY, WORDS, Logs, cli, one_line_error
 
 from doodle.config import load_config
 from doodle.dataset import load_dataset
@@ -20,6 +19,7 @@ from doodle.evaluate import evaluate
 from doodle.predict import predict
 from doodle.strokes import MAX_POINTS, LoadStats, iter_drawings, read_records
 from doodle.synthetic import write_synthetic
+from helpers import TINY, WORDS, Logs, cli, one_line_error
 
 # ---------------------------------------------------------------------------------------------
 # Bad ndjson lines: skipped and counted by train and evaluate, refused under --strict, one result each in predict
@@ -61,7 +61,7 @@ def test_every_bad_line_is_skipped_and_counted_with_its_reason(tmp_path):
     kept = list(iter_drawings(_bad_file(tmp_path / "bad.ndjson"), stats=stats))
     assert [d["key_id"] for d in kept] == ["first", "last"]  # the BOM did not spoil the first line
     assert stats.skipped == len(BAD_LINES) and stats.kept == 2
-    for (line, reason), (name, (_, words)) in zip(stats.problems, BAD_LINES.items()):
+    for (_line, reason), (name, (_, words)) in zip(stats.problems, BAD_LINES.items()):
         assert words in reason, (name, reason)
         assert len(reason) < 200, name  # the reason never quotes a huge value
 

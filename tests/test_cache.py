@@ -20,8 +20,8 @@ import doodle.rasterpool
 from doodle import fsutil
 from doodle.cache import build_all, build_category, open_cache, temporaries
 from doodle.config import load_config
-from doodle.raster import PADDING
 from doodle.errors import DoodleError
+from doodle.raster import PADDING
 from doodle.rasterpool import rasterize_batch
 from doodle.strokes import iter_drawings
 from doodle.synthetic import write_synthetic

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import shutil
 
-import helpers
 import numpy as np
 import pytest
+
+import helpers
 from helpers import cli as run
+
 WORDS = ["apple", "banana", "eye"]  # in the committed fixture as 40 simplified drawings, bitmaps and sketches
 
 

@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import cli, one_line_error
 
 from doodle.config import MAX_NODES, SCHEMA, load_config
 from doodle.errors import DoodleError
+from helpers import cli, one_line_error
 
 # ---------------------------------------------------------------------------------------------
 # Configs

@@ -10,11 +10,11 @@ import json
 
 import numpy as np
 import pytest
-from helpers import TINY, cli, copy_run, edit_meta, one_line_error
 
 from doodle.checkpoint import load_model
 from doodle.errors import DoodleError
 from doodle.train import train
+from helpers import TINY, cli, copy_run, edit_meta, one_line_error
 
 # ---------------------------------------------------------------------------------------------
 # Models

@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
-import doodle.progress
 import doodle.cache
+import doodle.progress
 from doodle.config import load_config
 from doodle.dataset import load_dataset
 from doodle.errors import DoodleError

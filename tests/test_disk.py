@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import TINY, cli, epoch_rows, npz_arrays, one_line_error, same_arrays, sets
 
 from doodle.checkpoint import load_model
 from doodle.runs import LAST_NPZ
 from doodle.train import train
+from helpers import TINY, cli, epoch_rows, npz_arrays, one_line_error, same_arrays, sets
 
 # ---------------------------------------------------------------------------------------------
 # Read-only folders and a full disk

@@ -5,8 +5,8 @@ from __future__ import annotations
 import email.utils
 import fcntl
 import hashlib
-import io
 import http.server
+import io
 import json
 import os
 import random

@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_download import FAST, etag, leftovers, tiny_ndjson
 
 from doodle import dataset
 from doodle import download as dl
 from doodle.categories import CATEGORIES, FORMATS
-from test_download import FAST, etag, leftovers, tiny_ndjson
 
 ONE_TRY = dict(retries=0, backoff=0.001, timeout=5.0)
 SENT_AT_MOST = 50 << 20  # an "endless" body stops here whatever happens, so no test can fill the disk itself

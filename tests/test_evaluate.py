@@ -123,11 +123,12 @@ def test_data_with_no_usable_drawing_says_so(offline_run, tmp_path):
 
 
 def test_calibration_is_applied_unless_asked_not_to(tmp_path):
+    from test_train import blobs, config
+
     from doodle.checkpoint import load_model
     from doodle.evaluate import evaluate
     from doodle.predict import predict
     from doodle.train import fit
-    from test_train import blobs, config
 
     ds = blobs(size=28)  # numpy_bitmap files are 28x28
     # the plain recipe (no flips, no TTA), whose probabilities on these blobs stay short of certain
@@ -149,11 +150,12 @@ def test_calibration_is_applied_unless_asked_not_to(tmp_path):
 
 
 def test_test_time_augmentation_reaches_evaluate_predict_and_play(tmp_path):
+    from test_train import blobs, config
+
     from doodle.checkpoint import load_model
     from doodle.metrics import negative_log_likelihood
     from doodle.predict import probabilities
     from doodle.train import fit
-    from test_train import blobs, config
 
     ds = blobs(size=28)
     fit(config("train.epochs=3", "data.image_size=28", "model.tta=flip_shift"), ds, tmp_path / "run")

@@ -15,11 +15,20 @@ from typer.testing import CliRunner
 from doodle import explaindraw
 from doodle.checkpoint import load_model
 from doodle.cli import app
-from doodle.explain import (explain, explain_drawing, input_gradients, log_odds, log_probability, read_drawing,
-                            stroke_contributions, view_transpose, without_each_stroke)
+from doodle.explain import (
+    explain,
+    explain_drawing,
+    input_gradients,
+    log_odds,
+    log_probability,
+    read_drawing,
+    stroke_contributions,
+    view_transpose,
+    without_each_stroke,
+)
+from doodle.inputs import Drawing, to_bitmap
 from doodle.nn import MLP, softmax
 from doodle.pixels import TTA, tta_views
-from doodle.inputs import Drawing, to_bitmap
 from doodle.predict import predict
 from doodle.raster import rasterize
 

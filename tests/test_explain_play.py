@@ -8,13 +8,13 @@ import json
 import numpy as np
 import pytest
 from starlette.testclient import TestClient
+from test_play_browser import browser, draw, open_page, site, square_points  # noqa: F401 (fixtures)
 
 from doodle.checkpoint import load_model
 from doodle.explain import why
 from doodle.play import make_app
 from doodle.predict import probabilities
 from doodle.simplify import simplify_raw
-from test_play_browser import browser, draw, open_page, site, square_points  # noqa: F401 (fixtures)
 
 JSON = {"Content-Type": "application/json"}
 

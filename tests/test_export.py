@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
-
 from conftest import FIXTURE as QUICKDRAW
 from conftest import REPO
+from typer.testing import CliRunner
+
 from doodle import export as ex
 from doodle.checkpoint import load_model, save_model
 from doodle.cli import app as cli_app

@@ -16,16 +16,33 @@ import threading
 
 import numpy as np
 import pytest
-
 from conftest import quickdraw_root
+from test_export import (
+    FIXTURE_FILES,
+    QD16_CLASSES,
+    RASTER,
+    RAW_FILES,
+    agreement,
+    doodle_probabilities,
+    fixture_bitmaps,
+    make_run,
+)
+from test_play_browser import (  # noqa: F401
+    browser,
+    circle_points,
+    confident,
+    draw,
+    guesses,
+    pad_box,
+    replay_strokes,
+    square_points,
+    until,
+)
+
 from doodle import export as ex
 from doodle.checkpoint import load_model
 from doodle.raster import rasterize
 from doodle.strokes import simplify_raw
-from test_export import (FIXTURE_FILES, QD16_CLASSES, RASTER, RAW_FILES, agreement, doodle_probabilities,
-                         fixture_bitmaps, make_run)
-from test_play_browser import (browser, circle_points, confident, draw, guesses, pad_box, replay_strokes,  # noqa: F401
-                               square_points, until)
 
 TOLERANCE = 1e-5
 VARIANTS = [(a, n, t) for a in ("relu", "leaky_relu", "tanh", "sigmoid") for n in ("none", "batch")
@@ -66,7 +83,7 @@ def sites(tmp_path_factory, play_model):
 
 
 @pytest.fixture
-def open_site(browser, sites):
+def open_site(browser, sites):  # noqa: F811 (test_play_browser's fixture)
     """Open an exported page; afterwards, no script errors and not one request outside the site."""
     base, _, _ = sites
     opened = []

@@ -6,8 +6,17 @@ import numpy as np
 import pytest
 
 from doodle.errors import DoodleError
-from doodle.gradcheck import (TOLERANCES, check_gradients, check_layer, check_loss, gradcheck_model,
-                              numerical_gradient, passed, rel_error, worst)
+from doodle.gradcheck import (
+    TOLERANCES,
+    check_gradients,
+    check_layer,
+    check_loss,
+    gradcheck_model,
+    numerical_gradient,
+    passed,
+    rel_error,
+    worst,
+)
 from doodle.nn import ACTIVATIONS, LOSSES, BatchNorm, Dense, Dropout, LeakyReLU, ModelSpec, ReLU, Sigmoid, Tanh
 
 TOL = 1e-6

@@ -13,8 +13,16 @@ import pytest
 from PIL import Image, ImageDraw
 
 from doodle.errors import DoodleError
-from doodle.images import (IMAGE_SUFFIXES, _median, _quantile_u8, distance_map, image_strokes, image_to_bitmap, load_ink,
-                           thin)
+from doodle.images import (
+    IMAGE_SUFFIXES,
+    _median,
+    _quantile_u8,
+    distance_map,
+    image_strokes,
+    image_to_bitmap,
+    load_ink,
+    thin,
+)
 from doodle.raster import rasterize
 
 WORDS = ("cat", "house", "bicycle", "airplane")

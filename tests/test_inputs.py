@@ -154,7 +154,8 @@ def drawings(draw):
     strokes = []
     for _ in range(draw(st.integers(1, 4))):
         n = draw(st.integers(1, 6))
-        xs, ys = draw(st.lists(good_number, min_size=n, max_size=n)), draw(st.lists(good_number, min_size=n, max_size=n))
+        xs = draw(st.lists(good_number, min_size=n, max_size=n))
+        ys = draw(st.lists(good_number, min_size=n, max_size=n))
         strokes.append([xs, ys] + ([list(range(0, 16 * n, 16))] if draw(st.booleans()) else []))
     flaw = draw(st.sampled_from((None,) * len(FLAWS) + FLAWS))
     stroke = draw(st.sampled_from(strokes))

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import TINY, epoch_rows, npz_arrays, same_arrays, sets
 
 from doodle import fsutil
 from doodle.runs import LAST_NPZ
 from doodle.train import train
+from helpers import TINY, epoch_rows, npz_arrays, same_arrays, sets
 
 # ---------------------------------------------------------------------------------------------
 # Processes: rasterising workers die with their parent; training survives kill -9 at any point

@@ -6,10 +6,24 @@ import numpy as np
 import pytest
 
 from doodle import nn
-
 from doodle.errors import DoodleError
-from doodle.nn import (ACTIVATIONS, INITS, LOSSES, MLP, BatchNorm, Dense, Dropout, LeakyReLU, ModelSpec, ReLU, Sigmoid,
-                       Tanh, cross_entropy, mse, softmax)
+from doodle.nn import (
+    ACTIVATIONS,
+    INITS,
+    LOSSES,
+    MLP,
+    BatchNorm,
+    Dense,
+    Dropout,
+    LeakyReLU,
+    ModelSpec,
+    ReLU,
+    Sigmoid,
+    Tanh,
+    cross_entropy,
+    mse,
+    softmax,
+)
 from doodle.optim import SGD, make_optimizer
 from doodle.pixels import TTA, mirror_images, shift_images, to_float
 from doodle.train import train_step

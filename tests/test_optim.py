@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from doodle.errors import DoodleError
-from doodle.optim import (OPTIMIZERS, SCHEDULES, SGD, Adam, clip_grad_norm, make_optimizer, make_schedule)
+from doodle.optim import OPTIMIZERS, SCHEDULES, SGD, Adam, clip_grad_norm, make_optimizer, make_schedule
 
 F32 = np.float32
 

@@ -17,17 +17,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
-from conftest import REPO
 from doodle import play
 from doodle.checkpoint import load_model
 from doodle.cli import app as cli_app
 from doodle.play import MAX_BODY, MAX_POINTS, MAX_STROKES, make_app, running
-from doodle.simplify import MAX_INK, simplify_raw
 from doodle.predict import predict
 from doodle.raster import rasterize
+from doodle.simplify import MAX_INK, simplify_raw
 from doodle.strokes import iter_drawings, parse_drawing
 
 FIXTURE = REPO / "tests" / "fixtures" / "play" / "raw_shapes.ndjson"
@@ -38,7 +38,8 @@ JSON = {"Content-Type": "application/json"}
 def circle(n=60, cx=300.0, cy=260.0, r=140.0) -> list:
     """One raw stroke going once round a circle, in canvas pixels, 16 ms apart."""
     a = np.linspace(0, 2 * np.pi, n)
-    return [[(cx + r * np.cos(a)).round(2).tolist(), (cy + r * np.sin(a)).round(2).tolist(), list(range(0, 16 * n, 16))]]
+    return [[(cx + r * np.cos(a)).round(2).tolist(), (cy + r * np.sin(a)).round(2).tolist(),
+             list(range(0, 16 * n, 16))]]
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +207,8 @@ BAD = [
     ("negative time", {"drawing": [[[1], [1], [-5]]]}, 400, "stroke 1 t has -5"),
     ("empty drawing", {"drawing": []}, 400, "empty drawing"),
     ("only empty strokes", {"drawing": [[[], [], []], [[], []]]}, 400, "empty drawing"),
-    ("too many points", {"drawing": [stroke(MAX_POINTS // 2), stroke(MAX_POINTS // 2 + 1)]}, 413, "20,001 points, over the limit of 20,000"),
+    ("too many points", {"drawing": [stroke(MAX_POINTS // 2), stroke(MAX_POINTS // 2 + 1)]}, 413,
+     "20,001 points, over the limit of 20,000"),
     ("too many strokes", {"drawing": [stroke(1)] * (MAX_STROKES + 1)}, 413, "1,001 strokes, over the limit of 1,000"),
     ("unknown format", {"drawing": [stroke()], "format": "svg"}, 400, "format must be"),
     ("files' own format", {"drawing": [stroke()], "format": "auto"}, 400, "format must be 'raw' or 'simplified'"),
@@ -228,7 +230,8 @@ def test_bad_top_k(client, top_k):
 
 
 def test_wrong_content_type_and_routes(client):
-    text = post(client, "/api/predict", content=json.dumps({"drawing": circle()}), headers={"Content-Type": "text/plain"})
+    text = post(client, "/api/predict", content=json.dumps({"drawing": circle()}),
+                headers={"Content-Type": "text/plain"})
     assert "Content-Type: application/json" in error_of(text, 415)
     assert error_of(client.get("/api/predict"), 405)
     assert error_of(client.get("/api/nothing"), 404)
@@ -300,12 +303,14 @@ def test_save_appends_google_raw_records_that_doodle_reads_back(play_model, tmp_
     saved = [json.loads(line) for f in files for line in f.read_text().splitlines()]
     assert len(saved) == 6 and all(list(r) == ["key_id", "word", "countrycode", "timestamp", "recognized", "drawing"]
                                    for r in saved)
-    assert sorted(map(json.dumps, (r["drawing"] for r in saved))) == sorted(map(json.dumps, (r["drawing"] for r in sent)))
-    assert len({r["key_id"] for r in saved}) == 6 and all(r["key_id"].isdigit() and len(r["key_id"]) == 16 for r in saved)
+    assert sorted(json.dumps(r["drawing"]) for r in saved) == sorted(json.dumps(r["drawing"]) for r in sent)
+    assert len({r["key_id"] for r in saved}) == 6
+    assert all(r["key_id"].isdigit() and len(r["key_id"]) == 16 for r in saved)
     assert all(r["timestamp"].endswith(" UTC") and r["countrycode"] == "ZZ" for r in saved)
     # recognized = the model's top guess was the word, as in the game
     results, _ = predict([str(f) for f in files], play_model, top_k=1)
-    assert [r["recognized"] for r in saved] == [res["top"][0]["category"] == r["word"] for res, r in zip(results, saved)]
+    assert [r["recognized"] for r in saved] == [res["top"][0]["category"] == r["word"]
+                                                for res, r in zip(results, saved)]
     read = [d for f in files for d in iter_drawings(f, strict=True)]
     assert [d["word"] for d in read] == [r["word"] for r in saved]
     assert [d["drawing"] for d in read] == [simplify_raw(r["drawing"]) for r in saved]
@@ -428,7 +433,8 @@ def test_doodle_play_prints_url_model_categories_and_stops_cleanly(play_model, t
     for host_name in ("localhost", "[::1]", f"127.0.0.1:{port}"):
         assert served_app.get("/api/model", headers={"Host": host_name}).status_code == 200, host_name
     # the app `doodle play` serves on loopback answers only for loopback names (a DNS-rebinding page is refused)
-    refused = served_app.post("/api/save", json={"word": "circle", "drawing": circle()}, headers={"Host": "evil.example"})
+    refused = served_app.post("/api/save", json={"word": "circle", "drawing": circle()},
+                              headers={"Host": "evil.example"})
     assert refused.status_code == 400 and "answers only for" in refused.json()["error"]
     assert not (tmp_path / "mine").exists()
     with socket.socket() as busy:  # a port in use is a one-line error
@@ -436,7 +442,8 @@ def test_doodle_play_prints_url_model_categories_and_stops_cleanly(play_model, t
         busy.listen()
         res = CliRunner().invoke(cli_app, ["play", "--model", str(play_model), "--port", str(busy.getsockname()[1]),
                                            "--no-open"])
-    assert res.exit_code == 2 and res.stderr.startswith("error: cannot listen on 127.0.0.1") and "Traceback" not in res.output
+    assert res.exit_code == 2 and res.stderr.startswith("error: cannot listen on 127.0.0.1")
+    assert "Traceback" not in res.output
     res = CliRunner().invoke(cli_app, ["play", "--model", str(tmp_path / "nope"), "--no-open"])
     assert res.exit_code == 2 and "no such model" in res.stderr
 
@@ -610,7 +617,8 @@ def test_a_model_whose_probabilities_are_not_finite_is_an_error_naming_it(overfl
     line = json.dumps({"word": "circle", "drawing": circle()})
     res = CliRunner().invoke(cli_app, ["predict", "-", "--model", str(overflowing_model), "--json"], input=line)
     assert res.exit_code == 2 and res.stdout == "" and "Traceback" not in res.output
-    assert res.stderr.startswith(f"error: {overflowing_model}: the model's probabilities are NaN or infinite for 1 of 1")
+    assert res.stderr.startswith(f"error: {overflowing_model}: the model's probabilities are NaN or infinite "
+                                 "for 1 of 1")
     (tmp_path / "circle.ndjson").write_text(line + "\n")
     res = CliRunner().invoke(cli_app, ["evaluate", str(tmp_path / "circle.ndjson"), "--model", str(overflowing_model)])
     assert res.exit_code == 2 and "probabilities are NaN or infinite" in res.stderr

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, quickdraw_root
+
 from doodle.play import make_app, running
 from doodle.predict import predict
 
@@ -126,7 +126,8 @@ def ink(page, selector: str = "#pad") -> int:
     """How many pixels of a canvas are not blank."""
     return page.eval_on_selector(selector, """c => {
         const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-        let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] && (d[i - 1] || d[i - 2] || d[i - 3] || d[i] < 255)) n++;
+        let n = 0;
+        for (let i = 3; i < d.length; i += 4) if (d[i] && (d[i - 1] || d[i - 2] || d[i - 3] || d[i] < 255)) n++;
         return n; }""")
 
 

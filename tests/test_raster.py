@@ -17,9 +17,9 @@ from doodle import raster, rasterpool, rasterref
 from doodle.checkpoint import read_meta
 from doodle.config import load_config
 from doodle.errors import DoodleError
-from helpers import Recorder
 from doodle.raster import RasterSpec, flatten, pen_vertices, rasterize, render_flat
 from doodle.rasterpool import rasterize_batch
+from helpers import Recorder
 
 TODAYS_WORST = 231 / 784  # the reference renderer's worst pair of the 570: 231 levels over 784 pixels (0.2946)
 LINE = 255 / 15  # one sample line of one pixel row, in 0..255 units

@@ -10,6 +10,13 @@ import json
 
 import numpy as np
 import pytest
+from test_train import InterruptAt
+
+from doodle.checkpoint import load_model
+from doodle.config import load_config
+from doodle.dataset import load_dataset
+from doodle.runs import LAST_NPZ
+from doodle.train import fit, train
 from helpers import (
     TINY,
     cli,
@@ -19,13 +26,6 @@ from helpers import (
     one_line_error,
     same_arrays,
 )
-from test_train import InterruptAt
-
-from doodle.checkpoint import load_model
-from doodle.config import load_config
-from doodle.dataset import load_dataset
-from doodle.runs import LAST_NPZ
-from doodle.train import fit, train
 
 # ---------------------------------------------------------------------------------------------
 # Resuming: exactly as if never stopped, from any damage a clean error
@@ -92,7 +92,8 @@ RESUME_DAMAGE = {  # name -> (how, words in the error)
     "pickled last.npz": (lambda r: _pickle_into(r / LAST_NPZ), "damaged"),
     "last.npz without resume state": (lambda r: _strip_state(r / LAST_NPZ), "no resume state"),
     "split.npz of another run": (lambda r: _foreign_split(r), "belongs to another run"),
-    "hidden layers changed": (lambda r: None, "--resume continues a run exactly, but model.hidden ([8] -> [9]) changed"),
+    "hidden layers changed": (lambda r: None,
+                              "--resume continues a run exactly, but model.hidden ([8] -> [9]) changed"),
 }
 
 

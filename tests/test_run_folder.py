@@ -14,11 +14,11 @@ import sys
 import time
 
 import pytest
-from helpers import TINY, cli, copy_run, edit_meta, epoch_rows, one_line_error, sets
 
 from doodle import fsutil
 from doodle.checkpoint import load_model
 from doodle.train import train
+from helpers import TINY, cli, copy_run, edit_meta, epoch_rows, one_line_error, sets
 
 # ---------------------------------------------------------------------------------------------
 # Run folders: claimed by one training, files that belong together, data found from anywhere
@@ -31,7 +31,8 @@ def test_a_second_training_into_a_claimed_folder_stops_at_once(data_dir, tmp_pat
         # the same process re-enters its own claim, so the CLI here gets through; another process may not:
         assert res.exit_code == 0, res.output
         proc = subprocess.run([sys.executable, "-m", "doodle", "train", "--resume", str(out), "--set",
-                               "train.epochs=4", "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=60)
+                               "train.epochs=4", "--data-dir", str(data_dir)],
+                              capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and f"pid {os.getpid()}" in proc.stderr and "--out" in proc.stderr
     assert json.loads((out / "state.json").read_text())["epoch"] == 3  # untouched by the refused run

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import TINY, cli, copy_run, one_line_error
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
@@ -35,6 +34,7 @@ from doodle.evaluate import evaluate
 from doodle.play import make_app
 from doodle.predict import predict
 from doodle.runs import LAST_NPZ, load_split
+from helpers import TINY, cli, copy_run, one_line_error
 
 HOSTILE = {  # name -> (JSON text, words in the reason)
     "nested 100,000 deep": (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),

@@ -10,9 +10,9 @@ import pytest
 
 import doodle.synthetic as synthetic
 from doodle.errors import DoodleError
-from helpers import Recorder
 from doodle.simplify import RDP_EPSILON, rdp_keep
 from doodle.synthetic import SHAPES, generate, write_synthetic
+from helpers import Recorder
 
 N = 300  # drawings per word for the statistical checks
 
