@@ -59,7 +59,7 @@ INPUT_NAME, LOGITS_NAME, PROBS_NAME = "pixels", "logits", "probabilities"
 class _Graph:
     """An ONNX graph under construction: nodes, initializers (float32 arrays) and unique value names."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         from onnx import helper, numpy_helper
 
         self.helper, self.numpy_helper = helper, numpy_helper
