@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Callable, Iterator
+from typing import Callable, Iterator, cast
 
 import numpy as np
 
@@ -173,7 +173,10 @@ class Tensor:
         for node in order:
             if node.op == "leaf":  # its gradient is final
                 continue
-            for parent, g in zip(node.parents, node._backward(node.grad)):
+            # Set on every node that needs a gradient, until a backward without retain_graph releases it; a
+            # released node reached again through a new graph still fails here with TypeError, as it always has.
+            rule = cast(Callable, node._backward)
+            for parent, g in zip(node.parents, rule(node.grad)):
                 if g is not None:
                     _accumulate(parent, g)
             if not retain_graph:

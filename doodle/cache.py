@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import io
 import time
-from concurrent.futures import FIRST_COMPLETED, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 
 import numpy as np
@@ -126,7 +126,7 @@ def _append(fh, drawings: list, size: int, line_width: float, padding: float) ->
     if not drawings:
         return 0
     bitmaps = rasterize_batch(drawings, size=size, line_width=line_width, padding=padding, workers=1)
-    fh.write(memoryview(np.ascontiguousarray(bitmaps)).cast("B"))
+    fh.write(np.ascontiguousarray(bitmaps).data.cast("B"))
     return len(bitmaps)
 
 
@@ -185,7 +185,8 @@ def _run_local(task, jobs, todo, data, padding, workers: int, results: list, rep
         return
     pool = process_pool(workers)
     try:
-        pending, queue = {}, list(todo)
+        pending: dict[Future, int] = {}  # submitted task -> its job's index
+        queue = list(todo)
         while queue or pending:
             while queue and len(pending) < (2 * workers if share is None else share()):
                 i = queue.pop(0)

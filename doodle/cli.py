@@ -17,21 +17,24 @@ import json
 import shutil
 import sys
 from pathlib import Path
-from typing import Annotated, Optional, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Optional, get_args, get_origin
 
 import typer
 
 from doodle import __version__
 from doodle.errors import DoodleError
 
-try:  # typer >= 0.22 vendors click
+if TYPE_CHECKING:  # mypy checks against one of the two: the click that typer vendors
     from typer._click.exceptions import BadParameter, NoArgsIsHelpError, UsageError
-except ImportError:  # pragma: no cover - older typer on the click package
-    from click.exceptions import BadParameter, UsageError
-    try:
-        from click.exceptions import NoArgsIsHelpError
-    except ImportError:
-        NoArgsIsHelpError = ()
+else:
+    try:  # typer >= 0.22 vendors click
+        from typer._click.exceptions import BadParameter, NoArgsIsHelpError, UsageError
+    except ImportError:  # pragma: no cover - older typer on the click package
+        from click.exceptions import BadParameter, UsageError
+        try:
+            from click.exceptions import NoArgsIsHelpError
+        except ImportError:
+            NoArgsIsHelpError = ()
 
 
 def _error(message: str) -> None:
@@ -509,11 +512,11 @@ def explain(
     if drawing is None:
         raise DoodleError("give a DRAWING to explain (an image, an .ndjson file or - for standard input), "
                           "or --units for what the network learned")
-    res = run_explain(drawing, out=out_path or Path("explain.png"), model_path=model, cls=cls)
+    explanation = run_explain(drawing, out=out_path or Path("explain.png"), model_path=model, cls=cls)
     if as_json:
-        _print_json(res.to_json())
+        _print_json(explanation.to_json())
     else:
-        show_explanation(res.to_json())
+        show_explanation(explanation.to_json())
 
 
 @app.command(short_help="Score models: accuracy, MAP@3, per-class F1, confusions.")
@@ -543,7 +546,7 @@ def evaluate(
     from doodle.cli_output import RichReporter, Text, err, show_comparison, show_evaluation, show_problems
     from doodle.evaluate import evaluate as run_evaluate
 
-    models = list(model or [None])
+    models: list[Path | None] = list(model) if model else [None]
     summaries = []
     with RichReporter() as rep:
         for i, m in enumerate(models):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import shlex
 from pathlib import Path
+from typing import TypedDict
 
 from rich.console import Console, Group
 from rich.progress import Progress, ProgressColumn
@@ -19,11 +20,20 @@ from rich.text import Text
 
 from doodle.progress import Reporter
 
+
+class _Plain(TypedDict):
+    """The Console keywords every console here shares (typed, so that **_PLAIN type-checks)."""
+
+    markup: bool
+    emoji: bool
+    highlight: bool
+
+
 # What users and files supply (paths, category names, config values, messages from servers) is printed as
 # it is: markup=False, so "[/x]" in a path is text and not a closing tag; emoji=False, so ":cat:" stays
 # two colons and a word; highlight=False, so nothing is recoloured by guesswork. Styles come only from Text
 # and style= arguments, which interpret nothing.
-_PLAIN = {"markup": False, "emoji": False, "highlight": False}
+_PLAIN: _Plain = {"markup": False, "emoji": False, "highlight": False}
 out = Console(**_PLAIN)  # results: prose wraps at spaces, tables fit the width
 err = Console(stderr=True, soft_wrap=True, **_PLAIN)  # progress, logs, errors: one line each, never wrapped
 
@@ -358,17 +368,17 @@ def show_evaluation(s: dict) -> None:
                        "alone.", style="dim"))
     labels, matrix = s["confusion"]["labels"], s["confusion"]["matrix"]
     predicted = dict(zip(labels, map(sum, zip(*matrix))))  # drawings predicted as each class
-    for title, rows in per_class_tables(s["per_class"]):
+    for title, class_rows in per_class_tables(s["per_class"]):
         per = Table(title=title)
         for col in ("category", "precision", "recall", "F1", "support"):
             per.add_column(col, justify="left" if col == "category" else "right")
-        for name, m in rows:
+        for name, m in class_rows:
             none = m["support"] == 0
             per.add_row(name, opt(None if predicted[name] == 0 else m["precision"], "{:.3f}"),
                         opt(None if none else m["recall"], "{:.3f}"), opt(None if none else m["f1"], "{:.3f}"),
                         str(m["support"]), style="dim" if none else "")
         out.print(per)
-        if any(m["support"] == 0 or predicted[name] == 0 for name, m in rows):
+        if any(m["support"] == 0 or predicted[name] == 0 for name, m in class_rows):
             out.print(Text("–: undefined; no drawings of the class (recall, F1) or none predicted as it "
                            "(precision)", style="dim"))
     if s["most_confused"]:

@@ -14,7 +14,7 @@ import re
 import reprlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Hashable, Protocol, cast
 
 import yaml
 
@@ -31,12 +31,21 @@ MAX_NODES = 10_000  # values a config may hold once its YAML aliases are expande
 SEED_MAX = 2 ** 32 - 1
 
 
+class Checker(Protocol):
+    """A key's checker: an error string for a value it refuses, else None; `allowed` (set by _allowing) says in
+    words what it accepts."""
+
+    allowed: str
+
+    def __call__(self, value: Any, /) -> str | None: ...
+
+
 @dataclass(frozen=True)
 class Key:
     """One config key: its default, a checker returning an error string (or None) and a help line."""
 
     default: Any
-    check: Callable[[Any], str | None]
+    check: Checker
     help: str
 
 
@@ -54,11 +63,12 @@ def _is_num(v) -> bool:
         return False
 
 
-def _allowing(text: str):
+def _allowing(text: str) -> Callable[[Callable[[Any], str | None]], Checker]:
     """Decorator: the checker's allowed values in words, for `doodle train --help-config`."""
-    def mark(check):
-        check.allowed = text
-        return check
+    def mark(check: Callable[[Any], str | None]) -> Checker:
+        marked = cast(Checker, check)  # a function takes attributes: this one becomes a Checker
+        marked.allowed = text
+        return marked
     return mark
 
 
@@ -316,15 +326,15 @@ class _StrictLoader(yaml.SafeLoader):
     and aliases may not expand past MAX_NODES values (a 1 KB 'billion laughs' file would otherwise build
     a value whose every use, even in an error message, costs gigabytes)."""
 
-    def get_single_node(self):
+    def get_single_node(self) -> yaml.Node | None:
         node = super().get_single_node()
         if node is not None:
             _check_expanded_size(node)
         return node
 
-    def construct_mapping(self, node, deep=False):
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
         if isinstance(node, yaml.MappingNode):
-            seen: dict = {}
+            seen: dict[Any, int] = {}
             for key_node, _ in node.value:
                 if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
                     continue
@@ -344,7 +354,7 @@ _StrictLoader.add_implicit_resolver(  # 1e-3, -2E+4, 5e10: floats (YAML 1.1 read
 def _check_expanded_size(root) -> None:
     """Refuse a document holding more than MAX_NODES nodes once aliases are expanded, or a recursive alias."""
     size: dict[int, int] = {}
-    stack: list[tuple[object, bool]] = [(root, False)]
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
     open_: set[int] = set()
     while stack:
         node, children_done = stack.pop()

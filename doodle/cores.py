@@ -106,11 +106,12 @@ def claim() -> Iterator[None]:
     fixed = fixed_threads()
     with contextlib.ExitStack() as stack:
         stack.enter_context(threadpool_limits(1, user_api="blas"))
-        folder: Path | None = registry()
+        claims = registry()
+        folder: Path | None = claims
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            claims.mkdir(parents=True, exist_ok=True)
             # wait: another process counting the claims holds each file for a moment
-            stack.enter_context(locked(folder / f"{os.getpid()}.claim", wait=True, unlink=True, note_pid=False))
+            stack.enter_context(locked(claims / f"{os.getpid()}.claim", wait=True, unlink=True, note_pid=False))
         except (OSError, DoodleError):  # no shared temp folder: compute as if alone
             folder = None
         _depth, _fixed, _folder = 1, fixed, folder

@@ -21,6 +21,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -90,9 +91,9 @@ def fetch_sources(cfg: dict, data_dir: str | Path, reporter: Reporter = NULL_REP
     if data["source"] == "synthetic":
         n = data["per_category"] or 1000
         paths = [local_path(data_dir, "synthetic", w) for w in words]
-        missing = [w for w, p in zip(words, paths) if not p.is_file() or _count_lines(p) < n]
-        if missing:
-            write_synthetic(data_dir, words=missing, n=n, seed=0, reporter=reporter)
+        lacking = [w for w, p in zip(words, paths) if not p.is_file() or _count_lines(p) < n]
+        if lacking:
+            write_synthetic(data_dir, words=lacking, n=n, seed=0, reporter=reporter)
         return paths
     return ensure_downloaded(words, fmt=data["source"], data_dir=data_dir, base_url=data["base_url"],
                              max_drawings=_download_limit(data), reporter=reporter, offline_hint=OFFLINE_HINT)
@@ -106,7 +107,7 @@ def _count_lines(path: Path) -> int:
 def cache_key(path: Path, data: dict, local: bool = False) -> str:
     """Hash of the source file's identity and every setting that changes the pixels or the lines kept."""
     st = path.stat()
-    ident = {"path": str(path.resolve())} if local else {}
+    ident: dict[str, Any] = {"path": str(path.resolve())} if local else {}
     ident |= {
         "version": CACHE_VERSION, "file": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
         "image_size": data["image_size"], "line_width": float(data["line_width"]), "padding": PADDING,
@@ -135,7 +136,7 @@ def build_caches(paths: list[Path], data: dict, cache_dir: Path, reporter: Repor
         if problem:
             reporter.log(f"not cached ({problem}); using the bitmaps from memory")
             return [entry[0] if entry is not None else _in_memory(path, data, reporter, workers,
-                                                                   words[i] if local else None)
+                                                                   words[i] if words is not None else None)
                     for i, (entry, (path, _)) in enumerate(zip(entries, jobs))]
         built = build_all(jobs, data, PADDING, workers=workers, scheduler=None if local else data["scheduler"],
                           reporter=reporter, words=words)

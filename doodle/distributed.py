@@ -44,7 +44,7 @@ def run_on_cluster(task: Callable, jobs: list[tuple], address: str, on_done: Cal
         futures = [client.submit(task, *job, pure=False, retries=2, key=f"doodle-cache-{Path(job[1]).name}-{run}")
                    for job in jobs]
         index = {f.key: i for i, f in enumerate(futures)}
-        results: list[dict | None] = [None] * len(jobs)
+        results: dict[int, dict] = {}  # job index -> result; all of them once as_completed is through
         try:
             for future in as_completed(futures, loop=client.loop):
                 result = future.result()  # re-raises a task's DoodleError here
@@ -53,5 +53,5 @@ def run_on_cluster(task: Callable, jobs: list[tuple], address: str, on_done: Cal
         except BaseException:
             client.cancel(futures)
             raise
-    return results
+    return [results[i] for i in range(len(jobs))]
 

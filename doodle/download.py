@@ -45,7 +45,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, TypeGuard
 
 import numpy as np
 
@@ -534,7 +534,7 @@ def _not_found(url: str, why: str) -> _Fatal:
                   f"check the base URL, or use a mirror that has it")
 
 
-def _classify(exc: BaseException, job: _Job) -> Exception:
+def _classify(exc: BaseException, job: _Job) -> _Transient | _Fatal:
     """Turn what urllib, http.client or the disk raised into _Transient (retry) or _Fatal (give up)."""
     if isinstance(exc, (_Transient, _Fatal)):
         return exc
@@ -566,7 +566,7 @@ def _classify(exc: BaseException, job: _Job) -> Exception:
     raise exc
 
 
-def _host_down(reason) -> bool:
+def _host_down(reason: object) -> TypeGuard[OSError]:
     """Whether a connection error says the server cannot be reached at all (rather than this file failing)."""
     return isinstance(reason, ConnectionRefusedError) or \
         isinstance(reason, OSError) and reason.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH)
@@ -618,6 +618,7 @@ def _retrying(attempt, job: _Job, prog: _Progress, run: _Run):
 def _snippet(data: bytes) -> str:
     """The start of `data` for a message: quoted text, or a description of binary bytes (never the bytes)."""
     head = data[:60]
+    text: str | None
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -693,7 +694,7 @@ def _check_ndjson(path: Path) -> None:
             raise _Bad(f"has a last line that is not a drawing record ({_snippet(last)})")
 
 
-def _npy_header_size(buf: bytes) -> int | None:
+def _npy_header_size(buf: bytes | bytearray) -> int | None:
     """Total header length of a .npy that starts with `buf`, or None if `buf` is too short to tell."""
     magic = np.lib.format.MAGIC_PREFIX
     if buf[:len(magic)] != magic[:len(buf)]:
@@ -924,6 +925,7 @@ def _npy_head_attempt(job: _Job, run: _Run, out: Path, prog: _Progress) -> tuple
     followed by a request for the rest, with If-Range so that it comes from the same file.
     """
     limit, timeout = run.limit, run.timeout
+    assert limit is not None  # _download_one fetches only the head of a .npy download with a limit
     pace = _Pace(job.url)
     head = bytearray()  # the remote header, until it is complete
     need = NPY_HEADER_GUESS + limit * NPY_ROW_GUESS  # remote bytes we want; exact once the header is parsed
@@ -1245,8 +1247,13 @@ def ensure_downloaded(words: Sequence[str], fmt: str = "simplified", data_dir: s
         if len(causes) == 1 and len(failed) > 1:  # one cause: the files, then the cause
             message = f"{head} ({_names([r.word for r in failed])}): {failed[0].reason}"
         else:
-            shown = [rows[0].error if len(rows) == 1 else f"{reason} ({_names([r.word for r in rows])})"
-                     for reason, rows in list(causes.items())[:2]]
+            shown: list[str] = []
+            for reason, rows in list(causes.items())[:2]:
+                if len(rows) == 1:
+                    assert rows[0].error is not None  # a failed result always says why
+                    shown.append(rows[0].error)
+                else:
+                    shown.append(f"{reason} ({_names([r.word for r in rows])})")
             if len(causes) > 2:
                 shown.append(f"and {len(causes) - 2} other causes")
             message = f"{head}: {'; '.join(shown)}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -67,9 +68,9 @@ def test_split_bitmaps(run_dir: Path, meta: dict, data_dir: str | Path | None,
                            sources=[f"{run_dir} test split"])
 
 
-def evaluate(model_path: str | Path | None = None, inputs: list[str | Path] = (), data_dir: str | Path | None = None,
-             report_dir: str | Path | None = None, reporter: Reporter = NULL_REPORTER, strict: bool = False,
-             calibrated: bool = True) -> dict:
+def evaluate(model_path: str | Path | None = None, inputs: Sequence[str | Path] = (),
+             data_dir: str | Path | None = None, report_dir: str | Path | None = None,
+             reporter: Reporter = NULL_REPORTER, strict: bool = False, calibrated: bool = True) -> dict:
     """Evaluate one model; returns the metrics summary (the `--json` document). Probabilities use the
     model's fitted temperature unless `calibrated` is False (then the raw softmax)."""
     if report_dir is not None:  # before the work: a folder that cannot be written fails now, not after it
@@ -78,7 +79,11 @@ def evaluate(model_path: str | Path | None = None, inputs: list[str | Path] = ()
         except OSError as exc:
             raise fsutil.write_error(report_dir, exc) from None
     web = is_web_export(model_path)  # a `doodle export --format web` folder: the weights its page uses
-    run_dir = Path(model_path) if web else resolve_model_path(model_path)
+    if web:
+        assert model_path is not None  # is_web_export(None) is False
+        run_dir = Path(model_path)
+    else:
+        run_dir = resolve_model_path(model_path)
     model, meta = load_web(run_dir, calibrated) if web else load_model(run_dir, calibrated)
     classes = meta["classes"]
     data = labelled(list(inputs), meta["raster"], strict=strict, reporter=reporter) if inputs else \

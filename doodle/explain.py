@@ -67,10 +67,14 @@ def read_drawing(source: str, raster: dict, stdin: IO | None = None) -> Subject:
     found = entries([source], raster, stdin=stdin, limit=1)
     good = [e for e in found if e.error is None]
     if not good:
-        raise DoodleError(found[0].error)
-    entry = good[0]
-    drawn = entry.drawing is not None and entry.drawing.line is not None  # an ndjson line: the user's strokes
-    return Subject(entry.name, entry.bitmap, entry.drawing.strokes if drawn else None)
+        error = found[0].error
+        assert error is not None  # not good: it failed
+        raise DoodleError(error)
+    entry, drawing = good[0], good[0].drawing
+    assert entry.bitmap is not None  # every entry read without an error has its bitmap
+    # an ndjson line: the user's strokes
+    strokes = drawing.strokes if drawing is not None and drawing.line is not None else None
+    return Subject(entry.name, entry.bitmap, strokes)
 
 
 # --- the chain rule carried to the drawing ----------------------------------------------------------------
@@ -109,8 +113,11 @@ def input_gradients(model: MLP, x: np.ndarray, score: Score) -> tuple[np.ndarray
     mean = logits.reshape(len(views), len(x), -1).mean(axis=0)  # (N, C): predict_logits' average
     logp = log_softmax(mean * (1.0 / model.temperature))
     score(logp).backward()
+    assert leaf.grad is not None  # the score depends on x (backward refuses one that does not)
     g = leaf.grad.reshape(len(views), len(x), -1)  # (V, N, P): each view's own gradient
-    return sum(view_transpose(gv, v) for gv, v in zip(g, views)), logp.value
+    total = sum(view_transpose(gv, v) for gv, v in zip(g, views))
+    assert isinstance(total, np.ndarray)  # there is always a view: a sum of arrays, not sum()'s start 0
+    return total, logp.value
 
 
 def log_probability(c) -> Score:
@@ -180,9 +187,11 @@ class Explanation:
         def rows(a):
             return [[float(f"{v:.6g}") for v in row] for row in a]
 
-        strokes = None if self.contributions is None else [
-            {"stroke": i + 1, "points": len(s[0]), "contribution": float(d), "probability_without": float(w)}
-            for i, (s, d, w) in enumerate(zip(self.strokes, self.contributions, self.without))]
+        strokes = None
+        if self.contributions is not None:
+            assert self.strokes is not None and self.without is not None  # what the contributions were made from
+            strokes = [{"stroke": i + 1, "points": len(s[0]), "contribution": float(d), "probability_without": float(w)}
+                       for i, (s, d, w) in enumerate(zip(self.strokes, self.contributions, self.without))]
         return {"input": self.input, "model": self.model, "class": self.classes[self.target],
                 "class_source": self.target_source, "probability": float(self.probabilities[self.target]),
                 "runner_up": {"category": self.classes[self.other],

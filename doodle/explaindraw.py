@@ -8,6 +8,7 @@ and a one-line caption, so the picture reads without the README.
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image, ImageDraw
 
 from doodle.report import GRID, INK, MUTED, WHITE, text_height, text_width, typeface, wrap
@@ -26,7 +27,7 @@ _SOURCE_SIDE, _SOURCE_MARGIN = 256.0, 28.0  # the strokes' 0..255 box, and a mar
 _STROKE_ROWS = 14  # strokes listed in the picture (the largest effects); all of them are in --json
 
 
-def diverging(values: np.ndarray, vmax: float) -> np.ndarray:
+def diverging(values: npt.ArrayLike, vmax: float) -> np.ndarray:
     """(..., 3) uint8 colours of values on the diverging scale, +-vmax at its ends."""
     t = np.clip(np.asarray(values, dtype=np.float64) / (vmax or 1.0), -1.0, 1.0)
     return DIVERGING[np.round((t + 1.0) * 127.5).astype(np.intp)]

@@ -23,7 +23,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Generic, TypeVar
 
 import numpy as np
 
@@ -59,7 +59,7 @@ INPUT_NAME, LOGITS_NAME, PROBS_NAME = "pixels", "logits", "probabilities"
 class _Graph:
     """An ONNX graph under construction: nodes, initializers (float32 arrays) and unique value names."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         from onnx import helper, numpy_helper
 
         self.helper, self.numpy_helper = helper, numpy_helper
@@ -146,17 +146,21 @@ def _nothing(layer: Layer, w: _Weights) -> dict:
     return {}
 
 
+L = TypeVar("L", bound=Layer)
+
+
 @dataclass(frozen=True)
-class LayerExport:
+class LayerExport(Generic[L]):
     """How one kind of layer leaves doodle: its name in network.json (and in the page's forward pass), its ONNX
     nodes (layer, graph, input name) -> output name, and its network.json fields (layer, weights) -> dict."""
 
     kind: str
-    onnx: Callable[[Layer, _Graph, str], str]
-    web: Callable[[Layer, _Weights], dict]
+    onnx: Callable[[L, _Graph, str], str]
+    web: Callable[[L, _Weights], dict]
 
 
-LAYERS: dict[type[Layer], LayerExport] = {
+# Each entry takes the layers of its own key's class: LayerExport[Any], as the table mixes them.
+LAYERS: dict[type[Layer], LayerExport[Any]] = {
     Dense: LayerExport("dense", _dense_onnx, _dense_web),
     BatchNorm: LayerExport("batch_norm", _norm_onnx, _norm_web),
     ReLU: LayerExport("relu", _unary("Relu"), _nothing),
@@ -169,7 +173,7 @@ LAYERS: dict[type[Layer], LayerExport] = {
 }
 
 
-def layer_export(layer: Layer) -> LayerExport:
+def layer_export(layer: Layer) -> LayerExport[Any]:
     """The table entry of a layer; a one-line error for a kind of layer the exporter does not know."""
     found = LAYERS.get(type(layer))
     if found is None:
@@ -244,7 +248,10 @@ def _tta_onnx(g: _Graph, x: str, views: list[tuple[bool, int, int]], side: int) 
     padded = {}
     stacked = []
     for mirrored, dy, dx in views:
-        v = mirror if mirrored else img
+        v = img
+        if mirrored:
+            assert mirror is not None  # made above whenever a view is mirrored
+            v = mirror
         if dy or dx:  # moved dy down and dx right with zero fill: a window of the zero-padded image
             if v not in padded:
                 padded[v] = g.op("Pad", [v, g.const("pads", [0, m, m, 0, m, m])], f"{v}_padded")
@@ -473,8 +480,9 @@ def onnx_probabilities(source: bytes | str | Path, pixels: np.ndarray, runtime: 
     if runtime == "reference":
         from onnx.reference import ReferenceEvaluator
 
+        # onnx types run() as dict | list: it is the list of the outputs asked for unless intermediate=True
         return ReferenceEvaluator(source if isinstance(source, bytes) else str(source)).run(
-            [PROBS_NAME], {INPUT_NAME: pixels})[0]
+            [PROBS_NAME], {INPUT_NAME: pixels})[0]  # type: ignore[index]
     import onnxruntime
 
     session = onnxruntime.InferenceSession(source if isinstance(source, bytes) else str(source),

@@ -31,7 +31,7 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
-from typing import Callable, Collection, Iterator
+from typing import Callable, Collection, Iterator, Mapping
 
 import numpy as np
 
@@ -137,7 +137,8 @@ def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     """Atomically write named arrays as .npz (never pickled)."""
     with atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+            # mypy checks **arrays against savez's allow_pickle: bool too; the names are array names
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
 
 
 @contextlib.contextmanager
@@ -294,7 +295,7 @@ class NpzProblem(ValueError):
         self.mismatch = mismatch
 
 
-def check_npz(path: str | Path, shapes: dict[str, tuple[int | None, ...]], optional: Collection[str] = (),
+def check_npz(path: str | Path, shapes: Mapping[str, tuple[int | None, ...]], optional: Collection[str] = (),
               kinds: dict[str, str] | None = None) -> None:
     """Raise NpzProblem unless the .npz at `path` holds exactly the arrays `shapes` describes (a None
     dimension: any length), less any of `optional`, reading only the zip directory and .npy headers.
@@ -324,8 +325,9 @@ def check_npz(path: str | Path, shapes: dict[str, tuple[int | None, ...]], optio
 def _check_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, shape: tuple[int | None, ...],
                   kinds: str, limit: int) -> None:
     """One member against its described shape and kinds: declared size, then its .npy header."""
-    open_ended = None in shape or "U" in kinds
-    most = limit if open_ended else math.prod(shape) * 16  # 16: the widest number (long double)
+    dims = [d for d in shape if d is not None]
+    open_ended = len(dims) < len(shape) or "U" in kinds
+    most = limit if open_ended else math.prod(dims) * 16  # 16: the widest number (long double)
     if info.file_size > NPY_HEADER_MAX + most:
         raise NpzProblem(f"{name} unpacks to {info.file_size:,} bytes, more than the {NPY_HEADER_MAX + most:,} "
                          "its description allows")

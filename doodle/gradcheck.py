@@ -163,7 +163,7 @@ def check_gradients(model: MLP, loss: str = "cross_entropy", seed: int = 0, batc
     graph = dict(zip(model.param_names, (g.copy() for g in model.gradients())))
     graph["input"] = pixels.grad
 
-    errors = {}
+    errors: dict[str, dict[str, float | None]] = {}
     values = dict(zip(model.param_names, model.parameters()))
     values["input"] = x
     for name, t in values.items():
@@ -179,7 +179,7 @@ def check_gradients(model: MLP, loss: str = "cross_entropy", seed: int = 0, batc
 
 def worst(errors: dict[str, dict[str, float | None]]) -> dict[str, float]:
     """The worst error of each kind over all tensors."""
-    return {kind: max((e[kind] for e in errors.values() if e[kind] is not None), default=0.0) for kind in TOLERANCES}
+    return {kind: max((v for e in errors.values() if (v := e[kind]) is not None), default=0.0) for kind in TOLERANCES}
 
 
 def passed(errors: dict[str, dict[str, float | None]]) -> bool:

@@ -250,13 +250,13 @@ def _groups(root: ad.Tensor, nodes: list[ad.Tensor], consumers: dict) -> list[_G
 
 def _isotonic(desired: list[float], weights: list[float]) -> list[float]:
     """Non-decreasing values closest to desired in weighted least squares (pool adjacent violators)."""
-    blocks: list[list[float]] = []  # [mean, weight, count]
+    blocks: list[tuple[float, float, int]] = []  # (mean, weight, count)
     for d, w in zip(desired, weights):
-        blocks.append([d, w, 1])
+        blocks.append((d, w, 1))
         while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
             m2, w2, c2 = blocks.pop()
             m1, w1, c1 = blocks.pop()
-            blocks.append([(m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2, c1 + c2])
+            blocks.append(((m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2, c1 + c2))
     return [m for m, _, c in blocks for _ in range(c)]
 
 
@@ -274,11 +274,12 @@ def _arrange(g: _Group, root: ad.Tensor, consumers: dict) -> None:
     col: dict[ad.Tensor, int] = {}
     for n in ops:  # topological: parents first
         col[n] = 1 + max((col[p] for p in n.parents if p in inside), default=-1)
-    main, n = set(), next((n for n in reversed(ops) if not consumers[n] or not set(consumers[n]) <= inside),
-                          ops[-1] if ops else None)
-    while n in inside:
-        main.add(n)
-        n = n.parents[0]
+    main: set[ad.Tensor] = set()
+    last = next((n for n in reversed(ops) if not consumers[n] or not set(consumers[n]) <= inside),
+                ops[-1] if ops else None)
+    while last is not None and last in inside:
+        main.add(last)
+        last = last.parents[0]
     for n in reversed(ops):  # a side op feeding one main-line op just after it moves right below it
         if n not in main and len(consumers[n]) == 1 and consumers[n][0] in main and col[n] == col[consumers[n][0]] - 1:
             col[n] += 1
@@ -351,6 +352,7 @@ def _rows(groups: list[_Group]) -> list[list[_Group]]:
         key = (w > MAX_WIDTH, max(w / SCREEN[0], h / SCREEN[1]))
         if best is None or key < best[0]:
             best = (key, rows)
+    assert best is not None  # there is a group (the loss's), so a limit
     return best[1]
 
 
@@ -396,7 +398,9 @@ def graph_svg(root: ad.Tensor, title: str = "", mode: str | None = None) -> str:
     rows = _rows(groups)
     title = title or "Computational graph of the loss"
     subtitle = mode_line(root, mode)
-    y, row_of, bottoms = float(HEADER), {}, []
+    y = float(HEADER)
+    row_of: dict[ad.Tensor, int] = {}
+    bottoms: list[float] = []
     for r, row in enumerate(rows):
         x, height = float(MARGIN), _row_height(max(g.lanes for g in row))
         for g in row:
@@ -447,7 +451,7 @@ def graph_svg(root: ad.Tensor, title: str = "", mode: str | None = None) -> str:
         mid = (y + BOX_H / 2) if side in ("left", "right") else (x + BOX_W / 2)
         # The end nearest in line with the box's middle stays there (a main line runs straight), the rest
         # spread from it; centred as a whole if that would run off the side.
-        first = -min(range(len(items)), key=lambda i: abs(items[i][0] - mid))
+        first: float = -min(range(len(items)), key=lambda i: abs(items[i][0] - mid))
         if max(abs(first), abs(first + len(items) - 1)) * step > 0.4 * length:
             first = -(len(items) - 1) / 2
         for i, (_, _, e, end) in enumerate(items):
@@ -606,7 +610,8 @@ def loss_slice(model: MLP, x: np.ndarray, y: np.ndarray, layer: int, row: int | 
     if not 0 <= layer < n_layers:
         raise DoodleError(f"layer must be 0..{n_layers - 1} (the network has {n_layers} weight matrices), got {layer}")
     W = model.dense[layer].params["W"]
-    if (row is None) != (col is None) or (row is not None and not (0 <= row < W.shape[0] and 0 <= col < W.shape[1])):
+    if (row is None) != (col is None) or (row is not None and col is not None
+                                          and not (0 <= row < W.shape[0] and 0 <= col < W.shape[1])):
         raise DoodleError(f"{model.dense[layer].name}.W is {W.shape[0]}x{W.shape[1]}: give row 0..{W.shape[0] - 1} "
                           f"and col 0..{W.shape[1] - 1} (or neither, for a steep weight), got {row}:{col}")
     if points < 3 or points % 2 == 0:
@@ -633,6 +638,7 @@ def loss_slice(model: MLP, x: np.ndarray, y: np.ndarray, layer: int, row: int | 
         spread = float(W.std()) or 1.0
         if row is None:
             row, col = _bendiest(at, W, grad, base, spread)
+        assert col is not None  # given with row (checked above), or chosen with it
         current, slope = float(W[row, col]), float(grad[row, col])
         if span is None:
             span = _clear_span(lambda dw: at(row, col, dw), slope, spread)
@@ -658,11 +664,11 @@ def _loss_along(model: MLP, layer: int, x: np.ndarray, y: np.ndarray, loss: str)
         for lay in model.layers[:k]:
             a = lay.forward_graph(a)
         z = dense.forward_graph(a).value  # (B, n_out)
-    a = a.value  # (B, n_in)
+    a_in = a.value  # (B, n_in)
 
     def at(row: int, col: int, dw: float) -> float:
         out = z.copy()
-        out[:, col] += dw * a[:, row]
+        out[:, col] += dw * a_in[:, row]
         with ad.no_grad():
             t = ad.Tensor(out)
             for lay in model.layers[k + 1:]:
@@ -706,6 +712,7 @@ def _clear_span(at, slope: float, spread: float) -> float:
             return s
         if best is None or bend > best[0]:
             best = (bend, s)
+    assert best is not None  # SPANS is not empty
     return best[1]
 
 

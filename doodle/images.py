@@ -52,8 +52,8 @@ def _bomb_message(name: str, err: Exception | int) -> str:
     """One line for an image over Pillow's decompression-bomb limit (kept as our hard limit)."""
     found = re.search(r"\((\d+) pixels\)", str(err)) if isinstance(err, Exception) else None
     pixels = err if isinstance(err, int) else int(found.group(1)) if found else None
-    pixels = f"{pixels:,} pixels" if pixels else "too many pixels"
-    return (f"{name}: image is too large to open safely ({pixels}; Pillow's limit is "
+    size = f"{pixels:,} pixels" if pixels else "too many pixels"
+    return (f"{name}: image is too large to open safely ({size}; Pillow's limit is "
             f"{Image.MAX_IMAGE_PIXELS:,}); shrink it to a few hundred pixels and retry")
 
 

@@ -97,8 +97,14 @@ def _drawings(drawing: str | None, meta: dict, held_out) -> tuple[np.ndarray, li
     found = entries([drawing], raster, limit=SLICE_BATCH)  # predict's own path: images, ndjson, .npy, folders
     good = [e for e in found if e.error is None]
     if not good:
-        raise DoodleError(found[0].error)
-    return np.stack([e.bitmap for e in good]), [e.word for e in good], good[0].name
+        error = found[0].error
+        assert error is not None  # not good: it failed
+        raise DoodleError(error)
+    bitmaps = []
+    for e in good:
+        assert e.bitmap is not None  # every entry read without an error has its bitmap
+        bitmaps.append(e.bitmap)
+    return np.stack(bitmaps), [e.word for e in good], good[0].name
 
 
 def draw_loss_graph(out: str | Path, model_path: str | Path | None = None, config_path: str | Path | None = None,
@@ -118,7 +124,7 @@ def draw_loss_graph(out: str | Path, model_path: str | Path | None = None, confi
         raise DoodleError(f"the drawing is {x_u8.shape[1]}x{x_u8.shape[2]} but the network reads "
                           f"{model.layer_sizes[0]} pixels")
     loss_name = (meta.get("config") or {}).get("train", {}).get("loss", "cross_entropy")
-    if words[0] in classes:
+    if words[0] is not None and words[0] in classes:
         truth, label_source = words[0], "drawing"
     elif label is not None:
         if label not in classes:

@@ -323,12 +323,16 @@ def confidence_threshold(probs, y, precision: float = CONFIDENT_PRECISION) -> fl
     levels, which = np.unique(conf, return_inverse=True)  # (L,) ascending
     # blocks of the fit, as (sum of right, count, lowest confidence); a new block merges back while it
     # is below the one before it (a violator of monotonicity)
-    sums, counts, lows = [], [], []
+    sums: list[float] = []
+    counts: list[int] = []
+    lows: list[float] = []
     for lo, s, c in zip(levels, np.bincount(which, weights=right), np.bincount(which)):
         s, c = float(s), int(c)
         while sums and sums[-1] * c >= s * counts[-1]:  # the block before is at least as right: pool
             s, c, lo = s + sums.pop(), c + counts.pop(), lows.pop()
-        sums.append(s), counts.append(c), lows.append(float(lo))
+        sums.append(s)
+        counts.append(c)
+        lows.append(float(lo))
     return next((lo for s, c, lo in zip(sums, counts, lows) if s >= precision * c), 1.0)
 
 

@@ -18,7 +18,7 @@ import functools
 import math
 import os
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -63,14 +63,15 @@ class Layer:
     `name` (set by the MLP: "dense0", "norm0", ...) prefixes the names of the layer's arrays, in
     model.npz and in the graph alike."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
         self.name = type(self).__name__.lower()
 
     @classmethod
-    def weight_shapes(cls, **kw) -> dict[str, tuple[int, ...]]:
-        """{array name: shape} of what such a layer stores in model.npz, computed without allocating."""
+    def weight_shapes(cls, *args: Any, **kw: Any) -> dict[str, tuple[int, ...]]:
+        """{array name: shape} of what such a layer stores in model.npz, computed without allocating (each kind of
+        layer takes its own keywords: those ModelSpec.plan gives it)."""
         return {}
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
@@ -314,11 +315,11 @@ def _float32_uniform_at_least(rng: np.random.Generator, shape: tuple, p: float) 
         words = np.concatenate([np.array([state["uinteger"]], dtype=np.uint32), words])
     if kept or len(raw):  # what numpy leaves: a half kept, or none (and the last high half, stale)
         left = len(words) - n
-        state = bits.state
-        state["has_uint32"] = left
+        new_state = dict(bits.state)  # after random_raw; dict(): numpy types the state as a read-only Mapping
+        new_state["has_uint32"] = left
         if len(raw):
-            state["uinteger"] = int(words[n - 1 + left])
-        bits.state = state
+            new_state["uinteger"] = int(words[n - 1 + left])
+        bits.state = new_state
     threshold = math.ceil(float(np.float32(p)) * 2.0 ** 24)  # u = k * 2**-24 >= float32(p) <=> k >= this
     if threshold >= 2 ** 24:
         return np.zeros(shape, dtype=bool)
@@ -483,7 +484,7 @@ LOSSES: dict[str, Callable] = {"cross_entropy": cross_entropy, "mse": mse}
 class ModelSpec:
     """What shapes the network, as a config states it and model.json stores it; built once, read everywhere."""
 
-    layer_sizes: tuple[int, ...]  # inputs, hidden..., classes
+    layer_sizes: tuple[int, ...] | list[int]  # inputs, hidden..., classes; a list is stored as a tuple
     activation: str = "relu"
     norm: str = "none"  # batch norm between each hidden Dense and its activation
     dropout: float = 0.0  # after each hidden activation, in training only

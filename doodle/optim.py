@@ -43,7 +43,6 @@ class Optimizer:
         self.decay = [p.ndim >= 2 for p in self.params]  # weights yes, biases no
         self.t = 0  # completed steps
         self.flat = None if flat is None else _check_flat(self.params, *flat)
-        self._flat_grad_views = None if flat is None else _views(self.flat[1], self.params)
         self._tmp = self._zeros()  # scratch, so an update allocates nothing
         ends = np.cumsum([p.size for p in self.params]).tolist()
         self._spans = list(zip([0] + ends[:-1], ends, self.decay))  # each array's (start, stop, decay) in flat
@@ -59,16 +58,15 @@ class Optimizer:
 
         `grads` are aligned with the parameters; None means the flat gradient buffer given as `flat`.
         """
-        whole = grads is None  # one update over the flat buffers
-        if whole:
+        if grads is None:  # one update over the flat buffers
             if self.flat is None:
                 raise ValueError("step() without gradients needs the flat buffers (flat=(params, grads))")
-            grads = self._flat_grad_views
         elif len(grads) != len(self.params):
             raise ValueError(f"{len(grads)} gradients for {len(self.params)} parameters")
         self.t += 1  # once per step, not per parameter
         lr = float(self.lr if lr is None else lr)
-        if whole:
+        if grads is None:
+            assert self.flat is not None  # checked above
             p, g = self.flat
             slots = [_base(s[0]) for s in self._slots()]
             team.run([functools.partial(self._update, p[c], g[c], [s[c] for s in slots], self._pieces(c), lr)
@@ -234,7 +232,8 @@ class Adam(Optimizer):
         p -= tmp
 
 
-def _check_flat(params: list[np.ndarray], flat_params: np.ndarray, flat_grads: np.ndarray) -> tuple:
+def _check_flat(params: list[np.ndarray], flat_params: np.ndarray,
+                flat_grads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(flat_params, flat_grads) after checking that `params` are consecutive views of flat_params, in order."""
     if flat_params.ndim != 1 or flat_grads.shape != flat_params.shape or flat_grads.dtype != flat_params.dtype:
         raise ValueError("flat buffers must be two 1-D arrays of one shape and dtype")
@@ -261,7 +260,9 @@ def _views(flat: np.ndarray, like: list[np.ndarray]) -> list[np.ndarray]:
 
 def _base(view: np.ndarray) -> np.ndarray:
     """The flat buffer behind a view made by _views."""
-    return view.base
+    base = view.base
+    assert base is not None  # a view of the flat buffer
+    return base
 
 
 def _chunks(n: int, parts: int) -> list[slice]:

@@ -63,5 +63,8 @@ def tta_views(x: np.ndarray, views: list[tuple[bool, int, int]]) -> Iterator[np.
     """Each (mirrored, dy, dx) view of the flattened square images x (N, S*S), in turn."""
     mirror = mirror_images(x) if any(m for m, _, _ in views) else None  # once, for every mirrored view
     for mirrored, dy, dx in views:
-        v = mirror if mirrored else x
+        v = x
+        if mirrored:
+            assert mirror is not None  # made above whenever a view is mirrored
+            v = mirror
         yield shift_images(v, dy, dx) if (dy or dx) else v

@@ -518,9 +518,11 @@ def make_app(model_path: str | Path | None = None, save_dir: str | Path = "data/
               Route("/api/teach", teach_status, methods=["GET"]),
               Route("/api/teach", timed(teach, MAX_TEACH_BODY), methods=["POST"])]
     middleware = [Middleware(_HostGuard, allowed_hosts=allowed_hosts)] if allowed_hosts else []
-    app = Starlette(routes=routes, middleware=middleware,
-                    exception_handlers={ApiError: api_error, DoodleError: doodle_error, HTTPException: http_error,
-                                        MemoryError: memory_error, Exception: server_error})
+    handlers = {ApiError: api_error, DoodleError: doodle_error, HTTPException: http_error,
+                MemoryError: memory_error, Exception: server_error}
+    # Starlette types each handler as taking any Exception, though it gets only its key's class (a known limit of
+    # Starlette's annotations: Kludex/starlette#1142, #2403)
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)  # type: ignore[arg-type]
     app.state.player = player
     return app
 

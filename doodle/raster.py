@@ -174,7 +174,7 @@ def _strokes_of(drawing, index: int):
     return drawing
 
 
-def flatten(drawings, base: int = 0):
+def flatten(drawings, base: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Drawings -> (xs, ys) of all points, points per stroke, strokes per drawing; `base` numbers errors."""
     strokes = [_strokes_of(d, base + i) for i, d in enumerate(drawings)]
     per_drawing = np.fromiter((len(s) for s in strokes), dtype=np.int64, count=len(strokes))

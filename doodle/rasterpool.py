@@ -141,11 +141,12 @@ def _worker_init(parent: int | None) -> None:
         except (OSError, AttributeError):
             pass
     ppid, owner = os.getppid(), multiprocessing.parent_process()
+    owner_pid = None if owner is None else owner.pid  # a parent process always has its pid
     if parent is not None and ppid != parent:  # the parent was gone before prctl took effect
         os._exit(1)
 
     def watch() -> None:
-        while os.getppid() == ppid and (owner is None or _running(owner.pid)):
+        while os.getppid() == ppid and (owner_pid is None or _running(owner_pid)):
             if owner is None or owner.sentinel is None:
                 time.sleep(ORPHAN_POLL)
             elif wait([owner.sentinel], timeout=ORPHAN_POLL):

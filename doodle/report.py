@@ -45,8 +45,9 @@ _CAPTION_LINES = 3
 
 
 @functools.lru_cache(maxsize=None)
-def typeface(size: int) -> ImageFont.FreeTypeFont:
-    """Pillow's bundled font at `size` px (cached: loading it is not free and we ask often)."""
+def typeface(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's bundled font at `size` px (cached: loading it is not free and we ask often); a Pillow built
+    without FreeType has only its fixed-size bitmap font."""
     return ImageFont.load_default(size=size)
 
 

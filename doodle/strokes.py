@@ -17,7 +17,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 import orjson
@@ -257,7 +257,7 @@ def _finish_batch(records: list[dict]) -> list[dict]:
 # Files
 
 
-def _open(path) -> tuple[Path, object]:
+def _open(path) -> tuple[Path, BinaryIO]:
     """Open an ndjson file for binary line reading; DoodleError naming it if that is impossible."""
     path = Path(path)
     if path.is_dir():
@@ -319,6 +319,7 @@ def read_records(stream, name: str) -> Iterator[tuple[str, dict | None, str | No
         if reason is not None:
             yield where, None, f"{where}: {reason}"
             continue
+        assert record is not None  # _checked_lines gives a record whenever it gives no reason
         record["line"] = number
         try:
             yield where, _finish(record), None
@@ -366,6 +367,7 @@ def iter_drawings(path, *, recognized_only: bool = False, countrycodes: Collecti
                     raise DoodleError(f"{path}:{number}: {reason}; {_STRICT_HINT}") from None
                 stats.add_problem(number, reason)
                 continue
+            assert record is not None  # _checked_lines gives a record whenever it gives no reason
             if (recognized_only and record["recognized"] is not True) or (
                     wanted is not None and (record["countrycode"] or "").upper() not in wanted):
                 stats.filtered += 1

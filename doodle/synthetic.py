@@ -131,7 +131,9 @@ def _outline(rng: np.random.Generator, verts: np.ndarray, *, n_strokes: int, dro
             keys[-1] = keys[-1] + close * (keys[-1] - keys[-2])
     bows = rng.normal(bow_mean, bow_sd, size=len(keys) - 1)
     n_strokes = min(n_strokes, n_sides)
-    cuts = np.sort(rng.choice(np.arange(1, n_sides), size=n_strokes - 1, replace=False)) if n_strokes > 1 else []
+    cuts: np.ndarray | list[int] = []
+    if n_strokes > 1:
+        cuts = np.sort(rng.choice(np.arange(1, n_sides), size=n_strokes - 1, replace=False))
     bounds = [0, *cuts, len(keys) - 1]
     strokes = []
     for a, b in zip(bounds[:-1], bounds[1:]):

@@ -86,7 +86,7 @@ class Team:
     """The caller and `threads - 1` helper threads (daemons, started when first needed). With `share` (set by
     doodle.cores), `threads` is share() again every RECHECK seconds, looked at when a round starts."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.threads = 1  # 1 runs every task inline
         self.share: Callable[[], int] | None = None
         self._recheck_at = 0.0

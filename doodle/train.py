@@ -21,7 +21,7 @@ import numpy as np
 
 from doodle import __version__, cores, extend, fsutil, heap, report, runs
 from doodle.augment import augment_batch
-from doodle.batches import RowView, epoch_order
+from doodle.batches import RowStore, RowView, epoch_order
 from doodle.checkpoint import save_model
 from doodle.config import dump, load_config
 from doodle.dataset import Dataset, load_dataset, split_indices
@@ -149,7 +149,8 @@ def train_step(model: MLP, optimizer: Optimizer, loss: str, x: np.ndarray, y: np
     return make_step(model, optimizer, loss, backprop, clip_norm)(x, y, lr)
 
 
-def score(model: MLP, x: np.ndarray, y: np.ndarray, loss: str, batch_size: int = 4096) -> tuple[float, float]:
+def score(model: MLP, x: np.ndarray | RowView, y: np.ndarray, loss: str,
+          batch_size: int = 4096) -> tuple[float, float]:
     """(mean loss, accuracy) of the model in eval mode on uint8 bitmaps x with labels y; NaNs when empty."""
     if len(y) == 0:
         return float("nan"), float("nan")
@@ -176,7 +177,7 @@ class _Run:
     optimizer: Optimizer
     step: Callable[..., tuple[float, int]]  # (x, y, lr) -> (loss, n_correct): make_step's, chosen once
     rng: np.random.Generator  # shuffling and augmentation
-    lr_at: object  # step -> learning rate
+    lr_at: Callable[[int], float]  # step -> learning rate
     steps_per_epoch: int
     run_id: str = ""
     data_dir: str | None = None  # absolute, recorded for `doodle evaluate`
@@ -279,6 +280,7 @@ def _start(cfg: dict, ds: Dataset, run_dir: Path, resume: bool, data_dir: str | 
         own = model.state_dict()
         if {k: v.shape for k, v in run.best_state.items()} != {k: v.shape for k, v in own.items()}:
             raise ValueError("the best epoch's weights are missing or misshapen")
+        assert model.dropout_rng is not None  # MLP.from_spec initialised the model
         model.dropout_rng.bit_generator.state = state["dropout_rng"]
         run.rng.bit_generator.state = state["rng"]
         run.train_seconds = state["train_seconds"]
@@ -377,7 +379,7 @@ def _no_tta(model: MLP):
         model.tta = saved
 
 
-def _batches(x: np.ndarray, order: np.ndarray, bs: int, steps: int, aug: dict, rng: np.random.Generator):
+def _batches(x: np.ndarray | RowStore, order: np.ndarray, bs: int, steps: int, aug: dict, rng: np.random.Generator):
     """(rows, float32 batch) for each step of an epoch, augmented; the next batch is prepared in a thread
     while the current one trains (numpy releases the GIL), one at a time and in order, so `rng` draws
     exactly as without the thread and runs stay deterministic."""
@@ -429,6 +431,7 @@ def _meta(run: _Run, metrics: dict) -> dict:
 def _finish(run: _Run, interrupted: bool) -> TrainResult:
     """Restore the best epoch, score it on the test split and write the final model."""
     t, test = run.cfg["train"], run.split["test"]
+    assert run.best_state is not None  # fit() stops before _finish when no epoch finished
     run.model.load_state_dict(run.best_state)
     calibration = _calibrate(run)
     if run.model.tta != "none" and len(run.split["val"]):  # the epochs were validated without it
@@ -470,6 +473,7 @@ def _calibrate(run: _Run) -> dict:
 
 def _state(run: _Run) -> dict:
     """Everything --resume needs besides the arrays (JSON-safe)."""
+    assert run.model.dropout_rng is not None  # MLP.from_spec initialised the model
     return {"run_id": run.run_id, "epoch": run.epoch, "best": run.best, "train_seconds": run.train_seconds,
             "patience_left": run.patience_left, "rng": run.rng.bit_generator.state,
             "dropout_rng": run.model.dropout_rng.bit_generator.state, "split_counts": run.ds.counts,
