@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Callable, Iterator, cast
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -173,9 +173,10 @@ class Tensor:
         for node in order:
             if node.op == "leaf":  # its gradient is final
                 continue
-            # Set on every node that needs a gradient, until a backward without retain_graph releases it; a
-            # released node reached again through a new graph still fails here with TypeError, as it always has.
-            rule = cast(Callable, node._backward)
+            rule = node._backward  # set on every node that needs a gradient, until a backward releases it
+            if rule is None:  # a node of an earlier graph, released by its backward, reached again through this one
+                raise DoodleError(f"a {node.op} node of this graph was released by an earlier backward: pass "
+                                  "retain_graph=True to that backward to build on its nodes again")
             for parent, g in zip(node.parents, rule(node.grad)):
                 if g is not None:
                     _accumulate(parent, g)

@@ -276,6 +276,9 @@ def test_backward_frees_the_step_and_keeps_what_the_caller_holds():
     assert W.grad is not None and float(loss.value) > 0
     with pytest.raises(DoodleError, match="retain_graph"):
         loss.backward()
+    again = ad.softmax_cross_entropy(logits * 2.0, np.array([0, 1, 2, 3, 0]))  # a new graph on a released node
+    with pytest.raises(DoodleError, match="relu node of this graph was released by an earlier backward"):
+        again.backward()
 
 
 def test_retain_graph_keeps_every_gradient_and_leaves_accumulate():
