@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from doodle import autodiff, fsutil, graphdraw
+from doodle import autodiff, fsutil, graphdraw, slicedraw
 from doodle.checkpoint import load_model, resolve_model_path
 from doodle.config import class_names, load_config
 from doodle.dataset import load_dataset, split_indices
@@ -151,9 +151,9 @@ def draw_loss_graph(out: str | Path, model_path: str | Path | None = None, confi
         xb = x[known]
         yb = np.array([classes.index(words[i]) if words[i] in classes else y1[0] for i in known])
         lr = (meta.get("config") or {}).get("train", {}).get("lr")  # the run's own step size, if it says
-        s = graphdraw.loss_slice(model, xb, yb, *where, loss=loss_name, lr=lr, reporter=reporter)
+        s = slicedraw.loss_slice(model, xb, yb, *where, loss=loss_name, lr=lr, reporter=reporter)
         slice_path = out.with_name(out.stem + ".slice.svg")
-        fsutil.write_text(slice_path, graphdraw.slice_svg(s, title=f"average {loss_name} loss of {len(yb)} "
+        fsutil.write_text(slice_path, slicedraw.slice_svg(s, title=f"average {loss_name} loss of {len(yb)} "
                                                                  f"drawing(s) along {s.name}"))
         result.slice = {"weight": s.name, "value": s.current, "loss": s.loss, "slope": s.slope,
                         "step": "decrease" if s.slope > 0 else "increase" if s.slope < 0 else "none",

@@ -14,6 +14,7 @@ from PIL import Image
 
 from doodle import autodiff as ad
 from doodle import graphdraw as gd
+from doodle import slicedraw as sd
 from doodle.errors import DoodleError
 from doodle.nn import LOSSES, MLP
 from doodle.progress import Reporter
@@ -289,7 +290,7 @@ def slice_setup(activation="tanh", seed=0, sizes=(12, 8, 5)):
     return rng.standard_normal((16, sizes[0])), rng.integers(0, sizes[-1], 16), model
 
 
-def fd_slope(s: gd.LossSlice) -> float:
+def fd_slope(s: sd.LossSlice) -> float:
     """Central difference of the plotted curve at its middle point (the current value)."""
     m = len(s.weights) // 2
     return (s.losses[m + 1] - s.losses[m - 1]) / (s.weights[m + 1] - s.weights[m - 1])
@@ -299,7 +300,7 @@ def test_tangent_slope_equals_the_finite_difference_slope_of_the_plotted_curve()
     x, y, model = slice_setup()
     params = model.parameters()
     before = [p.copy() for p in params]  # the model is not touched
-    s = gd.loss_slice(model, x, y, layer=0, row=3, col=5, loss="mse", span=1e-3)
+    s = sd.loss_slice(model, x, y, layer=0, row=3, col=5, loss="mse", span=1e-3)
     assert all(np.array_equal(a, b) for a, b in zip(before, params))  # the weight is back, exactly
     assert s.weights[20] == s.current == params[0][3, 5] and s.losses[20] == pytest.approx(s.loss, rel=1e-15)
     # Grid step 5e-5: truncation ~1e-9 of the slope, rounding ~1e-12: 1e-6 relative is a safe bound.
@@ -309,13 +310,13 @@ def test_tangent_slope_equals_the_finite_difference_slope_of_the_plotted_curve()
 
 def test_default_weight_is_a_steep_one_whose_curve_bends_in_view():
     x, y, model = slice_setup(sizes=(12, 16, 12, 5))  # dense1.W: 192 weights, 64 of them candidates
-    s = gd.loss_slice(model, x, y, layer=1)  # no row/col: a steep weight of dense1.W, and its span
+    s = sd.loss_slice(model, x, y, layer=1)  # no row/col: a steep weight of dense1.W, and its span
     _, dlogits = LOSSES["cross_entropy"](model.forward(x), y)
     model.backward(dlogits)  # the hand-written backward: an independent gradient
     g = model.dense[1].grads["W"]
     row, col = (int(v) for v in re.fullmatch(r"dense1\.W\[(\d+), (\d+)\]", s.name).groups())
     assert s.slope == pytest.approx(g[row, col], rel=1e-12)
-    assert abs(g[row, col]) >= np.sort(np.abs(g), axis=None)[-gd.CANDIDATES]  # among the steepest
+    assert abs(g[row, col]) >= np.sort(np.abs(g), axis=None)[-sd.CANDIDATES]  # among the steepest
     assert s.weights[20] == s.current and s.weights[-1] - s.current == pytest.approx(s.current - s.weights[0])
     # Curvature shows: the curve strays from its tangent by a good share of what is plotted, and its second
     # differences stand far above float64 rounding.
@@ -324,7 +325,7 @@ def test_default_weight_is_a_steep_one_whose_curve_bends_in_view():
     assert second.max() > 1e6 * np.finfo(np.float64).eps * np.abs(s.losses).max()
     # The old default (the steepest weight over 3 spreads of the layer's weights) was nearly straight.
     steepest = np.unravel_index(np.argmax(np.abs(g)), g.shape)
-    old = gd.loss_slice(model, x, y, layer=1, row=int(steepest[0]), col=int(steepest[1]),
+    old = sd.loss_slice(model, x, y, layer=1, row=int(steepest[0]), col=int(steepest[1]),
                         span=max(3 * model.dense[1].params["W"].std(), 0.5))
     assert old.bend() < s.bend()
 
@@ -334,11 +335,11 @@ def test_last_layer_default_shows_the_bottom_of_the_valley(seed):
     # The loss is convex in the last layer's weights (softmax cross-entropy of a linear map): the default span
     # takes in the minimum along the chosen weight, and the picture marks it.
     x, y, model = slice_setup(activation="relu", seed=seed)
-    s = gd.loss_slice(model, x, y, layer=1)
+    s = sd.loss_slice(model, x, y, layer=1)
     low = int(np.argmin(s.losses))
     assert 0 < low < len(s.losses) - 1
     assert np.all(np.diff(s.losses, 2) > 0)  # convex all along
-    assert "lowest here" in gd.slice_svg(s)
+    assert "lowest here" in sd.slice_svg(s)
 
 
 def inset_scale(svg):
@@ -353,9 +354,9 @@ def inset_scale(svg):
 @pytest.mark.parametrize("lr", [0.002, 0.05])
 def test_descent_step_is_drawn_to_scale_and_downhill(lr):
     x, y, model = slice_setup(activation="relu")
-    s = gd.loss_slice(model, x, y, layer=0, row=1, col=2, lr=lr)
+    s = sd.loss_slice(model, x, y, layer=0, row=1, col=2, lr=lr)
     assert s.lr == lr and s.stepped == s.current - lr * s.slope
-    svg = ET.fromstring(gd.slice_svg(s))
+    svg = ET.fromstring(sd.slice_svg(s))
     arrow = next(line for line in svg.iter(f"{SVG}line") if line.get("class") == "step-arrow")
     length = float(arrow.get("x2")) - float(arrow.get("x1"))
     assert length / inset_scale(svg) == pytest.approx(-lr * s.slope, rel=2e-3, abs=0.6 / inset_scale(svg))
@@ -369,8 +370,8 @@ def test_descent_step_is_drawn_to_scale_and_downhill(lr):
 
 def test_slice_svg_is_labelled():
     x, y, model = slice_setup(activation="relu")
-    s = gd.loss_slice(model, x, y, layer=0, row=1, col=2)
-    svg = ET.fromstring(gd.slice_svg(s))
+    s = sd.loss_slice(model, x, y, layer=0, row=1, col=2)
+    svg = ET.fromstring(sd.slice_svg(s))
     texts = " ".join("".join(t.itertext()) for t in svg.iter(f"{SVG}text"))
     assert "dense0.W[1, 2]" in texts and "average loss on the batch" in texts and "gradient-descent step" in texts
     for cls in ("main xtick", "main ytick", "inset xtick", "inset ytick"):
@@ -382,11 +383,11 @@ def test_slice_svg_is_labelled():
 def test_slice_rejects_a_weight_that_does_not_exist():
     x, y, model = slice_setup()
     with pytest.raises(DoodleError, match="layer must be 0..1"):
-        gd.loss_slice(model, x, y, layer=2, row=0, col=0)
+        sd.loss_slice(model, x, y, layer=2, row=0, col=0)
     with pytest.raises(DoodleError, match="dense0.W is 12x8"):
-        gd.loss_slice(model, x, y, layer=0, row=12, col=0)
+        sd.loss_slice(model, x, y, layer=0, row=12, col=0)
     with pytest.raises(DoodleError, match="points must be odd"):
-        gd.loss_slice(model, x, y, layer=0, row=0, col=0, points=40)
+        sd.loss_slice(model, x, y, layer=0, row=0, col=0, points=40)
 
 
 def test_slice_reports_its_progress():
@@ -403,7 +404,7 @@ def test_slice_reports_its_progress():
             events.append(("end", key))
 
     x, y, model = slice_setup()
-    gd.loss_slice(model, x, y, layer=1, reporter=Recorder())
+    sd.loss_slice(model, x, y, layer=1, reporter=Recorder())
     (_, key, total), *steps, last = events
     assert key == "slice" and last == ("end", "slice")
     assert 2 * 41 < len(steps) <= total and all(e == ("update", "slice", 1) for e in steps)
