@@ -30,6 +30,7 @@ import numpy as np
 from doodle import __version__, fsutil
 from doodle.checkpoint import load_model, read_meta, resolve_model_path
 from doodle.errors import DoodleError, lookup
+from doodle.metrics import confidence_rule
 from doodle.nn import MLP, BatchNorm, Dense, Dropout, Layer, LeakyReLU, ModelSpec, ReLU, Sigmoid, Tanh
 from doodle.pixels import TTA
 from doodle.progress import NULL_REPORTER, Reporter
@@ -351,12 +352,7 @@ def network_json(model: MLP, meta: dict, run_dir: Path, quantize: str) -> tuple[
 
 def _confidence(meta: dict) -> dict:
     """From how sure the page says "I see X": the threshold the run chose on validation, as `doodle play` shows it."""
-    from doodle.play import CONFIDENT_PRECISION, DEFAULT_CONFIDENT_AT
-
-    metrics = meta.get("metrics") or {}
-    return {"threshold": metrics.get("confident_at", DEFAULT_CONFIDENT_AT),
-            "precision": metrics.get("confident_precision", CONFIDENT_PRECISION),
-            "source": "validation" if "confident_at" in metrics else "default"}
+    return confidence_rule(meta.get("metrics") or {})
 
 
 def page_html(static_html: str) -> str:

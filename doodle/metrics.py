@@ -336,6 +336,19 @@ def confidence_threshold(probs, y, precision: float = CONFIDENT_PRECISION) -> fl
     return next((lo for s, c, lo in zip(sums, counts, lows) if s >= precision * c), 1.0)
 
 
+# "I see X" for a model trained before confident_at was stored: its calibrated confidence is its chance of
+# being right, so the precision aimed at is itself the threshold
+DEFAULT_CONFIDENT_AT = CONFIDENT_PRECISION
+
+
+def confidence_rule(metrics: dict) -> dict:
+    """From how sure a guess is announced ("I see X"), for `doodle play` and an exported page: the threshold the
+    run chose on its validation split (train.py stores it), or the default for a run without one."""
+    return {"threshold": metrics.get("confident_at", DEFAULT_CONFIDENT_AT),
+            "precision": metrics.get("confident_precision", CONFIDENT_PRECISION),
+            "source": "validation" if "confident_at" in metrics else "default"}
+
+
 def summarize(probs, y, class_names, top_n_confused=10) -> dict:
     """The `doodle evaluate --json` document for (N, C) probabilities and (N,) true labels (schema above)."""
     probs = _check_probs(probs)

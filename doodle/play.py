@@ -52,7 +52,7 @@ from doodle.checkpoint import load_model, resolve_model_path
 from doodle.errors import DoodleError
 from doodle.explain import why
 from doodle.inputs import Drawing, to_bitmap
-from doodle.metrics import CONFIDENT_PRECISION
+from doodle.metrics import confidence_rule
 from doodle.predict import probabilities, top_categories
 from doodle.progress import NULL_REPORTER, Reporter
 from doodle.simplify import MAX_INK, TooMuchWork
@@ -82,9 +82,6 @@ TEACH_DRAWINGS = (2, 20)  # drawings a word is taught from: one left out must le
 MAX_TEACH_BODY = 20 * MAX_BODY  # a teaching request carries up to 20 drawings
 LOOPBACK_NAMES = ("localhost",)
 _SAVE_STATUS = {errno.ENOSPC: 507, errno.EDQUOT: 507}  # a full disk is the one storage error worth its own code
-# "I see X" for a model trained before confident_at was stored: its calibrated confidence is its chance of
-# being right, so the precision aimed at is itself the threshold
-DEFAULT_CONFIDENT_AT = CONFIDENT_PRECISION
 _TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
           ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png",
           ".ico": "image/x-icon"}
@@ -226,9 +223,7 @@ class Player:
                 "raster": self.raster, "test_accuracy": metrics.get("test_accuracy"),
                 "limits": {"body_bytes": MAX_BODY, "points": MAX_POINTS, "strokes": MAX_STROKES, "ink": MAX_INK},
                 "taught": [t["word"] for t in self.meta.get("taught", [])],  # their probabilities are uncalibrated
-                "confidence": {"threshold": metrics.get("confident_at", DEFAULT_CONFIDENT_AT),
-                               "precision": metrics.get("confident_precision", CONFIDENT_PRECISION),
-                               "source": "validation" if "confident_at" in metrics else "default"}}
+                "confidence": confidence_rule(metrics)}
 
     def _drawing(self, strokes: list, simplified: bool) -> tuple[Drawing, np.ndarray]:
         """Checked strokes -> (the drawing, the (S, S) uint8 bitmap the model sees), by predict's path (call it

@@ -21,7 +21,7 @@ from conftest import REPO
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
-from doodle import play
+from doodle import metrics, play
 from doodle.checkpoint import load_model
 from doodle.cli import app as cli_app
 from doodle.play import MAX_BODY, MAX_POINTS, MAX_STROKES, make_app, running
@@ -84,7 +84,7 @@ def test_a_model_without_a_threshold_gets_the_default(play_model, tmp_path):
         del meta["metrics"][key]
     (old / "model.json").write_text(json.dumps(meta))
     info = TestClient(make_app(old, tmp_path / "mine")).get("/api/model").json()
-    assert info["confidence"] == {"threshold": play.DEFAULT_CONFIDENT_AT, "precision": 0.9, "source": "default"}
+    assert info["confidence"] == {"threshold": metrics.DEFAULT_CONFIDENT_AT, "precision": 0.9, "source": "default"}
 
 
 def test_page_is_served_from_the_package(client):
