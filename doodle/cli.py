@@ -461,7 +461,8 @@ def graph(
         _print_json(res.to_json())
         return
     head = Text(res.network, style="bold")
-    head.append(f": {res.drawing}, true class '{res.label}' ({res.label_source})", style="")
+    drawing = res.drawing.removeprefix(f"{res.network} ")  # "RUN test split, first drawing" after "RUN: "
+    head.append(f": {drawing}, true class '{res.label}' ({res.label_source})", style="")
     out.print(head)
     for line in res.tree:
         out.print(Text(line, no_wrap=True))  # graphdraw fits each line in 80 columns, with its tree guides
