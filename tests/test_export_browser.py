@@ -261,3 +261,22 @@ def test_a_game_round_and_download_my_drawings(open_site, play_model):
     page.reload()  # kept in this browser across visits
     page.wait_for_selector("body[data-ready='1']")
     assert "(2)" in page.inner_text("#download")
+
+
+def test_drawings_a_full_local_storage_refuses_are_kept_and_downloaded(open_site, play_model):
+    """Once localStorage refuses a write (its quota is full), the page counts and downloads what it keeps in
+    memory, not what localStorage still holds from before."""
+    page = open_site("play", "?mode=free")
+    for word, points in (("triangle", [(40, 40), (300, 60), (170, 300), (40, 40)]),
+                         ("square", [(60, 60), (300, 60), (300, 300), (60, 300), (60, 60)])):
+        draw(page, [points])
+        page.select_option("#save-word", word)
+        page.click("#save")
+        page.wait_for_selector("#status:has-text('Saved as')")
+        page.evaluate("""() => { Storage.prototype.setItem = () => {  // full after the first drawing
+            throw new DOMException("the quota has been exceeded", "QuotaExceededError"); }; }""")
+    page.wait_for_selector("#download:has-text('(2)')")
+    with page.expect_download() as info:
+        page.click("#download")
+    records = [json.loads(line) for line in open(info.value.path()).read().splitlines()]
+    assert [r["word"] for r in records] == ["triangle", "square"]

@@ -34,6 +34,7 @@
   }
 
   function saved() {
+    if (!stored) return memory;  // localStorage would answer with what it held before a refused write
     try {
       return (localStorage.getItem(STORE) || "").split("\n").filter(Boolean);
     } catch (e) {
@@ -41,10 +42,16 @@
     }
   }
   let memory = [];  // when localStorage is refused (a private window, file quotas)
+  let stored = true;  // whether localStorage holds every drawing (its last write went through)
 
   function keep(lines) {
     memory = lines;
-    try { localStorage.setItem(STORE, lines.join("\n")); } catch (e) { /* kept in memory for this visit */ }
+    try {
+      localStorage.setItem(STORE, lines.join("\n"));
+      stored = true;
+    } catch (e) {
+      stored = false;  // kept in memory for this visit
+    }
     showCount();
   }
 
