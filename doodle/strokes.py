@@ -111,7 +111,7 @@ def check_strokes(drawing, form: str | None = None, limits: Limits = FILE_LIMITS
     numbers (to be simplified); None (ndjson files) calls [xs, ys] integers in 0..255 simplified and
     anything else raw. Every drawing must fit `limits`: points, strokes, and ink, the work it would cost.
     """
-    if form is not None and form not in FORMS:
+    if form is not None and (type(form) is not str or form not in FORMS):  # a JSON body may send any value
         raise BadInput(f"format must be 'raw' or 'simplified', got {_short_json(form)}")
     rows_ok, shape, types, lo, hi = FORMS[form or "raw"]
     if type(drawing) is not list:

@@ -212,6 +212,8 @@ BAD = [
     ("too many strokes", {"drawing": [stroke(1)] * (MAX_STROKES + 1)}, 413, "1,001 strokes, over the limit of 1,000"),
     ("unknown format", {"drawing": [stroke()], "format": "svg"}, 400, "format must be"),
     ("files' own format", {"drawing": [stroke()], "format": "auto"}, 400, "format must be 'raw' or 'simplified'"),
+    ("a list as format", {"drawing": [stroke()], "format": ["raw"]}, 400, "format must be 'raw' or 'simplified'"),
+    ("an object as format", {"drawing": [stroke()], "format": {}}, 400, "format must be 'raw' or 'simplified'"),
     ("simplified floats", {"drawing": [[[1.5], [1]]], "format": "simplified"}, 400, "not an integer"),
     ("simplified out of range", {"drawing": [[[300], [1]]], "format": "simplified"}, 400, "outside 0..255"),
     ("simplified with times", {"drawing": [stroke()], "format": "simplified"}, 400, "is not [xs, ys]"),
