@@ -53,11 +53,12 @@ def affine_batch(xb: np.ndarray, theta: np.ndarray, zoom: np.ndarray, t: np.ndar
     x0f, y0f = np.floor(sx), np.floor(sy)
     sx -= x0f  # the bilinear weights, in place
     sy -= y0f
-    # (B, S*S) flat index of the top-left neighbour in the padded batch, exact in float32 (< 2**24)
+    # (B, S*S) flat index of the top-left neighbour in the padded batch: within one image in float32 (exact, as
+    # w*w < 2**24), then each image's offset in integers (a batch's flat indices may pass 2**24)
     y0f *= w
     y0f += x0f
-    y0f += (np.arange(b, dtype=np.float32) * (w * w))[:, None]
     idx = y0f.astype(np.intp)
+    idx += (np.arange(b, dtype=np.intp) * (w * w))[:, None]
     img = np.zeros((b, w, w), dtype=np.float32)
     img[:, 1:-1, 1:-1] = xb
     img = img.reshape(-1)

@@ -64,3 +64,16 @@ def test_flip_mirrors_the_chosen_images_left_to_right():
     moved = augment_batch(x, np.random.default_rng(3), shift=0.1, rotate=10).reshape(40, 9, 9)
     both = augment_batch(x, np.random.default_rng(3), shift=0.1, rotate=10, flip=1.0).reshape(40, 9, 9)
     assert np.array_equal(both, moved[:, :, ::-1])
+
+
+def test_large_batches_sample_the_right_pixels():
+    """A batch's flat pixel indices pass 2**24 (float32's exact integers) at batch 20,000 of 28x28 images: each
+    image is still transformed exactly as when it is alone in a batch."""
+    rng = np.random.default_rng(3)
+    xb = rng.integers(0, 256, size=(20_000, 28, 28), dtype=np.uint8)
+    theta = rng.uniform(-0.3, 0.3, size=len(xb)).astype(np.float32)
+    zoom = rng.uniform(0.9, 1.1, size=len(xb)).astype(np.float32)
+    t = rng.uniform(-2, 2, size=(len(xb), 2)).astype(np.float32)
+    whole = affine_batch(xb, theta, zoom, t)
+    tail = slice(-500, None)  # the images whose indices are largest
+    assert np.array_equal(whole[tail], affine_batch(xb[tail], theta[tail], zoom[tail], t[tail]))
