@@ -186,16 +186,22 @@ def _in_memory(path: Path, data: dict, reporter: Reporter, workers: int, word: s
 
 
 def load_dataset(cfg: dict, data_dir: str | Path, reporter: Reporter = NULL_REPORTER,
-                 workers: int = 0, download: bool = True, counts: list[int] | None = None) -> Dataset:
+                 workers: int = 0, download: bool = True, counts: list[int] | None = None,
+                 trained: list[str] | None = None) -> Dataset:
     """Fetch and rasterise (cached) every category of the config; the bitmaps stay in their memory-mapped
     files (one per category), addressed as one array, so the dataset is never copied into memory.
     `download=False` uses only what is on disk.
 
     `counts`, the rows per class a run was trained on, cuts each class that has more to its first that many
     rows: files only grow at their end (play appends your drawings to data/mine), so those are the rows the
-    run's split indexes. A class with fewer stays short, for the caller to refuse."""
+    run's split indexes. A class with fewer stays short, for the caller to refuse. `trained`, the classes a run
+    was trained on, leaves out the words added to data.local since (a new <word>.ndjson there, as play saves or
+    teaches it), for the same reason."""
     data = cfg["data"]
     classes = class_names(cfg)
+    if trained is not None:
+        cats = len(source_categories(cfg))  # data.local's own words come after them
+        classes = classes[:cats] + [w for w in classes[cats:] if w in trained]
     if len(classes) < 2:
         raise DoodleError(f"data.local: {len(classes)} word{'' if len(classes) == 1 else 's'} "
                           f"({', '.join(classes) or 'none'}) and no data.categories: a classifier needs at least two")
@@ -212,7 +218,7 @@ def load_dataset(cfg: dict, data_dir: str | Path, reporter: Reporter = NULL_REPO
         if len(arr) == 0:
             raise DoodleError(f"{path}: no drawings; delete it and download again")
     by_class: dict[str, list[np.ndarray]] = {c: [arr] for c, arr in zip(source_categories(cfg), parts)}
-    mine = [(word, path) for word, files in local_files(data["local"]).items() for path in files]
+    mine = [(word, path) for word, files in local_files(data["local"]).items() if word in classes for path in files]
     if mine:
         more = build_caches([p for _, p in mine], data, cache_root / LOCAL, reporter, workers, [w for w, _ in mine])
         for (word, _), arr in zip(mine, more):

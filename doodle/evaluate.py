@@ -17,7 +17,7 @@ import numpy as np
 from doodle import cores, fsutil
 from doodle.checkpoint import load_model, resolve_model_path
 from doodle.config import from_dict
-from doodle.dataset import load_dataset
+from doodle.dataset import Dataset, load_dataset
 from doodle.errors import DoodleError
 from doodle.export import is_web_export, load_web, source_run
 from doodle.inputs import LabelledBitmaps, labelled
@@ -42,23 +42,32 @@ def run_data_dir(run_dir: Path, meta: dict, data_dir: str | Path | None) -> Path
     return Path(recorded)
 
 
+def trained_rows(run_dir: Path, meta: dict, data_dir: str | Path | None, reporter: Reporter = NULL_REPORTER,
+                 then: str = "pass DATA files instead") -> tuple[Dataset, dict[str, np.ndarray]]:
+    """(the rows a run was trained on, its split), from the data on disk only (never downloaded): drawings and
+    words added to data.local since (play's saves and teaching) are not part of its split. A DoodleError ending
+    in `then` when rows or classes are gone, so the split cannot be reproduced."""
+    cfg = from_dict(meta.get("config"), f"{run_dir / 'model.json'} config")
+    split = load_split(run_dir)
+    data_dir = run_data_dir(run_dir, meta, data_dir)
+    counts = list(split["counts"])  # a taught run's classes go on past its split's: the taught words come last
+    ds = load_dataset(cfg, data_dir, reporter, download=False, counts=counts, trained=meta["classes"][:len(counts)])
+    if counts != ds.counts:
+        raise DoodleError(f"{run_dir}: the data under {data_dir} changed since training (rows per class differ), "
+                          f"so its split cannot be reproduced; {then}")
+    return ds, split
+
+
 def test_split_bitmaps(run_dir: Path, meta: dict, data_dir: str | Path | None,
                        reporter: Reporter = NULL_REPORTER) -> LabelledBitmaps:
     """Rebuild the run's held-out test split exactly (same data, same seed, saved indices), from the data
     on disk only: evaluating never downloads."""
-    cfg = from_dict(meta.get("config"), f"{run_dir / 'model.json'} config")
-    split = load_split(run_dir)
-    data_dir = run_data_dir(run_dir, meta, data_dir)
-    # the rows the run was trained on: drawings appended since (play's saves) are not part of its split
-    ds = load_dataset(cfg, data_dir, reporter, download=False, counts=list(split["counts"]))
+    ds, split = trained_rows(run_dir, meta, data_dir, reporter)
     size = meta["raster"]["size"]
     if ds.x.shape[1:] != (size, size):  # model.json's config and raster disagree: edited by hand
         raise DoodleError(f"{run_dir / 'model.json'}: its config makes {ds.x.shape[1]}x{ds.x.shape[2]} bitmaps "
                           f"(data.image_size) but the model takes {size}x{size} (raster.size); restore model.json, "
                           "or pass DATA files to evaluate on")
-    if list(split["counts"]) != ds.counts:
-        raise DoodleError(f"{run_dir}: the data under {data_dir} changed since training (rows per class differ), "
-                          "so the test split cannot be reproduced; pass DATA files instead")
     idx = split["test"]
     if len(idx) and (idx.min() < 0 or idx.max() >= len(ds.y)):
         raise DoodleError(f"{run_dir / 'split.npz'}: test rows outside the data; the run is damaged (pass DATA files)")

@@ -24,13 +24,12 @@ import numpy as np
 
 from doodle.checkpoint import load_model, resolve_model_path
 from doodle.config import class_names, from_dict, load_config
-from doodle.dataset import Dataset, load_dataset, split_indices
+from doodle.dataset import Dataset, split_indices
 from doodle.errors import DoodleError, lookup
 from doodle.nn import MLP, cross_entropy
 from doodle.optim import Adam
 from doodle.pixels import TTA, to_float, tta_views
 from doodle.progress import NULL_REPORTER, Reporter
-from doodle.runs import load_split
 
 # What an extension trains with unless --set says otherwise: RUN's features are already good and its new rows
 # fitted, so a short, gentle run (a quarter of quickdraw16's peak rate, no warm-up) instead of RUN's own schedule
@@ -121,12 +120,10 @@ def starting_point(cfg: dict, ds: Dataset, data_dir: str | Path, reporter: Repor
                    base: Base | None = None) -> Start:
     """The split and initial weights of a fresh extension of extend.from over the dataset `ds` (loaded from
     `cfg`, which extension_config made whole)."""
+    from doodle.evaluate import trained_rows
+
     base = base or read_base(cfg["extend"]["from"])
-    base_split = load_split(base.dir)
-    old = load_dataset(base.cfg, data_dir, reporter, download=False, counts=list(base_split["counts"]))  # RUN's rows
-    if list(base_split["counts"]) != old.counts:
-        raise DoodleError(f"{base.dir}: its data under {data_dir} changed since it was trained (rows per class "
-                          "differ), so its split cannot be reused; extend a run whose data is unchanged")
+    old, base_split = trained_rows(base.dir, base.meta, data_dir, reporter, "extend a run whose data is unchanged")
     new_words = [c for c in ds.classes if c not in base.classes]
     added = sum(ds.counts) - sum(old.counts)
     if not added:

@@ -33,7 +33,6 @@ from doodle import fsutil, runs
 from doodle.categories import file_name_problem, show_word
 from doodle.checkpoint import save_model
 from doodle.config import dump, from_dict
-from doodle.dataset import load_dataset
 from doodle.errors import DoodleError
 from doodle.extend import class_features, features, new_rows
 from doodle.nn import MLP, ModelSpec
@@ -93,15 +92,10 @@ class Teacher:
     def _known_features(self) -> tuple[np.ndarray, np.ndarray]:
         """Features of HEAD_ROWS training drawings of each class of the run's data, and of the drawings that
         taught each taught word (read back from their files by key_id)."""
-        from doodle.evaluate import run_data_dir
+        from doodle.evaluate import trained_rows
 
-        cfg = from_dict(self.meta.get("config"), f"{self.run_dir / runs.MODEL_JSON} config")
-        split = runs.load_split(self.run_dir)
-        ds = load_dataset(cfg, run_data_dir(self.run_dir, self.meta, self.data_dir), download=False,
-                          counts=list(split["counts"]))
-        if list(split["counts"]) != ds.counts:
-            raise DoodleError(f"{self.run_dir}: its training data changed since it was trained; teaching needs "
-                              "the drawings it was trained on")
+        ds, split = trained_rows(self.run_dir, self.meta, self.data_dir,
+                                 then="teaching needs the drawings it was trained on")
         index = {c: i for i, c in enumerate(self.classes)}
         feats, y = class_features(self.model, ds, split["train"], index, np.random.default_rng(0))
         for record in self.meta.get("taught", []):

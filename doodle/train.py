@@ -22,7 +22,7 @@ import numpy as np
 from doodle import __version__, cores, extend, fsutil, heap, report, runs
 from doodle.augment import augment_batch
 from doodle.batches import RowStore, RowView, epoch_order
-from doodle.checkpoint import save_model
+from doodle.checkpoint import read_meta, save_model
 from doodle.config import dump, load_config
 from doodle.dataset import Dataset, load_dataset, split_indices
 from doodle.errors import DoodleError, lookup
@@ -109,9 +109,11 @@ def train(config_path: str | Path | None = None, overrides: tuple[str, ...] | li
                                       for f in (runs.LAST_NPZ, runs.STATE_JSON, runs.MODEL_JSON)):
                 raise DoodleError(f"{run_dir}: already holds a run; pick another --out or continue it with "
                                   f"--resume {run_dir}")
-            # a resumed run reads the rows it started with (your drawings saved since join the next run)
+            # a resumed run reads the rows and classes it started with (your drawings and words saved since join
+            # the next run)
             counts = list(runs.load_split(run_dir)["counts"]) if resume is not None else None
-            ds = load_dataset(cfg, data_dir, reporter, workers=workers, counts=counts)
+            trained = _trained_classes(run_dir) if resume is not None else None
+            ds = load_dataset(cfg, data_dir, reporter, workers=workers, counts=counts, trained=trained)
             start = extend.starting_point(cfg, ds, data_dir, reporter) if cfg["extend"]["from"] and resume is None \
                 else None
             return fit(cfg, ds, run_dir, reporter, resume=resume is not None,
@@ -189,6 +191,15 @@ class _Run:
     history: list[dict] = field(default_factory=list)
     resume_notes: list[str] = field(default_factory=list)  # what a changed setting changes, said on --resume
     origin: dict | None = None  # the run an extension started from (doodle.extend), for model.json
+
+
+def _trained_classes(run_dir: Path) -> list[str] | None:
+    """The classes of the run in run_dir, from its model.json (written with its first epoch); None without a
+    readable one, and the resume then goes by the config alone."""
+    try:
+        return read_meta(run_dir)["classes"]
+    except DoodleError:
+        return None
 
 
 # The settings --resume may change, and what a change does; any other change is refused, because the

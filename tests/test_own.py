@@ -141,7 +141,7 @@ def test_an_appended_drawing_rebuilds_only_that_file_and_two_folders_share_a_wor
     assert len(after - before) == 2 and {n for n in before if not n.startswith("star")} <= after
 
 
-def test_train_evaluate_and_resume_on_your_own_drawings(mine, tmp_path):
+def test_train_evaluate_and_resume_on_your_own_drawings(mine, tmp_path, quickdraw_dir):
     overrides = [f"data.local=[{json.dumps(str(mine))}]", "data.categories=[]", "train.epochs=1",
                  "model.hidden=[16]", "data.val_fraction=0.2", "data.test_fraction=0.2"]
     res = train(None, overrides, data_dir=tmp_path / "data", out=tmp_path / "run", workers=1)
@@ -153,6 +153,14 @@ def test_train_evaluate_and_resume_on_your_own_drawings(mine, tmp_path):
     assert evaluate(tmp_path / "run") == summary  # the same rows, the same figures
     again = train(None, ["train.epochs=2"], data_dir=tmp_path / "data", resume=tmp_path / "run")
     assert again.epochs == 2
+    resumed = evaluate(tmp_path / "run")
+    # play saves (or teaches) a new word; it sorts before the run's own words, yet they keep their places
+    (mine / "banana.ndjson").write_text("".join(lines(quickdraw_dir, "simplified", "banana", 6)), encoding="utf-8")
+    assert evaluate(tmp_path / "run") == resumed
+    assert train(None, ["train.epochs=3"], data_dir=tmp_path / "data", resume=tmp_path / "run").epochs == 3
+    wider = train(None, [f"data.local=[{json.dumps(str(mine))}]", "train.epochs=1"], data_dir=tmp_path / "data",
+                  out=tmp_path / "wider", from_run=tmp_path / "run")
+    assert sorted(wider.classes) == ["apple", "banana", "circle", "star"]  # the run's rows keep their names
     (mine / "star.ndjson").write_text("".join((mine / "star.ndjson").read_text().splitlines(keepends=True)[:3]))
     with pytest.raises(DoodleError, match="changed since training"):  # drawings removed: the split is gone
         evaluate(tmp_path / "run")
