@@ -342,7 +342,7 @@ def network_json(model: MLP, meta: dict, run_dir: Path, quantize: str) -> tuple[
             **_contract(model, meta, run_dir.name),
             "source": {"run": str(run_dir.resolve()), "run_id": meta.get("run_id"),
                        "test_accuracy": (meta.get("metrics") or {}).get("test_accuracy")},
-            "confidence": _confidence(meta),
+            "confidence": confidence_rule(meta.get("metrics") or {}),  # from how sure the page says "I see X"
             "network_spec": asdict(model.spec),
             "weights": {"file": WEIGHTS_BIN, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
                         "dtype": quantize},
@@ -350,20 +350,15 @@ def network_json(model: MLP, meta: dict, run_dir: Path, quantize: str) -> tuple[
     return desc, data
 
 
-def _confidence(meta: dict) -> dict:
-    """From how sure the page says "I see X": the threshold the run chose on validation, as `doodle play` shows it."""
-    return confidence_rule(meta.get("metrics") or {})
-
-
 def page_html(static_html: str) -> str:
     """doodle play's index.html for a static host: its assets beside it, the model's scripts before play.js, and
-    no teach mode (teaching needs doodle play's server: play.js hides its button on an exported page)."""
+    no teach mode (teaching needs doodle play's server; its button shows only where teach.js runs)."""
     html = static_html.replace('"/static/', '"').replace(f'<script src="{TEACH_SCRIPT}" defer></script>\n', "")
     scripts = "".join(f'<script src="{name}" defer></script>\n  ' for name in (*CORE_SCRIPTS, PAGE_SCRIPT))
     anchor = '<script src="play.js"'
-    if anchor not in html:
-        raise DoodleError(f"{STATIC_DIR / 'index.html'}: no play.js script tag to put the model's scripts before; "
-                          "the package is damaged, reinstall doodle")
+    if anchor not in html or TEACH_SCRIPT in html:
+        raise DoodleError(f"{STATIC_DIR / 'index.html'}: not the script tags an exported page is made from (play.js, "
+                          f"then {TEACH_SCRIPT} on a line of its own); the package is damaged, reinstall doodle")
     return html.replace(anchor, scripts + anchor, 1)
 
 

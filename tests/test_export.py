@@ -7,6 +7,7 @@ nothing half-written left behind."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -347,3 +348,19 @@ def test_exports_walk_the_models_own_layers():
     odd.name = "odd0"
     with pytest.raises(DoodleError, match="does not know the layer odd0"):
         ex.layer_export(odd)
+
+
+def test_the_exported_page_has_no_teach_mode_and_a_changed_page_is_refused():
+    """Teaching needs doodle play's server: the exported page leaves teach.js out, and its Teach button stays
+    hidden (teach.js is what shows it). A page whose script tags are not the expected ones is refused, not
+    exported with a script it cannot load."""
+    static = (ex.STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    assert ex.TEACH_SCRIPT in static and 'id="mode-teach"' in static
+    page = ex.page_html(static)
+    assert ex.TEACH_SCRIPT not in page and "/static/" not in page
+    assert re.search(r'<button id="mode-teach"[^>]* hidden', page)
+    assert page.index(ex.PAGE_SCRIPT) < page.index('src="play.js"')
+    for damaged in (static.replace('src="/static/play.js"', 'src="/static/game.js"'),
+                    static.replace(f"{ex.TEACH_SCRIPT}\" defer></script>\n", f"{ex.TEACH_SCRIPT}\" defer></script>")):
+        with pytest.raises(DoodleError, match="not the script tags an exported page is made from"):
+            ex.page_html(damaged)

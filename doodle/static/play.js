@@ -812,8 +812,7 @@ async function init() {
     el.modelName.textContent = info.run;
     el.saveDir.textContent = info.save_dir;
     el.why.hidden = !!info.exported;  // an exported page guesses in the browser, without the server's "why?"
-    $("mode-teach").hidden = !!info.exported;  // nor its teaching
-    if (info.exported && SETTINGS.mode === "teach") SETTINGS.mode = "free";
+    if (SETTINGS.mode === "teach" && !modeHooks.length) SETTINGS.mode = "free";  // a page without teach.js
     buildCategories(info.categories);
     buildGuesses();
     showRule();

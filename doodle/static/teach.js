@@ -116,6 +116,7 @@ function teachMode(mode) {
 }
 
 modeHooks.push(teachMode);
+teachEl.mode.hidden = false;  // the button is the page's only while this script is (an exported page has neither)
 KEYS.a = addExample;
 teachEl.mode.addEventListener("click", () => { if (state.mode !== "teach") setMode("teach"); });
 teachEl.add.addEventListener("click", addExample);
