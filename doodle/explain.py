@@ -38,7 +38,7 @@ from doodle.explaindraw import render_explanation, render_units
 from doodle.inputs import entries
 from doodle.nn import MLP
 from doodle.pixels import TTA, mirror_images, shift_images, to_float, tta_views
-from doodle.predict import probabilities
+from doodle.predict import probabilities, top_categories
 from doodle.progress import NULL_REPORTER, Reporter
 from doodle.raster import RasterSpec, flatten, render_flat
 from doodle.report import save_png
@@ -180,8 +180,7 @@ class Explanation:
 
     def top(self, k: int = TOP) -> list[dict]:
         """The k most probable classes, ties in class order (as `doodle predict`)."""
-        best = np.argsort(-self.probabilities, kind="stable")[:k]
-        return [{"category": self.classes[j], "probability": float(self.probabilities[j])} for j in best]
+        return top_categories(self.probabilities, self.classes, k)
 
     def to_json(self) -> dict:
         def rows(a):
@@ -292,13 +291,11 @@ class Units:
 
 
 def first_hidden(model: MLP, x: np.ndarray) -> np.ndarray:
-    """The first hidden layer's activations (N, H) for float drawings x (N, P), in eval mode."""
-    first = model.dense[1]
-    for layer in model.layers:
-        if layer is first:
-            return x
+    """The first hidden layer's activations (N, H) for float drawings x (N, P), in eval mode: every layer before
+    the second Dense (the network must have a hidden layer)."""
+    for layer in model.layers[:model.layers.index(model.dense[1])]:
         x = layer.forward(x, train=False)
-    raise DoodleError("this network has no hidden layer: its only layer maps pixels straight to classes")
+    return x
 
 
 def unit_templates(model: MLP) -> np.ndarray:
@@ -313,10 +310,13 @@ def unit_templates(model: MLP) -> np.ndarray:
 
 
 def unit_importance(model: MLP, x: np.ndarray) -> np.ndarray:
-    """(H,) mean |activation| over float drawings x (N, P) times the norm of each unit's outgoing weights."""
+    """(H,) mean |activation| over drawings x (uint8 bitmaps, or floats (N, P)) times the norm of each unit's
+    outgoing weights. A batch at a time is made float: a test split's floats would take 4x its bitmaps."""
     total = np.zeros(model.dense[0].params["W"].shape[1])
     for i in range(0, len(x), 1024):
-        total += np.abs(first_hidden(model, np.asarray(x[i:i + 1024], model.dtype))).sum(axis=0, dtype=np.float64)
+        xb = x[i:i + 1024]
+        xb = to_float(xb) if xb.dtype == np.uint8 else np.asarray(xb, model.dtype)
+        total += np.abs(first_hidden(model, xb)).sum(axis=0, dtype=np.float64)
     return total / max(len(x), 1) * np.linalg.norm(model.dense[1].params["W"].astype(np.float64), axis=1)
 
 
@@ -355,7 +355,7 @@ def explain_units(model_path: str | Path | None = None, out: str | Path = "units
     data = test_split_bitmaps(run, meta, data_dir, reporter)
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index[w] for w in data.labels], dtype=np.int64)
-    importance = unit_importance(model, to_float(data.x))
+    importance = unit_importance(model, data.x)
     units = [int(u) for u in np.argsort(-importance, kind="stable")[:n_units]]
     side = data.x.shape[1]
     templates = unit_templates(model)[:, units].T.reshape(len(units), side, side)

@@ -28,7 +28,7 @@ from doodle.explain import (
 )
 from doodle.inputs import Drawing, to_bitmap
 from doodle.nn import MLP, softmax
-from doodle.pixels import TTA, tta_views
+from doodle.pixels import TTA, to_float, tta_views
 from doodle.predict import predict
 from doodle.raster import rasterize
 
@@ -256,6 +256,8 @@ def test_unit_importance_and_templates_follow_the_weights(run_dir):
                                atol=1e-5)
     out_norm = np.linalg.norm(model.dense[1].params["W"], axis=1)
     np.testing.assert_allclose(unit_importance(model, x), np.abs(a).mean(axis=0) * out_norm, rtol=1e-5)
+    bitmaps = np.random.default_rng(1).integers(0, 256, (1500, 28, 28), dtype=np.uint8)  # made float a batch at a time
+    assert np.array_equal(unit_importance(model, bitmaps), unit_importance(model, to_float(bitmaps)))
     # A template is the unit's response to each pixel: (x + e_i) changes the pre-norm unit by template[i].
     t = unit_templates(model)
     np.testing.assert_allclose(t, model.dense[0].params["W"] * norm.params["gain"] / np.sqrt(norm.buffers["var"]
