@@ -35,7 +35,7 @@ from doodle.checkpoint import load_model, resolve_model_path
 from doodle.errors import DoodleError, lookup
 from doodle.evaluate import test_split_bitmaps
 from doodle.explaindraw import render_explanation, render_units
-from doodle.inputs import entries
+from doodle.inputs import entries, readable
 from doodle.nn import MLP
 from doodle.pixels import TTA, mirror_images, shift_images, to_float, tta_views
 from doodle.predict import probabilities, top_categories
@@ -64,17 +64,10 @@ class Subject:
 def read_drawing(source: str, raster: dict, stdin: IO | None = None) -> Subject:
     """The first drawing DRAWING names, read and rendered by `doodle predict`'s own path (doodle.inputs). An
     image's strokes are lines traced from its ink, not the pen's strokes, so it gets no stroke attribution."""
-    found = entries([source], raster, stdin=stdin, limit=1)
-    good = [e for e in found if e.error is None]
-    if not good:
-        error = found[0].error
-        assert error is not None  # not good: it failed
-        raise DoodleError(error)
-    entry, drawing = good[0], good[0].drawing
-    assert entry.bitmap is not None  # every entry read without an error has its bitmap
-    # an ndjson line: the user's strokes
+    (entry, bitmap), *_ = readable(entries([source], raster, stdin=stdin, limit=1))
+    drawing = entry.drawing  # an ndjson line: the user's strokes
     strokes = drawing.strokes if drawing is not None and drawing.line is not None else None
-    return Subject(entry.name, entry.bitmap, strokes)
+    return Subject(entry.name, bitmap, strokes)
 
 
 # --- the chain rule carried to the drawing ----------------------------------------------------------------

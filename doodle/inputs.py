@@ -190,6 +190,15 @@ def entries(args: Iterable, raster: dict, *, stdin: IO | None = None, limit: int
     return found
 
 
+def readable(found: list[Entry]) -> list[tuple[Entry, np.ndarray]]:
+    """(entry, its bitmap) for the entries `entries` read without an error; a DoodleError with the first one's
+    error when none was (for commands that need a drawing, not a list of results: graph, explain)."""
+    good = [(e, e.bitmap) for e in found if e.error is None and e.bitmap is not None]
+    if not good:
+        raise DoodleError(found[0].error or f"{found[0].name}: no drawing")
+    return good
+
+
 def _read_entries(args: Iterable, raster: dict, stdin: IO | None) -> Generator[Entry, None, None]:
     """`entries` one at a time, before any is rasterized."""
     for arg in args:

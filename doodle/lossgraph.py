@@ -20,7 +20,7 @@ from doodle.config import class_names, load_config
 from doodle.dataset import load_dataset, split_indices
 from doodle.errors import DoodleError
 from doodle.evaluate import test_split_bitmaps
-from doodle.inputs import LabelledBitmaps, entries
+from doodle.inputs import LabelledBitmaps, entries, readable
 from doodle.nn import MLP, ModelSpec
 from doodle.pixels import to_float
 from doodle.progress import NULL_REPORTER, Reporter
@@ -94,17 +94,9 @@ def _drawings(drawing: str | None, meta: dict, held_out) -> tuple[np.ndarray, li
     if drawing is None:
         data = held_out()
         return data.x[:SLICE_BATCH], list(data.labels[:SLICE_BATCH]), f"{data.sources[0]}, first drawing"
-    found = entries([drawing], raster, limit=SLICE_BATCH)  # predict's own path: images, ndjson, .npy, folders
-    good = [e for e in found if e.error is None]
-    if not good:
-        error = found[0].error
-        assert error is not None  # not good: it failed
-        raise DoodleError(error)
-    bitmaps = []
-    for e in good:
-        assert e.bitmap is not None  # every entry read without an error has its bitmap
-        bitmaps.append(e.bitmap)
-    return np.stack(bitmaps), [e.word for e in good], good[0].name
+    # predict's own path: images, ndjson, .npy, folders
+    good = readable(entries([drawing], raster, limit=SLICE_BATCH))
+    return np.stack([bitmap for _, bitmap in good]), [e.word for e, _ in good], good[0][0].name
 
 
 def draw_loss_graph(out: str | Path, model_path: str | Path | None = None, config_path: str | Path | None = None,
