@@ -21,6 +21,7 @@ from doodle import heap
 from doodle.errors import DoodleError
 from doodle.progress import NULL_REPORTER, Reporter
 from doodle.raster import RasterSpec, chunk_size, flatten, rasterize_many, render_flat
+from doodle.team import available_cores
 
 PARALLEL_MIN = 8192  # below this many drawings, worker processes cost more than they save
 ORPHAN_POLL = 0.5  # seconds between a worker's checks that the process that started it is still there
@@ -32,14 +33,13 @@ def rasterize_batch(drawings, spec: RasterSpec | None = None, *, size: int | Non
                     reporter: Reporter = NULL_REPORTER) -> np.ndarray:
     """Many drawings -> (N, size, size) uint8. workers > 1 (or 0 = all cores) splits large jobs across processes."""
     spec = RasterSpec.resolve(spec, size, line_width, padding)
-    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 0:
-        raise DoodleError(f"workers must be 0 (all cores) or a positive integer, got {workers!r}")
     if not hasattr(drawings, "__len__") or not hasattr(drawings, "__getitem__"):
         drawings = list(drawings)
     n = len(drawings)
     task = chunk_size(spec) * TASK_CHUNKS
-    workers = int(workers) or _cores()
-    workers = min(workers, -(-n // task)) if n >= PARALLEL_MIN else 1
+    workers = worker_count(workers, -(-n // task))  # checks `workers` too
+    if n < PARALLEL_MIN:
+        workers = 1
     if workers == 1:
         return rasterize_many(drawings, spec, reporter)
     heap.keep_freed_memory()  # chunk after chunk reuses the same memory (1.5x faster, see doodle.heap)
@@ -68,18 +68,11 @@ def _render_task(xs, ys, nx, per_drawing, spec: RasterSpec) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros((0, spec.size, spec.size), np.uint8)
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def worker_count(workers: int, jobs: int) -> int:
     """How many processes to start for `jobs` independent jobs: `workers`, 0 meaning all cores."""
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 0:
         raise DoodleError(f"workers must be 0 (all cores) or a positive integer, got {workers!r}")
-    return max(1, min(int(workers) or _cores(), jobs))
+    return max(1, min(int(workers) or available_cores(), jobs))
 
 
 def process_pool(workers: int) -> ProcessPoolExecutor:

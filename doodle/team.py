@@ -29,14 +29,15 @@ PASS = 16  # an elementwise pass over one entry costs about as much as this many
 RECHECK = 1.0  # seconds between looks at the share of the cores (Team.share)
 
 
-def _cores() -> int:
+def available_cores() -> int:
+    """The cores this process may run on."""
     try:
         return len(os.sched_getaffinity(0))  # taskset and cgroup cpusets count
     except (AttributeError, OSError):
         return os.cpu_count() or 1
 
 
-CORES = _cores()  # fixed for the process: the blocks never follow the load
+CORES = available_cores()  # fixed for the process: the blocks never follow the load
 
 
 def blocks(n: int, work: int = 0) -> list[slice]:

@@ -221,7 +221,7 @@ def _timed_task(source, out, data, padding) -> dict:
 def test_a_build_beside_a_training_takes_its_fair_share_of_the_cores(sources, tmp_path, monkeypatch, share):
     """workers=0 runs as many categories at once as doodle.cores.share() allows (1 beside a training on 2 cores)."""
     monkeypatch.setattr(doodle.cache, "PARALLEL_MIN_BYTES", 0)
-    monkeypatch.setattr(doodle.rasterpool, "_cores", lambda: 3)  # a pool of 3 workers for the 3 categories
+    monkeypatch.setattr(doodle.rasterpool, "available_cores", lambda: 3)  # a pool of 3 workers for the 3 categories
     monkeypatch.setattr(doodle.cores, "share", lambda: share)
     jobs = jobs_in(sources, tmp_path)
     build_all(jobs, data(), PADDING, workers=0, task=_timed_task)
