@@ -145,7 +145,7 @@ class Dense(Layer):
             np.matmul(x[r], W, out=out[r])
             if b is not None:
                 out[r] += b
-        team.run([functools.partial(rows, r) for r in team.blocks(len(x), x.shape[0] * W.size)])
+        team.each(rows, len(x), x.shape[0] * W.size)
         return out
 
     def backward(self, dout):
@@ -306,7 +306,7 @@ def _float32_uniform_at_least(rng: np.random.Generator, shape: tuple, p: float) 
     bits = rng.bit_generator
     if bits.state.get("bit_generator") != "PCG64" or np.little_endian is False:
         return rng.random(shape, dtype=np.float32) >= p
-    n = math_prod(shape)
+    n = math.prod(int(k) for k in shape)  # python ints: no overflow
     state = bits.state
     kept = state["has_uint32"] if n else 0
     raw = bits.random_raw((n - kept + 1) // 2)  # two 32-bit words per 64-bit one
@@ -548,7 +548,7 @@ class ModelSpec:
     def training_bytes(self, batch: int, itemsize: int = 4) -> int:
         """About the memory a training run of this network takes: parameters, gradients and up to three
         optimizer arrays of their size, and a batch's values and gradients through every layer."""
-        params = sum(math_prod(s) for s in self.weight_shapes().values())
+        params = sum(math.prod(int(k) for k in s) for s in self.weight_shapes().values())
         return itemsize * (6 * params + 8 * batch * sum(self.layer_sizes))
 
     def check_fits(self, batch: int, itemsize: int = 4, what: str = "model.hidden") -> None:
@@ -559,14 +559,6 @@ class ModelSpec:
             raise DoodleError(f"{what}: the {'-'.join(map(str, self.layer_sizes))} network needs about "
                               f"{need / 2 ** 30:.1f} GiB to train at batch {batch}, and this machine has "
                               f"{have / 2 ** 30:.1f} GiB available; use smaller hidden layers")
-
-
-def math_prod(shape: tuple[int, ...]) -> int:
-    """The number of entries of an array of this shape (python ints: no overflow)."""
-    n = 1
-    for k in shape:
-        n *= int(k)
-    return n
 
 
 def available_memory() -> int | None:
