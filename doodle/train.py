@@ -174,8 +174,7 @@ class _Run:
     ds: Dataset
     dir: Path
     split: dict[str, np.ndarray]  # train/val/test row indices
-    spec: ModelSpec
-    model: MLP
+    model: MLP  # its spec (model.spec) is the one description of the network
     optimizer: Optimizer
     step: Callable[..., tuple[float, int]]  # (x, y, lr) -> (loss, n_correct): make_step's, chosen once
     rng: np.random.Generator  # shuffling and augmentation
@@ -210,7 +209,7 @@ _RESUMABLE = {
 }
 
 
-def _resume_changes(run_dir: Path, before: dict, after: dict, run: _Run) -> list[str]:
+def _resume_changes(run_dir: Path, before: dict, after: dict) -> list[str]:
     """What the overrides of a --resume change, one sentence each; a DoodleError for a change that would break
     the exact continuation (the network, the data, the optimizer, the seeds)."""
     changed = [(sec, key) for sec, keys in after.items() for key in keys if before.get(sec, {}).get(key) != keys[key]]
@@ -259,7 +258,7 @@ def _start(cfg: dict, ds: Dataset, run_dir: Path, resume: bool, data_dir: str | 
     optimizer = optimizer_from_settings(t, model.parameters(), flat=(model.flat_params, model.flat_grads))
     step = make_step(model, optimizer, t["loss"], t["backprop"], t["clip_norm"])
     steps_per_epoch = math.ceil(len(split["train"]) / t["batch_size"])
-    run = _Run(cfg, ds, run_dir, split, spec, model, optimizer, step, np.random.default_rng([t["seed"], 1]),
+    run = _Run(cfg, ds, run_dir, split, model, optimizer, step, np.random.default_rng([t["seed"], 1]),
                schedule_from_settings(t, steps_per_epoch), steps_per_epoch, data_dir=data_dir,
                patience_left=t["patience"], origin=None if start is None else start.origin)
     if not resume:
@@ -269,7 +268,7 @@ def _start(cfg: dict, ds: Dataset, run_dir: Path, resume: bool, data_dir: str | 
                                                    "run_id": np.array(run.run_id)})
         fsutil.write_text(run_dir / runs.METRICS_JSONL, "")
         return run
-    run.resume_notes = _resume_changes(run_dir, load_config(run_dir / runs.CONFIG_YAML), cfg, run)
+    run.resume_notes = _resume_changes(run_dir, load_config(run_dir / runs.CONFIG_YAML), cfg)
     model_shapes = spec.weight_shapes()
     arrays, state = runs.read_last(run_dir, {**{f"model/{k}": v for k, v in model_shapes.items()},
                                          **{f"best/{k}": v for k, v in model_shapes.items()},
@@ -436,7 +435,7 @@ def _end_epoch(run: _Run, row: dict) -> bool:
 
 
 def _meta(run: _Run, metrics: dict) -> dict:
-    return model_meta(run.cfg, run.ds.classes, run.spec, metrics, run.run_id, run.data_dir, run.origin)
+    return model_meta(run.cfg, run.ds.classes, run.model.spec, metrics, run.run_id, run.data_dir, run.origin)
 
 
 def _finish(run: _Run, interrupted: bool) -> TrainResult:
@@ -459,7 +458,7 @@ def _finish(run: _Run, interrupted: bool) -> TrainResult:
     meta = _meta(run, metrics)
     meta["temperature"] = run.model.temperature
     save_model(run.dir, run.model, meta)
-    return TrainResult(run=str(run.dir), classes=run.ds.classes, layer_sizes=list(run.spec.layer_sizes),
+    return TrainResult(run=str(run.dir), classes=run.ds.classes, layer_sizes=list(run.model.spec.layer_sizes),
                        batch_size=t["batch_size"], epochs=len(run.history), best_epoch=run.best["epoch"],
                        val_accuracy=best_row["val_accuracy"], test_accuracy=test_acc, test_loss=test_loss,
                        samples_per_second=sps, interrupted=interrupted, history=run.history)
