@@ -338,7 +338,8 @@ def render_flat(xs, ys, nx, per_drawing, spec: RasterSpec) -> np.ndarray:
 
     # Device coordinates in 1/256 pixel, as cairo keeps them. Each drawing's box [0, max] is centred in
     # the 256 box (Google's offset ignores the minimum).
-    points = np.bincount(np.repeat(np.arange(n_drawings), per_drawing), nx, minlength=n_drawings).astype(np.int64)
+    drawing_of_stroke = np.repeat(np.arange(n_drawings), per_drawing)
+    points = np.bincount(drawing_of_stroke, nx, minlength=n_drawings).astype(np.int64)
     first = starts(points)
     off_x = np.repeat((SOURCE_SIDE - np.maximum.reduceat(xs, first)) / 2.0 + shift, points)
     off_y = np.repeat((SOURCE_SIDE - np.maximum.reduceat(ys, first)) / 2.0 + shift, points)
@@ -443,7 +444,6 @@ def render_flat(xs, ys, nx, per_drawing, spec: RasterSpec) -> np.ndarray:
     cover += steps * q1  # (slots, width): coverage * 15 * 1024
 
     # Composite: each stroke lets 1 - coverage of what is below show through (alpha_out = a + b - a*b).
-    drawing_of_stroke = np.repeat(np.arange(n_drawings), per_drawing)
     slot_stroke = np.repeat(np.arange(n_strokes), s_rows)
     target = drawing_of_stroke[slot_stroke] * size + s_rmin[slot_stroke] + _ramp(n_slots) - slot0[slot_stroke]
     order = np.argsort(target, kind="stable")
