@@ -55,10 +55,9 @@ from doodle.inputs import Drawing, to_bitmap
 from doodle.metrics import confidence_rule
 from doodle.predict import probabilities, top_categories
 from doodle.progress import NULL_REPORTER, Reporter
-from doodle.simplify import MAX_INK, TooMuchWork
+from doodle.simplify import TooMuchWork
 from doodle.strokes import (
     MAX_COORD,
-    MAX_POINTS,
     BadInput,
     Limits,
     check_numbers,
@@ -221,7 +220,8 @@ class Player:
         return {"run": self.run_dir.name, "path": str(self.run_dir), "save_dir": str(self.save_dir),
                 "categories": self.classes,
                 "raster": self.raster, "test_accuracy": metrics.get("test_accuracy"),
-                "limits": {"body_bytes": MAX_BODY, "points": MAX_POINTS, "strokes": MAX_STROKES, "ink": MAX_INK},
+                "limits": {"body_bytes": MAX_BODY, "points": LIMITS.points, "strokes": LIMITS.strokes,
+                           "ink": LIMITS.ink},
                 "taught": [t["word"] for t in self.meta.get("taught", [])],  # their probabilities are uncalibrated
                 "confidence": confidence_rule(metrics)}
 
@@ -234,10 +234,6 @@ class Player:
             raise ApiError(413, str(exc)) from None
         return drawing, to_bitmap(drawing, self.raster)
 
-    def _bitmap(self, strokes: list, simplified: bool) -> np.ndarray:
-        """Checked strokes -> the (S, S) uint8 bitmap the model sees (call it within a gate turn)."""
-        return self._drawing(strokes, simplified)[1]
-
     def _guess(self, strokes: list, simplified: bool,
                explain: bool = False) -> tuple[np.ndarray, np.ndarray, dict | None]:
         """Checked strokes -> ((S, S) uint8 bitmap, (C,) probabilities, with `explain` the "why?" of the top guess
@@ -247,9 +243,11 @@ class Player:
             try:
                 with self._lock:
                     p = probabilities(self.model, bitmap[None], self.run_dir)[0]
-                    work = len(drawing.strokes) * sum(len(st[0]) for st in drawing.strokes)
-                    reason = why(self.model, self.raster, bitmap, drawing.strokes, p, self.run_dir,
-                                 work <= MAX_ATTRIBUTION) if explain else None
+                    reason = None
+                    if explain:  # strokes x points is the work of re-rendering once per stroke
+                        work = len(drawing.strokes) * sum(len(st[0]) for st in drawing.strokes)
+                        reason = why(self.model, self.raster, bitmap, drawing.strokes, p, self.run_dir,
+                                     work <= MAX_ATTRIBUTION)
             except DoodleError as exc:  # the model, not the drawing, is at fault
                 raise ApiError(500, str(exc)) from None
         return bitmap, p, reason
@@ -335,7 +333,7 @@ class Player:
                 except ApiError as exc:
                     raise ApiError(exc.status, f"drawing {i}: {exc}") from None
             with self.gate.turn():
-                bitmaps = np.stack([self._bitmap(strokes, False) for strokes in checked])
+                bitmaps = np.stack([self._drawing(strokes, False)[1] for strokes in checked])
             if (problem := self.teacher.prepare()) is not None:  # before anything is saved
                 raise ApiError(503, f"cannot teach here: {problem}")
             records = [raw_record(word, strokes, recognized=False) for strokes in checked]

@@ -24,11 +24,11 @@ from typer.testing import CliRunner
 from doodle import metrics, play
 from doodle.checkpoint import load_model
 from doodle.cli import app as cli_app
-from doodle.play import MAX_BODY, MAX_POINTS, MAX_STROKES, make_app, running
+from doodle.play import MAX_BODY, MAX_STROKES, make_app, running
 from doodle.predict import predict
 from doodle.raster import rasterize
 from doodle.simplify import MAX_INK, simplify_raw
-from doodle.strokes import iter_drawings, parse_drawing
+from doodle.strokes import MAX_POINTS, iter_drawings, parse_drawing
 
 FIXTURE = REPO / "tests" / "fixtures" / "play" / "raw_shapes.ndjson"
 SHAPES = ["circle", "square", "triangle", "hexagon", "octagon", "star", "line", "zigzag"]
