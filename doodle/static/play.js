@@ -380,12 +380,10 @@ function drawWhy(why, bitmap, drawing) {
     }
   }
   pc.putImageData(img, 0, 0);
-  const sc = el.whyStrokes.getContext("2d");
   const given = why && why.strokes;  // null for a drawing too long to re-render once per stroke
   const top = given ? Math.max(...given.map((d) => Math.abs(d || 0))) : 0;
   const colours = given ? given.map((d) => `rgb(${diverging(d || 0, top).join(",")})`) : undefined;
   drawThumb(el.whyStrokes, why ? drawing : [], colours);
-  sc.setTransform(1, 0, 0, 1, 0, 0);
 }
 
 // ---------------------------------------------------------------- the game
@@ -592,6 +590,7 @@ function drawThumb(canvas, drawing, colours) {
   // the strokes scaled to fit, as the user drew them (not the network's 28x28 view); with colours, each
   // stroke in its own over a grey outline (so a white one still shows)
   const c = canvas.getContext("2d"), size = canvas.width;
+  c.setTransform(1, 0, 0, 1, 0, 0);  // a canvas drawn on again (the "why?" view) starts from its own pixels
   c.fillStyle = "#fff";
   c.fillRect(0, 0, size, size);
   const xs = drawing.flatMap((s) => s[0]), ys = drawing.flatMap((s) => s[1]);
