@@ -81,13 +81,13 @@ def read_base(run: str | Path) -> Base:
     return Base(run_dir.resolve(), model, meta, cfg)
 
 
-def config_from_run(run: str | Path, overrides: tuple[str, ...] | list[str] = (),
+def config_from_run(run: str | Path | Base, overrides: tuple[str, ...] | list[str] = (),
                     data_dir: str | Path | None = None) -> tuple[dict, Path]:
     """`doodle train --from RUN --set ...`: (RUN's config, EXTEND_TRAIN, then the overrides, with extend.from =
     RUN; the data folder: `data_dir`, else the one RUN recorded)."""
     from doodle.evaluate import run_data_dir
 
-    base = read_base(run)
+    base = run if isinstance(run, Base) else read_base(run)
     cfg = copy.deepcopy(base.cfg)
     cfg["train"].update(EXTEND_TRAIN)
     cfg["extend"]["from"] = str(base.dir)

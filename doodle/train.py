@@ -82,11 +82,13 @@ def train(config_path: str | Path | None = None, overrides: tuple[str, ...] | li
     """Load the config, claim the run folder, load the data, then train; see `fit` for the loop. `from_run`
     extends that trained run with new words (doodle.extend), reading its data from `data_dir` or, when
     that is None, where the run recorded it."""
+    base: extend.Base | None = None  # the run a new run extends (--from, or extend.from in the config)
     if from_run is not None:
         if config_path is not None or resume is not None:
             raise DoodleError("--from starts from the run's own config: change it with --set, without --config "
                               "or --resume")
-        cfg, data_dir = extend.config_from_run(from_run, overrides, data_dir)
+        base = extend.read_base(from_run)  # read once: the config and the starting point both need it
+        cfg, data_dir = extend.config_from_run(base, overrides, data_dir)
         run_dir = Path(out) if out is not None else runs.default_run_dir("extend")
     elif resume is not None:
         run_dir = Path(resume)
@@ -97,7 +99,8 @@ def train(config_path: str | Path | None = None, overrides: tuple[str, ...] | li
     else:
         cfg = load_config(config_path, overrides)
         if cfg["extend"]["from"]:  # a config file may name the run to extend, as --from does
-            cfg = extend.extension_config(cfg)
+            base = extend.read_base(cfg["extend"]["from"])
+            cfg = extend.extension_config(cfg, base)
         run_dir = Path(out) if out is not None else runs.default_run_dir(config_path)
     data_dir = "data" if data_dir is None else data_dir
     fresh = not run_dir.exists()
@@ -114,8 +117,7 @@ def train(config_path: str | Path | None = None, overrides: tuple[str, ...] | li
             counts = list(runs.load_split(run_dir)["counts"]) if resume is not None else None
             trained = _trained_classes(run_dir) if resume is not None else None
             ds = load_dataset(cfg, data_dir, reporter, workers=workers, counts=counts, trained=trained)
-            start = extend.starting_point(cfg, ds, data_dir, reporter) if cfg["extend"]["from"] and resume is None \
-                else None
+            start = extend.starting_point(cfg, ds, data_dir, reporter, base) if base is not None else None
             return fit(cfg, ds, run_dir, reporter, resume=resume is not None,
                        data_dir=str(Path(data_dir).resolve()), start=start)
         except BaseException:
