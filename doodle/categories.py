@@ -12,10 +12,10 @@ from pathlib import Path
 
 from doodle.errors import DoodleError
 
-FORMATS = {"simplified": "ndjson", "raw": "ndjson", "numpy_bitmap": "npy"}
+FORMATS = {"simplified": "ndjson", "raw": "ndjson", "numpy_bitmap": "npy"}  # Google's formats -> file extension
 # Words become file names (<word>.ndjson): 255 bytes is the usual limit, with room left for the extension.
 MAX_NAME_BYTES = 200
-_SEPARATORS = {"/": "a path separator '/'", "\\": "a path separator '\\'"}  # Google's formats -> file extension
+_SEPARATORS = {"/": "a path separator '/'", "\\": "a path separator '\\'"}
 # The categories doodle can draw itself (doodle.synthetic), written like simplified files under "synthetic/".
 SYNTHETIC_SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "hexagon", "octagon", "star", "line", "zigzag")
 

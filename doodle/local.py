@@ -56,7 +56,7 @@ def local_files(paths: list[str]) -> dict[str, list[Path]]:
 
 def local_words(paths: list[str]) -> list[str]:
     """The words of data.local, in order (see local_files)."""
-    return list(local_files(paths)) if paths else []
+    return list(local_files(paths))
 
 
 def check_word(record: dict, word: str, source: Path) -> None:

@@ -35,7 +35,7 @@ from doodle.checkpoint import save_model
 from doodle.config import dump, from_dict
 from doodle.errors import DoodleError
 from doodle.extend import class_features, features, new_rows
-from doodle.nn import MLP, ModelSpec
+from doodle.nn import MLP
 from doodle.rasterpool import rasterize_batch
 from doodle.strokes import iter_drawings
 from doodle.train import model_meta
@@ -61,7 +61,7 @@ class Teacher:
 
     def __init__(self, run_dir: str | Path, model: MLP, meta: dict, data_dir: str | Path | None = None):
         self.run_dir, self.meta = Path(run_dir), meta
-        self.model = _copy(model, meta)  # features are computed on a copy: the caller's model keeps serving
+        self.model = _copy(model)  # features are computed on a copy: the caller's model keeps serving
         self.data_dir = data_dir
         self._feats: tuple[np.ndarray, np.ndarray] | None = None  # (N, H) features of known classes, (N,) labels
         self._problem: str | None = None
@@ -125,11 +125,11 @@ class Teacher:
         for i in range(len(new)):  # each drawing left out in turn: does the rest teach it?
             Wi, bi = new_rows(old_feats, old_y, W, b, [np.delete(new, i, axis=0)])
             hits += int(np.argmax(np.append(new[i] @ W + b, new[i] @ Wi + bi)) == len(b))
-        model = _grown(self.model, self.meta, Wn, bn)
+        model = _grown(self.model, Wn, bn)
         # runs/teach-<word>-<time> (".run" is there for default_run_dir's Path.stem, which would cut "t.v" to "t")
         run_dir = runs.default_run_dir(f"teach-{word}.run", Path(runs_dir) if runs_dir else self.run_dir.parent)
         meta = self._write_run(run_dir, model, word, drawings_file, key_ids, (hits, len(new)))
-        taught = Taught(word, run_dir, _copy(model, meta), meta, time.perf_counter() - tick, (hits, len(new)))
+        taught = Taught(word, run_dir, _copy(model), meta, time.perf_counter() - tick, (hits, len(new)))
         with self._ready:  # the next word extends this one: its drawings join the known ones
             self.run_dir, self.meta, self.model = run_dir, meta, model
             if self._feats is not None:
@@ -160,19 +160,19 @@ class Teacher:
         return meta
 
 
-def _copy(model: MLP, meta: dict) -> MLP:
+def _copy(model: MLP) -> MLP:
     """An independent copy of a model (its own layer caches), temperature and test-time views included."""
-    out = MLP.from_spec(ModelSpec.from_meta(meta))
+    out = MLP.from_spec(model.spec, initialise=False)
     out.load_state_dict(model.state_dict())
     out.temperature = model.temperature
     return out
 
 
-def _grown(model: MLP, meta: dict, Wn: np.ndarray, bn: np.ndarray) -> MLP:
+def _grown(model: MLP, Wn: np.ndarray, bn: np.ndarray) -> MLP:
     """The model with output rows Wn (H, K), bn (K,) added after its own."""
-    spec = ModelSpec.from_meta(meta)
-    spec = dataclasses.replace(spec, layer_sizes=(*spec.layer_sizes[:-1], spec.layer_sizes[-1] + len(bn)))
-    grown = MLP.from_spec(spec)
+    sizes = model.spec.layer_sizes
+    grown = MLP.from_spec(dataclasses.replace(model.spec, layer_sizes=(*sizes[:-1], sizes[-1] + len(bn))),
+                          initialise=False)
     state = model.state_dict()
     last = model.dense[-1].name
     state[f"{last}.W"] = np.concatenate([state[f"{last}.W"], Wn], axis=1)
